@@ -1,0 +1,1 @@
+"""Adapters: the concrete implementations of isthmus.ports (DynamoDB, S3, HTTP clients)."""

@@ -1,0 +1,71 @@
+"""DynamoDB access through the low-level boto3 client (same code on AWS, DynamoDB Local, Alternator).
+
+boto3 is imported on first use, not at module import: it costs ~270 ms of a handler's cold import.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from isthmus import settings
+
+_lock = threading.Lock()
+_clients: dict[tuple[str | None, str], Any] = {}
+
+
+def client(*, fast_fail: bool = False) -> Any:
+    """A cached DynamoDB client. ``fast_fail`` gives a probe's client: 1 s timeouts and no retries."""
+    endpoint = settings.dynamodb_endpoint()
+    key = (endpoint, "fast" if fast_fail else "normal")
+    cached = _clients.get(key)
+    if cached is not None:
+        return cached
+    with _lock:
+        if key not in _clients:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"}) \
+                if fast_fail else Config(retries={"max_attempts": 4, "mode": "standard"}, max_pool_connections=64)
+            kwargs: dict[str, Any] = {"region_name": settings.region(), "config": config}
+            if endpoint:
+                kwargs["endpoint_url"] = endpoint
+                # DynamoDB Local accepts any credentials; never depend on the developer's profile.
+                kwargs.setdefault("aws_access_key_id", "local")
+                kwargs.setdefault("aws_secret_access_key", "local")
+            _clients[key] = boto3.client("dynamodb", **kwargs)
+    return _clients[key]
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests that point ISTHMUS_DYNAMODB_ENDPOINT elsewhere)."""
+    with _lock:
+        _clients.clear()
+
+
+class DynamoStoreProbe:
+    """StoreProbe over DynamoDB: every configured table must exist and be ACTIVE."""
+
+    def __init__(self, tables: tuple[str, ...] = settings.TABLES) -> None:
+        self.tables = tables
+
+    def problems(self) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        ddb = client(fast_fail=True)
+        found: list[str] = []
+        for name in self.tables:
+            physical = settings.table_name(name)
+            try:
+                status = ddb.describe_table(TableName=physical)["Table"]["TableStatus"]
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                found.append(f"table {physical}: {'missing' if code == 'ResourceNotFoundException' else code}")
+                continue
+            except BotoCoreError as exc:
+                # Unreachable store: one line says it all, no point asking about the other tables.
+                return [f"DynamoDB unreachable: {type(exc).__name__}"]
+            if status != "ACTIVE":
+                found.append(f"table {physical}: {status}")
+        return found

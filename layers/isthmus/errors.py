@@ -1,0 +1,131 @@
+"""One error module for every surface.
+
+Three dialects answer errors in three shapes:
+- OpenAI routes:      {"error": {"message", "type", "param", "code"}}
+- Anthropic routes:   {"type": "error", "error": {"type", "message"}}
+- control surface:    {"detail": ...}
+Services raise :class:`ApiError`; the web layer renders it for the caller's dialect.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+
+class Dialect(str, Enum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    CONTROL = "control"
+
+
+_OPENAI_PATHS = ("/v1/chat", "/v1/responses", "/v1/models", "/v1/completions", "/v1/embeddings",
+                 "/v1/moderations", "/v1/images", "/v1/audio")
+
+
+def dialect_for_path(path: str) -> Dialect:
+    """The dialect a caller of ``path`` expects errors in (``/api/v1`` is the same as ``/v1``)."""
+    if path.startswith("/api/"):
+        path = path[4:]
+    if path.startswith("/v1/messages"):
+        return Dialect.ANTHROPIC
+    if path.startswith(_OPENAI_PATHS):
+        return Dialect.OPENAI
+    return Dialect.CONTROL
+
+
+# Anthropic names error types by status; OpenAI uses a handful of types with codes.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ApiError(Exception):
+    """An error with an HTTP status that every dialect knows how to render."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+        detail: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.error_type = error_type
+        self.headers = headers or {}
+        self.detail = detail  # control surface: a structured detail (e.g. validation errors)
+
+    def body(self, dialect: Dialect) -> dict[str, Any]:
+        return error_body(dialect, self.status, self.message, code=self.code, param=self.param,
+                          error_type=self.error_type, detail=self.detail)
+
+
+def error_body(
+    dialect: Dialect,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    error_type: str | None = None,
+    detail: Any = None,
+) -> dict[str, Any]:
+    if dialect is Dialect.ANTHROPIC:
+        kind = error_type or _ANTHROPIC_TYPES.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    if dialect is Dialect.OPENAI:
+        kind = error_type or _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"detail": detail if detail is not None else message}
+
+
+def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def not_found(message: str, *, code: str | None = None) -> ApiError:
+    return ApiError(404, message, code=code)
+
+
+def validation_error(errors: list[dict[str, Any]], dialect: Dialect) -> ApiError:
+    """A pydantic ValidationError's ``errors()`` as one ApiError naming the first bad field.
+
+    Inference dialects answer 400 (as OpenAI and Anthropic do); the control surface answers 422 with the
+    whole list in ``detail``, as FastAPI-based Otari does (its client reads ``detail``).
+    """
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
+    if dialect is Dialect.CONTROL:
+        detail = [{"loc": ["body", *e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+                  for e in errors]
+        return ApiError(422, message, param=loc or None, detail=detail)
+    return ApiError(400, message, param=loc or None, code="invalid_value")

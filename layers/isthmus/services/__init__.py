@@ -1,0 +1,1 @@
+"""Services: the logic, written against isthmus.ports."""

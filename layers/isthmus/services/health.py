@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from typing import Any
+
+from isthmus import __version__
+from isthmus.observability import inflight
+from isthmus.ports.health import StoreProbe
+
+
+def status() -> dict[str, Any]:
+    return {"status": "busy" if inflight.busy else "idle", "version": __version__}
+
+
+def readiness(probe: StoreProbe) -> tuple[int, dict[str, Any]]:
+    """200 when the store answers with every table; 503 naming what is wrong otherwise."""
+    problems = probe.problems()
+    if problems:
+        return 503, {"status": "unavailable", "detail": "; ".join(problems), "checks": {"dynamodb": problems}}
+    return 200, {"status": "ready", "checks": {"dynamodb": "ok"}}

@@ -1,0 +1,30 @@
+"""Configuration from ``ISTHMUS_*`` environment variables (the README documents each one)."""
+
+from __future__ import annotations
+
+import os
+
+# Every table the control surface uses; the template defines each as <Name>Table and passes its
+# physical name to the functions as ISTHMUS_TABLE_<NAME>.
+TABLES = (
+    "keys", "users", "budgets", "pricing", "usage", "clusters", "nodes", "settings",
+    "providers", "files", "batches", "sessions", "responses", "ratelimits",
+)
+
+
+def table_prefix() -> str:
+    return os.environ.get("ISTHMUS_TABLE_PREFIX", "isthmus-")
+
+
+def table_name(name: str) -> str:
+    """Physical name of a logical table: the template's value when deployed, prefix + name locally."""
+    return os.environ.get(f"ISTHMUS_TABLE_{name.upper()}") or f"{table_prefix()}{name}"
+
+
+def dynamodb_endpoint() -> str | None:
+    """Set for DynamoDB Local / Alternator; unset on AWS (boto3 then finds the regional endpoint)."""
+    return os.environ.get("ISTHMUS_DYNAMODB_ENDPOINT") or None
+
+
+def region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"

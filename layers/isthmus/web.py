@@ -1,0 +1,171 @@
+"""The ASGI app factory every function uses: routes under /v1 and /api/v1, dialect-shaped errors,
+a request id on every request and every log line, and one log line per unhandled exception."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body, validation_error
+from isthmus.observability import get_logger, inflight, request_id_var
+
+M = TypeVar("M", bound=BaseModel)
+Endpoint = Callable[[Request], Awaitable[Response]]
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def versioned(path: str, endpoint: Endpoint, methods: Sequence[str]) -> list[Route]:
+    """The same endpoint under ``/v1{path}`` and ``/api/v1{path}`` (newer otari clients use the latter)."""
+    return [Route(f"{prefix}{path}", endpoint, methods=list(methods)) for prefix in ("/v1", "/api/v1")]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(data, status_code=status, headers=headers)
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON, or a 400 in the caller's dialect that says what is wrong with it."""
+    raw = await request.body()
+    if not raw:
+        raise ApiError(400, "Request body is empty; expected a JSON object.")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"Request body is not valid JSON: {exc}") from None
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """Validate the JSON body against ``model``; validation failures name the field (never a 500)."""
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(400, "Request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc.errors(include_url=False), dialect_for_path(request.url.path)) from None
+
+
+def error_response(request_path: str, err: ApiError, request_id: str | None = None) -> JSONResponse:
+    headers = dict(err.headers)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return JSONResponse(err.body(dialect_for_path(request_path)), status_code=err.status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(request.url.path, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"No route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(request.url.path, ApiError(exc.status_code, message, code="not_found"
+                                                     if exc.status_code == 404 else None,
+                                                     headers=dict(exc.headers or {})))
+
+
+class RequestContextMiddleware:
+    """Outermost middleware: request id, in-flight count, and the last word on unhandled exceptions.
+
+    It catches what the app did not (so Starlette's ServerErrorMiddleware never logs a second copy),
+    logs it once with the request id, and answers 500 in the caller's dialect, naming the request id.
+    """
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.logger = get_logger(service)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        counted = not scope["path"].startswith("/health")
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        if counted:
+            inflight.count += 1
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            self.logger.exception("unhandled error", extra={"path": scope["path"], "method": scope["method"]})
+            if started:
+                raise
+            body = error_body(dialect_for_path(scope["path"]), 500,
+                              f"Internal error; request id {request_id}", code="internal_error")
+            await JSONResponse(body, status_code=500, headers={"x-request-id": request_id})(scope, receive, send)
+        finally:
+            if counted:
+                inflight.count -= 1
+            request_id_var.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _SAFE_REQUEST_ID.match(candidate):
+                return candidate
+    context = scope.get("aws.context")
+    rid = getattr(context, "aws_request_id", None)
+    return str(rid) if rid else uuid.uuid4().hex
+
+
+def create_app(routes: Sequence[BaseRoute], *, service: str) -> ASGIApp:
+    app = Starlette(
+        routes=list(routes),
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )
+    return RequestContextMiddleware(app, service)
+
+
+def not_implemented(group: str, issue: int) -> Endpoint:
+    """An honest 501 for a route whose group has not landed yet (its route and function exist)."""
+
+    async def endpoint(request: Request) -> Response:
+        raise ApiError(501, f"{request.method} {request.url.path} is not implemented yet ({group}, see #{issue}).",
+                       code="not_implemented", error_type="not_implemented")
+
+    return endpoint
+
+
+__all__ = ["Dialect", "create_app", "json_response", "not_implemented", "parse_body", "read_json", "versioned"]
+
+
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def placeholder_routes(paths: Sequence[str], group: str, issue: int, *, versioned_paths: bool = True) -> list[Route]:
+    """501 routes for a group whose service has not landed yet, under both API prefixes."""
+    endpoint = not_implemented(group, issue)
+    routes: list[Route] = []
+    for path in paths:
+        routes += versioned(path, endpoint, ALL_METHODS) if versioned_paths else \
+            [Route(path, endpoint, methods=list(ALL_METHODS))]
+    return routes

@@ -1,0 +1,78 @@
+"""The `isthmus` command: dev, edge, ddb, agent, model.
+
+Each sub-command's module is imported only when it runs, so `isthmus edge` never pays for mlx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _add_edge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("edge", help="serve template.yaml's routes in-process (like `sam local start-api`)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--mode", choices=["asgi", "lambda"], default="asgi",
+                   help="asgi: real streaming (default); lambda: each request goes through the Mangum handler")
+    p.add_argument("--template", default=None, help="path to template.yaml (default: the project's)")
+
+
+def _add_ddb(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ddb", help="run DynamoDB Local (persistent) and create the tables")
+    p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--data-dir", default=".isthmus")
+
+
+def _add_dev(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dev", help="DynamoDB Local + tables + node agent + edge, all stopped by Ctrl-C")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data-dir", default=".isthmus")
+    p.add_argument("--model", default="smollm2-135m", help="model name or path for the node agent")
+    p.add_argument("--no-agent", action="store_true", help="do not start a node agent")
+    p.add_argument("--ddb-port", type=int, default=8001)
+    p.add_argument("--agent-port", type=int, default=8100)
+    p.add_argument("--mode", choices=["asgi", "lambda"], default="asgi")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="isthmus", description="Isthmus LLM gateway: local runtime.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_dev(sub)
+    _add_edge(sub)
+    _add_ddb(sub)
+    try:
+        from local_runtime.agent.cli import add_agent_parser, add_model_parser
+    except ImportError:  # the agent package is optional on machines that only run the edge
+        pass
+    else:
+        add_agent_parser(sub)
+        add_model_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "edge":
+        from local_runtime.edge.server import run_edge
+
+        return run_edge(host=args.host, port=args.port, mode=args.mode, template=args.template)
+    if args.command == "ddb":
+        from local_runtime.ddb import run_ddb
+
+        return run_ddb(port=args.port, data_dir=args.data_dir)
+    if args.command == "dev":
+        from local_runtime.dev import run_dev
+
+        return run_dev(args)
+    handler = getattr(args, "run", None)
+    if handler is None:
+        build_parser().print_help()
+        return 2
+    return int(handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

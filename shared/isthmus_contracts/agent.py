@@ -1,0 +1,52 @@
+"""The node-agent protocol (``/agent/v1/*``). Generation requests are :class:`InternalRequest`; a streamed
+generation is NDJSON, one :data:`StreamEvent` per line; a non-streamed one is an :class:`InternalResponse`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from isthmus_contracts.internal import InternalRequest, Message, ReasoningEffort, Tool
+
+
+class TokenizeRequest(BaseModel):
+    messages: list[Message] = Field(min_length=1)
+    tools: list[Tool] = Field(default_factory=list)
+    enable_thinking: bool | None = None
+    reasoning_effort: ReasoningEffort | None = None
+
+
+class TokenizeResponse(BaseModel):
+    prompt_tokens: int
+    model: str
+
+
+class LoadRequest(BaseModel):
+    model: str  # a name known to `isthmus model` or a path to an mlx-lm model directory
+
+
+class AgentStatus(BaseModel):
+    node_id: str
+    model: str | None
+    loaded: bool
+    busy: bool
+    active: int = 0  # sequences generating now
+    queue_depth: int = 0
+    max_queue: int = 0
+    cache_entries: int = 0
+    cache_bytes: int = 0
+    rss_bytes: int = 0
+    ram_total_bytes: int = 0
+    platform: str = ""
+
+
+class AgentHealth(BaseModel):
+    status: Literal["idle", "busy"]
+    model: str | None = None
+    loaded: bool = False
+
+
+GenerateRequest = InternalRequest
+
+__all__ = ["AgentHealth", "AgentStatus", "GenerateRequest", "LoadRequest", "TokenizeRequest", "TokenizeResponse"]
