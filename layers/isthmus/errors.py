@@ -9,11 +9,12 @@ Services raise :class:`ApiError`; the web layer renders it for the caller's dial
 
 from __future__ import annotations
 
-from enum import Enum
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import Any
 
 
-class Dialect(str, Enum):
+class Dialect(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     CONTROL = "control"
@@ -115,13 +116,13 @@ def not_found(message: str, *, code: str | None = None) -> ApiError:
     return ApiError(404, message, code=code)
 
 
-def validation_error(errors: list[dict[str, Any]], dialect: Dialect) -> ApiError:
+def validation_error(errors: Sequence[Mapping[str, Any]], dialect: Dialect) -> ApiError:
     """A pydantic ValidationError's ``errors()`` as one ApiError naming the first bad field.
 
     Inference dialects answer 400 (as OpenAI and Anthropic do); the control surface answers 422 with the
     whole list in ``detail``, as FastAPI-based Otari does (its client reads ``detail``).
     """
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    first: Mapping[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     message = f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
     if dialect is Dialect.CONTROL:

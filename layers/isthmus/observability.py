@@ -82,7 +82,7 @@ def lambda_entry(app: Any, service: str) -> LambdaHandler:
 
     def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
         metrics.add_metric(name="Invocations", unit=MetricUnit.Count, value=1)
-        return mangum(event, context)  # type: ignore[arg-type]
+        return mangum(event, context)
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
     @metrics.log_metrics(capture_cold_start_metric=True)

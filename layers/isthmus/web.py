@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -82,11 +83,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 class RequestContextMiddleware:
-    """Outermost middleware: request id, in-flight count, and the last word on unhandled exceptions.
-
-    It catches what the app did not (so Starlette's ServerErrorMiddleware never logs a second copy),
-    logs it once with the request id, and answers 500 in the caller's dialect, naming the request id.
-    """
+    """Request id, in-flight count, and the last word on unhandled exceptions: it logs each once with
+    the request id and answers 500 in the caller's dialect, naming the request id."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -138,11 +136,13 @@ def _request_id(scope: Scope) -> str:
 
 
 def create_app(routes: Sequence[BaseRoute], *, service: str) -> ASGIApp:
-    app = Starlette(
+    # Our middleware sits inside Starlette's ServerErrorMiddleware, so a crash is answered (and logged)
+    # here once, and never reaches the plain-text "Internal Server Error" page.
+    return Starlette(
         routes=list(routes),
+        middleware=[Middleware(RequestContextMiddleware, service=service)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
-    return RequestContextMiddleware(app, service)
 
 
 def not_implemented(group: str, issue: int) -> Endpoint:

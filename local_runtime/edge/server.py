@@ -1,0 +1,133 @@
+"""The local edge: one ASGI app that routes like API Gateway and calls each function in-process.
+
+Modes:
+- ``asgi`` (default): the matched function's Starlette app gets the request directly; streams are real.
+- ``lambda``: the request becomes an API Gateway v2 event for the function's Mangum handler (buffered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from local_runtime.edge.lambda_bridge import LambdaContext, build_event, decode_result
+from local_runtime.edge.routes import RouteTable
+from local_runtime.template import DEFAULT_TEMPLATE, FunctionSpec, functions_with_routes, load_template
+
+# Set per function at deploy time; in one process each app names its own service instead.
+_PER_FUNCTION_ENV = {"POWERTOOLS_SERVICE_NAME"}
+
+
+@dataclass
+class LoadedFunction:
+    spec: FunctionSpec
+    app: ASGIApp
+    handler: Any
+
+
+def apply_environment(specs: list[FunctionSpec]) -> None:
+    """The template's environment, as defaults: a variable already set in the shell wins."""
+    for spec in specs:
+        for key, value in spec.environment.items():
+            if key not in _PER_FUNCTION_ENV:
+                os.environ.setdefault(key, value)
+
+
+def load_functions(template_path: str | Path = DEFAULT_TEMPLATE) -> tuple[RouteTable[LoadedFunction], int]:
+    specs = functions_with_routes(load_template(str(template_path)))
+    apply_environment(specs)
+    table: RouteTable[LoadedFunction] = RouteTable()
+    for spec in specs:
+        module = importlib.import_module(spec.module)
+        loaded = LoadedFunction(spec, module.app, getattr(module, spec.handler_attr))
+        for route in spec.routes:
+            table.add(route.method, route.path, loaded)
+    return table, len(specs)
+
+
+class Edge:
+    def __init__(self, table: RouteTable[LoadedFunction], mode: str = "asgi") -> None:
+        if mode not in ("asgi", "lambda"):
+            raise ValueError(f"unknown edge mode {mode!r}")
+        self.table = table
+        self.mode = mode
+        # Mangum drives its own event loop per invoke (asyncio.get_event_loop()), so each worker
+        # thread gets one, as a Lambda sandbox's main thread has.
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lambda",
+                                        initializer=lambda: asyncio.set_event_loop(asyncio.new_event_loop()))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        found = self.table.match(scope["method"], scope["path"])
+        if found is None:  # the template has a catch-all, so this is API Gateway's own answer
+            await _send(send, 404, [("content-type", "application/json")], b'{"message":"Not Found"}')
+            return
+        route, params = found
+        if self.mode == "asgi":
+            await route.target.app(scope, receive, send)
+        else:
+            await self._invoke_lambda(scope, receive, send, route.target, route.route_key, params)
+
+    async def _invoke_lambda(self, scope: Scope, receive: Receive, send: Send, fn: LoadedFunction,
+                             route_key: str, params: dict[str, str]) -> None:
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request_id = str(uuid.uuid4())
+        event = build_event(
+            method=scope["method"], path=scope["path"], raw_query=scope.get("query_string", b"").decode("latin-1"),
+            headers=scope.get("headers", []), body=bytes(body), route_key=route_key, path_params=params,
+            source_ip=(scope.get("client") or ("127.0.0.1", 0))[0], request_id=request_id,
+        )
+        context = LambdaContext(function_name=fn.spec.logical_id, aws_request_id=request_id)
+        result = await asyncio.get_running_loop().run_in_executor(self._pool, fn.handler, event, context)
+        status, headers, payload = decode_result(result)
+        await _send(send, status, headers, payload)
+
+
+async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if not any(k == b"content-length" for k, _ in raw_headers):
+        raw_headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def create_edge(mode: str = "asgi", template: str | Path | None = None) -> Edge:
+    table, _ = load_functions(template or DEFAULT_TEMPLATE)
+    return Edge(table, mode)
+
+
+def run_edge(*, host: str, port: int, mode: str = "asgi", template: str | None = None) -> int:
+    import uvicorn
+
+    edge = create_edge(mode, template)
+    print(f"isthmus edge ({mode} mode, {len(edge.table)} routes) on http://{host}:{port}", flush=True)
+    uvicorn.run(edge, host=host, port=port, log_level=os.environ.get("ISTHMUS_EDGE_LOG_LEVEL", "warning"),
+                access_log=os.environ.get("ISTHMUS_EDGE_ACCESS_LOG", "") == "1", timeout_graceful_shutdown=5)
+    return 0

@@ -1,0 +1,51 @@
+"""template.yaml is the one source of truth: these tests pin what every later issue relies on."""
+
+from __future__ import annotations
+
+from local_runtime.template import functions_with_routes, load_template, table_logical_ids
+
+GROUPS = {"health", "inference", "models", "keys", "users", "budgets", "pricing", "usage", "files", "batches", "admin"}
+TABLES = {"keys", "users", "budgets", "pricing", "usage", "clusters", "nodes", "settings", "providers", "files",
+          "batches", "sessions", "responses", "ratelimits"}
+
+
+def test_one_function_per_endpoint_group_each_with_a_handler_module() -> None:
+    specs = functions_with_routes(load_template())
+    assert {s.code_uri.strip("/").split("/")[-1] for s in specs} == GROUPS
+    for spec in specs:
+        assert spec.module == f"functions.{spec.code_uri.strip('/').split('/')[-1]}.app"
+        assert spec.handler_attr == "handler"
+
+
+def test_every_v1_route_is_also_served_under_api_v1() -> None:
+    for spec in functions_with_routes(load_template()):
+        paths = {(r.method, r.path) for r in spec.routes}
+        for method, path in paths:
+            if path.startswith("/v1/"):
+                assert (method, "/api" + path) in paths, f"{spec.logical_id}: {method} /api{path} missing"
+
+
+def test_tables_are_on_demand_and_named_to_the_functions() -> None:
+    template = load_template()
+    assert set(table_logical_ids(template).values()) == TABLES
+    for lid in table_logical_ids(template):
+        assert template["Resources"][lid]["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    for name in TABLES:
+        assert f"ISTHMUS_TABLE_{name.upper()}" in env
+
+
+def test_the_shared_layer_is_a_python_layer_built_from_layers() -> None:
+    res = load_template()["Resources"]["IsthmusLayer"]
+    assert res["Type"] == "AWS::Serverless::LayerVersion"
+    assert res["Properties"]["ContentUri"] == "layers/"
+    assert res["Metadata"]["BuildMethod"] == "python3.11"
+
+
+def test_environment_resolves_locally() -> None:
+    # given the template's env with !Ref to tables and parameters
+    health = next(s for s in functions_with_routes(load_template()) if s.logical_id == "HealthFunction")
+    # then tables resolve to their local names and parameters to their defaults
+    assert health.environment["ISTHMUS_TABLE_KEYS"].endswith("keys")
+    assert health.environment["POWERTOOLS_TRACE_DISABLED"] == "true"
+    assert health.environment["ISTHMUS_ADMIN_TOKEN"] == ""
