@@ -130,7 +130,6 @@ def use_local_endpoint(endpoint: str) -> None:
 
 def run_ddb(*, port: int, data_dir: str) -> int:
     from isthmus.adapters import dynamodb
-
     from local_runtime.process import ShutdownFlag
     from local_runtime.tables import create_tables
 

@@ -19,7 +19,6 @@ def _agent_command(args: argparse.Namespace, data_dir: Path) -> list[str]:
 
 def run_dev(args: argparse.Namespace) -> int:
     from isthmus.adapters import dynamodb
-
     from local_runtime.tables import create_tables
 
     shutdown = ShutdownFlag()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from isthmus import settings
-
 from local_runtime.template import load_template, table_logical_ids
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from isthmus import settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -1,13 +1,14 @@
 """Health probes, and the catch-all that answers unknown routes with a 404 in the caller's dialect."""
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from isthmus.adapters.dynamodb import DynamoStoreProbe
 from isthmus.errors import ApiError
 from isthmus.observability import lambda_entry
 from isthmus.services import health
 from isthmus.web import ALL_METHODS, create_app, json_response
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 SERVICE = "health"
 _probe = DynamoStoreProbe()
