@@ -151,6 +151,8 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     }
     if usage.cached_tokens is not None:
         out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return out
 
 
