@@ -79,3 +79,12 @@ def _extra_keys(value: Any) -> list[str]:
     if isinstance(value, dict):
         return [k for v in value.values() for k in _extra_keys(v)]
     return []
+
+
+def encode(encoder: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Feed internal stream events (as JSON) to a dialect encoder, then close it; all outputs in order."""
+    from isthmus_contracts.internal import StreamEvent
+
+    parsed = TypeAdapter(list[StreamEvent]).validate_python(events)
+    out: list[dict[str, Any]] = [chunk for event in parsed for chunk in encoder.feed(event)]
+    return out + encoder.close()
