@@ -56,14 +56,19 @@ def _keep_part_types(full: Any, short: Any) -> None:
             _keep_part_types(f, s)
 
 
+_ADAPTERS: dict[int, TypeAdapter[Any]] = {}
+
+
 def assert_sdk_valid(sdk_type: Any, data: dict[str, Any], *,
                      allowed_extra: frozenset[str] = frozenset()) -> Any:
     """``data`` validates against an official SDK type and re-dumps to itself: no field is dropped,
     coerced, or unknown to the SDK (except the ``allowed_extra`` keys, e.g. ``reasoning_content``)."""
-    adapter: TypeAdapter[Any] = TypeAdapter(sdk_type)
+    adapter = _ADAPTERS.get(id(sdk_type))
+    if adapter is None:
+        adapter = _ADAPTERS[id(sdk_type)] = TypeAdapter(sdk_type)
     obj = adapter.validate_python(data)
     extras = set(_extra_keys(obj))
-    assert extras <= allowed_extra, f"keys unknown to {sdk_type}: {sorted(extras - allowed_extra)}"
+    assert extras <= allowed_extra, f"keys unknown to the SDK type: {sorted(extras - allowed_extra)}"
     assert adapter.dump_python(obj, mode="json", by_alias=True, exclude_unset=True) == data
     return obj
 
