@@ -122,6 +122,8 @@ class Usage(_Model):
     # Prompt tokens served from the prefix cache. None when the request had no session (then the
     # dialects omit the field, as the on-prem gateway does).
     cached_tokens: int | None = None
+    # Completion tokens spent inside think blocks, when the backend counts them (None: unknown).
+    reasoning_tokens: int | None = None
     prefill_tps: float | None = None
     decode_tps: float | None = None
 
