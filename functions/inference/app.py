@@ -1,13 +1,207 @@
-"""Inference: chat completions, messages, count_tokens, responses. The dialect layer lands with #4."""
+"""Inference: /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses.
 
-from isthmus.observability import lambda_entry
-from isthmus.web import create_app, placeholder_routes
+Thin: parse the dialect into the internal request, call the inference service, render the dialect (SSE
+streams are relayed through the coalescer and stop the backend when the client goes away).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from isthmus.adapters.responses_table import DynamoResponseStore
+from isthmus.dialects import anthropic_messages, count_tokens, openai_chat, openai_responses
+from isthmus.dialects.common import SSE_DONE, sse_data, sse_event
+from isthmus.dialects.openai_responses_stream import ResponsesStreamEncoder
+from isthmus.errors import ApiError, Dialect, error_body
+from isthmus.observability import get_logger, lambda_entry
+from isthmus.ports.backend import BackendResolver
+from isthmus.ports.responses import ResponseStore, StoredResponse
+from isthmus.routing.default_backend import DefaultAgentResolver
+from isthmus.services.accumulate import StreamAccumulator
+from isthmus.services.inference import InferenceService, OpenStream
+from isthmus.streaming import coalesce, with_keepalive
+from isthmus.web import create_app, json_response, read_json, versioned
+from isthmus_contracts.agent import TokenizeRequest
+from isthmus_contracts.internal import StreamEvent
 
 SERVICE = "inference"
+PING_INTERVAL_S = 10.0
+logger = get_logger(SERVICE)
+
+_service: InferenceService | None = None
+_store: ResponseStore | None = None
+
+
+def configure(resolver: BackendResolver | None = None, store: ResponseStore | None = None) -> None:
+    """Swap the resolver / response store (single-Mac mode, tests)."""
+    global _service, _store
+    _service = InferenceService(resolver or DefaultAgentResolver())
+    _store = store
+
+
+def service() -> InferenceService:
+    if _service is None:
+        configure()
+    assert _service is not None
+    return _service
+
+
+def store() -> ResponseStore:
+    global _store
+    if _store is None:
+        _store = DynamoResponseStore()
+    return _store
+
+
+def _session(request: Request) -> str | None:
+    return request.headers.get("x-session-id") or None
+
+
+def _sse(frames: AsyncIterator[str]) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async for frame in frames:
+            yield frame.encode()
+
+    return StreamingResponse(coalesce(body()), media_type="text/event-stream",
+                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
+async def _relay(opened: OpenStream, feed: Callable[[StreamEvent], list[dict[str, Any]]],
+                 close: Callable[[], list[dict[str, Any]]], frame: Callable[[dict[str, Any]], str],
+                 dialect: Dialect, done: str = "", on_event: Callable[[StreamEvent], None] | None = None,
+                 ping: str | None = None) -> AsyncIterator[str]:
+    """Backend events -> dialect frames. Failures after the first byte become one in-band error event."""
+    source: AsyncIterator[Any] = opened.events
+    if ping is not None:
+        source = with_keepalive(opened.events, PING_INTERVAL_S, lambda: ping)
+    try:
+        async for event in source:
+            if isinstance(event, str):  # a keepalive frame
+                yield event
+                continue
+            if on_event is not None:
+                on_event(event)
+            for payload in feed(event):
+                yield frame(payload)
+        for payload in close():
+            yield frame(payload)
+        if done:
+            yield done
+    except ApiError as exc:
+        logger.warning("stream failed after the first byte", extra={"status": exc.status, "code": exc.code})
+        yield frame(error_body(dialect, exc.status, exc.message, code=exc.code))
+
+
+# ---- OpenAI chat completions ----------------------------------------------------------------------------
+
+async def chat_completions(request: Request) -> Response:
+    req = openai_chat.parse(await read_json(request))
+    internal = openai_chat.to_internal(req, header_session_id=_session(request))
+    prepared = await service().prepare(internal, "/v1/chat/completions")
+    if not internal.stream:
+        return json_response(openai_chat.to_chat_completion(await service().complete(prepared)))
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    encoder = openai_chat.ChatStreamEncoder(include_usage=include_usage, model=prepared.request.model)
+    opened = await service().open_stream(prepared)
+    return _sse(_relay(opened, encoder.feed, encoder.close, sse_data, Dialect.OPENAI, done=SSE_DONE))
+
+
+# ---- Anthropic messages -----------------------------------------------------------------------------------
+
+async def messages(request: Request) -> Response:
+    req = anthropic_messages.parse(await read_json(request))
+    internal = anthropic_messages.to_internal(req, header_session_id=_session(request))
+    prepared = await service().prepare(internal, "/v1/messages")
+    if not internal.stream:
+        return json_response(anthropic_messages.to_message(await service().complete(prepared)))
+    encoder = anthropic_messages.MessagesStreamEncoder(model=prepared.request.model)
+    opened = await service().open_stream(prepared)
+    return _sse(_relay(opened, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
+                       ping=sse_event(anthropic_messages.ping_event())))
+
+
+async def messages_count_tokens(request: Request) -> Response:
+    req = count_tokens.parse(await read_json(request))
+    msgs, tools = count_tokens.to_internal(req)
+    exact = None
+    try:
+        exact = await service().count_tokens(req.model, TokenizeRequest(messages=msgs, tools=tools))
+    except ApiError as exc:
+        if exc.status == 404:
+            raise
+        # A backend that cannot tokenize (or is busy) still gets an answer: the estimate.
+    return json_response(count_tokens.response(exact if exact is not None else count_tokens.estimate(req)))
+
+
+# ---- OpenAI Responses ---------------------------------------------------------------------------------------
+
+async def responses_create(request: Request) -> Response:
+    req = openai_responses.parse(await read_json(request))
+    internal = openai_responses.to_internal(req, header_session_id=_session(request))
+    if req.previous_response_id:
+        previous = await store().get(req.previous_response_id)
+        if previous is None:
+            raise ApiError(404, f"Previous response '{req.previous_response_id}' not found.",
+                           param="previous_response_id", code="previous_response_not_found")
+        internal = openai_responses.prepend_previous(internal, previous.messages, previous.output)
+    prepared = await service().prepare(internal, "/v1/responses")
+    history = [m for m in prepared.request.messages if m.role != "system"]
+    keep = req.store is not False
+
+    async def remember(output: Any, response_id: str) -> None:
+        if keep:
+            await store().put(StoredResponse(response_id=response_id, model=prepared.request.model,
+                                             messages=history, output=output, created_at=output.created))
+
+    if not internal.stream:
+        resp = await service().complete(prepared)
+        body = openai_responses.to_response(resp, req)
+        await remember(resp, body["id"])
+        return json_response(body)
+    encoder = ResponsesStreamEncoder(req, model=prepared.request.model)
+    acc = StreamAccumulator(prepared.request.model)
+    opened = await service().open_stream(prepared)
+
+    async def frames() -> AsyncIterator[str]:
+        async for frame in _relay(opened, encoder.feed, encoder.close, sse_event, Dialect.OPENAI,
+                                  on_event=acc.feed):
+            yield frame
+        if acc.finished and acc.error is None:
+            await remember(acc.response, encoder.id)
+
+    return _sse(frames())
+
+
+async def responses_get(request: Request) -> Response:
+    stored = await store().get(request.path_params["response_id"])
+    if stored is None:
+        raise ApiError(404, f"Response '{request.path_params['response_id']}' not found.", code="not_found")
+    req = openai_responses.parse({"model": stored.model, "input": "-"})
+    body = openai_responses.to_response(stored.output, req)
+    body["id"] = stored.response_id
+    return json_response(body)
+
+
+async def responses_delete(request: Request) -> Response:
+    response_id = request.path_params["response_id"]
+    if not await store().delete(response_id):
+        raise ApiError(404, f"Response '{response_id}' not found.", code="not_found")
+    return json_response({"id": response_id, "object": "response", "deleted": True})
+
 
 app = create_app(
-    placeholder_routes(["/chat/completions", "/messages", "/messages/count_tokens", "/responses",
-                        "/responses/{response_id}"], SERVICE, 4),
+    [
+        *versioned("/chat/completions", chat_completions, ["POST"]),
+        *versioned("/messages", messages, ["POST"]),
+        *versioned("/messages/count_tokens", messages_count_tokens, ["POST"]),
+        *versioned("/responses", responses_create, ["POST"]),
+        *versioned("/responses/{response_id}", responses_get, ["GET"]),
+        *versioned("/responses/{response_id}", responses_delete, ["DELETE"]),
+    ],
     service=SERVICE,
 )
 handler = lambda_entry(app, SERVICE)

@@ -4,6 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from isthmus.dialects.anthropic_models import (
+    Base64Source,
+    CountTokensRequest,
+    ImageBlock,
+    InputMessage,
+    MessagesRequest,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ThinkingConfig,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+from isthmus.dialects.common import (
+    dump_json,
+    new_id,
+    parse_arguments,
+    parse_request,
+    require,
+    thinking_signature,
+    with_prefix,
+)
+from isthmus.errors import Dialect, bad_request, error_body
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
@@ -28,30 +51,6 @@ from isthmus_contracts.internal import (
     Usage,
     UsageEvent,
 )
-
-from isthmus.dialects.anthropic_models import (
-    Base64Source,
-    CountTokensRequest,
-    ImageBlock,
-    InputMessage,
-    MessagesRequest,
-    RedactedThinkingBlock,
-    TextBlock,
-    ThinkingBlock,
-    ThinkingConfig,
-    ToolResultBlock,
-    ToolUseBlock,
-)
-from isthmus.dialects.common import (
-    dump_json,
-    new_id,
-    parse_arguments,
-    parse_request,
-    require,
-    thinking_signature,
-    with_prefix,
-)
-from isthmus.errors import Dialect, bad_request, error_body
 
 # ---- request ------------------------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def parse_request(model: type[M], body: Any, dialect: Dialect) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise validation_error(exc.errors(include_url=False), dialect) from None  # type: ignore[arg-type]
+        raise validation_error(exc.errors(include_url=False), dialect) from None
 
 
 def require(condition: bool, message: str, param: str) -> None:

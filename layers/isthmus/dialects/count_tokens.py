@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from isthmus_contracts.internal import Message, Tool
-
 from isthmus.dialects.anthropic_messages import to_internal_messages, to_internal_tools
 from isthmus.dialects.anthropic_models import CountTokensRequest
 from isthmus.dialects.common import dump_json, parse_request
 from isthmus.errors import Dialect
+from isthmus_contracts.internal import Message, Tool
 
 
 def parse(body: Any) -> CountTokensRequest:

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from isthmus.dialects.common import (
+    new_id,
+    now,
+    parse_request,
+    require,
+    split_data_url,
+    thinking_fields,
+    with_prefix,
+)
+from isthmus.dialects.openai_chat_models import ChatCompletionRequest, ChatMessage, ContentPart, TextContent
+from isthmus.errors import Dialect, bad_request, error_body
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
@@ -29,18 +40,6 @@ from isthmus_contracts.internal import (
     Usage,
     UsageEvent,
 )
-
-from isthmus.dialects.common import (
-    new_id,
-    now,
-    parse_request,
-    require,
-    split_data_url,
-    thinking_fields,
-    with_prefix,
-)
-from isthmus.dialects.openai_chat_models import ChatCompletionRequest, ChatMessage, ContentPart, TextContent
-from isthmus.errors import Dialect, bad_request, error_body
 
 # ---- request ------------------------------------------------------------------------------------------
 

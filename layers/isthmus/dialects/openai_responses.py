@@ -8,6 +8,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from isthmus.dialects.common import bare, parse_request, require, split_data_url, thinking_fields, with_prefix
+from isthmus.dialects.openai_responses_models import (
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    InputImage,
+    InputText,
+    MessageContent,
+    MessageItem,
+    OutputText,
+    ReasoningItem,
+    ResponsesRequest,
+)
+from isthmus.errors import Dialect, bad_request
 from isthmus_contracts.internal import (
     ImagePart,
     InternalRequest,
@@ -24,20 +37,6 @@ from isthmus_contracts.internal import (
     ToolResultPart,
     Usage,
 )
-
-from isthmus.dialects.common import bare, parse_request, require, split_data_url, thinking_fields, with_prefix
-from isthmus.dialects.openai_responses_models import (
-    FunctionCallItem,
-    FunctionCallOutputItem,
-    InputImage,
-    InputText,
-    MessageContent,
-    MessageItem,
-    OutputText,
-    ReasoningItem,
-    ResponsesRequest,
-)
-from isthmus.errors import Dialect, bad_request
 
 # ---- request ------------------------------------------------------------------------------------------
 

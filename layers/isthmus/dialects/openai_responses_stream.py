@@ -7,6 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from isthmus.dialects.common import new_id, now, with_prefix
+from isthmus.dialects.openai_responses import (
+    function_call_item,
+    item_id,
+    message_item,
+    reasoning_item,
+    response_json,
+)
+from isthmus.dialects.openai_responses_models import ResponsesRequest
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
@@ -18,16 +27,6 @@ from isthmus_contracts.internal import (
     Usage,
     UsageEvent,
 )
-
-from isthmus.dialects.common import new_id, now, with_prefix
-from isthmus.dialects.openai_responses import (
-    function_call_item,
-    item_id,
-    message_item,
-    reasoning_item,
-    response_json,
-)
-from isthmus.dialects.openai_responses_models import ResponsesRequest
 
 
 class ResponsesStreamEncoder:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
+
 from isthmus.dialects import anthropic_messages
 from isthmus.dialects.common import sse_event
 from isthmus_contracts.internal import InternalResponse
-
 from tests.unit.dialects.golden_support import (
     GOLDEN,
     assert_sdk_valid,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from isthmus.dialects import anthropic_messages, count_tokens, openai_chat, openai_responses
 from isthmus.errors import ApiError, Dialect
 

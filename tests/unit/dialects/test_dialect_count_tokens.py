@@ -6,8 +6,8 @@ import json
 import math
 
 from anthropic.types import MessageTokensCount
-from isthmus.dialects import count_tokens
 
+from isthmus.dialects import count_tokens
 from tests.unit.dialects.golden_support import assert_sdk_valid
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from isthmus.dialects import openai_chat
-from isthmus.dialects.common import SSE_DONE, sse_data
-from isthmus_contracts.internal import InternalResponse, StreamEvent
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
+from isthmus.dialects import openai_chat
+from isthmus.dialects.common import SSE_DONE, sse_data
+from isthmus_contracts.internal import InternalResponse, StreamEvent
 from tests.unit.dialects.golden_support import assert_sdk_valid, cases, expect, internal_json, load
 
 EVENTS: TypeAdapter[list[StreamEvent]] = TypeAdapter(list[StreamEvent])

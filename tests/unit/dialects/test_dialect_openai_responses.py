@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+
 from isthmus.dialects import openai_responses
 from isthmus.dialects.openai_responses_stream import ResponsesStreamEncoder
 from isthmus_contracts.internal import InternalResponse, Message, TextPart
-from openai.types.responses import Response, ResponseStreamEvent
-
 from tests.unit.dialects.golden_support import assert_sdk_valid, cases, encode, expect, internal_json, load
 
 # The live API echoes ``store`` in every Response; this SDK version does not model it.

@@ -1,0 +1,94 @@
+"""Coalescing and keepalives, driven by a scripted async source (given / when / then)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from isthmus.streaming import coalesce, with_keepalive
+
+
+async def scripted(items: list[tuple[float, bytes]]) -> AsyncIterator[bytes]:
+    for delay, item in items:
+        if delay:
+            await asyncio.sleep(delay)
+        yield item
+
+
+async def collect(it: AsyncIterator[bytes]) -> list[bytes]:
+    return [chunk async for chunk in it]
+
+
+def test_a_burst_of_tokens_becomes_few_writes_and_nothing_is_lost() -> None:
+    # given 200 tokens arriving back to back
+    tokens = [(0.0, f"data: {i}\n\n".encode()) for i in range(200)]
+    # when coalesced with a 50 ms window
+    writes = asyncio.run(collect(coalesce(scripted(tokens), interval=0.05)))
+    # then every byte arrives in order, in far fewer writes than tokens
+    assert b"".join(writes) == b"".join(t for _, t in tokens)
+    assert len(writes) <= 3
+
+
+def test_the_first_chunk_after_a_quiet_spell_is_not_held_back() -> None:
+    # given one chunk, a long pause, and another chunk
+    items = [(0.0, b"a"), (0.3, b"b")]
+    # when coalesced with a window much shorter than the pause
+    writes = asyncio.run(collect(coalesce(scripted(items), interval=0.02)))
+    # then each goes out on its own
+    assert writes == [b"a", b"b"]
+
+
+def test_byte_budget_forces_a_flush() -> None:
+    items = [(0.0, b"x" * 1000) for _ in range(10)]
+    writes = asyncio.run(collect(coalesce(scripted(items), interval=10, max_bytes=2500)))
+    assert b"".join(writes) == b"x" * 10000
+    assert all(len(w) <= 3000 for w in writes)
+    assert len(writes) >= 4
+
+
+def test_a_source_error_is_raised_after_the_data_before_it() -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("upstream cut")
+
+    async def run() -> list[bytes]:
+        got: list[bytes] = []
+        with pytest.raises(RuntimeError, match="upstream cut"):
+            async for chunk in coalesce(failing(), interval=0.01):
+                got.append(chunk)
+        return got
+
+    assert asyncio.run(run()) == [b"partial"]
+
+
+def test_keepalive_pings_while_the_source_is_silent_then_passes_items() -> None:
+    # given a source silent for 0.25 s
+    items = [(0.25, b"late")]
+    # when wrapped with a 0.05 s keepalive
+    out = asyncio.run(collect(with_keepalive(scripted(items), 0.05, lambda: b"ping")))
+    # then pings came first and the item still arrived, last
+    assert out[-1] == b"late"
+    assert out.count(b"ping") >= 2
+
+
+def test_closing_the_consumer_closes_the_source() -> None:
+    closed = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                await asyncio.sleep(0.001)
+                yield b"t"
+        finally:
+            closed.set()
+
+    async def run() -> bool:
+        it = coalesce(endless(), interval=0.01)
+        await it.__anext__()
+        await it.aclose()  # type: ignore[attr-defined]
+        await asyncio.wait_for(closed.wait(), 1)
+        return closed.is_set()
+
+    assert asyncio.run(run())
