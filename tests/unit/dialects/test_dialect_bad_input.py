@@ -66,6 +66,8 @@ CASES: list[tuple[str, Callable[[Any], object], Any, str]] = [
     ("responses empty input", _responses, {"model": "m", "input": []}, "input"),
     ("responses input wrong type", _responses, {"model": "m", "input": 5}, "input"),
     ("responses missing model", _responses, {"input": "hi"}, "model"),
+    ("responses only an empty reasoning item", _responses,
+     {"model": "m", "input": [{"type": "reasoning", "summary": []}]}, "input"),
     ("responses hosted tool", _responses, {"model": "m", "input": "hi", "tools": [{"type": "web_search"}]},
      "tools.0.type"),
     ("count_tokens missing model", _count, {"messages": USER}, "model"),
