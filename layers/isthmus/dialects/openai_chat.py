@@ -13,7 +13,13 @@ from isthmus.dialects.common import (
     thinking_fields,
     with_prefix,
 )
-from isthmus.dialects.openai_chat_models import ChatCompletionRequest, ChatMessage, ContentPart, TextContent
+from isthmus.dialects.openai_chat_models import (
+    ChatCompletionRequest,
+    ChatMessage,
+    ContentPart,
+    RefusalContent,
+    TextContent,
+)
 from isthmus.errors import Dialect, bad_request, error_body
 from isthmus_contracts.internal import (
     ErrorEvent,
@@ -103,6 +109,8 @@ def _parts(content: str | list[ContentPart] | None) -> list[Part]:
     for part in content:
         if isinstance(part, TextContent):
             parts.append(TextPart(text=part.text))
+        elif isinstance(part, RefusalContent):
+            parts.append(TextPart(text=part.refusal))
         else:
             data_url = split_data_url(part.image_url.url)
             parts.append(ImagePart(media_type=data_url[0], data=data_url[1]) if data_url

@@ -24,7 +24,12 @@ class ImageContent(Lenient):
     image_url: ImageUrl
 
 
-ContentPart = Annotated[TextContent | ImageContent, Field(discriminator="type")]
+class RefusalContent(Lenient):
+    type: Literal["refusal"]
+    refusal: str
+
+
+ContentPart = Annotated[TextContent | ImageContent | RefusalContent, Field(discriminator="type")]
 
 
 class FunctionCall(Lenient):

@@ -54,6 +54,7 @@ def to_internal(req: ResponsesRequest, *, header_session_id: str | None = None) 
     else:
         for i, item in enumerate(req.input):
             _add_item(messages, item, f"input.{i}")
+    require(bool(messages), "input: contains no message", "input")
     effort = req.reasoning.effort if req.reasoning else None
     return InternalRequest(
         model=req.model,

@@ -99,3 +99,13 @@ def test_sse_framing() -> None:
     # given a chunk; when framed; then it is one data: event and the stream ends with [DONE]
     assert sse_data({"a": 1}) == 'data: {"a":1}\n\n'
     assert SSE_DONE == "data: [DONE]\n\n"
+
+
+def test_assistant_refusal_part_is_kept_as_text() -> None:
+    # given an assistant turn whose content is a refusal part
+    refusal = {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]}
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}, refusal]}
+    # when mapped
+    internal = openai_chat.to_internal(openai_chat.parse(body))
+    # then the refusal is the assistant's text
+    assert internal.messages[1].text() == "No."

@@ -1,0 +1,105 @@
+"""Gateway overhead: the same chat request (a) straight to a deterministic upstream on loopback and (b)
+through the edge to it, in one run. Prints p50/p99 latency added by the edge at concurrency 1 and 16, and the
+TTFT added for streams.
+
+Targets (c=1): p50 <= 1.5 ms, p99 <= 3 ms added.  Run: .venv/bin/python bench/gateway_overhead.py [--n 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from local_runtime.ddb import free_port  # noqa: E402
+from local_runtime.process import stop, wait_http  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+DIRECT = {"model": "bench-model", "sampling": {"max_tokens": 16},
+          "messages": [{"role": "user", "content": [{"type": "text", "text": MESSAGES[0]["content"]}]}]}
+VIA_EDGE = {"model": "bench-model", "messages": MESSAGES, "max_tokens": 16}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed(client: httpx.AsyncClient, url: str, body: dict, stream: bool) -> tuple[float, float]:
+    """(total seconds, seconds to first body byte)."""
+    start = time.perf_counter()
+    first = 0.0
+    async with client.stream("POST", url, json={**body, "stream": stream}) as resp:
+        async for _ in resp.aiter_raw():
+            if not first:
+                first = time.perf_counter() - start
+        assert resp.status_code == 200, resp.status_code
+    return time.perf_counter() - start, first
+
+
+async def run(url: str, body: dict, n: int, concurrency: int, stream: bool) -> tuple[list[float], list[float]]:
+    totals: list[float] = []
+    firsts: list[float] = []
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
+        for _ in range(10):  # warm-up
+            await timed(client, url, body, stream)
+        remaining = n
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                total, first = await timed(client, url, body, stream)
+                totals.append(total)
+                firsts.append(first)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return totals, firsts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--mode", default="asgi", choices=["asgi", "lambda"])
+    args = parser.parse_args()
+    up_port, edge_port = free_port(), free_port()
+    upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up_port)], cwd=ROOT,
+                                start_new_session=True)
+    env = {**os.environ, "ISTHMUS_DEFAULT_AGENT_URL": f"http://127.0.0.1:{up_port}"}
+    edge = subprocess.Popen([sys.executable, "-m", "local_runtime.cli", "edge", "--port", str(edge_port),
+                             "--mode", args.mode], cwd=ROOT, env=env, start_new_session=True)
+    try:
+        assert wait_http(f"http://127.0.0.1:{up_port}/health", 30)
+        assert wait_http(f"http://127.0.0.1:{edge_port}/health", 30)
+        direct_url = f"http://127.0.0.1:{up_port}/agent/v1/generate"
+        edge_url = f"http://127.0.0.1:{edge_port}/v1/chat/completions"
+        print(f"gateway overhead, {args.mode} edge, n={args.n} per cell (ms)")
+        print(f"{'case':<22}{'direct p50':>11}{'edge p50':>10}{'added p50':>11}{'direct p99':>12}{'edge p99':>10}"
+              f"{'added p99':>11}{'ratio p50':>11}")
+        for concurrency in (1, 16):
+            for stream in (False, True):
+                d_tot, d_first = asyncio.run(run(direct_url, DIRECT, args.n, concurrency, stream))
+                e_tot, e_first = asyncio.run(run(edge_url, VIA_EDGE, args.n, concurrency, stream))
+                d, e = (d_first, e_first) if stream else (d_tot, e_tot)
+                label = f"c={concurrency} {'TTFT stream' if stream else 'non-stream'}"
+                dp50, ep50, dp99, ep99 = (pct(d, 0.5) * 1e3, pct(e, 0.5) * 1e3, pct(d, 0.99) * 1e3,
+                                          pct(e, 0.99) * 1e3)
+                print(f"{label:<22}{dp50:>11.2f}{ep50:>10.2f}{ep50 - dp50:>11.2f}{dp99:>12.2f}{ep99:>10.2f}"
+                      f"{ep99 - dp99:>11.2f}{ep50 / dp50:>11.2f}")
+    finally:
+        stop(edge)
+        stop(upstream)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
