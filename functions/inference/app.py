@@ -26,7 +26,7 @@ from isthmus.services.inference import InferenceService, OpenStream
 from isthmus.streaming import coalesce, with_keepalive
 from isthmus.web import create_app, json_response, read_json, versioned
 from isthmus_contracts.agent import TokenizeRequest
-from isthmus_contracts.internal import StreamEvent
+from isthmus_contracts.internal import ErrorEvent, FinishEvent, StreamEvent
 
 SERVICE = "inference"
 PING_INTERVAL_S = 10.0
@@ -78,15 +78,19 @@ async def _relay(opened: OpenStream, feed: Callable[[StreamEvent], list[dict[str
     source: AsyncIterator[Any] = opened.events
     if ping is not None:
         source = with_keepalive(opened.events, PING_INTERVAL_S, lambda: ping)
+    ended = False  # a finish or an error event arrived: the backend ended the stream properly
     try:
         async for event in source:
             if isinstance(event, str):  # a keepalive frame
                 yield event
                 continue
+            ended = ended or isinstance(event, FinishEvent | ErrorEvent)
             if on_event is not None:
                 on_event(event)
             for payload in feed(event):
                 yield frame(payload)
+        if not ended:
+            raise ApiError(502, "The backend stream ended before the answer was complete.", code="backend_error")
         for payload in close():
             yield frame(payload)
         if done:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -18,8 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body, validation_error
+from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body
 from isthmus.observability import get_logger, inflight, request_id_var
+from isthmus.validation import validate
 
 M = TypeVar("M", bound=BaseModel)
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -48,13 +49,7 @@ async def read_json(request: Request) -> Any:
 
 async def parse_body(request: Request, model: type[M]) -> M:
     """Validate the JSON body against ``model``; validation failures name the field (never a 500)."""
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise ApiError(400, "Request body must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_url=False), dialect_for_path(request.url.path)) from None
+    return validate(model, await read_json(request), dialect_for_path(request.url.path))
 
 
 def error_response(request_path: str, err: ApiError, request_id: str | None = None) -> JSONResponse:

@@ -1,0 +1,42 @@
+"""Request validation for every surface: a pydantic failure becomes one ApiError naming the field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from isthmus.errors import Dialect, bad_request, validation_error
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], body: Any, dialect: Dialect) -> M:
+    """Validate a decoded JSON body; a pydantic error becomes one 400 ApiError naming the field."""
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(clean_errors(exc.errors(include_url=False)), dialect) from None
+
+
+# Errors that only say "this union branch did not fit": ranked after the errors of the branch that did.
+_BRANCH_MISMATCH = {"string_type", "int_type", "int_parsing", "float_type", "float_parsing", "bool_type",
+                    "bool_parsing", "literal_error", "model_type", "model_attributes_type", "dict_type",
+                    "list_type", "none_required"}
+_BRANCH_SEGMENT = re.compile(r"^([a-z-]+\[.*\]|str|int|float|bool|none|[A-Z]\w*)$")
+
+
+def clean_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic errors with union-branch names dropped from ``loc`` (``content.str`` -> ``content``),
+    the most telling error first (a bad content block beats "content: not a string")."""
+    def keep(part: Any) -> bool:
+        return not (isinstance(part, str) and _BRANCH_SEGMENT.match(part))
+
+    cleaned = [{**e, "loc": tuple(p for p in e["loc"] if keep(p))} for e in errors]
+    return sorted(cleaned, key=lambda e: e["type"] in _BRANCH_MISMATCH)
+
+
