@@ -17,6 +17,7 @@ from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.ddb_items import from_item, is_conditional_failure, query_all, scan_all, to_item, values
 
+
 def _set_clause(fields: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
     """``SET #a = :a, ...`` / ``REMOVE #b`` for a patch; None values are removed."""
     names: dict[str, str] = {}
