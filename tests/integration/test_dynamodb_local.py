@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 def own_ddb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoLocal]:
     """A DynamoDB Local of this test's own (it gets stopped and restarted), persistent under tmp_path."""
     monkeypatch.setenv("ISTHMUS_TABLE_PREFIX", "restart-")
+    # use_local_endpoint() writes os.environ: let monkeypatch put the session's endpoint back afterwards
+    monkeypatch.setenv("ISTHMUS_DYNAMODB_ENDPOINT", "set-below")
     ddb = DynamoLocal(free_port(), tmp_path / "dynamodb").start()
     use_local_endpoint(ddb.endpoint)
     create_tables(dynamodb.client())
