@@ -37,10 +37,11 @@ def otari_dirs() -> dict[str, Path]:
     return dirs
 
 
-@pytest.fixture(scope="module")
-def keyed_edge(ddb_tables: str) -> Iterator[tuple[str, str]]:
+@pytest.fixture(scope="module", params=["asgi", "lambda"])
+def keyed_edge(request: pytest.FixtureRequest, ddb_tables: str) -> Iterator[tuple[str, str]]:
+    """The edge in keyed mode, serving the apps directly (asgi) or as API Gateway events (lambda)."""
     master = "sk-master-" + secrets.token_urlsafe(16)
-    proc, base = start_edge("asgi", env={"ISTHMUS_MASTER_KEY": master})
+    proc, base = start_edge(request.param, env={"ISTHMUS_MASTER_KEY": master})
     try:
         yield base, master
     finally:
@@ -77,7 +78,7 @@ def test_otari_client_drives_the_control_surface(otari_version: str, otari_dirs:
                                                  keyed_edge: tuple[str, str]) -> None:
     base, master = keyed_edge
     # given usage rows for a user, and the otari client of this version
-    seed_user = f"seed-{otari_version}"
+    seed_user = f"seed-{otari_version}-{base.rsplit(':', 1)[1]}"
     seed_usage(seed_user)
     env = {**os.environ, "ISTHMUS_TEST_MASTER": master,
            "PYTHONPATH": os.pathsep.join([str(otari_dirs[otari_version]), os.environ.get("PYTHONPATH", "")])}
