@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -104,6 +105,10 @@ def test_usage_filters_order_and_summary(clients: dict[str, TestClient]) -> None
     assert len(u.get(f"/v1/usage?user_id={uid}&user_id=nobody&start_date=2000-01-01T00:00:00.000000%2B0000",
                      headers=AUTH).json()) == 4
     assert u.get(f"/v1/usage?user_id={uid}&end_date=946684800", headers=AUTH).json() == []
+    # a date range with no user or key filter reads the by_day index, day by day
+    since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%f%z")
+    recent = u.get("/v1/usage", params={"start_date": since, "model": "c:m"}, headers=AUTH).json()
+    assert [r["status"] for r in recent if r["user_id"] == uid] == ["refused"]
     summary = u.get(f"/v1/usage/summary?user_id={uid}", headers=AUTH).json()
     assert summary["totals"]["requests"] == 4 and summary["totals"]["errors"] == 2
     assert {m["model"]: m["requests"] for m in summary["by_model"]} == {"a:m": 2, "b:m": 1, "c:m": 1}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from isthmus import settings
@@ -75,6 +76,15 @@ class DynamoUsageStore:
                                   ExpressionAttributeNames={"#ts": "timestamp"},
                                   ExpressionAttributeValues={":k": {"S": api_key_id}, **between},
                                   ScanIndexForward=False))
+        days = _days(start, end)
+        if days is not None:
+            rows = []
+            for day in days:
+                rows += query_all(ddb, self.name, IndexName="by_day",
+                                  KeyConditionExpression="#d = :k AND #ts BETWEEN :lo AND :hi",
+                                  ExpressionAttributeNames={"#ts": "timestamp", "#d": "day"},
+                                  ExpressionAttributeValues={":k": {"S": day}, **between}, ScanIndexForward=False)
+            return rows
         return list(scan_all(ddb, self.name, FilterExpression="#ts BETWEEN :lo AND :hi",
                              ExpressionAttributeNames={"#ts": "timestamp"}, ExpressionAttributeValues=between))
 
@@ -148,3 +158,19 @@ class DynamoRateLimiter:
     def give_back(self, bucket: str, amount: int) -> None:
         dynamodb.client().update_item(TableName=self.name, Key={"bucket": {"S": bucket}},
                                       UpdateExpression="ADD n :a", ExpressionAttributeValues=values({":a": -amount}))
+
+
+MAX_DAY_QUERIES = 62
+
+
+def _days(start: str | None, end: str | None) -> list[str] | None:
+    """The UTC days of [start, end] (end defaults to today) when few enough to query the by_day index one by
+    one; None means scan (no start, or a long range)."""
+    if not start:
+        return None
+    first = date.fromisoformat(start[:10])
+    last = date.fromisoformat(end[:10]) if end else datetime.now(UTC).date()
+    count = (last - first).days + 1
+    if count > MAX_DAY_QUERIES:
+        return None
+    return [(first + timedelta(days=i)).isoformat() for i in range(max(0, count))]
