@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.dynamodb import DynamoStoreProbe
 from isthmus.services import health
+
 from local_runtime.ddb import DynamoLocal, free_port, use_local_endpoint
 from local_runtime.tables import create_tables
 
@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 def own_ddb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoLocal]:
     """A DynamoDB Local of this test's own (it gets stopped and restarted), persistent under tmp_path."""
     monkeypatch.setenv("ISTHMUS_TABLE_PREFIX", "restart-")
+    # use_local_endpoint() writes os.environ: let monkeypatch put the session's endpoint back afterwards
+    monkeypatch.setenv("ISTHMUS_DYNAMODB_ENDPOINT", "set-below")
     ddb = DynamoLocal(free_port(), tmp_path / "dynamodb").start()
     use_local_endpoint(ddb.endpoint)
     create_tables(dynamodb.client())

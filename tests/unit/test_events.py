@@ -10,9 +10,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+from isthmus.adapters import dynamodb
 from moto import mock_aws
 
-from isthmus.adapters import dynamodb
 from local_runtime.edge.lambda_bridge import LambdaContext
 from local_runtime.edge.routes import RouteTable
 from local_runtime.tables import create_tables
@@ -28,11 +28,11 @@ EXPECTED = {
     "inference_chat": 503,  # no backend configured in this unit test
     "inference_messages": 503,
     "models_list": 501,
-    "keys_create": 501,
-    "users_list": 501,
-    "budgets_create": 501,
-    "pricing_set": 501,
-    "usage_list": 501,
+    "keys_create": 200,
+    "users_list": 200,
+    "budgets_create": 200,
+    "pricing_set": 200,
+    "usage_list": 200,
     "files_list": 501,
     "batches_list": 501,
     "admin_load": 501,
@@ -45,6 +45,8 @@ def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    # The control-surface events carry this master key (their source IP is not loopback).
+    monkeypatch.setenv("ISTHMUS_MASTER_KEY", "sk-master-EXAMPLE")
     with mock_aws():
         dynamodb.reset_clients()
         create_tables(boto3.client("dynamodb", region_name="us-east-1"))

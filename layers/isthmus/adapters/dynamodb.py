@@ -5,6 +5,8 @@ boto3 is imported on first use, not at module import: it costs ~270 ms of a hand
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from typing import Any
 
@@ -23,6 +25,7 @@ def client(*, fast_fail: bool = False) -> Any:
         return cached
     with _lock:
         if key not in _clients:
+            quiet_request_logs()
             import boto3
             from botocore.config import Config
 
@@ -36,6 +39,14 @@ def client(*, fast_fail: bool = False) -> Any:
                 kwargs.setdefault("aws_secret_access_key", "local")
             _clients[key] = boto3.client("dynamodb", **kwargs)
     return _clients[key]
+
+
+def quiet_request_logs() -> None:
+    """botocore at DEBUG logs whole request and response bodies, and ours carry the key pepper and key
+    hashes: its loggers stay at INFO unless ISTHMUS_LOG_STORE_REQUESTS=1 (local debugging only)."""
+    if os.environ.get("ISTHMUS_LOG_STORE_REQUESTS") != "1":
+        for name in ("botocore", "boto3", "urllib3"):
+            logging.getLogger(name).setLevel(logging.INFO)
 
 
 def reset_clients() -> None:

@@ -1,0 +1,111 @@
+"""Plain-Python <-> DynamoDB attribute values, and the one place store errors become ApiError 503.
+
+Numbers come back as ``Decimal`` (money stays exact); floats going in (JSON metadata) become Decimal too.
+boto3's serializers are imported on first use only (cold import time).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+from isthmus.errors import ApiError
+
+_codec: dict[str, Any] = {}
+
+
+def _ser() -> Any:
+    if "ser" not in _codec:
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+        _codec["ser"] = TypeSerializer()
+        _codec["de"] = TypeDeserializer()
+    return _codec["ser"]
+
+
+def _de() -> Any:
+    _ser()
+    return _codec["de"]
+
+
+def exact(value: Any) -> Any:
+    """Floats anywhere inside ``value`` become Decimal (DynamoDB refuses floats)."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, Mapping):
+        return {str(k): exact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [exact(v) for v in value]
+    return value
+
+
+def to_item(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A dict of Python values as a DynamoDB item (None values are left out: absent, not NULL)."""
+    ser = _ser()
+    return {k: ser.serialize(exact(v)) for k, v in data.items() if v is not None}
+
+
+def to_value(value: Any) -> dict[str, Any]:
+    return dict(_ser().serialize(exact(value)))
+
+
+def values(data: Mapping[str, Any]) -> dict[str, Any]:
+    """ExpressionAttributeValues from ``{":name": python value}``."""
+    return {k: to_value(v) for k, v in data.items()}
+
+
+def from_item(item: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    de = _de()
+    return {k: de.deserialize(v) for k, v in item.items()}
+
+
+def jsonable(value: Any) -> Any:
+    """Decimal -> int when integral else float (the otari client parses JSON numbers); sets -> lists."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Mapping):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def is_conditional_failure(exc: BaseException) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return code == "ConditionalCheckFailedException"
+
+
+def cancellation_codes(exc: BaseException) -> list[str]:
+    """The per-item reasons of a TransactionCanceledException ("None" for items that were fine)."""
+    reasons = getattr(exc, "response", {}).get("CancellationReasons", []) or []
+    return [str(r.get("Code", "None")) for r in reasons]
+
+
+def store_unavailable(exc: BaseException) -> ApiError:
+    """A store error we cannot answer around: 503 (never a silent allow)."""
+    return ApiError(503, f"The metadata store is unavailable ({type(exc).__name__}); try again.",
+                    code="store_unavailable")
+
+
+def scan_all(client: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    for page in client.get_paginator("scan").paginate(TableName=table, **kwargs):
+        for item in page.get("Items", []):
+            decoded = from_item(item)
+            assert decoded is not None
+            yield decoded
+
+
+def query_all(client: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    for page in client.get_paginator("query").paginate(TableName=table, **kwargs):
+        for item in page.get("Items", []):
+            decoded = from_item(item)
+            assert decoded is not None
+            yield decoded
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(jsonable(value), sort_keys=True)

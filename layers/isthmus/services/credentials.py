@@ -1,0 +1,164 @@
+"""The stores in use, the key pepper, the master key (keyed vs open mode) and management auth.
+
+Modes: *keyed* when ``ISTHMUS_MASTER_KEY`` is set or ``bootstrap_master_key()`` stored a master key hash
+in the settings table; *open* otherwise (LAN mode: inference needs no key, and management endpoints
+answer only callers on loopback).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from isthmus import auth
+from isthmus.errors import ApiError
+from isthmus.observability import get_logger
+from isthmus.ports.tenancy import BudgetStore, KeyStore, PricingStore, RateLimiter, SettingsStore, UsageStore, UserStore
+
+T = TypeVar("T")
+log = get_logger("tenancy")
+
+PEPPER_SETTING = "key_pepper"
+MASTER_HASH_SETTING = "master_key_sha256"
+MODE_CACHE_SEC = 10.0
+
+
+@dataclass
+class Stores:
+    keys: KeyStore
+    users: UserStore
+    budgets: BudgetStore
+    settings: SettingsStore
+    usage: UsageStore
+    pricing: PricingStore
+    ratelimits: RateLimiter
+
+
+_default: dict[str, Stores] = {}
+_lock = threading.RLock()
+
+
+def default_stores() -> Stores:
+    """The DynamoDB adapters (one set per process; they resolve table names and clients per call)."""
+    with _lock:
+        if "s" not in _default:
+            from isthmus.adapters.ledger_ddb import DynamoPricingStore, DynamoRateLimiter, DynamoUsageStore
+            from isthmus.adapters.tenancy_ddb import (
+                DynamoBudgetStore,
+                DynamoKeyStore,
+                DynamoSettingsStore,
+                DynamoUserStore,
+            )
+
+            _default["s"] = Stores(DynamoKeyStore(), DynamoUserStore(), DynamoBudgetStore(), DynamoSettingsStore(),
+                                   DynamoUsageStore(), DynamoPricingStore(), DynamoRateLimiter())
+        return _default["s"]
+
+
+async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A store call off the event loop; an unreachable or failing store is a 503, never a silent allow."""
+    try:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except ApiError:
+        raise
+    except Exception as exc:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, BotoCoreError | ClientError):
+            from isthmus.adapters.ddb_items import store_unavailable
+
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+            log.warning("store call failed", extra={"store_error": code, "op": getattr(fn, "__name__", "?")})
+            raise store_unavailable(exc) from None
+        raise
+
+
+class Credentials:
+    """Pepper and master key, cached per process (the pepper forever, the mode for a few seconds)."""
+
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+        self._pepper: str | None = None
+        self._mode: tuple[float, str | None] | None = None  # (read at, stored master hash or None)
+
+    def pepper_sync(self) -> str:
+        if self._pepper is None:
+            self._pepper = auth.env_pepper() or self.stores.settings.put_if_absent(
+                PEPPER_SETTING, secrets.token_hex(32))
+        return self._pepper
+
+    async def pepper(self) -> str:
+        return self._pepper if self._pepper is not None else await call(self.pepper_sync)
+
+    async def stored_master_hash(self) -> str | None:
+        now = time.monotonic()
+        if self._mode is None or now - self._mode[0] > MODE_CACHE_SEC:
+            value = await call(self.stores.settings.value, MASTER_HASH_SETTING)
+            self._mode = (now, value)
+        return self._mode[1]
+
+    async def keyed(self) -> bool:
+        return auth.env_master_key() is not None or await self.stored_master_hash() is not None
+
+    async def is_master(self, token: str) -> bool:
+        env = auth.env_master_key()
+        if env is not None:
+            return auth.constant_time_equal(token, env)
+        stored = await self.stored_master_hash()
+        return stored is not None and auth.constant_time_equal(auth.sha256_hex(token), stored)
+
+    async def require_master(self, headers: Mapping[str, str], client_host: str | None) -> None:
+        """Management auth: the master key whenever one is configured; with none, loopback callers only."""
+        token = auth.extract_token(headers)
+        if not await self.keyed():
+            if auth.is_loopback(client_host):
+                return
+            raise ApiError(401, "No master key is configured: management endpoints answer only on localhost. "
+                           "Set ISTHMUS_MASTER_KEY to manage the gateway remotely.")
+        if token is None:
+            raise ApiError(401, "Missing master key: send it as Authorization: Bearer <master key>.",
+                           headers={"WWW-Authenticate": "Bearer"})
+        if not await self.is_master(token):
+            raise ApiError(401, "Invalid API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+_creds: dict[str, Credentials] = {}
+
+
+def default_credentials() -> Credentials:
+    with _lock:
+        if "c" not in _creds:
+            _creds["c"] = Credentials(default_stores())
+        return _creds["c"]
+
+
+@dataclass
+class Bootstrap:
+    master_key: str
+    api_key: str
+    api_key_id: str
+
+
+def bootstrap_master_key(stores: Stores | None = None) -> Bootstrap | None:
+    """For ``isthmus dev``'s first start: when no master key is configured (env or stored), generate one,
+    store only its SHA-256 in the settings table, and mint a first-use API key for the ``default`` user.
+    Returns both secrets for the caller to print once; None when a master key already exists (also when
+    another instance won the race to create it)."""
+    from isthmus.services.keys import KeyService
+
+    stores = stores or default_stores()
+    if auth.env_master_key() is not None or stores.settings.value(MASTER_HASH_SETTING) is not None:
+        return None
+    master = auth.new_master_key()
+    if stores.settings.put_if_absent(MASTER_HASH_SETTING, auth.sha256_hex(master)) != auth.sha256_hex(master):
+        return None
+    creds = Credentials(stores)
+    created = KeyService(stores, creds).create_sync({"key_name": "first-use"})
+    log.info("master key bootstrapped", extra={"api_key_id": created["id"]})
+    return Bootstrap(master_key=master, api_key=created["key"], api_key_id=created["id"])

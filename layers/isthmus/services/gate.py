@@ -1,0 +1,237 @@
+"""The inference gate: who is calling (authenticate), may they and can they pay (admit), what did it cost
+(settle), and the usage row of a request turned away (refuse).
+
+Money never overspends: ``admit`` reserves the worst-case cost with one conditional UpdateItem on the user
+row (see isthmus.adapters.tenancy_ddb); ``settle`` moves the hold into spend with the real cost and writes
+the usage row in one transaction keyed by the admission id, so it is idempotent and cannot be half-done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from isthmus import auth
+from isthmus.errors import ApiError
+from isthmus.observability import get_logger
+from isthmus.services import money as m
+from isthmus.services.credentials import Credentials, Stores, call, default_credentials, default_stores
+from isthmus.services.pricing import require_pricing, unpriced_error
+
+log = get_logger("gate")
+
+
+class Principal(BaseModel):
+    kind: Literal["anonymous", "master", "key"]
+    key_id: str | None = None
+    key_name: str | None = None
+    user_id: str | None = None
+    allowed_models: list[str] | None = None
+    exclude_from_budget: bool = False
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    next_budget_reset_at: str | None = None
+
+
+class Admission(BaseModel):
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    principal: Principal
+    model: str
+    endpoint: str
+    hold: Decimal = Decimal(0)
+    price: dict[str, Any] | None = None
+    counts_toward_budget: bool = False
+    reserved: bool = False
+    tokens_held: int = 0
+    admitted_at: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+ANONYMOUS = Principal(kind="anonymous")
+MASTER = Principal(kind="master")
+
+
+class TenancyGate:
+    def __init__(self, stores: Stores | None = None, creds: Credentials | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.stores = stores or default_stores()
+        self.creds = creds or (default_credentials() if stores is None else Credentials(self.stores))
+        self.clock = clock
+        self._settled: OrderedDict[str, None] = OrderedDict()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # ------------------------------------------------------------------ authenticate
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        token = auth.extract_token(headers)
+        keyed = await self.creds.keyed()
+        if token is None:
+            if keyed:
+                raise ApiError(401, "Missing API key", headers={"WWW-Authenticate": "Bearer"})
+            return ANONYMOUS
+        if keyed and await self.creds.is_master(token):
+            return MASTER
+        key = await call(self.stores.keys.find_by_hash, auth.hash_key(token, await self.creds.pepper()))
+        if key is None:
+            if not keyed:
+                return ANONYMOUS  # LAN mode: SDKs insist on sending some key; an unknown one is no key
+            raise ApiError(401, "Invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        if not key.get("is_active", True):
+            raise ApiError(401, "API key is inactive")
+        if key.get("expires_at") and str(key["expires_at"]) <= m.iso(self._now()):
+            raise ApiError(401, "API key has expired")
+        user_id = str(key.get("user_id") or "") or None
+        user = await call(self.stores.users.get, user_id) if user_id else None
+        if user is not None and (user.get("blocked") or user.get("deleted")):
+            raise ApiError(403, f"User {user_id} is blocked")
+        allowed = key.get("allowed_models")
+        if allowed is None and user is not None:
+            allowed = user.get("allowed_models")
+        return Principal(kind="key", key_id=str(key["key_id"]), key_name=key.get("key_name"), user_id=user_id,
+                         allowed_models=None if allowed is None else [str(a) for a in allowed],
+                         exclude_from_budget=bool(key.get("exclude_from_budget", False)),
+                         rpm_limit=_int(key.get("rpm_limit")), tpm_limit=_int(key.get("tpm_limit")),
+                         next_budget_reset_at=(user or {}).get("next_budget_reset_at"))
+
+    # ------------------------------------------------------------------ admit
+    async def admit(self, principal: Principal, *, model: str, endpoint: str, input_tokens_estimate: int,
+                    max_output_tokens: int) -> Admission:
+        if not m.model_allowed(model, principal.allowed_models):
+            raise ApiError(403, f"Model {model!r} is not allowed for this API key", code="model_not_allowed")
+        now = self._now()
+        tokens = max(0, input_tokens_estimate) + max(0, max_output_tokens)
+        taken, headers = await self._rate_limit(principal, tokens, now)
+        try:
+            price = await call(self.stores.pricing.effective, model, m.iso(now))
+            if price is None and require_pricing():
+                raise unpriced_error(model)
+            hold = m.worst_case(price, input_tokens=input_tokens_estimate, max_output_tokens=max_output_tokens)
+            counts = principal.kind == "key" and principal.user_id is not None and not principal.exclude_from_budget
+            admission = Admission(principal=principal, model=model, endpoint=endpoint, hold=hold, price=price,
+                                  counts_toward_budget=counts, admitted_at=m.iso(now), headers=headers)
+            if counts and hold > 0:
+                assert principal.user_id is not None
+                await self._maybe_reset(principal, now)
+                if not await call(self.stores.users.reserve, principal.user_id, hold, tokens):
+                    raise ApiError(403, "Budget exceeded", code="budget_exceeded")
+                admission.reserved, admission.tokens_held = True, tokens
+            else:
+                admission.hold = Decimal(0)  # nothing held: free, unpriced or not gated
+            return admission
+        except BaseException:
+            for bucket, amount in taken:
+                await call(self.stores.ratelimits.give_back, bucket, amount)
+            raise
+
+    async def _rate_limit(self, principal: Principal, tokens: int,
+                          now: datetime) -> tuple[list[tuple[str, int]], dict[str, str]]:
+        if principal.kind != "key" or not (principal.rpm_limit or principal.tpm_limit):
+            return [], {}
+        epoch = now.timestamp()
+        minute = int(epoch // 60)
+        retry_after = str(max(1, math.ceil((minute + 1) * 60 - epoch)))
+        expires = (minute + 2) * 60
+        taken: list[tuple[str, int]] = []
+        headers: dict[str, str] = {}
+        for kind, limit, amount in (("requests", principal.rpm_limit, 1), ("tokens", principal.tpm_limit, tokens)):
+            if not limit:
+                continue
+            bucket = f"{kind}#{principal.key_id}#{minute}"
+            ok, count = await call(self.stores.ratelimits.take, bucket, amount, limit, expires)
+            used = count if count is not None else limit
+            headers[f"X-RateLimit-Limit-{kind.title()}"] = str(limit)
+            headers[f"X-RateLimit-Remaining-{kind.title()}"] = str(max(0, limit - used))
+            if not ok:
+                for b, a in taken:
+                    await call(self.stores.ratelimits.give_back, b, a)
+                headers["Retry-After"] = retry_after
+                raise ApiError(429, f"Rate limit exceeded: {limit} {kind} per minute for this API key",
+                               code="rate_limit_exceeded", headers=headers)
+            taken.append((bucket, amount))
+        return taken, headers
+
+    async def _maybe_reset(self, principal: Principal, now: datetime) -> None:
+        """Lazy budget reset: the first request after the period's end zeroes spend (one conditional write)."""
+        due = principal.next_budget_reset_at
+        if not due or str(due) > m.iso(now):
+            return
+        assert principal.user_id is not None
+        for _ in range(3):
+            user = await call(self.stores.users.get, principal.user_id)
+            if user is None or not user.get("next_budget_reset_at") or str(user["next_budget_reset_at"]) > m.iso(now):
+                return
+            budget = await call(self.stores.budgets.get, str(user.get("budget_id"))) if user.get("budget_id") else None
+            nxt = None
+            if budget is not None:
+                start = m.parse_when(str(user["next_budget_reset_at"]))
+                nxt = m.next_reset(now, duration_sec=_int(budget.get("budget_duration_sec")),
+                                   alignment=budget.get("reset_alignment"), started_at=start)
+            if await call(self.stores.users.reset_period, user, now_iso=m.iso(now),
+                          next_iso=None if nxt is None else m.iso(nxt)):
+                log.info("budget reset", extra={"user_id": principal.user_id, "budget_id": user.get("budget_id")})
+                return
+
+    # ------------------------------------------------------------------ settle / refuse
+    async def settle(self, admission: Admission, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int,
+                     status: str, status_code: int, latency_ms: int, backend: str, request_id: str) -> None:
+        """Reconcile once per admission (later calls are no-ops), shielded from the caller's cancellation."""
+        if admission.id in self._settled:
+            return
+        await asyncio.shield(self._settle(admission, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                          cached_tokens=cached_tokens, status=status, status_code=status_code,
+                                          latency_ms=latency_ms, backend=backend, request_id=request_id))
+
+    async def _settle(self, a: Admission, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int,
+                      status: str, status_code: int, latency_ms: int, backend: str, request_id: str) -> None:
+        cost = m.cost(a.price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      cached_tokens=cached_tokens)
+        row = self._row(a.principal, id=a.id, model=a.model, endpoint=a.endpoint, status=status,
+                        status_code=status_code, request_id=request_id, provider=backend, cost=cost,
+                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens,
+                        latency_ms=latency_ms, counts_toward_budget=a.counts_toward_budget)
+        update = None
+        if a.counts_toward_budget and a.principal.user_id:
+            update = self.stores.users.settle_update(
+                a.principal.user_id, cost=cost, hold=a.hold if a.reserved else Decimal(0),
+                tokens_held=a.tokens_held, tokens_used=prompt_tokens + completion_tokens,
+                requests_held=1 if a.reserved else 0)
+        await call(self.stores.usage.settle, row, update)
+        self._remember(a.id)
+        if a.principal.key_id:
+            # last_used_at is best effort; the money is already settled
+            with contextlib.suppress(ApiError):
+                await call(self.stores.keys.update, a.principal.key_id, {"last_used_at": m.iso(self._now())})
+
+    async def refuse(self, principal: Principal | None, *, model: str, endpoint: str, status_code: int,
+                     request_id: str, reason: str) -> None:
+        row = self._row(principal or ANONYMOUS, id=uuid.uuid4().hex, model=model, endpoint=endpoint,
+                        status="refused", status_code=status_code, request_id=request_id, provider=None,
+                        cost=Decimal(0), counts_toward_budget=False, error_message=reason[:500])
+        await asyncio.shield(call(self.stores.usage.put, row))
+
+    def _row(self, p: Principal, **fields: Any) -> dict[str, Any]:
+        now = self._now()
+        row = {"timestamp": m.iso(now), "day": m.iso(now)[:10], "api_key_id": p.key_id, "api_key_name": p.key_name,
+               "user_id": p.user_id, "source": "gateway", "bulk_editable": False, "prompt_tokens": 0,
+               "completion_tokens": 0, "cached_tokens": 0, **fields}
+        return {k: v for k, v in row.items() if v is not None}
+
+    def _remember(self, admission_id: str) -> None:
+        self._settled[admission_id] = None
+        while len(self._settled) > 10_000:
+            self._settled.popitem(last=False)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)

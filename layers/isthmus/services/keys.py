@@ -1,0 +1,128 @@
+"""Virtual API keys: the secret (``gw-…``) is shown once and stored only as HMAC-SHA256 with the pepper."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from isthmus import auth
+from isthmus.errors import ApiError
+from isthmus.observability import get_logger
+from isthmus.services import money as m
+from isthmus.services.credentials import Credentials, Stores
+from isthmus.services.users import DEFAULT_USER, UserService
+from isthmus.services.views import DEFAULT_WORKSPACE, patch_fields, wire
+
+log = get_logger("keys")
+
+
+class CreateKey(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    key_name: str | None = None
+    user_id: str | None = None
+    expires_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+    exclude_from_budget: bool | None = None
+    allowed_models: list[str] | None = None
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+    workspace_id: uuid.UUID | None = None
+
+
+class UpdateKey(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    key_name: str | None = None
+    is_active: bool | None = None
+    expires_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+    exclude_from_budget: bool | None = None
+    allowed_models: list[str] | None = None
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+
+
+def key_view(item: dict[str, Any], secret: str | None = None) -> dict[str, Any]:
+    view = wire({
+        "id": item["key_id"], "key_name": item.get("key_name"), "user_id": item.get("user_id"),
+        "created_at": item["created_at"], "expires_at": item.get("expires_at"),
+        "last_used_at": item.get("last_used_at"), "is_active": bool(item.get("is_active", True)),
+        "exclude_from_budget": bool(item.get("exclude_from_budget", False)), "metadata": item.get("metadata") or {},
+        "allowed_models": item.get("allowed_models"), "key_prefix": item.get("key_prefix"),
+        "key_suffix": item.get("key_suffix"), "workspace_id": item.get("workspace_id") or DEFAULT_WORKSPACE,
+        "rpm_limit": item.get("rpm_limit"), "tpm_limit": item.get("tpm_limit"),
+        "capture_agent_telemetry": None, "reject_user_mismatch": None,
+    })
+    if secret is not None:
+        view["key"] = secret
+    return view
+
+
+class KeyService:
+    def __init__(self, stores: Stores, creds: Credentials) -> None:
+        self.stores = stores
+        self.creds = creds
+
+    def _secret_fields(self) -> tuple[str, dict[str, Any]]:
+        secret = auth.new_api_key()
+        return secret, {"key_hash": auth.hash_key(secret, self.creds.pepper_sync()),
+                        "key_prefix": auth.display_prefix(secret), "key_suffix": auth.display_suffix(secret)}
+
+    def create_sync(self, data: dict[str, Any]) -> dict[str, Any]:
+        return self.create(CreateKey.model_validate(data))
+
+    def create(self, body: CreateKey) -> dict[str, Any]:
+        user_id = body.user_id or DEFAULT_USER
+        UserService(self.stores).ensure(user_id)
+        secret, fields = self._secret_fields()
+        item: dict[str, Any] = {
+            "key_id": uuid.uuid4().hex, "key_name": body.key_name, "user_id": user_id,
+            "created_at": m.iso(m.utcnow()), "expires_at": body.expires_at and m.iso(m.parse_when(body.expires_at)),
+            "is_active": True, "exclude_from_budget": bool(body.exclude_from_budget),
+            "metadata": body.metadata or {}, "allowed_models": body.allowed_models,
+            "rpm_limit": body.rpm_limit, "tpm_limit": body.tpm_limit,
+            "workspace_id": str(body.workspace_id or DEFAULT_WORKSPACE), **fields,
+        }
+        self.stores.keys.put_new(item)
+        log.info("api key created", extra={"key_id": item["key_id"], "user_id": user_id})
+        return key_view(item, secret)
+
+    def _get(self, key_id: str) -> dict[str, Any]:
+        item = self.stores.keys.get(key_id)
+        if item is None:
+            raise ApiError(404, f"API key {key_id} not found")
+        return item
+
+    def get(self, key_id: str) -> dict[str, Any]:
+        return key_view(self._get(key_id))
+
+    def list(self) -> list[dict[str, Any]]:
+        items = sorted(self.stores.keys.scan(), key=lambda k: (str(k.get("created_at")), str(k["key_id"])))
+        return [key_view(k) for k in items]
+
+    def update(self, key_id: str, body: UpdateKey) -> dict[str, Any]:
+        fields = patch_fields(body)
+        if "expires_at" in fields:
+            fields["expires_at"] = m.iso(m.parse_when(fields["expires_at"]))
+        updated = self.stores.keys.update(key_id, fields)
+        if updated is None:
+            raise ApiError(404, f"API key {key_id} not found")
+        log.info("api key updated", extra={"key_id": key_id, "fields": sorted(fields)})
+        return key_view(updated)
+
+    def delete(self, key_id: str) -> None:
+        if not self.stores.keys.delete(key_id):
+            raise ApiError(404, f"API key {key_id} not found")
+        log.info("api key deleted", extra={"key_id": key_id})
+
+    def rotate(self, key_id: str) -> dict[str, Any]:
+        """Same id, new secret; the old secret stops matching with this one write."""
+        self._get(key_id)
+        secret, fields = self._secret_fields()
+        updated = self.stores.keys.update(key_id, fields)
+        if updated is None:
+            raise ApiError(404, f"API key {key_id} not found")
+        log.info("api key rotated", extra={"key_id": key_id})
+        return key_view(updated, secret)
