@@ -1,13 +1,14 @@
 """/v1/budgets (master key): create, list, get, patch, delete, and the reset history."""
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from isthmus.auth_http import require_master
 from isthmus.observability import lambda_entry
 from isthmus.services.budgets import BudgetService, CreateBudget, UpdateBudget
 from isthmus.services.credentials import call, default_stores
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
-from starlette.requests import Request
-from starlette.responses import Response
 
 SERVICE = "budgets"
 

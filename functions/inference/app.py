@@ -6,11 +6,13 @@ streams are relayed through the coalescer and stop the backend when the client g
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from isthmus.adapters.responses_table import DynamoResponseStore
 from isthmus.dialects import anthropic_messages, count_tokens, openai_chat, openai_responses
@@ -19,14 +21,16 @@ from isthmus.dialects.openai_responses_stream import ResponsesStreamEncoder
 from isthmus.errors import ApiError, Dialect, error_body
 from isthmus.observability import get_logger, lambda_entry
 from isthmus.ports.backend import BackendResolver
+from isthmus.ports.gate import Gate
 from isthmus.ports.responses import ResponseStore, StoredResponse
 from isthmus.routing.default_backend import DefaultAgentResolver
 from isthmus.services.accumulate import StreamAccumulator
-from isthmus.services.inference import InferenceService, OpenStream
-from isthmus.streaming import coalesce, with_keepalive
-from isthmus.web import create_app, json_response, read_json, versioned
+from isthmus.services.gate import TenancyGate
+from isthmus.services.inference import Call, InferenceService
+from isthmus.streaming import RelayResponse, coalesce, with_keepalive
+from isthmus.web import Endpoint, create_app, json_response, read_json, versioned
 from isthmus_contracts.agent import TokenizeRequest
-from isthmus_contracts.internal import ErrorEvent, FinishEvent, StreamEvent
+from isthmus_contracts.internal import ErrorEvent, FinishEvent, InternalRequest, InternalResponse, StreamEvent
 
 SERVICE = "inference"
 PING_INTERVAL_S = 10.0
@@ -36,10 +40,14 @@ _service: InferenceService | None = None
 _store: ResponseStore | None = None
 
 
-def configure(resolver: BackendResolver | None = None, store: ResponseStore | None = None) -> None:
-    """Swap the resolver / response store (single-Mac mode, tests)."""
+def configure(resolver: BackendResolver | None = None, store: ResponseStore | None = None,
+              gate: Gate | bool | None = True) -> None:
+    """Swap the resolver / response store / gate (single-Mac mode, tests). ``gate=True``: tenancy from the
+    tables unless ISTHMUS_TENANCY=off; ``None``: no auth, no budgets, no usage rows."""
     global _service, _store
-    _service = InferenceService(resolver or DefaultAgentResolver())
+    if gate is True:
+        gate = None if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off" else TenancyGate()
+    _service = InferenceService(resolver or DefaultAgentResolver(), gate or None)
     _store = store
 
 
@@ -61,23 +69,65 @@ def _session(request: Request) -> str | None:
     return request.headers.get("x-session-id") or None
 
 
-def _sse(frames: AsyncIterator[str]) -> StreamingResponse:
+def _request_id(request: Request) -> str:
+    return str(request.state.request_id) if hasattr(request.state, "request_id") else ""
+
+
+def gated(endpoint: str) -> Callable[[Endpoint], Endpoint]:
+    """Authenticate first; a request turned away before admission still gets its usage row."""
+
+    def wrap(fn: Endpoint) -> Endpoint:
+        async def inner(request: Request) -> Response:
+            principal = None
+            try:
+                principal = await service().authenticate(request.headers)
+                request.state.principal = principal
+                return await fn(request)
+            except ApiError as exc:
+                if getattr(request.state, "call", None) is None:
+                    await service().refuse(principal, model=getattr(request.state, "model", ""), endpoint=endpoint,
+                                           error=exc, request_id=_request_id(request))
+                raise
+
+        return inner
+
+    return wrap
+
+
+async def _begin(request: Request, internal: InternalRequest, endpoint: str) -> Call:
+    request.state.model = internal.model
+    call = await service().begin(request.state.principal, internal, endpoint=endpoint,
+                                 request_id=_request_id(request))
+    request.state.call = call
+    return call
+
+
+async def _complete(call: Call) -> tuple[InternalResponse, BackgroundTask]:
+    """The whole answer, and the task that settles it once the response is sent."""
+    resp = await service().complete(call)
+    return resp, BackgroundTask(service().settle, call, resp.usage, status="success", status_code=200)
+
+
+def _headers(call: Call) -> dict[str, str]:
+    return dict(call.admission.headers) if call.admission else {}
+
+
+def _sse(frames: AsyncIterator[str], call: Call) -> RelayResponse:
     async def body() -> AsyncIterator[bytes]:
         async for frame in frames:
             yield frame.encode()
 
-    return StreamingResponse(coalesce(body()), media_type="text/event-stream",
-                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+    return RelayResponse(coalesce(body()), headers=_headers(call))
 
 
-async def _relay(opened: OpenStream, feed: Callable[[StreamEvent], list[dict[str, Any]]],
+async def _relay(events: AsyncIterator[StreamEvent], feed: Callable[[StreamEvent], list[dict[str, Any]]],
                  close: Callable[[], list[dict[str, Any]]], frame: Callable[[dict[str, Any]], str],
                  dialect: Dialect, done: str = "", on_event: Callable[[StreamEvent], None] | None = None,
                  ping: str | None = None) -> AsyncIterator[str]:
     """Backend events -> dialect frames. Failures after the first byte become one in-band error event."""
-    source: AsyncIterator[Any] = opened.events
+    source: AsyncIterator[Any] = events
     if ping is not None:
-        source = with_keepalive(opened.events, PING_INTERVAL_S, lambda: ping)
+        source = with_keepalive(events, PING_INTERVAL_S, lambda: ping)
     ended = False  # a finish or an error event arrived: the backend ended the stream properly
     try:
         async for event in source:
@@ -102,33 +152,39 @@ async def _relay(opened: OpenStream, feed: Callable[[StreamEvent], list[dict[str
 
 # ---- OpenAI chat completions ----------------------------------------------------------------------------
 
+@gated("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     req = openai_chat.parse(await read_json(request))
     internal = openai_chat.to_internal(req, header_session_id=_session(request))
-    prepared = await service().prepare(internal, "/v1/chat/completions")
+    call = await _begin(request, internal, "/v1/chat/completions")
     if not internal.stream:
-        return json_response(openai_chat.to_chat_completion(await service().complete(prepared)))
+        resp, settle = await _complete(call)
+        return JSONResponse(openai_chat.to_chat_completion(resp), headers=_headers(call), background=settle)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    encoder = openai_chat.ChatStreamEncoder(include_usage=include_usage, model=prepared.request.model)
-    opened = await service().open_stream(prepared)
-    return _sse(_relay(opened, encoder.feed, encoder.close, sse_data, Dialect.OPENAI, done=SSE_DONE))
+    encoder = openai_chat.ChatStreamEncoder(include_usage=include_usage, model=call.request.model)
+    events = await service().open_stream(call)
+    return _sse(_relay(events, encoder.feed, encoder.close, sse_data, Dialect.OPENAI, done=SSE_DONE), call)
 
 
 # ---- Anthropic messages -----------------------------------------------------------------------------------
 
+@gated("/v1/messages")
 async def messages(request: Request) -> Response:
     req = anthropic_messages.parse(await read_json(request))
     internal = anthropic_messages.to_internal(req, header_session_id=_session(request))
-    prepared = await service().prepare(internal, "/v1/messages")
+    call = await _begin(request, internal, "/v1/messages")
     if not internal.stream:
-        return json_response(anthropic_messages.to_message(await service().complete(prepared)))
-    encoder = anthropic_messages.MessagesStreamEncoder(model=prepared.request.model)
-    opened = await service().open_stream(prepared)
-    return _sse(_relay(opened, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
-                       ping=sse_event(anthropic_messages.ping_event())))
+        resp, settle = await _complete(call)
+        return JSONResponse(anthropic_messages.to_message(resp), headers=_headers(call), background=settle)
+    encoder = anthropic_messages.MessagesStreamEncoder(model=call.request.model)
+    events = await service().open_stream(call)
+    return _sse(_relay(events, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
+                       ping=sse_event(anthropic_messages.ping_event())), call)
 
 
 async def messages_count_tokens(request: Request) -> Response:
+    # No budget hold and no usage row: counting is free. It still needs a valid key in keyed mode.
+    await service().authenticate(request.headers)
     req = count_tokens.parse(await read_json(request))
     msgs, tools = count_tokens.to_internal(req)
     exact = None
@@ -143,6 +199,7 @@ async def messages_count_tokens(request: Request) -> Response:
 
 # ---- OpenAI Responses ---------------------------------------------------------------------------------------
 
+@gated("/v1/responses")
 async def responses_create(request: Request) -> Response:
     req = openai_responses.parse(await read_json(request))
     internal = openai_responses.to_internal(req, header_session_id=_session(request))
@@ -152,35 +209,36 @@ async def responses_create(request: Request) -> Response:
             raise ApiError(404, f"Previous response '{req.previous_response_id}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
         internal = openai_responses.prepend_previous(internal, previous.messages, previous.output)
-    prepared = await service().prepare(internal, "/v1/responses")
-    history = [m for m in prepared.request.messages if m.role != "system"]
+    call = await _begin(request, internal, "/v1/responses")
+    history = [m for m in call.request.messages if m.role != "system"]
     keep = req.store is not False
 
     async def remember(output: Any, response_id: str) -> None:
         if keep:
-            await store().put(StoredResponse(response_id=response_id, model=prepared.request.model,
+            await store().put(StoredResponse(response_id=response_id, model=call.request.model,
                                              messages=history, output=output, created_at=output.created))
 
     if not internal.stream:
-        resp = await service().complete(prepared)
+        resp, settle = await _complete(call)
         body = openai_responses.to_response(resp, req)
         await remember(resp, body["id"])
-        return json_response(body)
-    encoder = ResponsesStreamEncoder(req, model=prepared.request.model)
-    acc = StreamAccumulator(prepared.request.model)
-    opened = await service().open_stream(prepared)
+        return JSONResponse(body, headers=_headers(call), background=settle)
+    encoder = ResponsesStreamEncoder(req, model=call.request.model)
+    acc = StreamAccumulator(call.request.model)
+    events = await service().open_stream(call)
 
     async def frames() -> AsyncIterator[str]:
-        async for frame in _relay(opened, encoder.feed, encoder.close, sse_event, Dialect.OPENAI,
+        async for frame in _relay(events, encoder.feed, encoder.close, sse_event, Dialect.OPENAI,
                                   on_event=acc.feed):
             yield frame
         if acc.finished and acc.error is None:
             await remember(acc.response, encoder.id)
 
-    return _sse(frames())
+    return _sse(frames(), call)
 
 
 async def responses_get(request: Request) -> Response:
+    await service().authenticate(request.headers)
     stored = await store().get(request.path_params["response_id"])
     if stored is None:
         raise ApiError(404, f"Response '{request.path_params['response_id']}' not found.", code="not_found")
@@ -191,6 +249,7 @@ async def responses_get(request: Request) -> Response:
 
 
 async def responses_delete(request: Request) -> Response:
+    await service().authenticate(request.headers)
     response_id = request.path_params["response_id"]
     if not await store().delete(response_id):
         raise ApiError(404, f"Response '{response_id}' not found.", code="not_found")

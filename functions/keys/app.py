@@ -1,13 +1,14 @@
 """/v1/keys (master key): create (the secret once), list, get, patch, delete, rotate."""
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from isthmus.auth_http import require_master
 from isthmus.observability import lambda_entry
 from isthmus.services.credentials import call, default_credentials, default_stores
 from isthmus.services.keys import CreateKey, KeyService, UpdateKey
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
-from starlette.requests import Request
-from starlette.responses import Response
 
 SERVICE = "keys"
 

@@ -3,6 +3,9 @@
 Model keys contain ``/`` and ``:`` (percent-encoded by clients), so the routes take the rest of the path.
 """
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from isthmus.auth_http import require_master, require_reader
 from isthmus.errors import ApiError
 from isthmus.observability import lambda_entry
@@ -10,8 +13,6 @@ from isthmus.services.credentials import call, default_stores
 from isthmus.services.pricing import PricingService, SetPricing
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
-from starlette.requests import Request
-from starlette.responses import Response
 
 SERVICE = "pricing"
 HISTORY = "/history"

@@ -1,13 +1,14 @@
 """/v1/usage (master key): usage rows with filters, newest first; /v1/usage/summary by day and by model."""
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from isthmus.auth_http import require_master
 from isthmus.observability import lambda_entry
 from isthmus.services.credentials import call, default_stores
 from isthmus.services.usage import UsageService
 from isthmus.services.views import paging
 from isthmus.web import create_app, json_response, versioned
-from starlette.requests import Request
-from starlette.responses import Response
 
 SERVICE = "usage"
 

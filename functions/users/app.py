@@ -1,5 +1,8 @@
 """/v1/users (master key): create, list, get, patch, soft delete, and a user's usage."""
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from isthmus.auth_http import require_master
 from isthmus.observability import lambda_entry
 from isthmus.services.credentials import call, default_stores
@@ -7,8 +10,6 @@ from isthmus.services.usage import UsageService
 from isthmus.services.users import CreateUser, UpdateUser, UserService
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
-from starlette.requests import Request
-from starlette.responses import Response
 
 SERVICE = "users"
 

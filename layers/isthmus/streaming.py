@@ -9,6 +9,10 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
 T = TypeVar("T")
 _END = object()
 
@@ -100,3 +104,40 @@ async def coalesce(source: AsyncIterator[bytes], interval: float | None = None,
                     break
             yield b"".join(buf)
             last_flush = loop.time()
+
+
+class RelayResponse(StreamingResponse):
+    """An SSE response that notices a client going away at once, whatever the ASGI server's spec version
+    (Starlette's StreamingResponse only notices on the next write under ASGI 2.4), and always closes its body
+    iterator, so the backend generation stops and the usage is settled promptly."""
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+        super().__init__(body, media_type="text/event-stream",
+                         headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
+        self.body_stream = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stream(cancel: anyio.CancelScope) -> None:
+            try:
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                async for chunk in self.body_stream:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:
+                pass  # the client went away mid-write
+            cancel.cancel()
+
+        async def watch(cancel: anyio.CancelScope) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            cancel.cancel()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(stream, group.cancel_scope)
+                group.start_soon(watch, group.cancel_scope)
+        finally:
+            aclose = getattr(self.body_stream, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: schemas are built on first use, not at import (a cold start only pays for what it uses).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # ---- content parts ---------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from starlette.testclient import TestClient
+
 from isthmus.services.credentials import Credentials, default_stores
 from isthmus.services.gate import TenancyGate
-from starlette.testclient import TestClient
 
 pytestmark = pytest.mark.integration
 MASTER = "sk-master-control"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+
 from isthmus.errors import ApiError
 from isthmus.services import credentials
 from isthmus.services.credentials import Credentials, bootstrap_master_key, default_stores

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.ddb_items import query_all

@@ -7,11 +7,12 @@ import logging
 import secrets
 
 import pytest
+from starlette.testclient import TestClient
+
 from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.services import credentials
 from isthmus.services.gate import TenancyGate
-from starlette.testclient import TestClient
 
 pytestmark = pytest.mark.integration
 

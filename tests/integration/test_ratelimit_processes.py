@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from isthmus.services.credentials import Credentials, default_stores
 from isthmus.services.keys import CreateKey, KeyService
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from isthmus.adapters import dynamodb
 from moto import mock_aws
 
+from isthmus.adapters import dynamodb
 from local_runtime.edge.lambda_bridge import LambdaContext
 from local_runtime.edge.routes import RouteTable
 from local_runtime.tables import create_tables
@@ -25,8 +25,8 @@ EXPECTED = {
     "health": 200,
     "health_readiness": 200,
     "unknown_route": 404,
-    "inference_chat": 503,  # no backend configured in this unit test
-    "inference_messages": 503,
+    "inference_chat": 401,  # keyed mode (the master key is set) and the sample key does not exist
+    "inference_messages": 401,
     "models_list": 501,
     "keys_create": 200,
     "users_list": 200,

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+
 from isthmus.auth import constant_time_equal, extract_token, hash_key, is_loopback
 from isthmus.errors import ApiError
 from isthmus.services.money import cost, model_allowed, next_reset, parse_when, worst_case

@@ -30,7 +30,8 @@ PREFIXES = {
 class Lenient(BaseModel):
     """Base of every public request model: real clients send many fields we do not model."""
 
-    model_config = ConfigDict(extra="allow")
+    # defer_build: schemas are built on first use, not at import (a cold start only pays for what it uses).
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 def new_id(kind: str) -> str:
