@@ -1,0 +1,280 @@
+"""The generation engine: one dedicated thread owns mlx (model, KV caches, mlx-lm's BatchGenerator).
+
+mlx arrays must stay on one thread, so everything that touches them runs here; the web side talks to it
+through a command queue and receives events through per-request callbacks. Requests that arrive while
+others decode are inserted into the running batch (continuous batching): one forward pass per step
+serves every active sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from isthmus_contracts.internal import ErrorEvent, FinishReason
+
+from local_runtime.agent.jobs import Job
+from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, reusable_prefix
+
+log = logging.getLogger("isthmus.agent.engine")
+
+
+class QueueFull(Exception):
+    pass
+
+
+class NoModelLoaded(Exception):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    model: Any
+    tokenizer: Any  # mlx-lm TokenizerWrapper
+
+
+@dataclass
+class EngineConfig:
+    max_batch: int = 8
+    max_queue: int = 16
+    cache_bytes: int = 2 << 30
+    cache_ttl_s: float = 1800.0
+    loop_guard: bool = True
+
+
+class Engine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.loaded: LoadedModel | None = None
+        self.cache = SessionPrefixCache(config.cache_bytes, config.cache_ttl_s)
+        self._commands: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._waiting: deque[Job] = deque()
+        self._active: dict[int, Job] = {}
+        self._lock = threading.Lock()  # guards _waiting between submit() and the engine thread
+        self._generator: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
+        self._thread.start()
+
+    # ---- called from any thread ------------------------------------------------------------------
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._active or self._waiting)
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            # Free slots admit at once; beyond them at most max_queue requests wait.
+            pending = len(self._waiting) + len(self._active)
+            if pending >= self.config.max_batch + self.config.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests queued (max {self.config.max_queue})")
+            self._waiting.append(job)
+        self._commands.put(lambda: None)  # wake the loop
+
+    def cancel(self, job: Job) -> None:
+        job.cancelled = True
+        self._commands.put(lambda: None)
+
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on the engine thread (for anything that touches mlx)."""
+        future: Future[Any] = Future()
+
+        def command() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._commands.put(command)
+        return future
+
+    def load(self, name: str, path: Path) -> Future[Any]:
+        return self.call(lambda: self._load(name, path))
+
+    def unload(self) -> Future[Any]:
+        return self.call(self._unload)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._commands.put(lambda: None)
+        self._thread.join(timeout=10)
+
+    # ---- engine thread -----------------------------------------------------------------------------
+
+    def _load(self, name: str, path: Path) -> LoadedModel:
+        from mlx_lm import load
+
+        self._unload()
+        loaded: Any = load(str(path))
+        model, tokenizer = loaded[0], loaded[1]
+        self.loaded = LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer)
+        self._generator = self._new_generator()
+        log.info("loaded %s from %s", name, path)
+        return self.loaded
+
+    def _new_generator(self) -> Any:
+        from mlx_lm.generate import BatchGenerator
+
+        assert self.loaded is not None
+        eos = sorted(self.loaded.tokenizer.eos_token_ids)
+        return BatchGenerator(self.loaded.model, stop_tokens=[[t] for t in eos],
+                              completion_batch_size=self.config.max_batch,
+                              prefill_batch_size=self.config.max_batch, prefill_step_size=512)
+
+    def _unload(self) -> None:
+        self._fail_all("model unloaded", 503)
+        self.cache.clear()
+        self._generator = None
+        self.loaded = None
+        import gc
+
+        import mlx.core as mx
+
+        gc.collect()
+        mx.clear_cache()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                idle = not self._active and not self._waiting
+                command = self._commands.get(timeout=1.0) if idle else self._commands.get_nowait()
+                command()
+                while True:  # drain everything queued, then step once
+                    self._commands.get_nowait()()
+            except queue.Empty:
+                pass
+            try:
+                self._reap_cancelled()
+                self._admit()
+                if self._active:
+                    self._step()
+            except Exception as exc:  # one bad step must not kill the node: fail its sequences, go on
+                log.exception("engine step failed")
+                self._fail_all(f"engine error: {exc}", 500)
+                if self.loaded is not None:
+                    self._generator = self._new_generator()
+
+    def _admit(self) -> None:
+        while self._waiting and len(self._active) < self.config.max_batch:
+            with self._lock:
+                job = self._waiting.popleft()
+            if job.cancelled:
+                job.emit(None)
+                continue
+            try:
+                self._insert(job)
+            except Exception as exc:
+                log.exception("could not start %s", job.id)
+                job.emit(ErrorEvent(message=str(exc), status=500))
+                job.emit(None)
+
+    def _insert(self, job: Job) -> None:
+        import mlx.core as mx
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+        from mlx_lm.sample_utils import make_sampler
+
+        loaded = self.loaded
+        if loaded is None or loaded.name != job.model_name:
+            job.emit(ErrorEvent(message="the model was unloaded", code="model_not_loaded", status=503))
+            job.emit(None)
+            return
+        prompt = job.prompt.tokens
+        cache, cached_tokens, reused = None, None, 0
+        if job.session_id:
+            cached_tokens = 0
+            entry = self.cache.take(job.session_id)
+            if entry is not None:
+                reused = reusable_prefix(entry, prompt, can_trim=can_trim_prompt_cache(entry.cache))
+                if reused:
+                    if len(entry.tokens) > reused:
+                        trim_prompt_cache(entry.cache, len(entry.tokens) - reused)
+                    cache, cached_tokens = entry.cache, reused
+        sampling = job.request.sampling
+        sampler = None
+        if sampling.temperature:
+            sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p or 0.0,
+                                   min_p=sampling.min_p or 0.0, top_k=sampling.top_k or 0)
+        if sampling.seed is not None:
+            mx.random.seed(sampling.seed)
+        job.start(loaded.tokenizer.detokenizer, cached_tokens)
+        (uid,) = self._generator.insert(
+            [prompt[reused:]], max_tokens=[job.max_tokens],
+            caches=[cache] if cache is not None else None,
+            all_tokens=[list(prompt[:reused])],
+            samplers=[sampler],
+        )
+        job.uid = uid
+        self._active[uid] = job
+
+    def _step(self) -> None:
+        _, responses = self._generator.next()
+        for r in responses:
+            job = self._active.get(r.uid)
+            if job is None:
+                continue
+            looped = job.on_token(r.token, is_eos=r.finish_reason == "stop")
+            reason: FinishReason | None = None
+            if job.stop_matched:
+                reason = "stop_sequence"
+            elif looped:
+                reason = "stop"
+            elif r.finish_reason in ("stop", "length"):
+                reason = r.finish_reason
+            if reason is None:
+                continue
+            if r.finish_reason is None:  # we stopped it: take it out of the batch
+                extracted = self._generator.remove([r.uid], return_prompt_caches=True)
+                cache, tokens = extracted.get(r.uid, (None, None))
+            else:
+                cache, tokens = r.prompt_cache, r.all_tokens
+            del self._active[r.uid]
+            self._store(job, cache, tokens)
+            job.finish(reason, loop_guard=looped and reason == "stop")
+
+    def _store(self, job: Job, cache: Any, tokens: list[int] | None) -> None:
+        if not job.session_id or cache is None or tokens is None:
+            return
+        if not cache or getattr(cache[0], "offset", len(tokens)) != len(tokens):
+            return  # cache and token list disagree: never reuse something we cannot trust
+        nbytes = sum(c.nbytes for c in cache)
+        self.cache.put(job.session_id, CacheEntry(tokens=list(tokens), cache=cache, nbytes=nbytes,
+                                                  prompt_tokens=len(job.prompt.tokens)))
+
+    def _reap_cancelled(self) -> None:
+        gone = [uid for uid, job in self._active.items() if job.cancelled]
+        if gone:
+            self._generator.remove(gone)
+            for uid in gone:
+                job = self._active.pop(uid)
+                job.done = True
+                job.emit(None)
+                log.info("cancelled %s after %d tokens", job.id, job.completion_tokens)
+
+    def _fail_all(self, message: str, status: int) -> None:
+        jobs = list(self._active.values())
+        with self._lock:
+            jobs += list(self._waiting)
+            self._waiting.clear()
+        self._active.clear()
+        if self._generator is not None:
+            self._generator = self._new_generator() if self.loaded else None
+        for job in jobs:
+            job.emit(ErrorEvent(message=message, status=status))
+            job.emit(None)
