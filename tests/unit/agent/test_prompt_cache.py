@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, common_prefix_len, reusable_prefix
+from local_runtime.agent.prompt_cache import (
+    CacheEntry,
+    SessionPrefixCache,
+    common_prefix_len,
+    reusable_prefix,
+)
 
 
 class FakeClock:
