@@ -76,7 +76,8 @@ def test_tools_reach_the_chat_template(tiny_agent: AgentProcess) -> None:
     # given the same conversation with and without a tool
     plain = {"messages": [user("weather in Paris?")]}
     schema = {"type": "object", "properties": {"city": {"type": "string"}}}
-    tools = {**plain, "tools": [{"name": "get_weather", "description": "Current weather", "parameters": schema}]}
+    tool = {"name": "get_weather", "description": "Current weather", "parameters": schema}
+    tools = {**plain, "tools": [tool]}
     # when counting prompt tokens
     n_plain = tiny_agent.client.post("/agent/v1/tokenize", json=plain).json()["prompt_tokens"]
     n_tools = tiny_agent.client.post("/agent/v1/tokenize", json=tools).json()["prompt_tokens"]
