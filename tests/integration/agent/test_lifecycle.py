@@ -1,0 +1,55 @@
+"""Load, unload, status and health of a real agent process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.agent.conftest import AgentProcess
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture()
+def empty_agent(agent_logs: Path) -> Iterator[AgentProcess]:
+    agent = AgentProcess("", log_dir=agent_logs)  # no --model value: starts with nothing loaded
+    yield agent
+    agent.stop()
+
+
+def test_agent_without_model_refuses_generation_then_loads_and_unloads(
+        empty_agent: AgentProcess, tiny_model: Path) -> None:
+    # given an agent with nothing loaded
+    assert empty_agent.client.get("/health").json() == {"status": "idle", "model": None, "loaded": False}
+    r = empty_agent.generate(text="hi")
+    assert r.status_code == 503 and "load" in r.json()["detail"]
+    assert empty_agent.client.post("/agent/v1/tokenize", json={"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]}]}).status_code == 503
+    # when a model is loaded by path
+    r = empty_agent.client.post("/agent/v1/load", json={"model": str(tiny_model)})
+    # then it serves requests and reports itself
+    assert r.status_code == 200, r.text
+    assert r.json()["loaded"] is True and r.json()["model"] == str(tiny_model)
+    assert empty_agent.generate(text="hi", max_tokens=2).status_code == 200
+    # when it is unloaded
+    r = empty_agent.client.post("/agent/v1/unload")
+    assert r.status_code == 200 and r.json()["loaded"] is False
+    assert empty_agent.generate(text="hi").status_code == 503
+
+
+def test_loading_an_unknown_model_is_404(empty_agent: AgentProcess) -> None:
+    r = empty_agent.client.post("/agent/v1/load", json={"model": "no-such-model"})
+    assert r.status_code == 404 and "no-such-model" in r.json()["detail"]
+    assert empty_agent.client.post("/agent/v1/load", json={}).status_code == 422
+
+
+def test_status_reports_the_node(tiny_agent: AgentProcess) -> None:
+    tiny_agent.generate(text="hi", max_tokens=2, session_id="status-test")
+    status = tiny_agent.status()
+    assert status["loaded"] and status["model"]
+    assert status["max_queue"] == 8 and status["node_id"]
+    assert status["cache_entries"] >= 1 and status["cache_bytes"] > 0
+    assert status["rss_bytes"] > 10_000_000 and status["ram_total_bytes"] > status["rss_bytes"]
+    assert tiny_agent.client.get("/health").json()["status"] in ("idle", "busy")
