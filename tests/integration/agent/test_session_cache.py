@@ -64,6 +64,7 @@ def test_divergent_prompt_reuses_the_common_prefix(smol_agent: AgentProcess) -> 
     long_system = {"role": "system", "content": [{"type": "text", "text": "You answer in one word. " * 8}]}
     smol_agent.generate(messages=[long_system, user("Capital of Spain?")], max_tokens=4, session_id=session)
     # an edited question: the cache holds prompt+answer, so it is trimmed back to the shared system prefix
-    r = smol_agent.generate(messages=[long_system, user("Capital of Italy?")], max_tokens=4, session_id=session)
+    edited = [long_system, user("Capital of Italy?")]
+    r = smol_agent.generate(messages=edited, max_tokens=4, session_id=session)
     usage = r.json()["usage"]
     assert 40 < usage["cached_tokens"] < usage["prompt_tokens"]
