@@ -22,6 +22,7 @@ from isthmus_contracts.internal import ErrorEvent, FinishReason
 
 from local_runtime.agent.jobs import Job
 from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, reusable_prefix
+from local_runtime.agent.solo import SoloSequence
 
 log = logging.getLogger("isthmus.agent.engine")
 
@@ -58,7 +59,9 @@ class Engine:
         self.cache = SessionPrefixCache(config.cache_bytes, config.cache_ttl_s)
         self._commands: queue.Queue[Callable[[], None]] = queue.Queue()
         self._waiting: deque[Job] = deque()
-        self._active: dict[int, Job] = {}
+        self._active: dict[int, Job] = {}  # sequences inside mlx-lm's BatchGenerator, by uid
+        self._solo: tuple[Job, SoloSequence] | None = None  # a lone sequence on the fast path
+        self._solo_ok = False  # the model's cache can be trimmed, so a solo sequence can migrate
         self._lock = threading.Lock()  # guards _waiting between submit() and the engine thread
         self._generator: Any = None
         self._stop = threading.Event()
@@ -69,7 +72,7 @@ class Engine:
 
     @property
     def active(self) -> int:
-        return len(self._active)
+        return len(self._active) + (self._solo is not None)
 
     @property
     def queue_depth(self) -> int:
@@ -77,12 +80,12 @@ class Engine:
 
     @property
     def busy(self) -> bool:
-        return bool(self._active or self._waiting)
+        return bool(self.active or self._waiting)
 
     def submit(self, job: Job) -> None:
         with self._lock:
             # Free slots admit at once; beyond them at most max_queue requests wait.
-            pending = len(self._waiting) + len(self._active)
+            pending = len(self._waiting) + self.active
             if pending >= self.config.max_batch + self.config.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests queued (max {self.config.max_queue})")
             self._waiting.append(job)
@@ -125,6 +128,9 @@ class Engine:
         loaded: Any = load(str(path))
         model, tokenizer = loaded[0], loaded[1]
         self.loaded = LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer)
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
+
+        self._solo_ok = can_trim_prompt_cache(make_prompt_cache(model))
         self._generator = self._new_generator()
         log.info("loaded %s from %s", name, path)
         return self.loaded
@@ -153,7 +159,7 @@ class Engine:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                idle = not self._active and not self._waiting
+                idle = not self.busy
                 command = self._commands.get(timeout=1.0) if idle else self._commands.get_nowait()
                 command()
                 while True:  # drain everything queued, then step once
@@ -163,6 +169,8 @@ class Engine:
             try:
                 self._reap_cancelled()
                 self._admit()
+                if self._solo is not None:
+                    self._step_solo()
                 if self._active:
                     self._step()
             except Exception as exc:  # one bad step must not kill the node: fail its sequences, go on
@@ -172,22 +180,24 @@ class Engine:
                     self._generator = self._new_generator()
 
     def _admit(self) -> None:
-        while self._waiting and len(self._active) < self.config.max_batch:
+        if self._solo is not None and self._waiting:
+            self._migrate_solo()  # company arrived: the lone sequence joins the batch
+        while self._waiting and self.active < self.config.max_batch:
             with self._lock:
                 job = self._waiting.popleft()
             if job.cancelled:
                 job.emit(None)
                 continue
             try:
-                self._insert(job)
+                self._insert(job, solo=self._solo_ok and not self.active and not self._waiting)
             except Exception as exc:
                 log.exception("could not start %s", job.id)
                 job.emit(ErrorEvent(message=str(exc), status=500))
                 job.emit(None)
 
-    def _insert(self, job: Job) -> None:
+    def _insert(self, job: Job, *, solo: bool) -> None:
         import mlx.core as mx
-        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
         from mlx_lm.sample_utils import make_sampler
 
         loaded = self.loaded
@@ -214,6 +224,12 @@ class Engine:
         if sampling.seed is not None:
             mx.random.seed(sampling.seed)
         job.start(loaded.tokenizer.detokenizer, cached_tokens)
+        if solo:
+            solo_cache = cache if cache is not None else make_prompt_cache(loaded.model)
+            self._solo = (job, SoloSequence(
+                loaded.model, prompt[reused:], solo_cache, list(prompt[:reused]), max_tokens=job.max_tokens,
+                sampler=sampler, eos_ids=set(loaded.tokenizer.eos_token_ids)))
+            return
         (uid,) = self._generator.insert(
             [prompt[reused:]], max_tokens=[job.max_tokens],
             caches=[cache] if cache is not None else None,
@@ -223,6 +239,40 @@ class Engine:
         job.uid = uid
         self._active[uid] = job
 
+    def _migrate_solo(self) -> None:
+        assert self._solo is not None
+        job, seq = self._solo
+        self._solo = None
+        cache, tokens, last, left = seq.migrate()
+        (uid,) = self._generator.insert([[last]], max_tokens=[left], caches=[cache], all_tokens=[tokens],
+                                        samplers=[seq.sampler])
+        job.uid = uid
+        self._active[uid] = job
+
+    def _step_solo(self) -> None:
+        assert self._solo is not None
+        job, seq = self._solo
+        token, finish = seq.next()
+        looped = job.on_token(token, is_eos=finish == "stop")
+        reason = self._finish_reason(job, looped, finish)
+        if reason is not None:
+            self._solo = None
+            cache, tokens = seq.finished_cache()
+            self._store(job, cache, tokens)
+            job.finish(reason, loop_guard=looped and reason == "stop")
+
+    @staticmethod
+    def _finish_reason(job: Job, looped: bool, finish: str | None) -> FinishReason | None:
+        if job.stop_matched:
+            return "stop_sequence"
+        if looped:
+            return "stop"
+        if finish == "stop":
+            return "stop"
+        if finish == "length":
+            return "length"
+        return None
+
     def _step(self) -> None:
         _, responses = self._generator.next()
         for r in responses:
@@ -230,13 +280,7 @@ class Engine:
             if job is None:
                 continue
             looped = job.on_token(r.token, is_eos=r.finish_reason == "stop")
-            reason: FinishReason | None = None
-            if job.stop_matched:
-                reason = "stop_sequence"
-            elif looped:
-                reason = "stop"
-            elif r.finish_reason in ("stop", "length"):
-                reason = r.finish_reason
+            reason = self._finish_reason(job, looped, r.finish_reason)
             if reason is None:
                 continue
             if r.finish_reason is None:  # we stopped it: take it out of the batch
@@ -258,6 +302,12 @@ class Engine:
                                                   prompt_tokens=len(job.prompt.tokens)))
 
     def _reap_cancelled(self) -> None:
+        if self._solo is not None and self._solo[0].cancelled:
+            job, seq = self._solo
+            self._solo = None
+            seq.finished_cache()
+            job.done = True
+            job.emit(None)
         gone = [uid for uid, job in self._active.items() if job.cancelled]
         if gone:
             self._generator.remove(gone)
@@ -269,6 +319,9 @@ class Engine:
 
     def _fail_all(self, message: str, status: int) -> None:
         jobs = list(self._active.values())
+        if self._solo is not None:
+            jobs.append(self._solo[0])
+            self._solo = None
         with self._lock:
             jobs += list(self._waiting)
             self._waiting.clear()
