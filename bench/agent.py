@@ -24,12 +24,12 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from local_runtime.agent.launcher import agent_command, agent_env, reexec_with_openblas  # noqa: E402
-from local_runtime.agent.models.registry import resolve  # noqa: E402
+from local_runtime.agent.launcher import agent_command, agent_env, reexec_with_openblas
+from local_runtime.agent.models.registry import resolve
 
 STORY = "Write a long, detailed story about a dragon who learns to bake bread in a small village."
-PREFIX = ("The following are the rules of the village bakery. " +
-          " ".join(f"Rule {i}: bread number {i} must be baked at dawn and shared with neighbour {i}." for i in range(60)))
+RULE = "Rule {i}: bread number {i} must be baked at dawn and shared with neighbour {i}."
+PREFIX = "The following are the rules of the village bakery. " + " ".join(RULE.format(i=i) for i in range(60))
 
 
 def user(text: str) -> dict[str, Any]:
@@ -44,11 +44,8 @@ def raw_decode_tps(model_dir: Path, tokens: int) -> float:
                                            tokenize=False)
     best = 0.0
     for _ in range(3):  # first run warms up; report the best steady state
-        last = None
-        for last in stream_generate(model, tokenizer, prompt, max_tokens=tokens):
-            pass
-        assert last is not None
-        best = max(best, last.generation_tps)
+        steps = list(stream_generate(model, tokenizer, prompt, max_tokens=tokens))
+        best = max(best, steps[-1].generation_tps)
     del model
     return best
 
@@ -136,7 +133,8 @@ def main() -> int:
               f"-> {100 * through_agent / raw:.0f} % (target >= 95 %)")
 
         session = uuid.uuid4().hex
-        turn1 = [{"role": "system", "content": [{"type": "text", "text": PREFIX}]}, user("Who bakes at dawn?")]
+        system = {"role": "system", "content": [{"type": "text", "text": PREFIX}]}
+        turn1 = [system, user("Who bakes at dawn?")]
         first = agent.stream(turn1, 16, session)
         turn2 = [*turn1, {"role": "assistant", "content": [{"type": "text", "text": "The baker."}]},
                  user("And who gets bread number 7?")]
@@ -144,7 +142,8 @@ def main() -> int:
         cold = agent.stream(turn2, 4)
         print(f"TTFT turn 2 ({warm['usage']['prompt_tokens']} prompt tokens, "
               f"{warm['usage']['cached_tokens']} cached): {warm['ttft']:.3f} s vs cold {cold['ttft']:.3f} s "
-              f"-> {100 * warm['ttft'] / cold['ttft']:.0f} % (target <= 20 %); turn 1 TTFT {first['ttft']:.3f} s")
+              f"-> {100 * warm['ttft'] / cold['ttft']:.0f} % (target <= 20 %); "
+              f"turn 1 TTFT {first['ttft']:.3f} s; cold prefill {cold['usage']['prefill_tps']} tok/s")
 
         rates = {n: concurrent(agent, n, args.tokens) for n in (1, 4, 8)}
         print("aggregate decode tok/s: " + ", ".join(f"{n} streams {r:.1f}" for n, r in rates.items())

@@ -103,3 +103,22 @@ def test_full_queue_answers_503_with_retry_after(one_slot_agent: AgentProcess) -
     running.join()
     waiting.join()
     one_slot_agent.wait_for(lambda s: s["active"] == 0 and s["queue_depth"] == 0)
+
+
+@pytest.mark.slow
+def test_lone_sequence_joining_the_batch_mid_generation_keeps_its_output(smol_agent: AgentProcess) -> None:
+    # given the greedy answer of a request that runs alone (single-sequence fast path)
+    story = "Write a short story about a dragon."
+    alone = smol_agent.stream(text=story, max_tokens=24)
+    # when the same request runs again and a second one arrives after its fifth token
+    joined = OpenStream(smol_agent, text=story, max_tokens=24)
+    for _ in range(1200):  # wait (up to a minute) for the fifth token
+        if len([e for e in joined.events if e["type"] == "text"]) >= 5:
+            break
+        threading.Event().wait(0.05)
+    other = smol_agent.stream(text="Tell me about cats.", max_tokens=8)
+    joined.join()  # reads to the end: nothing releases it early
+    # then moving into the batch changed nothing: same tokens, same finish
+    assert [e["type"] for e in other][-1] == "finish"
+    assert "".join(e["text"] for e in joined.events if e["type"] == "text") == \
+        "".join(e["text"] for e in alone if e["type"] == "text")
