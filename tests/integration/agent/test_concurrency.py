@@ -122,3 +122,36 @@ def test_lone_sequence_joining_the_batch_mid_generation_keeps_its_output(smol_ag
     assert [e["type"] for e in other][-1] == "finish"
     assert "".join(e["text"] for e in joined.events if e["type"] == "text") == \
         "".join(e["text"] for e in alone if e["type"] == "text")
+
+
+def test_sequences_finished_inside_the_batch_are_cached_for_their_sessions(tiny_agent: AgentProcess) -> None:
+    # given two sessions whose first turns are generated together in one batch
+    sessions = [f"batch-{i}-{threading.get_ident()}" for i in range(2)]
+    firsts: list[dict[str, Any]] = [{}, {}]
+
+    def turn1(i: int) -> None:
+        firsts[i] = tiny_agent.generate(text=f"first question {i}", max_tokens=300,
+                                        session_id=sessions[i]).json()
+
+    threads = [threading.Thread(target=turn1, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # when each session sends its next turn
+    for i, session in enumerate(sessions):
+        history = [{"role": "user", "content": [{"type": "text", "text": f"first question {i}"}]},
+                   {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
+                   {"role": "user", "content": [{"type": "text", "text": "next"}]}]
+        usage = tiny_agent.generate(messages=history, max_tokens=2, session_id=session).json()["usage"]
+        # then the shared prefix came from that session's cache
+        assert usage["cached_tokens"] > 0, (i, usage)
+
+
+def test_loop_guard_stops_a_repeating_tail(tiny_agent: AgentProcess) -> None:
+    # given a random-weight model (it repeats) and the guard switched on for this request
+    events = tiny_agent.stream(text="hello", max_tokens=2000, metadata={"loop_guard": True})
+    # then generation stops early with the guard flag set
+    finish = events[-1]
+    assert finish["type"] == "finish" and finish["loop_guard"] is True and finish["reason"] == "stop"
+    assert events[-2]["usage"]["completion_tokens"] < 2000
