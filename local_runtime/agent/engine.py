@@ -41,6 +41,7 @@ class LoadedModel:
     path: Path
     model: Any
     tokenizer: Any  # mlx-lm TokenizerWrapper
+    context_length: int | None = None
 
 
 @dataclass
@@ -127,7 +128,8 @@ class Engine:
         self._unload()
         loaded: Any = load(str(path))
         model, tokenizer = loaded[0], loaded[1]
-        self.loaded = LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer)
+        self.loaded = LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer,
+                                  context_length=_context_length(path))
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 
         self._solo_ok = can_trim_prompt_cache(make_prompt_cache(model))
@@ -331,3 +333,15 @@ class Engine:
         for job in jobs:
             job.emit(ErrorEvent(message=message, status=status))
             job.emit(None)
+
+
+def _context_length(path: Path) -> int | None:
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    text_config = config.get("text_config") or {}
+    value = config.get("max_position_embeddings") or text_config.get("max_position_embeddings")
+    return int(value) if value else None

@@ -7,6 +7,7 @@ generation goes through :class:`Engine`, whose thread owns every mlx array.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -71,13 +72,20 @@ def _loaded(state: AgentState) -> Any:
     return loaded
 
 
-async def _prompt(tokenizer: Any, body: InternalRequest | TokenizeRequest) -> Any:
+async def _prompt(loaded: Any, body: InternalRequest | TokenizeRequest) -> Any:
+    tools = body.tools
+    if isinstance(body, InternalRequest) and body.tool_choice and body.tool_choice.mode == "none":
+        tools = []  # the model may not call tools: do not offer them
     try:
-        return await asyncio.to_thread(build_prompt, tokenizer, body.messages, body.tools,
-                                       enable_thinking=body.enable_thinking,
-                                       reasoning_effort=body.reasoning_effort)
+        prompt = await asyncio.to_thread(build_prompt, loaded.tokenizer, body.messages, tools,
+                                         enable_thinking=body.enable_thinking,
+                                         reasoning_effort=body.reasoning_effort)
     except ValueError as exc:
         raise ApiError(400, str(exc), code="invalid_prompt") from None
+    if loaded.context_length and len(prompt.tokens) >= loaded.context_length:
+        raise ApiError(400, f"prompt is {len(prompt.tokens)} tokens; the model's context is "
+                            f"{loaded.context_length}", code="context_length_exceeded", param="messages")
+    return prompt
 
 
 def build_app(state: AgentState) -> ASGIApp:
@@ -88,13 +96,15 @@ def build_app(state: AgentState) -> ASGIApp:
         if body.session_id is None and request.headers.get("x-session-id"):
             body.session_id = request.headers["x-session-id"]
         loaded = _loaded(state)
-        prompt = await _prompt(loaded.tokenizer, body)
+        prompt = await _prompt(loaded, body)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[BaseModel | None] = asyncio.Queue()
         guard = body.metadata.get("loop_guard", engine.config.loop_guard)
 
         def emit(event: BaseModel | None) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            # RuntimeError: the server's loop is gone (shutdown), so nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(events.put_nowait, event)
 
         job = Job(request=body, prompt=prompt, model_name=loaded.name, loop_guard=bool(guard), emit=emit)
         try:
@@ -109,7 +119,7 @@ def build_app(state: AgentState) -> ASGIApp:
     async def tokenize(request: Request) -> Response:
         body = await parse_body(request, TokenizeRequest)
         loaded = _loaded(state)
-        prompt = await _prompt(loaded.tokenizer, body)
+        prompt = await _prompt(loaded, body)
         return _json(TokenizeResponse(prompt_tokens=len(prompt.tokens), model=loaded.name))
 
     async def load(request: Request) -> Response:

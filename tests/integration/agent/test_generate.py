@@ -104,3 +104,15 @@ def test_bad_body_is_422_naming_the_field(tiny_agent: AgentProcess) -> None:
     assert r.status_code == 400 and "JSON" in r.json()["detail"]
     r = tiny_agent.client.post("/agent/v1/generate", json=request_body(max_tokens=0))
     assert r.status_code == 422 and "max_tokens" in str(r.json()["detail"])
+
+
+def test_prompt_longer_than_the_context_is_a_400(tiny_agent: AgentProcess) -> None:
+    r = tiny_agent.generate(text="word " * 5000, max_tokens=2)
+    assert r.status_code == 400 and "context" in r.json()["detail"]
+
+
+def test_tool_choice_none_keeps_tools_out_of_the_prompt(tiny_agent: AgentProcess) -> None:
+    tool = {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    with_tools = tiny_agent.stream(text="hi", max_tokens=1, tools=[tool])
+    refused = tiny_agent.stream(text="hi", max_tokens=1, tools=[tool], tool_choice={"mode": "none"})
+    assert refused[0]["prompt_tokens"] < with_tools[0]["prompt_tokens"]
