@@ -147,7 +147,9 @@ def parse_tool_call(raw: str) -> ParsedToolCall | None:
             continue
         if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
             continue
-        args = payload.get("arguments", payload.get("parameters", {}))
+        args = payload.get("arguments", payload.get("parameters"))
+        if args is None:  # cut off before the arguments: a call with none is still a call
+            args = {}
         if isinstance(args, str):
             try:
                 args = json.loads(args)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.integration.agent.conftest import AgentProcess, request_body, text_of, user
@@ -116,3 +118,30 @@ def test_tool_choice_none_keeps_tools_out_of_the_prompt(tiny_agent: AgentProcess
     with_tools = tiny_agent.stream(text="hi", max_tokens=1, tools=[tool])
     refused = tiny_agent.stream(text="hi", max_tokens=1, tools=[tool], tool_choice={"mode": "none"})
     assert refused[0]["prompt_tokens"] < with_tools[0]["prompt_tokens"]
+
+
+CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+# One shot of the markup: greedy SmolLM2 then answers with the same call (deterministic for this model).
+FEW_SHOT_CALL = [user(f"Say {CALL}"), {"role": "assistant", "content": [{"type": "text", "text": CALL}]},
+                 user(f"Say {CALL}")]
+
+
+@pytest.mark.slow
+def test_tool_call_markup_from_the_model_becomes_a_tool_call_event(smol_agent: AgentProcess) -> None:
+    events = smol_agent.stream(messages=FEW_SHOT_CALL, max_tokens=40)
+    calls = [e for e in events if e["type"] == "tool_call"]
+    assert [(c["index"], c["name"], json.loads(c["arguments"])) for c in calls] == \
+        [(0, "get_weather", {"city": "Paris"})]
+    assert "tool_call" not in text_of(events)
+    assert events[-1]["reason"] == "tool_calls"
+
+
+@pytest.mark.slow
+def test_tool_call_cut_by_max_tokens_is_recovered(smol_agent: AgentProcess) -> None:
+    # given a call whose JSON is cut inside the arguments object
+    events = smol_agent.stream(messages=FEW_SHOT_CALL, max_tokens=20)
+    # then the JSON is closed and the call still reported
+    [call] = [e for e in events if e["type"] == "tool_call"]
+    assert call["name"] == "get_weather" and "city" in json.loads(call["arguments"])
+    assert "tool_call" not in text_of(events)
+    assert events[-1]["reason"] == "tool_calls"

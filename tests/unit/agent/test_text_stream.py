@@ -107,6 +107,8 @@ def test_two_tool_calls_are_indexed_in_order() -> None:
     ('{"name": "f", "arguments": {"a": 1,', {"a": 1}),
     ('{"name": "f", "arguments": {"a":', {"a": None}),
     ('{"name": "f", "arguments": {"a": 1, "b', {"a": 1}),
+    ('{"name": "f", "arguments":', {}),
+    ('{"name": "f"', {}),
 ])
 def test_truncated_tool_call_json_is_recovered(truncated: str, expected: dict) -> None:
     # given output cut off inside a tool call (max_tokens hit)
