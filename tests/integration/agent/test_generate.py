@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -145,3 +147,22 @@ def test_tool_call_cut_by_max_tokens_is_recovered(smol_agent: AgentProcess) -> N
     assert call["name"] == "get_weather" and "city" in json.loads(call["arguments"])
     assert "tool_call" not in text_of(events)
     assert events[-1]["reason"] == "tool_calls"
+
+
+def test_sampling_with_temperature_and_seed_runs_alone_and_in_a_batch(tiny_agent: AgentProcess) -> None:
+    sampled = {"temperature": 0.9, "top_p": 0.9, "top_k": 20, "seed": 7, "max_tokens": 6}
+
+    def ask(sampling: dict[str, Any]) -> int:
+        body = request_body(text="hello", enable_thinking=False)
+        body["sampling"].update(sampling)
+        r = tiny_agent.client.post("/agent/v1/generate", json=body)
+        assert r.status_code == 200, r.text
+        return int(r.json()["usage"]["completion_tokens"])
+
+    # alone
+    assert ask(sampled) == 6
+    # together with greedy requests (each sequence keeps its own sampler inside the batch)
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(ask, [sampled, {"max_tokens": 300}, {**sampled, "max_tokens": 300}, {}]))
+    assert (counts[0], counts[1], counts[3]) == (6, 300, 8)
+    assert 1 <= counts[2] <= 300  # sampling may draw the end token before the limit
