@@ -147,10 +147,10 @@ class Engine:
                               prefill_batch_size=self.config.max_batch, prefill_step_size=512)
 
     def _unload(self) -> None:
+        self.loaded = None  # first, so failing the running sequences builds no new generator
         self._fail_all("model unloaded", 503)
         self.cache.clear()
         self._generator = None
-        self.loaded = None
         import gc
 
         import mlx.core as mx
@@ -177,9 +177,7 @@ class Engine:
                     self._step()
             except Exception as exc:  # one bad step must not kill the node: fail its sequences, go on
                 log.exception("engine step failed")
-                self._fail_all(f"engine error: {exc}", 500)
-                if self.loaded is not None:
-                    self._generator = self._new_generator()
+                self._fail_all(f"engine error: {exc}", 500)  # also replaces the generator
 
     def _admit(self) -> None:
         if self._solo is not None and self._waiting:
@@ -328,8 +326,8 @@ class Engine:
             jobs += list(self._waiting)
             self._waiting.clear()
         self._active.clear()
-        if self._generator is not None:
-            self._generator = self._new_generator() if self.loaded else None
+        # The old generator may hold half-finished state: start from a clean one.
+        self._generator = self._new_generator() if self.loaded else None
         for job in jobs:
             job.emit(ErrorEvent(message=message, status=status))
             job.emit(None)
