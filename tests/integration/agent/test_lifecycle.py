@@ -53,3 +53,30 @@ def test_status_reports_the_node(tiny_agent: AgentProcess) -> None:
     assert status["cache_entries"] >= 1 and status["cache_bytes"] > 0
     assert status["rss_bytes"] > 10_000_000 and status["ram_total_bytes"] > status["rss_bytes"]
     assert tiny_agent.client.get("/health").json()["status"] in ("idle", "busy")
+
+
+def test_unloading_mid_generation_ends_the_stream_with_an_error_event(
+        empty_agent: AgentProcess, tiny_model: Path) -> None:
+    import json
+    import threading
+
+    # given a long generation in progress
+    assert empty_agent.client.post("/agent/v1/load", json={"model": str(tiny_model)}).status_code == 200
+    body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "stream": True, "sampling": {"max_tokens": 200_000}, "metadata": {"loop_guard": False}}
+    events: list[dict] = []
+
+    def read() -> None:
+        with empty_agent.client.stream("POST", "/agent/v1/generate", json=body) as r:
+            events.extend(json.loads(line) for line in r.iter_lines() if line)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    empty_agent.wait_for(lambda s: s["active"] == 1)
+    # when the model is unloaded
+    assert empty_agent.client.post("/agent/v1/unload").status_code == 200
+    reader.join(timeout=60)
+    # then the stream ends in-band with an error, and the agent is idle
+    assert events[0]["type"] == "start"
+    assert events[-1]["type"] == "error" and events[-1]["status"] == 503
+    assert empty_agent.status()["active"] == 0
