@@ -1,0 +1,97 @@
+"""``isthmus agent`` and ``isthmus model`` sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+
+
+def add_agent_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="run the MLX node agent (mlx-lm engine behind /agent/v1/*)")
+    p.add_argument("--model", default=None, help="model name (see `isthmus model list`) or mlx-lm model dir")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8100)
+    p.add_argument("--max-queue", type=int, default=16, help="requests that may wait beyond the batch")
+    p.add_argument("--max-batch", type=int, default=8, help="sequences generated together")
+    p.add_argument("--node-id", default=None)
+    p.add_argument("--data-dir", default=None, help="models live in DATA_DIR/models")
+    p.add_argument("--cache-mb", type=int, default=2048, help="prefix-cache byte budget")
+    p.add_argument("--cache-ttl", type=float, default=1800.0, help="prefix-cache entry lifetime, seconds")
+    p.add_argument("--no-loop-guard", action="store_true", help="never stop on degenerate repetition")
+    p.add_argument("--no-openblas", action="store_true", help="do not re-exec with OpenBLAS preloaded")
+    p.set_defaults(run=run_agent)
+
+
+def add_model_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="fetch, build and list models for the node agent")
+    p.add_argument("--data-dir", default=None, help="models live in DATA_DIR/models")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    fetch = msub.add_parser("fetch", help="build a known model without a model hub (e.g. smollm2-135m)")
+    fetch.add_argument("name")
+    fetch.add_argument("--force", action="store_true")
+    fetch.set_defaults(run=_run_fetch)
+    listing = msub.add_parser("list", help="models on disk with their sizes")
+    listing.set_defaults(run=_run_list)
+    tiny = msub.add_parser("tiny", help="a random-weight model with a small tokenizer, for tests")
+    tiny.add_argument("out")
+    tiny.add_argument("--arch", choices=["qwen2", "qwen3", "llama"], default="qwen2")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(run=_run_tiny)
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from local_runtime.agent.models.registry import fetch
+
+    print(fetch(args.name, args.data_dir, force=args.force))
+    return 0
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    from local_runtime.agent.models.registry import list_models, models_dir
+
+    models = list_models(args.data_dir)
+    if not models:
+        print(f"no models in {models_dir(args.data_dir)}")
+    for name, path, size in models:
+        print(f"{name:32} {size / 1e6:10.1f} MB  {path}")
+    return 0
+
+
+def _run_tiny(args: argparse.Namespace) -> int:
+    from local_runtime.agent.models.tiny import build_tiny_model
+
+    print(build_tiny_model(Path(args.out), args.arch, seed=args.seed))
+    return 0
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    if not args.no_openblas:
+        from local_runtime.agent.launcher import reexec_with_openblas
+
+        reexec_with_openblas()
+    import uvicorn
+
+    from local_runtime.agent.engine import Engine, EngineConfig
+    from local_runtime.agent.server import AgentState, build_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = EngineConfig(max_batch=args.max_batch, max_queue=args.max_queue, cache_bytes=args.cache_mb << 20,
+                          cache_ttl_s=args.cache_ttl, loop_guard=not args.no_loop_guard)
+    engine = Engine(config)
+    state = AgentState(engine, node_id=args.node_id or f"{socket.gethostname()}:{args.port}",
+                       data_dir=args.data_dir)
+    if args.model:
+        try:
+            asyncio.run(state.load(args.model))
+        except Exception as exc:
+            print(f"could not load {args.model}: {exc}", file=sys.stderr)
+            return 1
+    try:
+        uvicorn.run(build_app(state), host=args.host, port=args.port, log_level="warning")
+    finally:
+        engine.shutdown()
+    return 0

@@ -1,0 +1,190 @@
+"""The agent's HTTP surface (``/agent/v1/*``, ``/health``): Starlette, pydantic at the boundary.
+
+Handlers never touch mlx: prompts are rendered on a worker thread (tokenizers are thread-safe), and
+generation goes through :class:`Engine`, whose thread owns every mlx array.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+from isthmus.errors import ApiError
+from isthmus.web import create_app, parse_body
+from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, TokenizeRequest, TokenizeResponse
+from isthmus_contracts.internal import ErrorEvent, InternalRequest
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from local_runtime.agent.engine import Engine, QueueFull
+from local_runtime.agent.jobs import Job
+from local_runtime.agent.models import registry
+from local_runtime.agent.prompt import build_prompt
+from local_runtime.agent.responses import collect
+
+RETRY_AFTER_S = "1"
+
+
+class AgentState:
+    def __init__(self, engine: Engine, node_id: str, data_dir: str | None = None) -> None:
+        self.engine = engine
+        self.node_id = node_id
+        self.data_dir = data_dir
+
+    def status(self) -> AgentStatus:
+        engine, loaded = self.engine, self.engine.loaded
+        return AgentStatus(
+            node_id=self.node_id, model=loaded.name if loaded else None, loaded=loaded is not None,
+            busy=engine.busy, active=engine.active, queue_depth=engine.queue_depth,
+            max_queue=engine.config.max_queue, cache_entries=len(engine.cache),
+            cache_bytes=engine.cache.nbytes, rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
+            ram_total_bytes=psutil.virtual_memory().total,
+            platform=f"{platform.system()}-{platform.machine()}",
+        )
+
+    async def load(self, name: str) -> None:
+        try:
+            path = await asyncio.to_thread(registry.resolve, name, self.data_dir)
+        except FileNotFoundError as exc:
+            raise ApiError(404, str(exc), code="model_not_found") from None
+        await asyncio.wrap_future(self.engine.load(name, Path(path)))
+
+
+def _json(model: BaseModel, status: int = 200) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"), status_code=status)
+
+
+def _loaded(state: AgentState) -> Any:
+    loaded = state.engine.loaded
+    if loaded is None:
+        raise ApiError(503, "no model is loaded on this agent; POST /agent/v1/load first",
+                       code="model_not_loaded", headers={"Retry-After": RETRY_AFTER_S})
+    return loaded
+
+
+async def _prompt(loaded: Any, body: InternalRequest | TokenizeRequest) -> Any:
+    tools = body.tools
+    if isinstance(body, InternalRequest) and body.tool_choice and body.tool_choice.mode == "none":
+        tools = []  # the model may not call tools: do not offer them
+    try:
+        prompt = await asyncio.to_thread(build_prompt, loaded.tokenizer, body.messages, tools,
+                                         enable_thinking=body.enable_thinking,
+                                         reasoning_effort=body.reasoning_effort)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), code="invalid_prompt") from None
+    if loaded.context_length and len(prompt.tokens) >= loaded.context_length:
+        raise ApiError(400, f"prompt is {len(prompt.tokens)} tokens; the model's context is "
+                            f"{loaded.context_length}", code="context_length_exceeded", param="messages")
+    return prompt
+
+
+def build_app(state: AgentState) -> ASGIApp:
+    engine = state.engine
+
+    async def generate(request: Request) -> Response:
+        body = await parse_body(request, InternalRequest)
+        if body.session_id is None and request.headers.get("x-session-id"):
+            body.session_id = request.headers["x-session-id"]
+        loaded = _loaded(state)
+        prompt = await _prompt(loaded, body)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[BaseModel | None] = asyncio.Queue()
+        guard = body.metadata.get("loop_guard", engine.config.loop_guard)
+
+        def emit(event: BaseModel | None) -> None:
+            # RuntimeError: the server's loop is gone (shutdown), so nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        job = Job(request=body, prompt=prompt, model_name=loaded.name, loop_guard=bool(guard), emit=emit)
+        try:
+            engine.submit(job)
+        except QueueFull as exc:
+            raise ApiError(503, f"agent is at capacity: {exc}", code="queue_full",
+                           headers={"Retry-After": RETRY_AFTER_S}) from None
+        if body.stream:
+            return StreamingResponse(_ndjson(engine, job, events), media_type="application/x-ndjson")
+        return await _whole(request, engine, job, events)
+
+    async def tokenize(request: Request) -> Response:
+        body = await parse_body(request, TokenizeRequest)
+        loaded = _loaded(state)
+        prompt = await _prompt(loaded, body)
+        return _json(TokenizeResponse(prompt_tokens=len(prompt.tokens), model=loaded.name))
+
+    async def load(request: Request) -> Response:
+        body = await parse_body(request, LoadRequest)
+        await state.load(body.model)
+        return _json(state.status())
+
+    async def unload(request: Request) -> Response:
+        await asyncio.wrap_future(engine.unload())
+        return _json(state.status())
+
+    async def status(request: Request) -> Response:
+        return _json(state.status())
+
+    async def health(request: Request) -> Response:
+        loaded = engine.loaded
+        return _json(AgentHealth(status="busy" if engine.busy else "idle",
+                                 model=loaded.name if loaded else None, loaded=loaded is not None))
+
+    routes = [
+        Route("/agent/v1/generate", generate, methods=["POST"]),
+        Route("/agent/v1/tokenize", tokenize, methods=["POST"]),
+        Route("/agent/v1/load", load, methods=["POST"]),
+        Route("/agent/v1/unload", unload, methods=["POST"]),
+        Route("/agent/v1/status", status, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    return create_app(routes, service="agent")
+
+
+async def _ndjson(engine: Engine, job: Job, events: asyncio.Queue[BaseModel | None]) -> AsyncIterator[bytes]:
+    """NDJSON lines; everything already queued goes out in one write (never one write per token)."""
+    try:
+        while True:
+            batch = [await events.get()]
+            while not events.empty():
+                batch.append(events.get_nowait())
+            lines = [json.dumps(e.model_dump(mode="json")) + "\n" for e in batch if e is not None]
+            if lines:
+                yield "".join(lines).encode()
+            if batch[-1] is None or None in batch:
+                return
+    finally:
+        if not job.done:  # the client went away: stop generating and free the slot
+            engine.cancel(job)
+
+
+async def _whole(request: Request, engine: Engine, job: Job,
+                 events: asyncio.Queue[BaseModel | None]) -> Response:
+    collected: list[BaseModel] = []
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), timeout=0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    engine.cancel(job)
+                    return Response(status_code=499)
+                continue
+            if event is None:
+                break
+            if isinstance(event, ErrorEvent):
+                raise ApiError(event.status, event.message, code=event.code)
+            collected.append(event)
+    finally:
+        if not job.done:
+            engine.cancel(job)
+    return _json(collect(collected))
