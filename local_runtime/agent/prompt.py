@@ -31,6 +31,10 @@ class Prompt:
     text: str
     tokens: list[int]
     thinking_open: bool  # the template's generation prompt ends inside an open <think> block
+    # Text appended after the generation prompt that the model continues from (a forced tool call's
+    # opening markup); the output pipeline reads it as if the model had written it.
+    prefill: str = ""
+    forced_tool: bool = False
 
 
 def _arguments(raw: str) -> Any:
@@ -103,13 +107,26 @@ def render(tokenizer: Any, messages: list[Message], tools: list[Tool], *, enable
     raise ValueError(f"chat template failed: {last_error}")
 
 
+def tool_call_prefill(forced_tool: str, *, thinking_open: bool) -> str:
+    """The opening of a ``<tool_call>`` the model must complete: with the name when one tool is forced
+    (``forced_tool``), up to the name's opening quote when any tool will do (``""``). An open think block
+    is closed first: a forced call has nothing to reason about in the output."""
+    head = "</think>\n\n" if thinking_open else ""
+    if forced_tool:
+        return f'{head}<tool_call>\n{{"name": {json.dumps(forced_tool)}, "arguments": '
+    return f'{head}<tool_call>\n{{"name": "'
+
+
 def build_prompt(
     tokenizer: Any, messages: list[Message], tools: list[Tool], *,
     enable_thinking: bool | None = None, reasoning_effort: ReasoningEffort | None = None,
+    forced_tool: str | None = None,
 ) -> Prompt:
+    """``forced_tool``: None lets the model choose; a tool name forces that call; "" forces some call."""
     text = render(tokenizer, messages, tools, enable_thinking=enable_thinking,
                   reasoning_effort=reasoning_effort)
-    tokens = list(tokenizer.encode(text, add_special_tokens=False))
-    tail = text.rstrip()
-    thinking_open = tail.endswith("<think>")
-    return Prompt(text=text, tokens=tokens, thinking_open=thinking_open)
+    thinking_open = text.rstrip().endswith("<think>")
+    prefill = tool_call_prefill(forced_tool, thinking_open=thinking_open) if forced_tool is not None else ""
+    tokens = list(tokenizer.encode(text + prefill, add_special_tokens=False))
+    return Prompt(text=text + prefill, tokens=tokens, thinking_open=thinking_open, prefill=prefill,
+                  forced_tool=forced_tool is not None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from isthmus_contracts.internal import (
     FinishEvent,
     InternalResponse,
@@ -15,7 +17,6 @@ from isthmus_contracts.internal import (
     ToolCallPart,
     UsageEvent,
 )
-from pydantic import BaseModel
 
 
 def collect(events: list[BaseModel]) -> InternalResponse:

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from isthmus.errors import ApiError
-from isthmus.web import create_app, parse_body
-from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, TokenizeRequest, TokenizeResponse
-from isthmus_contracts.internal import ErrorEvent, InternalRequest
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from isthmus.errors import ApiError
+from isthmus.web import create_app, parse_body
+from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, TokenizeRequest, TokenizeResponse
+from isthmus_contracts.internal import ErrorEvent, InternalRequest
 from local_runtime.agent.engine import Engine, QueueFull
 from local_runtime.agent.jobs import Job
 from local_runtime.agent.models import registry
@@ -74,17 +74,33 @@ def _loaded(state: AgentState) -> Any:
 
 async def _prompt(loaded: Any, body: InternalRequest | TokenizeRequest) -> Any:
     tools = body.tools
-    if isinstance(body, InternalRequest) and body.tool_choice and body.tool_choice.mode == "none":
-        tools = []  # the model may not call tools: do not offer them
+    forced: str | None = None
+    if isinstance(body, InternalRequest) and body.tool_choice and tools:
+        mode = body.tool_choice.mode
+        if mode == "none":
+            tools = []  # the model may not call tools: do not offer them
+        elif mode == "tool":
+            forced = body.tool_choice.name or ""
+            if forced and forced not in {t.name for t in tools}:
+                raise ApiError(400, f"tool_choice names {forced!r}, which is not among the tools",
+                               code="invalid_tool_choice", param="tool_choice")
+        elif mode == "required":
+            forced = tools[0].name if len(tools) == 1 else ""
     try:
         prompt = await asyncio.to_thread(build_prompt, loaded.tokenizer, body.messages, tools,
                                          enable_thinking=body.enable_thinking,
-                                         reasoning_effort=body.reasoning_effort)
+                                         reasoning_effort=body.reasoning_effort, forced_tool=forced)
     except ValueError as exc:
         raise ApiError(400, str(exc), code="invalid_prompt") from None
     if loaded.context_length and len(prompt.tokens) >= loaded.context_length:
         raise ApiError(400, f"prompt is {len(prompt.tokens)} tokens; the model's context is "
                             f"{loaded.context_length}", code="context_length_exceeded", param="messages")
+    wanted = body.sampling.max_tokens if isinstance(body, InternalRequest) else None
+    if wanted and loaded.context_length and len(prompt.tokens) + wanted > loaded.context_length:
+        room = loaded.context_length - len(prompt.tokens)
+        raise ApiError(400, f"max_tokens is {wanted}, but the model's context of {loaded.context_length} tokens "
+                            f"leaves room for {room} after the {len(prompt.tokens)}-token prompt",
+                       code="context_length_exceeded", param="max_tokens")
     return prompt
 
 

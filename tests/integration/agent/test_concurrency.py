@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.agent.conftest import AgentProcess, request_body
+from tests.support.agents import AgentProcess, request_body
 
 pytestmark = [pytest.mark.integration]
 LONG = 200_000  # random weights never end: these streams run until the test lets go

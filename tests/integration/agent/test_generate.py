@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agent.conftest import AgentProcess, request_body, text_of, user
+from tests.support.agents import AgentProcess, request_body, text_of, user
 
 pytestmark = [pytest.mark.integration]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agent.conftest import AgentProcess
+from tests.support.agents import AgentProcess
 
 pytestmark = [pytest.mark.integration]
 

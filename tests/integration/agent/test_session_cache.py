@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agent.conftest import AgentProcess, user
+from tests.support.agents import AgentProcess, user
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

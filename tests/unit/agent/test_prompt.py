@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from isthmus_contracts.internal import Message, TextPart, Tool, ToolCallPart, ToolResultPart
 
+from isthmus_contracts.internal import Message, TextPart, Tool, ToolCallPart, ToolResultPart
 from local_runtime.agent.prompt import build_prompt, to_chat_messages
 
 

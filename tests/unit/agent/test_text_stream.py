@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from isthmus_contracts.internal import ReasoningDelta, TextDelta, ToolCallEvent
 
+from isthmus_contracts.internal import ReasoningDelta, TextDelta, ToolCallEvent
 from local_runtime.agent.text_stream import (
     LoopGuard,
     OutputPipeline,
