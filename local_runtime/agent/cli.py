@@ -23,6 +23,8 @@ def add_agent_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-ttl", type=float, default=1800.0, help="prefix-cache entry lifetime, seconds")
     p.add_argument("--no-loop-guard", action="store_true", help="never stop on degenerate repetition")
     p.add_argument("--no-openblas", action="store_true", help="do not re-exec with OpenBLAS preloaded")
+    p.add_argument("--serve-api", action="store_true",
+                   help="single-Mac mode: also serve the public /v1/* API with this agent as its only backend")
     p.set_defaults(run=run_agent)
 
 
@@ -90,8 +92,13 @@ def run_agent(args: argparse.Namespace) -> int:
         except Exception as exc:
             print(f"could not load {args.model}: {exc}", file=sys.stderr)
             return 1
+    app = build_app(state)
+    if args.serve_api:
+        from local_runtime.agent.single_mac import serve_api_app
+
+        app = serve_api_app(app, state, f"http://127.0.0.1:{args.port}")
     try:
-        uvicorn.run(build_app(state), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         engine.shutdown()
     return 0
