@@ -34,11 +34,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def timed(client: httpx.AsyncClient, url: str, body: dict, stream: bool) -> tuple[float, float]:
+async def timed(client: httpx.AsyncClient, url: str, body: dict, stream: bool,
+                headers: dict[str, str] | None = None) -> tuple[float, float]:
     """(total seconds, seconds to first body byte)."""
     start = time.perf_counter()
     first = 0.0
-    async with client.stream("POST", url, json={**body, "stream": stream}) as resp:
+    async with client.stream("POST", url, json={**body, "stream": stream}, headers=headers) as resp:
         async for _ in resp.aiter_raw():
             if not first:
                 first = time.perf_counter() - start
@@ -46,10 +47,11 @@ async def timed(client: httpx.AsyncClient, url: str, body: dict, stream: bool) -
     return time.perf_counter() - start, first
 
 
-async def run(url: str, body: dict, n: int, concurrency: int, stream: bool) -> tuple[list[float], list[float]]:
+async def run(url: str, body: dict, n: int, concurrency: int, stream: bool,
+              headers: dict[str, str] | None = None) -> tuple[list[float], list[float]]:
     totals: list[float] = []
     firsts: list[float] = []
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency), headers=headers) as client:
         for _ in range(10):  # warm-up
             await timed(client, url, body, stream)
         remaining = n
@@ -74,7 +76,8 @@ def main() -> int:
     up_port, edge_port = free_port(), free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up_port)], cwd=ROOT,
                                 start_new_session=True)
-    env = {**os.environ, "ISTHMUS_DEFAULT_AGENT_URL": f"http://127.0.0.1:{up_port}"}
+    # The gateway itself: no tenancy (auth, budgets, usage rows are bench/tenancy_overhead.py's business).
+    env = {**os.environ, "ISTHMUS_DEFAULT_AGENT_URL": f"http://127.0.0.1:{up_port}", "ISTHMUS_TENANCY": "off"}
     edge = subprocess.Popen([sys.executable, "-m", "local_runtime.cli", "edge", "--port", str(edge_port),
                              "--mode", args.mode], cwd=ROOT, env=env, start_new_session=True)
     try:

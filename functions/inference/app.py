@@ -97,7 +97,7 @@ def gated(endpoint: str) -> Callable[[Endpoint], Endpoint]:
 async def _begin(request: Request, internal: InternalRequest, endpoint: str) -> Call:
     request.state.model = internal.model
     call = await service().begin(request.state.principal, internal, endpoint=endpoint,
-                                 request_id=_request_id(request))
+                                 request_id=_request_id(request), detach_settle="aws.event" not in request.scope)
     request.state.call = call
     return call
 

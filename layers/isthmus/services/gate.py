@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from isthmus import auth
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
+from isthmus.services import hot_cache
 from isthmus.services import money as m
 from isthmus.services.credentials import Credentials, Stores, call, default_credentials, default_stores
 from isthmus.services.pricing import require_pricing, unpriced_error
@@ -82,10 +83,23 @@ class TenancyGate:
             return ANONYMOUS
         if keyed and await self.creds.is_master(token):
             return MASTER
-        key = await call(self.stores.keys.find_by_hash, auth.hash_key(token, await self.creds.pepper()))
+        key_hash = auth.hash_key(token, await self.creds.pepper())
+        cached = hot_cache.principals.get(key_hash)
+        if isinstance(cached, tuple):
+            principal, expires_at = cached
+            if expires_at and str(expires_at) <= m.iso(self._now()):
+                raise ApiError(401, "API key has expired")
+            return principal
+        principal, expires_at = await self._lookup(key_hash, keyed)
+        if principal.kind == "key":
+            hot_cache.principals.put(key_hash, (principal, expires_at))
+        return principal
+
+    async def _lookup(self, key_hash: str, keyed: bool) -> tuple[Principal, Any]:
+        key = await call(self.stores.keys.find_by_hash, key_hash)
         if key is None:
             if not keyed:
-                return ANONYMOUS  # LAN mode: SDKs insist on sending some key; an unknown one is no key
+                return ANONYMOUS, None  # LAN mode: SDKs insist on sending some key; an unknown one is no key
             raise ApiError(401, "Invalid API key", headers={"WWW-Authenticate": "Bearer"})
         if not key.get("is_active", True):
             raise ApiError(401, "API key is inactive")
@@ -98,11 +112,12 @@ class TenancyGate:
         allowed = key.get("allowed_models")
         if allowed is None and user is not None:
             allowed = user.get("allowed_models")
-        return Principal(kind="key", key_id=str(key["key_id"]), key_name=key.get("key_name"), user_id=user_id,
-                         allowed_models=None if allowed is None else [str(a) for a in allowed],
-                         exclude_from_budget=bool(key.get("exclude_from_budget", False)),
-                         rpm_limit=_int(key.get("rpm_limit")), tpm_limit=_int(key.get("tpm_limit")),
-                         next_budget_reset_at=(user or {}).get("next_budget_reset_at"))
+        principal = Principal(kind="key", key_id=str(key["key_id"]), key_name=key.get("key_name"), user_id=user_id,
+                              allowed_models=None if allowed is None else [str(a) for a in allowed],
+                              exclude_from_budget=bool(key.get("exclude_from_budget", False)),
+                              rpm_limit=_int(key.get("rpm_limit")), tpm_limit=_int(key.get("tpm_limit")),
+                              next_budget_reset_at=(user or {}).get("next_budget_reset_at"))
+        return principal, key.get("expires_at")
 
     # ------------------------------------------------------------------ admit
     async def admit(self, principal: Principal, *, model: str, endpoint: str, input_tokens_estimate: int,
@@ -113,7 +128,7 @@ class TenancyGate:
         tokens = max(0, input_tokens_estimate) + max(0, max_output_tokens)
         taken, headers = await self._rate_limit(principal, tokens, now)
         try:
-            price = await call(self.stores.pricing.effective, model, m.iso(now))
+            price = await self._price(model, now)
             if price is None and require_pricing():
                 raise unpriced_error(model)
             hold = m.worst_case(price, input_tokens=input_tokens_estimate, max_output_tokens=max_output_tokens)
@@ -133,6 +148,14 @@ class TenancyGate:
             for bucket, amount in taken:
                 await call(self.stores.ratelimits.give_back, bucket, amount)
             raise
+
+    async def _price(self, model: str, now: datetime) -> dict[str, Any] | None:
+        cached = hot_cache.prices.get(model)
+        if isinstance(cached, tuple):
+            return cached[0]
+        price = await call(self.stores.pricing.effective, model, m.iso(now))
+        hot_cache.prices.put(model, (price,))  # "unpriced" is cached too: pricing writes clear the cache
+        return price
 
     async def _rate_limit(self, principal: Principal, tokens: int,
                           now: datetime) -> tuple[list[tuple[str, int]], dict[str, str]]:

@@ -9,6 +9,7 @@ abandoned by the client (the iterator's ``finally``), off the path of the answer
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -40,6 +41,12 @@ class Call:
     request_id: str
     admission: Admission | None = None
     started: float = field(default_factory=time.monotonic)
+    # Settle in a task of its own, off the answer's path (a long-lived server). Under Lambda the invoke ends
+    # with the response, so there the bill is settled before the handler returns.
+    detach_settle: bool = False
+
+
+_settling: set[asyncio.Task[None]] = set()  # strong references: a detached settle must not be collected
 
 
 def input_estimate(request: InternalRequest) -> int:
@@ -64,11 +71,12 @@ class InferenceService:
                                    request_id=request_id, reason=error.message)
 
     async def begin(self, principal: Principal | None, request: InternalRequest, *, endpoint: str,
-                    request_id: str) -> Call:
+                    request_id: str, detach_settle: bool = False) -> Call:
         """Resolve and admit. Raises ApiError (404 model, 403 budget, 429 rate, ...) with nothing held."""
         backend, concrete = await self.resolver.resolve(request.model, session_id=request.session_id,
                                                         endpoint=endpoint)
-        call = Call(backend, request.model_copy(update={"model": concrete}), endpoint, request_id)
+        call = Call(backend, request.model_copy(update={"model": concrete}), endpoint, request_id,
+                    detach_settle=detach_settle)
         if self.gate is not None and principal is not None:
             call.admission = await self.gate.admit(
                 principal, model=concrete, endpoint=endpoint, input_tokens_estimate=input_estimate(request),
@@ -77,6 +85,12 @@ class InferenceService:
 
     async def settle(self, call: Call, usage: Usage, *, status: str, status_code: int) -> None:
         if self.gate is None or call.admission is None:
+            return
+        if call.detach_settle:
+            call.detach_settle = False
+            task = asyncio.create_task(self.settle(call, usage, status=status, status_code=status_code))
+            _settling.add(task)
+            task.add_done_callback(_settling.discard)
             return
         await self.gate.settle(call.admission, prompt_tokens=usage.prompt_tokens,
                                completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens or 0,

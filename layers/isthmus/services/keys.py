@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from isthmus import auth
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
+from isthmus.services import hot_cache
 from isthmus.services import money as m
 from isthmus.services.credentials import Credentials, Stores
 from isthmus.services.users import DEFAULT_USER, UserService
@@ -107,13 +108,16 @@ class KeyService:
         if "expires_at" in fields:
             fields["expires_at"] = m.iso(m.parse_when(fields["expires_at"]))
         updated = self.stores.keys.update(key_id, fields)
+        hot_cache.forget_keys()
         if updated is None:
             raise ApiError(404, f"API key {key_id} not found")
         log.info("api key updated", extra={"key_id": key_id, "fields": sorted(fields)})
         return key_view(updated)
 
     def delete(self, key_id: str) -> None:
-        if not self.stores.keys.delete(key_id):
+        deleted = self.stores.keys.delete(key_id)
+        hot_cache.forget_keys()
+        if not deleted:
             raise ApiError(404, f"API key {key_id} not found")
         log.info("api key deleted", extra={"key_id": key_id})
 
@@ -122,6 +126,7 @@ class KeyService:
         self._get(key_id)
         secret, fields = self._secret_fields()
         updated = self.stores.keys.update(key_id, fields)
+        hot_cache.forget_keys()
         if updated is None:
             raise ApiError(404, f"API key {key_id} not found")
         log.info("api key rotated", extra={"key_id": key_id})

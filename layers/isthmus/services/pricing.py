@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus.errors import ApiError
+from isthmus.services import hot_cache
 from isthmus.services import money as m
 from isthmus.services.credentials import Stores
 from isthmus.services.views import wire
@@ -75,6 +76,7 @@ class PricingService:
                      "pricing_tiers": [t.model_dump(exclude_none=True) for t in body.pricing_tiers or []],
                      "created_at": existing["created_at"] if existing else now, "updated_at": now})
         self.stores.pricing.put(item)
+        hot_cache.forget_prices()
         return pricing_view(item)
 
     def effective(self, model_key: str, as_of: datetime | None = None) -> dict[str, Any] | None:
@@ -105,6 +107,7 @@ class PricingService:
         return [pricing_view(latest[k]) for k in sorted(latest)]
 
     def delete(self, model_key: str, effective_at: str | None) -> None:
+        hot_cache.forget_prices()
         if effective_at:
             when = m.iso(m.parse_when(effective_at, field="effective_at"))
             if not self.stores.pricing.delete(model_key, when):

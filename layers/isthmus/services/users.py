@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus.errors import ApiError
+from isthmus.services import hot_cache
 from isthmus.services import money as m
 from isthmus.services.credentials import Stores
 from isthmus.services.views import money, patch_fields, wire
@@ -118,6 +119,7 @@ class UserService:
 
     def update(self, user_id: str, body: UpdateUser) -> dict[str, Any]:
         self.live(user_id)
+        hot_cache.forget_keys()  # blocked and allow-lists are read at authentication
         fields = patch_fields(body)
         fields["updated_at"] = m.iso(m.utcnow())
         if "budget_id" in fields:
@@ -130,6 +132,7 @@ class UserService:
     def delete(self, user_id: str) -> None:
         """Soft delete: the row stays (its spend is history) and every key of the user goes inactive."""
         self.live(user_id)
+        hot_cache.forget_keys()
         self.stores.users.update(user_id, {"deleted": True, "blocked": True, "updated_at": m.iso(m.utcnow())})
         for key in self.stores.keys.by_user(user_id):
             self.stores.keys.update(str(key["key_id"]), {"is_active": False})

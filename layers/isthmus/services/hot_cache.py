@@ -1,0 +1,54 @@
+"""Brief per-process caches on the inference hot path: who a key belongs to and what a model costs.
+
+Why: each lookup is a DynamoDB round trip on every request. A few seconds of staleness is the price:
+within a process, the key, user and pricing services clear these caches on every change (the local edge
+runs them all in one process, so a rotated or deactivated key is dead at once); another Lambda instance
+may honour the old state for at most the TTL. Only positive answers are cached, never "no such key".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class TtlCache(Generic[V]):
+    def __init__(self, env_var: str, default_s: float, max_items: int = 10_000) -> None:
+        self.ttl_s = float(os.environ.get(env_var, default_s))
+        self.max_items = max_items
+        self._items: dict[str, tuple[float, V]] = {}
+
+    def get(self, key: str) -> V | None:
+        found = self._items.get(key)
+        if found is None:
+            return None
+        if found[0] <= time.monotonic():
+            self._items.pop(key, None)
+            return None
+        return found[1]
+
+    def put(self, key: str, value: V) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._items) >= self.max_items:
+            self._items.clear()  # crude but bounded; entries live seconds anyway
+        self._items[key] = (time.monotonic() + self.ttl_s, value)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+principals: TtlCache[object] = TtlCache("ISTHMUS_AUTH_CACHE_SECONDS", 5.0)
+prices: TtlCache[object] = TtlCache("ISTHMUS_PRICE_CACHE_SECONDS", 5.0)
+
+
+def forget_keys() -> None:
+    """A key or user changed: the next request re-reads who it is."""
+    principals.clear()
+
+
+def forget_prices() -> None:
+    prices.clear()
