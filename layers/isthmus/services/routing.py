@@ -1,0 +1,133 @@
+"""The routing service the inference handler calls: snapshot -> CoeOS -> resolver -> node order.
+
+    service = RoutingService.default()
+    route = await service.route(model, dialect="openai", session_id=sid, axis_header=hdr, last_user_message=txt)
+    target, result = await first_connecting(route.nodes, attempt)      # isthmus.routing.failover
+    await service.pin_session(sid, route, target.node_id)               # after the call went through
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from isthmus.control.models import Snapshot, utcnow
+from isthmus.errors import ApiError
+from isthmus.observability import get_logger
+from isthmus.ports.control import CloudCatalog, ControlStore, Decider, NoCloudCatalog, SessionStore
+from isthmus.routing import coeos
+from isthmus.routing.affinity import NodeTracker, order_candidates, tracker
+from isthmus.routing.resolver import Route, is_coeos, resolve, servable
+
+SESSION_TTL_DEFAULT_S = 3600
+DECISIONS_KEPT = 100
+_decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)
+logger = get_logger("routing")
+
+
+class RoutingService:
+    def __init__(self, store: ControlStore, sessions: SessionStore, decider: Decider | None = None,
+                 catalog: CloudCatalog | None = None, nodes: NodeTracker = tracker) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.decider = decider
+        self.catalog = catalog or NoCloudCatalog()
+        self.nodes = nodes
+
+    @classmethod
+    def default(cls) -> RoutingService:
+        from isthmus.adapters.agent_client import AgentClient
+        from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionStore
+        from isthmus.adapters.decider import AgentDecider
+
+        return cls(DynamoControlStore(), DynamoSessionStore(), AgentDecider(AgentClient()))
+
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(clusters=self.store.list_clusters(), nodes=self.store.list_nodes(),
+                        settings=self.store.get_settings(), cloud_aliases=self.catalog.aliases())
+
+    async def snapshot(self) -> Snapshot:
+        return await run_in_threadpool(self._snapshot)
+
+    async def coeos_config(self) -> coeos.CoeosConfig:
+        doc = await run_in_threadpool(self.store.get_doc, "coeos")
+        return coeos.CoeosConfig.model_validate(doc or {})
+
+    async def route(self, model: str, *, dialect: str = "openai", session_id: str | None = None,
+                    axis_header: str | None = None, last_user_message: str = "",
+                    snapshot: Snapshot | None = None) -> Route:
+        snap = snapshot or await self.snapshot()
+        if is_coeos(model):
+            route = await self._coeos(snap, axis_header, last_user_message)
+        else:
+            route = resolve(snap, model, dialect=dialect)
+            if route.enable_thinking is None and snap.settings.enable_thinking_default is not None:
+                route = route.model_copy(update={"enable_thinking": snap.settings.enable_thinking_default})
+        if route.backend == "mlx":
+            pinned = await self._session_node(session_id, route)
+            route = route.model_copy(update={"nodes": order_candidates(snap, route.nodes, session_node=pinned,
+                                                                       nodes=self.nodes)})
+        return route
+
+    async def _session_node(self, session_id: str | None, route: Route) -> str | None:
+        if not session_id:
+            return None
+        pin = await run_in_threadpool(self.sessions.get, session_id, utcnow())
+        if pin is None or pin[1] != route.cluster:
+            return None
+        return pin[0]
+
+    async def pin_session(self, session_id: str | None, route: Route, node_id: str,
+                          ttl_seconds: int = SESSION_TTL_DEFAULT_S) -> None:
+        """Remember which node served the session (call once the backend accepted the request)."""
+        if session_id and route.backend == "mlx" and route.cluster:
+            await run_in_threadpool(self.sessions.put, session_id, node_id, route.cluster, ttl_seconds, utcnow())
+
+    async def _coeos(self, snap: Snapshot, axis_header: str | None, last_user_message: str) -> Route:
+        config = await self.coeos_config()
+        if not config.enabled:
+            raise ApiError(404, "CoeOS is not enabled on this gateway.", code="model_not_loaded", param="model")
+        axis, source = await self._pick_axis(snap, config, axis_header, last_user_message)
+        model_id, model_source, score = coeos.pick_model(config, axis, lambda m: servable(snap, m))
+        route = resolve(snap, model_id)
+        thinking = axis.thinking if axis.thinking is not None else snap.settings.enable_thinking_default
+        decision = coeos.Decision(at=utcnow(), axis=axis.key, axis_source=source, model=model_id,
+                                  model_source=model_source, score=score)
+        await self._record(decision)
+        return route.model_copy(update={"requested": coeos.COEOS_NAME, "via": "coeos", "coeos_axis": axis.key,
+                                        "enable_thinking": thinking, "reasoning_effort": axis.reasoning_effort})
+
+    async def _pick_axis(self, snap: Snapshot, config: coeos.CoeosConfig, header: str | None,
+                         message: str) -> tuple[coeos.Axis, Any]:
+        if header:
+            axis = config.axis(header)
+            if axis is None:
+                keys = ", ".join(a.key for a in config.axes)
+                raise ApiError(400, f"Unknown CoeOS axis '{header}' (axes: {keys}).", param=coeos.AXIS_HEADER,
+                               code="invalid_value")
+            return axis, "header"
+        if config.decider_model and self.decider is not None and servable(snap, config.decider_model):
+            decider_route = resolve(snap, config.decider_model)
+            try:
+                answer = await self.decider.decide(decider_route.base_urls, decider_route.model,
+                                                   coeos.decider_prompt(config, message))
+            except Exception as exc:  # the decider is advisory: any failure means the default axis
+                logger.warning("coeos decider failed", extra={"error": type(exc).__name__})
+                answer = ""
+            picked = coeos.parse_axis(config, answer)
+            if picked is not None:
+                return picked, "decider"
+        return coeos.default_axis(config), "default"
+
+    async def _record(self, decision: coeos.Decision) -> None:
+        _decisions.append(decision.model_dump(mode="json"))
+        try:
+            await run_in_threadpool(self.store.put_doc, "coeos_decisions", list(_decisions)[-50:])
+        except Exception as exc:  # the log is best effort; the request goes on
+            logger.warning("coeos decision not stored", extra={"error": type(exc).__name__})
+
+
+def recent_decisions() -> list[dict[str, Any]]:
+    return list(_decisions)
