@@ -31,7 +31,6 @@ def ddb_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoLocal]
 def ddb_tables(ddb_local: DynamoLocal) -> Iterator[str]:
     """Every template table created under a prefix of this session's own; yields the endpoint."""
     from isthmus.adapters import dynamodb
-
     from local_runtime.tables import create_tables
 
     saved = {k: os.environ.get(k) for k in ("ISTHMUS_DYNAMODB_ENDPOINT", "ISTHMUS_TABLE_PREFIX")}

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.dynamodb import DynamoStoreProbe
 from isthmus.services import health
-
 from local_runtime.ddb import DynamoLocal, free_port, use_local_endpoint
 from local_runtime.tables import create_tables
 

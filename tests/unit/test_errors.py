@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from isthmus.errors import ApiError, Dialect, dialect_for_path, validation_error
 
 

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from moto import mock_aws
+
 from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.dynamodb import DynamoStoreProbe
 from isthmus.services import health
-from moto import mock_aws
-
 from local_runtime.tables import create_tables
 
 

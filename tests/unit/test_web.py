@@ -6,11 +6,12 @@ import json
 import logging
 
 import pytest
-from isthmus.web import create_app, json_response, parse_body, versioned
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.testclient import TestClient
+
+from isthmus.web import create_app, json_response, parse_body, versioned
 
 
 class Body(BaseModel):
