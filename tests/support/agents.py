@@ -26,6 +26,7 @@ class AgentSpec:
     token: str | None = None
     port: int = 0
     chunk_bytes: int = 64 * 1024
+    ram_bytes: int = 16 * 2**30
 
 
 AgentCommand = Callable[[AgentSpec], list[str]]
@@ -33,7 +34,8 @@ AgentCommand = Callable[[AgentSpec], list[str]]
 
 def fake_agent_command(spec: AgentSpec) -> list[str]:
     cmd = [sys.executable, "-m", "tests.support.fake_agent", "--node-id", spec.node_id, "--port", str(spec.port),
-           "--models-dir", str(spec.models_dir), "--cluster", spec.cluster, "--chunk-bytes", str(spec.chunk_bytes)]
+           "--models-dir", str(spec.models_dir), "--cluster", spec.cluster, "--chunk-bytes", str(spec.chunk_bytes),
+           "--ram-bytes", str(spec.ram_bytes)]
     if spec.control_url:
         cmd += ["--control-url", spec.control_url]
     if spec.model:

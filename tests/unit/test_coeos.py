@@ -107,7 +107,8 @@ class NoSessions:
 
 class ScriptedDecider:
     def __init__(self, answer: str) -> None:
-        self.answer, self.prompts = answer, []  # type: list[str]
+        self.answer = answer
+        self.prompts: list[str] = []
 
     async def decide(self, base_urls: list[str], model: str, prompt: str) -> str:
         self.prompts.append(prompt)
@@ -161,4 +162,4 @@ def test_decisions_are_recorded() -> None:
     svc = service(config(), ScriptedDecider("AXIS: code"))
     route(svc, axis_header="chat")
     assert recent_decisions()[-1]["axis"] == "chat" and recent_decisions()[-1]["axis_source"] == "header"
-    assert svc.store.get_doc("coeos_decisions")[-1]["model"] == "small"  # type: ignore[attr-defined]
+    assert svc.store.get_doc("coeos_decisions")[-1]["model"] == "small"
