@@ -33,10 +33,12 @@ class Route(BaseModel):
     alias: str | None = None
     nodes: list[NodeTarget] = Field(default_factory=list)  # candidates, best first (mlx)
     upstream_url: str | None = None  # telemak: the upstream base URL
+    upstream_api_key: str | None = Field(default=None, repr=False, exclude=True)  # never serialized or logged
     via: str = "alias"  # how the id matched: telemak, cloud, cluster, alias, model, fallback, claude_tier, coeos
     enable_thinking: bool | None = None  # defaults the caller applies when the client did not set them
-    reasoning_effort: str | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
     coeos_axis: str | None = None
+    system_prefix: str | None = None  # settings.system_prefix_text, for the caller to prepend
 
     @property
     def base_urls(self) -> list[str]:
@@ -90,7 +92,7 @@ def _telemak(snapshot: Snapshot, name: str) -> Route | None:
                 raise ApiError(400, f"'{name}' serves several models ({', '.join(cluster.models)}); "
                                f"ask for '{cluster.cluster_id}:<model>'.", code="ambiguous_model", param="model")
             return Route(backend="telemak", requested=name, model=model, cluster=cluster.cluster_id,
-                         upstream_url=cluster.url, via="telemak")
+                         upstream_url=cluster.url, upstream_api_key=cluster.api_key, via="telemak")
         if lowered.startswith(cid + ":"):
             wanted = name[len(cid) + 1:]
             match = next((m for m in cluster.models if m.lower() == wanted.lower()), None)
@@ -98,7 +100,7 @@ def _telemak(snapshot: Snapshot, name: str) -> Route | None:
                 raise ApiError(404, f"'{cluster.cluster_id}' does not serve '{wanted}' "
                                f"(it serves {', '.join(cluster.models)}).", code="model_not_found", param="model")
             return Route(backend="telemak", requested=name, model=match or wanted, cluster=cluster.cluster_id,
-                         upstream_url=cluster.url, via="telemak")
+                         upstream_url=cluster.url, upstream_api_key=cluster.api_key, via="telemak")
     return None
 
 

@@ -2,6 +2,8 @@
 
     service = RoutingService.default()
     route = await service.route(model, dialect="openai", session_id=sid, axis_header=hdr, last_user_message=txt)
+    request = apply_route_defaults(request, route)                       # concrete model, thinking/effort
+    with tracker.track(node_id): ...                                     # in-flight count per node
     target, result = await first_connecting(route.nodes, attempt)      # isthmus.routing.failover
     await service.pin_session(sid, route, target.node_id)               # after the call went through
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from isthmus_contracts.internal import InternalRequest
 from starlette.concurrency import run_in_threadpool
 
 from isthmus.control.models import Snapshot, utcnow
@@ -65,6 +68,8 @@ class RoutingService:
             route = resolve(snap, model, dialect=dialect)
             if route.enable_thinking is None and snap.settings.enable_thinking_default is not None:
                 route = route.model_copy(update={"enable_thinking": snap.settings.enable_thinking_default})
+        if snap.settings.system_prefix_text:
+            route = route.model_copy(update={"system_prefix": snap.settings.system_prefix_text})
         if route.backend == "mlx":
             pinned = await self._session_node(session_id, route)
             route = route.model_copy(update={"nodes": order_candidates(snap, route.nodes, session_node=pinned,
@@ -131,3 +136,14 @@ class RoutingService:
 
 def recent_decisions() -> list[dict[str, Any]]:
     return list(_decisions)
+
+
+def apply_route_defaults(request: InternalRequest, route: Route) -> InternalRequest:
+    """The request with the route's concrete model, and its thinking / effort defaults where the client
+    set none (a client's explicit choice always wins)."""
+    update: dict[str, Any] = {"model": route.model}
+    if request.enable_thinking is None and route.enable_thinking is not None:
+        update["enable_thinking"] = route.enable_thinking
+    if request.reasoning_effort is None and route.reasoning_effort is not None:
+        update["reasoning_effort"] = route.reasoning_effort
+    return request.model_copy(update=update)
