@@ -5,6 +5,10 @@ The agent calls it with two lines::
     enrollment = Enrollment(control_url, token, node_id, base_url, status_fn, cluster_id="default",
                             inventory_fn=list_models_on_disk)
     enrollment.start()          # registers (retrying until the control plane answers), then heartbeats
+    ...
+    enrollment.stop()           # on shutdown
+
+or ``Enrollment.from_env(node_id, base_url, status_fn, inventory_fn=...)`` (None without ISTHMUS_CONTROL_URL).
 
 ``status_fn()`` returns the agent's :class:`AgentStatus` (or a dict of it); ``inventory_fn()`` the models
 on disk (``ModelOnDisk`` or dicts). Heartbeats carry load, busy/idle, the loaded model and cache stats;
@@ -15,6 +19,7 @@ is sent as ``Authorization: Bearer`` and never logged.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import threading
 from collections.abc import Callable
@@ -57,6 +62,17 @@ class Enrollment:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_inventory: list[ModelOnDisk] | None = None
+
+    @classmethod
+    def from_env(cls, node_id: str, base_url: str, status_fn: Callable[[], Any], **kwargs: Any) -> Enrollment | None:
+        """An enrollment configured by ``ISTHMUS_CONTROL_URL`` (None when unset), ``ISTHMUS_ENROLL_TOKEN``
+        and ``ISTHMUS_CLUSTER_ID`` (default ``default``); ``isthmus dev`` sets the control URL."""
+        control_url = os.environ.get("ISTHMUS_CONTROL_URL")
+        if not control_url:
+            return None
+        kwargs.setdefault("cluster_id", os.environ.get("ISTHMUS_CLUSTER_ID") or "default")
+        return cls(control_url, os.environ.get("ISTHMUS_ENROLL_TOKEN") or None, node_id, base_url, status_fn,
+                   **kwargs)
 
     def _inventory(self) -> list[ModelOnDisk]:
         items = self.inventory_fn() if self.inventory_fn else []

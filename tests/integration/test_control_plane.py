@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from isthmus.errors import ApiError
 from isthmus.routing.affinity import tracker
 from isthmus.routing.failover import first_connecting
 from isthmus.routing.resolver import NodeTarget, Route
@@ -202,12 +203,22 @@ def test_model_sync_through_the_admin_api(plane: Plane) -> None:
 
 
 def test_coeos_config_and_routing(plane: Plane) -> None:
-    config = {"enabled": True, "default_axis": "chat", "axes": [{"key": "chat", "label": "Chat"}],
+    config = {"enabled": True, "default_axis": "chat", "decider_model": "chat",
+              "axes": [{"key": "chat", "label": "Chat"},
+                       {"key": "code", "label": "Code", "model": "lab", "thinking": True, "reasoning_effort": "low"}],
               "score_table": {"schema": "tmb-score-table/1", "models": {"chat": {"axes": {"chat": {"score": 0.8}}}}}}
     assert httpx.put(f"{plane.edge}/admin/coeos", json=config).status_code == 200
-    assert httpx.get(f"{plane.edge}/admin/coeos").json()["axes"][0]["key"] == "chat"
+    assert httpx.get(f"{plane.edge}/admin/coeos").json()["axes"][1]["model"] == "lab"
+    bad = httpx.put(f"{plane.edge}/admin/coeos", json={**config, "default_axis": "nope"})
+    assert bad.status_code == 422
+    # the header forces the axis
     r = route("CoeOS", axis_header="chat")
     assert (r.alias, r.coeos_axis, r.requested) == ("chat", "chat", "CoeOS")
+    # the decider model (served by the pool; the test agent echoes the prompt) picks the axis
+    r = route("coeos", last_user_message="please route me. AXIS: code")
+    assert (r.coeos_axis, r.model, r.enable_thinking, r.reasoning_effort) == ("code", "tiny-a", True, "low")
+    decisions = httpx.get(f"{plane.edge}/admin/coeos/decisions").json()["decisions"]
+    assert (decisions[0]["axis"], decisions[0]["axis_source"], decisions[0]["model"]) == ("code", "decider", "lab")
     assert "CoeOS" in {m["id"] for m in httpx.get(f"{plane.edge}/v1/models").json()["data"]}
     settings = httpx.put(f"{plane.edge}/admin/settings", json={"enable_thinking_default": False}).json()
     assert settings["enable_thinking_default"] is False and "lab/chat" in settings["applied_to_pools"]
@@ -230,8 +241,14 @@ def test_node_marked_down_after_missed_heartbeats(plane: Plane) -> None:
     assert chat["x_odyssai"]["nodes"] == ["a"]
 
 
-def test_unload_frees_the_pool(plane: Plane) -> None:
+def test_unload_frees_the_pool_then_the_cluster_can_go(plane: Plane) -> None:
+    assert httpx.delete(f"{plane.edge}/admin/clusters/lab").status_code == 409  # pools still loaded
     r = httpx.post(f"{plane.edge}/admin/lab/unload")
     assert r.status_code == 200 and r.json()["aliases"] == ["chat"]
     assert httpx.get(f"{plane.agents['a'].base_url}/agent/v1/status").json()["model"] is None
+    with pytest.raises(ApiError) as err:  # nothing is servable: 404 listing what is ready
+        route("chat")
+    assert (err.value.status, err.value.code) == (404, "model_not_loaded")
+    assert httpx.delete(f"{plane.edge}/admin/clusters/other").status_code == 204
+    assert httpx.get(f"{plane.edge}/admin/clusters/other/status").status_code == 404
     assert "chat" not in {m["id"] for m in httpx.get(f"{plane.edge}/v1/models").json()["data"]}
