@@ -12,8 +12,6 @@ from isthmus.errors import ApiError
 from isthmus.routing import coeos
 from isthmus.services.routing import RoutingService
 
-NOW = datetime.now(UTC)
-
 
 def config(**kw: Any) -> coeos.CoeosConfig:
     base: dict[str, Any] = {
@@ -117,8 +115,9 @@ class ScriptedDecider:
 
 def service(cfg: coeos.CoeosConfig, decider: ScriptedDecider | None, *, loaded: tuple[str, ...] = ("big", "small")
             ) -> RoutingService:
-    nodes = [Node(node_id=f"n-{m}", cluster_id="lab", base_url=f"http://{m}:1", last_seen=NOW) for m in loaded]
-    pools = {m: Pool(alias=m, model=f"models/{m}", nodes=[f"n-{m}"], loaded_at=NOW) for m in loaded}
+    now = datetime.now(UTC)
+    nodes = [Node(node_id=f"n-{m}", cluster_id="lab", base_url=f"http://{m}:1", last_seen=now) for m in loaded]
+    pools = {m: Pool(alias=m, model=f"models/{m}", nodes=[f"n-{m}"], loaded_at=now) for m in loaded}
     snap = Snapshot(clusters=[Cluster(cluster_id="lab", pools=pools)], nodes=nodes)
     store = MemoryStore(snap, {"coeos": cfg.model_dump(mode="json", by_alias=True)})
     return RoutingService(store, NoSessions(), decider)  # type: ignore[arg-type]

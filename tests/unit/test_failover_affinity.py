@@ -64,7 +64,7 @@ def test_non_connect_errors_propagate_without_retry() -> None:
 
 def snap(loads: dict[str, int]) -> Snapshot:
     return Snapshot(nodes=[Node(node_id=n, cluster_id="x", base_url=f"http://{n}", last_seen=NOW,
-                                load=NodeLoad(active=v)) for n, v in loads.items()])
+                                load=NodeLoad(active=v)) for n, v in loads.items()], now=NOW)
 
 
 def test_least_loaded_first_counting_heartbeats_and_inflight() -> None:

@@ -28,7 +28,7 @@ def snap(age_s: float = 1) -> Snapshot:
         nodes=[Node(node_id="n1", cluster_id="argo", base_url="http://n1", last_seen=NOW - timedelta(seconds=age_s),
                     models=[ModelOnDisk(name="org/Qwen3", size_bytes=10, context_length=32768, quantization="4bit"),
                             ModelOnDisk(name="other", size_bytes=5)])],
-        cloud_aliases=["or:claude-haiku"])
+        cloud_aliases=["or:claude-haiku"], now=NOW)
 
 
 def test_servable_entries_with_the_x_odyssai_block() -> None:
