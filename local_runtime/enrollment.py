@@ -65,14 +65,15 @@ class Enrollment:
 
     @classmethod
     def from_env(cls, node_id: str, base_url: str, status_fn: Callable[[], Any], **kwargs: Any) -> Enrollment | None:
-        """An enrollment configured by ``ISTHMUS_CONTROL_URL`` (None when unset), ``ISTHMUS_ENROLL_TOKEN``
-        and ``ISTHMUS_CLUSTER_ID`` (default ``default``); ``isthmus dev`` sets the control URL."""
+        """An enrollment configured by ``ISTHMUS_CONTROL_URL`` (None when unset), ``ISTHMUS_ENROLL_TOKEN``,
+        ``ISTHMUS_CLUSTER_ID`` (default ``default``) and ``ISTHMUS_NODE_ID`` (overrides ``node_id``);
+        ``isthmus dev`` sets the control URL."""
         control_url = os.environ.get("ISTHMUS_CONTROL_URL")
         if not control_url:
             return None
         kwargs.setdefault("cluster_id", os.environ.get("ISTHMUS_CLUSTER_ID") or "default")
-        return cls(control_url, os.environ.get("ISTHMUS_ENROLL_TOKEN") or None, node_id, base_url, status_fn,
-                   **kwargs)
+        return cls(control_url, os.environ.get("ISTHMUS_ENROLL_TOKEN") or None,
+                   os.environ.get("ISTHMUS_NODE_ID") or node_id, base_url, status_fn, **kwargs)
 
     def _inventory(self) -> list[ModelOnDisk]:
         items = self.inventory_fn() if self.inventory_fn else []

@@ -62,6 +62,11 @@ async def heartbeat(request: Request) -> Response:
 
 
 @admin
+async def list_nodes(request: Request) -> Response:
+    return json_response({"nodes": await svc("clusters").nodes()})
+
+
+@admin
 async def delete_node(request: Request) -> Response:
     await svc("nodes").remove(request.path_params["node_id"])
     return Response(status_code=204)
@@ -159,6 +164,7 @@ async def unknown(request: Request) -> Response:
 app = create_app([
     Route("/admin/nodes/enroll", enroll, methods=["POST"]),
     Route("/admin/nodes/{node_id}/heartbeat", heartbeat, methods=["POST"]),
+    Route("/admin/nodes", list_nodes, methods=["GET"]),
     Route("/admin/nodes/{node_id}", delete_node, methods=["DELETE"]),
     Route("/admin/clusters", list_clusters, methods=["GET"]),
     Route("/admin/clusters/{cluster_id}", put_cluster, methods=["PUT"]),

@@ -225,6 +225,22 @@ def test_coeos_config_and_routing(plane: Plane) -> None:
     assert route("chat").enable_thinking is False
 
 
+def test_telemak_cluster_discovers_its_upstream_models(plane: Plane) -> None:
+    # given a single-Mac upstream (the a agent stands in: it answers /v1/models with its loaded model)
+    r = httpx.put(f"{plane.edge}/admin/clusters/telecode", json={"kind": "telemak", "url": plane.agents["a"].base_url,
+                                                                 "api_key": "sk-upstream"})
+    assert r.status_code == 200 and r.json()["models"] == ["tiny-a"] and r.json()["has_api_key"] is True
+    assert "sk-upstream" not in r.text
+    # then it routes by id and is listed as servable
+    t = route("telecode")
+    assert (t.backend, t.model, t.upstream_url) == ("telemak", "tiny-a", plane.agents["a"].base_url)
+    ids = {m["id"] for m in httpx.get(f"{plane.edge}/v1/models").json()["data"]}
+    assert {"telecode", "telecode:tiny-a"} <= ids
+    nodes = httpx.get(f"{plane.edge}/admin/nodes").json()["nodes"]
+    assert {n["node_id"] for n in nodes} >= {"a", "b"}
+    assert httpx.delete(f"{plane.edge}/admin/clusters/telecode").status_code == 204
+
+
 def test_failover_when_an_agent_stops(plane: Plane) -> None:
     # given a session pinned to b, and b's agent stopped (its record may still look fresh)
     asyncio.run(RoutingService.default().pin_session("s-b", route("chat"), "b"))

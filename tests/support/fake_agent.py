@@ -100,6 +100,10 @@ def build_app(agent: FakeAgent, enrollment: Enrollment | None) -> Starlette:
 
         return StreamingResponse(events(), media_type="application/x-ndjson")
 
+    async def openai_models(request: Request) -> Response:  # lets the agent stand in for a telemak upstream
+        data = [{"id": agent.model, "object": "model", "created": 0, "owned_by": "fake"}] if agent.model else []
+        return JSONResponse({"object": "list", "data": data})
+
     async def served(request: Request) -> Response:
         return JSONResponse({"served": agent.served, "enrolled": bool(enrollment and enrollment.enrolled)})
 
@@ -119,6 +123,7 @@ def build_app(agent: FakeAgent, enrollment: Enrollment | None) -> Starlette:
         Route("/agent/v1/tokenize", tokenize, methods=["POST"]),
         Route("/agent/v1/generate", generate, methods=["POST"]),
         Route("/fake/served", served, methods=["GET"]),
+        Route("/v1/models", openai_models, methods=["GET"]),
         *sync_routes(agent.models_dir, chunk_size=int(_args().chunk_bytes)),
     ], lifespan=lifespan)
 

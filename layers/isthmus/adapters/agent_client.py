@@ -29,13 +29,14 @@ class AgentClient:
         return httpx.AsyncClient(timeout=httpx.Timeout(timeout or self.timeout, connect=self.connect_timeout))
 
     async def request(self, method: str, base_url: str, path: str, body: Any = None,
-                      timeout: float | None = None) -> tuple[int, Any]:
+                      timeout: float | None = None, api_key: str | None = None) -> tuple[int, Any]:
         import httpx
 
         url = base_url.rstrip("/") + path
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         try:
             async with self._client(timeout) as client:
-                resp = await client.request(method, url, json=body)
+                resp = await client.request(method, url, json=body, headers=headers)
         except httpx.TransportError as exc:
             raise AgentUnreachable(base_url, type(exc).__name__) from None
         try:

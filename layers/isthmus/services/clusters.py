@@ -106,9 +106,26 @@ class ClusterService:
             raise ApiError(400, f"invalid cluster id '{cluster_id}': {exc}", param="cluster_id") from None
         if config.api_key is None and existing is not None:
             cluster.api_key = existing.api_key  # a PUT without a key keeps the stored one
+        if cluster.kind == "telemak" and not cluster.models:
+            cluster.models = await self._discover_models(cluster)
         stored = await run_in_threadpool(self.store.put_cluster_config, cluster)
         snap = await self.snapshot()
         return self._summary(stored, snap)
+
+    async def _discover_models(self, cluster: Cluster) -> list[str]:
+        """A telemak upstream's model ids from its ``/v1/models`` (best effort: empty when it does not answer)."""
+        assert cluster.url
+        try:
+            status, data = await self.agents.request("GET", cluster.url, "/v1/models", api_key=cluster.api_key)
+        except ApiError:
+            return []
+        if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            return []
+        return [str(m["id"]) for m in data["data"] if isinstance(m, dict) and m.get("id")]
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        snap = await self.snapshot()
+        return [{**node_view(n, snap), "cluster_id": n.cluster_id} for n in snap.nodes]
 
     async def delete(self, cluster_id: str) -> None:
         cluster = await self._cluster(cluster_id)
