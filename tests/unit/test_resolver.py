@@ -103,3 +103,12 @@ def test_exact_alias_wins_over_claude_tier() -> None:
     snap = snapshot(settings=GlobalSettings(claude_sonnet_alias="chat"))
     snap.clusters[0].pools["claude-sonnet-4-5"] = pool("claude-sonnet-4-5", "special", "m3")
     assert resolve(snap, "claude-sonnet-4-5", dialect="anthropic").model == "special"
+
+
+def test_a_node_that_reports_nothing_loaded_after_the_load_is_skipped() -> None:
+    from isthmus_contracts.control import NodeLoad
+
+    restarted = node("m1").model_copy(update={"last_seen": NOW + timedelta(seconds=10), "load": NodeLoad()})
+    raced = node("m2").model_copy(update={"last_seen": NOW + timedelta(seconds=1), "load": NodeLoad()})
+    snap = snapshot(nodes=[restarted, raced, node("m3")], now=NOW + timedelta(seconds=11))
+    assert [n.node_id for n in resolve(snap, "chat").nodes] == ["m2"]

@@ -9,6 +9,7 @@ the ready models. ``CoeOS`` is resolved by :mod:`isthmus.routing.coeos` before i
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -49,9 +50,13 @@ def is_coeos(model: str) -> bool:
     return model.strip().lower() == COEOS_ID.lower()
 
 
-def _pool_servable(snapshot: Snapshot, cluster: Cluster, pool: Pool) -> list[NodeTarget]:
+def pool_targets(snapshot: Snapshot, cluster: Cluster, pool: Pool) -> list[NodeTarget]:
+    """Up nodes of the pool, less those that reported nothing loaded well after the pool was loaded (a
+    restarted agent that lost its model); the grace covers a heartbeat that raced the load."""
+    settled = pool.loaded_at + timedelta(seconds=snapshot.stale_seconds / 2)
     return [NodeTarget(node_id=n.node_id, base_url=n.base_url)
-            for n in snapshot.up_nodes(pool.nodes, cluster_id=cluster.cluster_id)]
+            for n in snapshot.up_nodes(pool.nodes, cluster_id=cluster.cluster_id)
+            if not (n.load.loaded_model is None and n.last_seen > settled)]
 
 
 def _default_pool(cluster: Cluster) -> Pool | None:
@@ -70,7 +75,7 @@ def ready_ids(snapshot: Snapshot) -> list[str]:
             out.append(cluster.cluster_id)
             out += [f"{cluster.cluster_id}:{m}" for m in cluster.models]
             continue
-        out += [alias for alias, pool in cluster.pools.items() if _pool_servable(snapshot, cluster, pool)]
+        out += [alias for alias, pool in cluster.pools.items() if pool_targets(snapshot, cluster, pool)]
     out += snapshot.cloud_aliases
     return list(dict.fromkeys(out))
 
@@ -160,7 +165,7 @@ def resolve(snapshot: Snapshot, model: str, *, dialect: str = "openai", _depth: 
     local = _local_match(snapshot, name)
     if local is not None:
         cluster, pool, via = local
-        nodes = _pool_servable(snapshot, cluster, pool) if pool else []
+        nodes = pool_targets(snapshot, cluster, pool) if pool else []
         if pool and nodes:
             return Route(backend="mlx", requested=name, model=pool.model, cluster=cluster.cluster_id,
                          alias=pool.alias, nodes=nodes, via=via)

@@ -8,6 +8,7 @@ from typing import Any
 from isthmus.control.models import Cluster, ModelOnDisk, Pool, Snapshot
 from isthmus.errors import ApiError
 from isthmus.routing.coeos import COEOS_NAME, CoeosConfig
+from isthmus.routing.resolver import pool_targets
 
 OWNER = "isthmus"
 
@@ -34,7 +35,7 @@ def _meta(snap: Snapshot, model: str, nodes: list[str]) -> dict[str, Any]:
 
 
 def _pool_entries(snap: Snapshot, cluster: Cluster, alias: str, pool: Pool) -> list[dict[str, Any]]:
-    ready_nodes = [n.node_id for n in snap.up_nodes(pool.nodes, cluster_id=cluster.cluster_id)]
+    ready_nodes = [t.node_id for t in pool_targets(snap, cluster, pool)]
     if not ready_nodes:
         return []
     created = int(pool.loaded_at.timestamp())
