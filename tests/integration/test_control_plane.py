@@ -120,6 +120,12 @@ def test_agents_enroll_with_inventory_and_heartbeat(plane: Plane) -> None:
     poll(lambda: {n["node_id"]: n for n in status(plane)["nodes"]}["b"]["last_seen"] != first)
 
 
+def test_a_forgotten_node_enrolls_again_on_its_next_heartbeat(plane: Plane) -> None:
+    assert httpx.delete(f"{plane.edge}/admin/nodes/b").status_code == 204
+    poll(lambda: "b" in {n["node_id"] for n in httpx.get(f"{plane.edge}/admin/nodes").json()["nodes"]})
+    poll(lambda: up_nodes(plane) == {"a", "b"})
+
+
 def test_load_errors(plane: Plane) -> None:
     post = lambda path, body: httpx.post(f"{plane.edge}{path}", json=body)  # noqa: E731
     assert post("/admin/nowhere/load", {"model": "tiny-a"}).status_code == 404
@@ -200,6 +206,13 @@ def test_model_sync_through_the_admin_api(plane: Plane) -> None:
     assert job_id in {j["id"] for j in jobs}
     bad = httpx.post(f"{plane.edge}/admin/sync/rsync", json={"model": "tiny-b", "source": "a", "targets": ["zz"]})
     assert bad.status_code == 400
+    gone = httpx.post(f"{plane.edge}/admin/sync/rsync", json={"model": "no-such", "source": "a", "targets": ["b"]})
+    assert gone.status_code == 404
+    # cancelling a finished job leaves it as it ended
+    assert httpx.post(f"{plane.edge}/admin/sync/jobs/{job_id}/cancel").json()["state"] == "done"
+    assert httpx.get(f"{plane.edge}/admin/sync/jobs/nope").status_code == 404
+    # the target's next heartbeat reports the new model on its disk
+    poll(lambda: "tiny-b" in {m["name"] for n in status(plane)["nodes"] if n["node_id"] == "b" for m in n["models"]})
 
 
 def test_coeos_config_and_routing(plane: Plane) -> None:
