@@ -77,3 +77,18 @@ def test_enrollment_uses_its_own_token(moto_tables: None, monkeypatch: pytest.Mo
     assert hb.status_code == 200
     gone = client.post("/admin/nodes/zz/heartbeat", json={}, headers={"Authorization": "Bearer enroll-secret"})
     assert gone.status_code == 404
+
+
+def test_settings_put_merges_and_nulls_are_safe(moto_tables: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ODYSSAI_X_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("ISTHMUS_ADMIN_TOKEN", "")
+    client = admin()
+    r = client.put("/admin/settings", json={"kv_q8_default": True, "system_prefix_text": "Be brief.",
+                                            "enable_thinking_default": True})
+    assert r.status_code == 200 and r.json()["applied_to_pools"] == []
+    r = client.put("/admin/settings", json={"kv_q8_default": None, "enable_thinking_default": None,
+                                            "pool_ttl_seconds_default": 600})
+    got = client.get("/admin/settings").json()
+    assert (got["kv_q8_default"], got["system_prefix_text"], got["enable_thinking_default"],
+            got["pool_ttl_seconds_default"]) == (True, "Be brief.", None, 600)
+    assert client.put("/admin/settings", json={"pool_ttl_seconds_default": -1}).status_code == 422

@@ -6,10 +6,12 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from isthmus.control.models import SettingsUpdate, utcnow
+from isthmus.control.models import GlobalSettings, SettingsUpdate, utcnow
 from isthmus.ports.control import ControlStore
 from isthmus.routing.coeos import CoeosConfig
 from isthmus.services.routing import recent_decisions
+
+_NOT_NULLABLE = {"kv_q8_default", "system_prefix_text"}
 
 
 class SettingsService:
@@ -23,7 +25,9 @@ class SettingsService:
     async def put(self, update: SettingsUpdate) -> dict[str, Any]:
         current = await run_in_threadpool(self.store.get_settings)
         changes = update.model_dump(exclude_unset=True)
-        merged = current.model_copy(update={**changes, "updated_at": utcnow()})
+        # An explicit null resets a nullable default; for the others (kv_q8, prefix text) it means "unchanged".
+        changes = {k: v for k, v in changes.items() if v is not None or k not in _NOT_NULLABLE}
+        merged = GlobalSettings.model_validate({**current.model_dump(), **changes, "updated_at": utcnow()})
         await run_in_threadpool(self.store.put_settings, merged)
         # Settings are read on every request, so live pools pick them up on their next request.
         clusters = await run_in_threadpool(self.store.list_clusters)
