@@ -92,3 +92,14 @@ def test_settings_put_merges_and_nulls_are_safe(moto_tables: None, monkeypatch: 
     assert (got["kv_q8_default"], got["system_prefix_text"], got["enable_thinking_default"],
             got["pool_ttl_seconds_default"]) == (True, "Be brief.", None, 600)
     assert client.put("/admin/settings", json={"pool_ttl_seconds_default": -1}).status_code == 422
+
+
+def test_cluster_bodies_treat_nulls_as_absent(moto_tables: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ODYSSAI_X_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("ISTHMUS_ADMIN_TOKEN", "")
+    client = admin()
+    r = client.put("/admin/clusters/argo", json={"kind": None, "models": None, "fallback": None, "description": None})
+    assert r.status_code == 200 and (r.json()["kind"], r.json()["models"]) == ("mlx", [])
+    assert client.put("/admin/clusters/settings", json={}).status_code == 400  # reserved name
+    assert client.put("/admin/clusters/t", json={"kind": "telemak"}).status_code == 400  # needs a url
+    assert client.post("/admin/argo/load", json={"model": "m", "mode": None, "nodes": None}).status_code == 503

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from isthmus_contracts.control import ModelOnDisk, NodeLoad
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 ClusterKind = Literal["mlx", "telemak"]
 LoadMode = Literal["solo", "pipeline", "tensor"]
@@ -26,6 +26,15 @@ def stale_seconds() -> float:
         return float(os.environ.get("ISTHMUS_NODE_STALE_SECONDS", "15"))
     except ValueError:
         return 15.0
+
+
+class NullsAsAbsent(BaseModel):
+    """A request body where an explicit ``null`` means "not given" (clients send nulls for unset fields)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 class Pool(BaseModel):
@@ -94,7 +103,7 @@ class GlobalSettings(BaseModel):
     updated_at: datetime | None = None
 
 
-class SettingsUpdate(BaseModel):
+class SettingsUpdate(BaseModel):  # nulls matter here: null resets a nullable default
     enable_thinking_default: bool | None = None
     pool_ttl_seconds_default: int | None = Field(default=None, ge=0)
     kv_q8_default: bool | None = None

@@ -7,10 +7,19 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from isthmus.control.models import RESERVED_CLUSTER_IDS, Cluster, ClusterKind, Node, Pool, Snapshot, utcnow
+from isthmus.control.models import (
+    RESERVED_CLUSTER_IDS,
+    Cluster,
+    ClusterKind,
+    Node,
+    NullsAsAbsent,
+    Pool,
+    Snapshot,
+    utcnow,
+)
 from isthmus.errors import ApiError
 from isthmus.ports.control import AgentPort, ControlStore
 
@@ -19,7 +28,7 @@ RAM_FRACTION = 0.75  # weights beyond this share of a node's RAM leave no room f
 MODES = ("solo", "pipeline", "tensor")
 
 
-class ClusterConfig(BaseModel):
+class ClusterConfig(NullsAsAbsent):
     kind: ClusterKind = "mlx"
     default_alias: str | None = None
     fallback: str | None = None
@@ -29,7 +38,7 @@ class ClusterConfig(BaseModel):
     description: str = ""
 
 
-class LoadBody(BaseModel):
+class LoadBody(NullsAsAbsent):
     model: str = Field(min_length=1)
     alias: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:/\-]{1,128}$")
     sharding: str | None = None
@@ -38,7 +47,7 @@ class LoadBody(BaseModel):
     force: bool = False
 
 
-class UnloadBody(BaseModel):
+class UnloadBody(NullsAsAbsent):
     alias: str | None = None
 
 

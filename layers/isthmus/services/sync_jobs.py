@@ -13,17 +13,17 @@ import contextlib
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from isthmus.control.models import Snapshot, utcnow
+from isthmus.control.models import NullsAsAbsent, Snapshot, utcnow
 from isthmus.errors import ApiError
 from isthmus.ports.control import AgentPort, ControlStore
 
 _PREFIX = "sync_job#"
 
 
-class RsyncBody(BaseModel):
+class RsyncBody(NullsAsAbsent):
     model: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._\-]{1,200}$")
     source: str = Field(min_length=1)
     targets: list[str] = Field(min_length=1)
