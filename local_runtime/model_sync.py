@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -102,14 +103,17 @@ class Receiver:
         have = 0
         for f in manifest["files"]:
             rel = f["path"]
-            done = final.is_dir() and (final / rel).is_file() and file_sha256(_inside(final, rel)) == f["sha256"]
-            if done:  # already in place: copy into staging so commit sees a complete folder
-                dest = _inside(stage, rel)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(final / rel, dest)
+            staged, existing = _inside(stage, rel), _inside(final, rel)
+            if existing.is_file() and file_sha256(existing) == f["sha256"]:
+                # Already in place: link (or copy) it into staging so the commit publishes a whole folder.
+                staged.parent.mkdir(parents=True, exist_ok=True)
+                staged.unlink(missing_ok=True)
+                try:
+                    os.link(existing, staged)
+                except OSError:
+                    shutil.copyfile(existing, staged)
                 have += f["size"]
                 continue
-            staged = _inside(stage, rel)
             want = []
             with (staged.open("rb") if staged.is_file() else open(os.devnull, "rb")) as fh:
                 for index, digest in enumerate(f["chunks"]):
@@ -186,9 +190,10 @@ class SyncJob:
 
 
 class Pusher:
-    def __init__(self, models_dir: Path, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(self, models_dir: Path, chunk_size: int = CHUNK_SIZE, token: str | None = None) -> None:
         self.models_dir = models_dir
         self.chunk_size = chunk_size
+        self.token = token
         self.jobs: dict[str, SyncJob] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -222,8 +227,9 @@ class Pusher:
         import httpx
 
         budget = [limit]
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0)) as client:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0), headers=headers) as client:
                 for target in job.targets:
                     await self._push_one(client, job, folder, manifest, target, budget)
             job.state = "partial" if budget[0] is not None and budget[0] <= 0 and job.bytes_done < job.bytes_total \
@@ -279,13 +285,23 @@ def _read_chunk(path: Path, index: int, size: int) -> bytes:
 
 
 # ---- routes -----------------------------------------------------------------------------------------------
-def sync_routes(models_dir: str | Path, chunk_size: int = CHUNK_SIZE) -> list[Route]:
-    """The ``/agent/v1/sync/*`` routes for an agent whose model folders live under ``models_dir``."""
+def sync_routes(models_dir: str | Path, chunk_size: int = CHUNK_SIZE, token: str | None = None) -> list[Route]:
+    """The ``/agent/v1/sync/*`` routes for an agent whose model folders live under ``models_dir``.
+
+    ``token`` (default: ``ISTHMUS_ENROLL_TOKEN``, the secret agents and the control plane share) is required
+    as ``Authorization: Bearer`` on every sync route when set, and sent to the targets by the pusher.
+    """
+    secret = token if token is not None else os.environ.get("ISTHMUS_ENROLL_TOKEN") or ""
     receiver = Receiver(Path(models_dir))
-    pusher = Pusher(Path(models_dir), chunk_size)
+    pusher = Pusher(Path(models_dir), chunk_size, secret or None)
 
     def guarded(fn: Any) -> Any:
         async def endpoint(request: Request) -> Response:
+            if secret:
+                scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret.encode()):
+                    return JSONResponse({"detail": "sync token required"}, status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})
             try:
                 return JSONResponse(await fn(request))
             except SyncError as exc:

@@ -40,9 +40,13 @@ def pair(tmp_path: Path) -> Iterator[tuple[RunningAgent, RunningAgent]]:
 
 
 def wait_job(base: str, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    return poll_job(base, job_id, None, timeout)
+
+
+def poll_job(base: str, job_id: str, headers: dict[str, str] | None, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job: dict[str, Any] = httpx.get(f"{base}/agent/v1/sync/jobs/{job_id}").json()
+        job: dict[str, Any] = httpx.get(f"{base}/agent/v1/sync/jobs/{job_id}", headers=headers).json()
         if job["state"] != "running":
             return job
         time.sleep(0.1)
@@ -91,3 +95,25 @@ def test_a_corrupted_chunk_is_refused(pair: tuple[RunningAgent, RunningAgent]) -
     bad = httpx.post(f"{target.base_url}/agent/v1/sync/offer",
                      json={"model": "../etc", "manifest": {"chunk_size": 1, "files": []}})
     assert bad.status_code == 400
+
+
+def test_sync_routes_need_the_shared_token_when_set(tmp_path: Path) -> None:
+    make_model(tmp_path / "a" / "tiny")
+    agents = [start_agent(AgentSpec(node_id=n, models_dir=tmp_path / n, chunk_bytes=CHUNK, token="t0k"))
+              for n in ("a", "b")]
+    try:
+        source, target = agents
+        body = {"model": "tiny", "targets": [{"node_id": "b", "base_url": target.base_url}]}
+        refused = httpx.post(f"{source.base_url}/agent/v1/sync/push", json=body)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert httpx.post(f"{target.base_url}/agent/v1/sync/offer", json={}).status_code == 401
+        auth = {"Authorization": "Bearer t0k"}
+        r = httpx.post(f"{source.base_url}/agent/v1/sync/push", json=body, headers=auth)
+        assert r.status_code == 200, r.text
+        job = poll_job(source.base_url, r.json()["id"], auth)
+        assert job["state"] == "done", job  # the pusher authenticated to the target with the same token
+        weights = ("tiny", "weights.bin")
+        assert file_sha256(tmp_path.joinpath("b", *weights)) == file_sha256(tmp_path.joinpath("a", *weights))
+    finally:
+        for agent in agents:
+            agent.stop()

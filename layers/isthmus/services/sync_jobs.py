@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from typing import Any
 
@@ -21,6 +22,11 @@ from isthmus.errors import ApiError
 from isthmus.ports.control import AgentPort, ControlStore
 
 _PREFIX = "sync_job#"
+
+
+def _agent_token() -> str | None:
+    """Agents' sync routes take the enrollment token (the secret the control plane and agents share)."""
+    return os.environ.get("ISTHMUS_ENROLL_TOKEN") or None
 
 
 class RsyncBody(NullsAsAbsent):
@@ -47,7 +53,8 @@ class SyncService:
         source = up[body.source]
         targets = [{"node_id": t, "base_url": up[t].base_url} for t in body.targets]
         status, data = await self.agents.request("POST", source.base_url, "/agent/v1/sync/push",
-                                                 {"job_id": job_id, "model": body.model, "targets": targets})
+                                                 {"job_id": job_id, "model": body.model, "targets": targets},
+                                                 api_key=_agent_token())
         if status >= 400:
             message = data.get("detail", data) if isinstance(data, dict) else data
             raise ApiError(404 if status == 404 else 502, f"source node '{body.source}' refused: {message}",
@@ -62,12 +69,13 @@ class SyncService:
         if record.get("state") in ("done", "failed", "cancelled"):
             return record
         try:
-            status, live = await self.agents.request("GET", record["source_url"], f"/agent/v1/sync/jobs/{record['id']}")
+            status, live = await self.agents.request("GET", record["source_url"], f"/agent/v1/sync/jobs/{record['id']}",
+                                                     api_key=_agent_token())
         except ApiError:
             return {**record, "reachable": False}
         if status != 200 or not isinstance(live, dict):
             return {**record, "reachable": True, "state": record.get("state", "unknown")}
-        updated = {**record, **{k: v for k, v in live.items() if k != "id"}}
+        updated = {**record, **{k: v for k, v in live.items() if k not in ("id", "targets")}}
         await run_in_threadpool(self.store.put_doc, _PREFIX + record["id"], updated)
         return updated
 
@@ -87,7 +95,8 @@ class SyncService:
         if record.get("state") in ("done", "failed", "cancelled"):
             return record
         with contextlib.suppress(ApiError):
-            await self.agents.request("POST", record["source_url"], f"/agent/v1/sync/jobs/{job_id}/cancel", {})
+            await self.agents.request("POST", record["source_url"], f"/agent/v1/sync/jobs/{job_id}/cancel", {},
+                                      api_key=_agent_token())
         record = {**record, "state": "cancelled"}
         await run_in_threadpool(self.store.put_doc, _PREFIX + job_id, record)
         return record
