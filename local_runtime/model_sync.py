@@ -114,6 +114,8 @@ class Receiver:
                     shutil.copyfile(existing, staged)
                 have += f["size"]
                 continue
+            if staged.is_file() and staged.stat().st_nlink > 1:
+                _unshare(staged)  # a link to a published file: chunks must never write through to it
             want = []
             with (staged.open("rb") if staged.is_file() else open(os.devnull, "rb")) as fh:
                 for index, digest in enumerate(f["chunks"]):
@@ -276,6 +278,12 @@ class Pusher:
         done = await client.post(f"{base}/agent/v1/sync/commit", json={"model": job.model})
         done.raise_for_status()
         progress.update(state="done", sha256=done.json()["files"])
+
+
+def _unshare(path: Path) -> None:
+    private = path.with_name(path.name + ".unshare")
+    shutil.copyfile(path, private)
+    os.replace(private, path)
 
 
 def _read_chunk(path: Path, index: int, size: int) -> bytes:

@@ -117,3 +117,22 @@ def test_sync_routes_need_the_shared_token_when_set(tmp_path: Path) -> None:
     finally:
         for agent in agents:
             agent.stop()
+
+
+def test_a_changed_file_syncs_without_touching_the_published_copy_until_commit(
+        pair: tuple[RunningAgent, RunningAgent], tmp_path: Path) -> None:
+    source, target = pair
+    assert push(source, target)["state"] == "done"
+    published = tmp_path / "b" / "tiny" / "weights.bin"
+    before = file_sha256(published)
+    # given an offer that staged the unchanged weights (linked to the published file) and sent nothing
+    (tmp_path / "a" / "tiny" / "config.json").write_text('{"model_type": "qwen3"}')
+    assert push(source, target, limit_chunks=0)["state"] == "partial"
+    # and then a new version of the weights, pushed only part-way
+    weights = tmp_path / "a" / "tiny" / "weights.bin"
+    weights.write_bytes(bytes((i * 31) % 253 for i in range(10 * CHUNK + 123)))
+    assert push(source, target, limit_chunks=2)["state"] == "partial"
+    # then the published copy is untouched; and once the sync completes it is the new version
+    assert file_sha256(published) == before
+    assert push(source, target)["state"] == "done"
+    assert file_sha256(published) == file_sha256(weights) != before
