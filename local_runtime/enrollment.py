@@ -36,6 +36,16 @@ def _status(value: Any) -> AgentStatus:
     return value if isinstance(value, AgentStatus) else AgentStatus.model_validate(value)
 
 
+def _on_disk(item: Any) -> ModelOnDisk:
+    """A ``ModelOnDisk``, a dict of one, or a ``(name, path, size_bytes)`` tuple (``isthmus model list``'s rows)."""
+    if isinstance(item, ModelOnDisk):
+        return item
+    if isinstance(item, tuple | list):
+        name, path, size = item
+        return ModelOnDisk(name=str(name), path=str(path), size_bytes=int(size))
+    return ModelOnDisk.model_validate(item)
+
+
 def load_of(status: AgentStatus) -> NodeLoad:
     return NodeLoad(busy=status.busy, active=status.active, queue_depth=status.queue_depth,
                     loaded_model=status.model if status.loaded else None, cache_entries=status.cache_entries,
@@ -66,18 +76,20 @@ class Enrollment:
     @classmethod
     def from_env(cls, node_id: str, base_url: str, status_fn: Callable[[], Any], **kwargs: Any) -> Enrollment | None:
         """An enrollment configured by ``ISTHMUS_CONTROL_URL`` (None when unset), ``ISTHMUS_ENROLL_TOKEN``,
-        ``ISTHMUS_CLUSTER_ID`` (default ``default``) and ``ISTHMUS_NODE_ID`` (overrides ``node_id``);
-        ``isthmus dev`` sets the control URL."""
+        ``ISTHMUS_CLUSTER_ID`` (default ``default``), ``ISTHMUS_NODE_ID`` and ``ISTHMUS_AGENT_BASE_URL``
+        (override ``node_id`` and ``base_url``: the URL other machines reach this agent at, when it binds
+        0.0.0.0); ``isthmus dev`` sets the control URL."""
         control_url = os.environ.get("ISTHMUS_CONTROL_URL")
         if not control_url:
             return None
         kwargs.setdefault("cluster_id", os.environ.get("ISTHMUS_CLUSTER_ID") or "default")
         return cls(control_url, os.environ.get("ISTHMUS_ENROLL_TOKEN") or None,
-                   os.environ.get("ISTHMUS_NODE_ID") or node_id, base_url, status_fn, **kwargs)
+                   os.environ.get("ISTHMUS_NODE_ID") or node_id,
+                   os.environ.get("ISTHMUS_AGENT_BASE_URL") or base_url, status_fn, **kwargs)
 
     def _inventory(self) -> list[ModelOnDisk]:
         items = self.inventory_fn() if self.inventory_fn else []
-        return [m if isinstance(m, ModelOnDisk) else ModelOnDisk.model_validate(m) for m in items]
+        return [_on_disk(m) for m in items]
 
     def register(self) -> dict[str, Any]:
         """Enroll once; raises on failure (``start()`` retries)."""

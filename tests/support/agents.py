@@ -50,7 +50,8 @@ def real_agent_command(spec: AgentSpec) -> list[str]:
     """The real node agent (``isthmus agent``), configured for enrollment through the environment
     (:func:`agent_env`); its models folder is its data dir's. Selected with ``ISTHMUS_TEST_AGENT=real``."""
     return [sys.executable, "-m", "local_runtime.cli", "agent", "--model", spec.model or "tiny-qwen2",
-            "--host", "127.0.0.1", "--port", str(spec.port), "--data-dir", str(spec.models_dir)]
+            "--host", "127.0.0.1", "--port", str(spec.port), "--node-id", spec.node_id,
+            "--data-dir", str(spec.models_dir)]  # the real agent keeps its models in DATA_DIR/models
 
 
 def agent_env(spec: AgentSpec) -> dict[str, str]:

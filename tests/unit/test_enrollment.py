@@ -61,3 +61,19 @@ def test_a_wrong_token_is_refused(control: TestClient) -> None:
     with pytest.raises(Exception) as err:  # the TestClient raises its own httpx flavour's error
         e.register()
     assert err.value.response.status_code == 401 and not e.enrolled  # type: ignore[attr-defined]
+
+
+def test_from_env_and_inventory_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    from local_runtime.enrollment import _on_disk
+
+    monkeypatch.delenv("ISTHMUS_CONTROL_URL", raising=False)
+    assert Enrollment.from_env("n", "http://x", dict) is None
+    monkeypatch.setenv("ISTHMUS_CONTROL_URL", "http://control:8000/")
+    monkeypatch.setenv("ISTHMUS_AGENT_BASE_URL", "http://10.0.0.9:8100")
+    monkeypatch.setenv("ISTHMUS_CLUSTER_ID", "argo")
+    e = Enrollment.from_env("n", "http://0.0.0.0:8100", dict)
+    assert e is not None
+    assert (e.control_url, e.base_url, e.cluster_id) == ("http://control:8000", "http://10.0.0.9:8100", "argo")
+    e.stop()
+    row = _on_disk(("smollm2-135m", "/data/models/smollm2-135m", 540_000_000))
+    assert (row.name, row.size_bytes) == ("smollm2-135m", 540_000_000)
