@@ -162,3 +162,13 @@ def test_decisions_are_recorded() -> None:
     route(svc, axis_header="chat")
     assert recent_decisions()[-1]["axis"] == "chat" and recent_decisions()[-1]["axis_source"] == "header"
     assert svc.store.get_doc("coeos_decisions")[-1]["model"] == "small"
+
+
+def test_score_rows_may_come_as_lists_and_the_schema_is_checked() -> None:
+    table = {"schema": "tmb-score-table/1",
+             "models": [{"model": "m1", "axes": {"chat": {"score": 0.5, "n": 3}}, "cost_per_test": "0.5"}],
+             "reference": [{"model": "ref", "axes": {"chat": {"score": 0.9}}}]}
+    cfg = config(score_table=table)
+    assert coeos.pick_model(cfg, cfg.axis("chat"), everything)[0] == "m1"  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        config(score_table={**table, "schema": "other/2"})

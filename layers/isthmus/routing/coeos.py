@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -46,6 +46,8 @@ class AxisScore(BaseModel):
 
 
 class ScoreRow(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
     axes: dict[str, AxisScore] = Field(default_factory=dict)
     cost_per_test: Decimal | None = None
     reference: bool = False
@@ -57,6 +59,19 @@ class ScoreTable(BaseModel):
     schema_: str = Field(default=SCORE_SCHEMA, alias="schema")
     models: dict[str, ScoreRow] = Field(default_factory=dict)
     reference: dict[str, ScoreRow] = Field(default_factory=dict)  # rows for comparison; never picked
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rows_as_mapping(cls, data: Any) -> Any:
+        """``models`` / ``reference`` may also be lists of rows naming their model (``model`` or ``id``)."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for key in ("models", "reference"):
+            rows = out.get(key)
+            if isinstance(rows, list):
+                out[key] = {str(r.get("model") or r.get("id")): r for r in rows if isinstance(r, dict)}
+        return out
 
     @model_validator(mode="after")
     def _known_schema(self) -> ScoreTable:
