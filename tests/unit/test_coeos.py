@@ -172,3 +172,23 @@ def test_score_rows_may_come_as_lists_and_the_schema_is_checked() -> None:
     assert coeos.pick_model(cfg, cfg.axis("chat"), everything)[0] == "m1"  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         config(score_table={**table, "schema": "other/2"})
+
+
+def test_snapshot_is_reused_within_the_cache_window() -> None:
+    svc = service(config(), None)
+    calls: list[int] = []
+    original = svc.store.list_clusters
+
+    def counted() -> list[Cluster]:
+        calls.append(1)
+        return original()
+
+    svc.store.list_clusters = counted  # type: ignore[method-assign]
+    svc.cache_seconds = 60
+    asyncio.run(svc.snapshot())
+    asyncio.run(svc.snapshot())
+    assert len(calls) == 1
+    svc.cache_seconds, svc._cached = 0, None
+    asyncio.run(svc.snapshot())
+    asyncio.run(svc.snapshot())
+    assert len(calls) == 3

@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from collections import deque
 from typing import Any
 
@@ -30,14 +33,24 @@ _decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)
 logger = get_logger("routing")
 
 
+def _cache_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("ISTHMUS_ROUTING_CACHE_SECONDS", "1")))
+    except ValueError:
+        return 1.0
+
+
 class RoutingService:
     def __init__(self, store: ControlStore, sessions: SessionStore, decider: Decider | None = None,
-                 catalog: CloudCatalog | None = None, nodes: NodeTracker = tracker) -> None:
+                 catalog: CloudCatalog | None = None, nodes: NodeTracker = tracker,
+                 cache_seconds: float | None = None) -> None:
         self.store = store
         self.sessions = sessions
         self.decider = decider
         self.catalog = catalog or NoCloudCatalog()
         self.nodes = nodes
+        self.cache_seconds = _cache_seconds() if cache_seconds is None else cache_seconds
+        self._cached: tuple[float, Snapshot] | None = None
 
     @classmethod
     def default(cls) -> RoutingService:
@@ -47,12 +60,19 @@ class RoutingService:
 
         return cls(DynamoControlStore(), DynamoSessionStore(), AgentDecider(AgentClient()))
 
-    def _snapshot(self) -> Snapshot:
-        return Snapshot(clusters=self.store.list_clusters(), nodes=self.store.list_nodes(),
-                        settings=self.store.get_settings(), cloud_aliases=self.catalog.aliases())
-
     async def snapshot(self) -> Snapshot:
-        return await run_in_threadpool(self._snapshot)
+        """Clusters, nodes, settings and cloud aliases, read concurrently; reused for ``cache_seconds``
+        (``ISTHMUS_ROUTING_CACHE_SECONDS``, default 1) so a busy process does not re-read them per request."""
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < self.cache_seconds:
+            return self._cached[1].model_copy(update={"now": utcnow()})
+        clusters, nodes, settings, aliases = await asyncio.gather(
+            run_in_threadpool(self.store.list_clusters), run_in_threadpool(self.store.list_nodes),
+            run_in_threadpool(self.store.get_settings), run_in_threadpool(self.catalog.aliases))
+        snap = Snapshot(clusters=clusters, nodes=nodes, settings=settings, cloud_aliases=aliases)
+        if self.cache_seconds > 0:
+            self._cached = (now, snap)
+        return snap
 
     async def coeos_config(self) -> coeos.CoeosConfig:
         doc = await run_in_threadpool(self.store.get_doc, "coeos")
