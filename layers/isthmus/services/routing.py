@@ -1,6 +1,6 @@
 """The routing service the inference handler calls: snapshot -> CoeOS -> resolver -> node order.
 
-    service = RoutingService.default()
+    service = RoutingService.shared()
     route = await service.route(model, dialect="openai", session_id=sid, axis_header=hdr, last_user_message=txt)
     request = apply_route_defaults(request, route)                       # concrete model, thinking/effort
     with tracker.track(node_id): ...                                     # in-flight count per node
@@ -31,6 +31,7 @@ SESSION_TTL_DEFAULT_S = 3600
 DECISIONS_KEPT = 100
 _decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)
 logger = get_logger("routing")
+_shared: RoutingService | None = None
 
 
 def _cache_seconds() -> float:
@@ -53,7 +54,16 @@ class RoutingService:
         self._cached: tuple[float, Snapshot] | None = None
 
     @classmethod
+    def shared(cls) -> RoutingService:
+        """One service per process (handlers): its snapshot cache and node tracker are shared by requests."""
+        global _shared
+        if _shared is None:
+            _shared = cls.default()
+        return _shared
+
+    @classmethod
     def default(cls) -> RoutingService:
+        """A fresh service over DynamoDB and HTTP agents (tests; handlers use :meth:`shared`)."""
         from isthmus.adapters.agent_client import AgentClient
         from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionStore
         from isthmus.adapters.decider import AgentDecider
