@@ -136,6 +136,14 @@ def test_load_errors(plane: Plane) -> None:
     assert too_big.status_code == 400 and "does not fit" in too_big.json()["detail"]
     httpx.put(f"{plane.edge}/admin/clusters/other", json={"kind": "mlx"}).raise_for_status()
     assert post("/admin/lab/load", {"model": "tiny-a", "alias": "other"}).status_code == 409
+    assert post("/admin/lab/load", {"model": "tiny-a", "alias": "CoeOS"}).status_code == 400
+    # a load that fails on one node: the pool follows the node that did load, the failure is named
+    partial = post("/admin/lab/load", {"model": "fail-b", "alias": "partial"})
+    assert partial.status_code == 200, partial.text
+    assert partial.json()["nodes"] == ["a"] and "b" in partial.json()["failed"]
+    assert post("/admin/lab/load", {"model": "fail-b", "alias": "partial", "nodes": ["b"]}).status_code == 502
+    assert post("/admin/lab/unload", {"alias": "partial"}).json()["nodes"] == ["a"]
+    httpx.put(f"{plane.edge}/admin/clusters/lab", json={"kind": "mlx"}).raise_for_status()  # default alias unset
 
 
 def test_load_through_the_admin_api(plane: Plane) -> None:

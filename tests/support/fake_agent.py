@@ -1,9 +1,10 @@
 """A deterministic node-agent *test double* for control-plane tests (never used outside tests).
 
 A real uvicorn HTTP server on 127.0.0.1 speaking the agent protocol (``/agent/v1/*``, ``/health``) with
-canned behaviour: load/unload flip the loaded model; generate answers ``[<node id>] <model>: <last user
-text>`` (NDJSON events when streamed); it enrolls and heartbeats through local_runtime.enrollment and
-serves the model-sync routes from local_runtime.model_sync, exactly as the real agent mounts them.
+canned behaviour: load/unload flip the loaded model (loading ``fail-<node id>`` fails on that node);
+generate answers ``[<node id>] <model>: <last user text>`` (NDJSON events when streamed); it enrolls
+and heartbeats through local_runtime.enrollment and serves the model-sync routes from
+local_runtime.model_sync, exactly as the real agent mounts them.
 
     python -m tests.support.fake_agent --node-id a --port 8101 --models-dir DIR [--control-url URL]
 """
@@ -68,7 +69,10 @@ def build_app(agent: FakeAgent, enrollment: Enrollment | None) -> Starlette:
         return JSONResponse(agent.status().model_dump())
 
     async def load(request: Request) -> Response:
-        agent.model = (await request.json())["model"]
+        model = (await request.json())["model"]
+        if model == f"fail-{agent.node_id}":  # a scripted failure for partial-load tests
+            return JSONResponse({"detail": f"cannot load {model}"}, status_code=500)
+        agent.model = model
         return JSONResponse({"loaded": True, "model": agent.model, "node_id": agent.node_id})
 
     async def unload(request: Request) -> Response:

@@ -26,6 +26,7 @@ from isthmus.ports.control import AgentPort, ControlStore
 LOAD_LEASE = timedelta(minutes=15)
 RAM_FRACTION = 0.75  # weights beyond this share of a node's RAM leave no room for the KV cache
 MODES = ("solo", "pipeline", "tensor")
+RESERVED_ALIASES = frozenset({"coeos"})
 
 
 class ClusterConfig(NullsAsAbsent):
@@ -189,6 +190,8 @@ class ClusterService:
                            param="sharding")
         self._check_fit(nodes, body.model)
         alias = body.alias or cluster.default_alias or _short_name(body.model)
+        if alias.lower() in RESERVED_ALIASES:
+            raise ApiError(400, f"'{alias}' is a reserved model id.", param="alias")
         self._check_alias(snap, cluster, alias)
         busy = [n.node_id for n in nodes if n.load.busy or n.load.active]
         if busy and not body.force:
@@ -202,13 +205,15 @@ class ClusterService:
             started = time.monotonic()
             results = await asyncio.gather(*(self.agents.load(n.base_url, body.model) for n in nodes),
                                            return_exceptions=True)
-            failed = [(n.node_id, r) for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)]
-            if failed:
-                reasons = "; ".join(f"{nid}: {getattr(r, 'message', type(r).__name__)}" for nid, r in failed)
+            failed = {n.node_id: getattr(r, "message", type(r).__name__)
+                      for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)}
+            if len(failed) == len(nodes):
+                reasons = "; ".join(f"{nid}: {why}" for nid, why in failed.items())
                 raise ApiError(502, f"load of '{body.model}' failed on {reasons}", code="load_failed")
             load_s = round(time.monotonic() - started, 3)
             fresh = await self._cluster(cluster_id)
-            ids = [n.node_id for n in nodes]
+            # The nodes that loaded now hold the model whatever happened elsewhere: the record follows them.
+            ids = [n.node_id for n in nodes if n.node_id not in failed]
             pools = {a: p.model_copy(update={"nodes": [x for x in p.nodes if x not in ids]})
                      for a, p in fresh.pools.items() if a != alias}
             pools = {a: p for a, p in pools.items() if p.nodes}
@@ -224,8 +229,9 @@ class ClusterService:
                 current = await run_in_threadpool(self.store.get_cluster, cluster_id)
                 if current is not None:
                     await run_in_threadpool(self.store.set_pools, cluster_id, current.pools, release=True)
-        return {"loaded": True, "cluster": cluster_id, "alias": alias, "model": body.model, "nodes": ids,
-                "mode": mode, "load_s": load_s}
+        answer = {"loaded": True, "cluster": cluster_id, "alias": alias, "model": body.model, "nodes": ids,
+                  "mode": mode, "load_s": load_s}
+        return {**answer, "failed": failed} if failed else answer
 
     async def unload(self, cluster_id: str, body: UnloadBody) -> dict[str, Any]:
         cluster = await self._cluster(cluster_id)
