@@ -3,8 +3,9 @@
     service = RoutingService.shared()
     route = await service.route(model, dialect="openai", session_id=sid, axis_header=hdr, last_user_message=txt)
     request = apply_route_defaults(request, route)                       # concrete model, thinking/effort
-    with tracker.track(node_id): ...                                     # in-flight count per node
-    target, result = await first_connecting(route.nodes, attempt)      # isthmus.routing.failover
+    attempt = lambda t: open_stream(t.base_url, request)                # isthmus.adapters.agent_stream
+    target, stream = await first_connecting(route.nodes, attempt)      # isthmus.routing.failover
+    with tracker.track(target.node_id): ...                              # in-flight count while it streams
     await service.pin_session(sid, route, target.node_id)               # after the call went through
 """
 
@@ -64,11 +65,10 @@ class RoutingService:
     @classmethod
     def default(cls) -> RoutingService:
         """A fresh service over DynamoDB and HTTP agents (tests; handlers use :meth:`shared`)."""
-        from isthmus.adapters.agent_client import AgentClient
         from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionStore
         from isthmus.adapters.decider import AgentDecider
 
-        return cls(DynamoControlStore(), DynamoSessionStore(), AgentDecider(AgentClient()))
+        return cls(DynamoControlStore(), DynamoSessionStore(), AgentDecider())
 
     async def snapshot(self) -> Snapshot:
         """Clusters, nodes, settings and cloud aliases, read concurrently; reused for ``cache_seconds``
