@@ -6,17 +6,19 @@ Open when no admin token is set; else ``Authorization: Bearer <token>`` (enrollm
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Any
 
 from isthmus.control.admin_auth import admin
 from isthmus.control.models import SettingsUpdate
 from isthmus.errors import ApiError
-from isthmus.observability import lambda_entry
+from isthmus.observability import get_logger, lambda_entry
 from isthmus.routing.coeos import CoeosConfig
 from isthmus.services.clusters import ClusterConfig, ClusterService, LoadBody, UnloadBody
 from isthmus.web import ALL_METHODS, create_app, json_response, parse_body
 from isthmus_contracts.control import EnrollRequest, HeartbeatRequest
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -58,7 +60,28 @@ async def heartbeat(request: Request) -> Response:
 
     check_enroll_token(request.headers.get("authorization"))
     body = await parse_body(request, HeartbeatRequest)
-    return json_response(await svc("nodes").heartbeat(request.path_params["node_id"], body))
+    response = json_response(await svc("nodes").heartbeat(request.path_params["node_id"], body))
+    # Heartbeats are the control plane's clock: idle pools are reaped from here (at most every 30 s).
+    if time.monotonic() - _last_reap[0] >= REAP_EVERY_S:
+        _last_reap[0] = time.monotonic()
+        response.background = BackgroundTask(_reap_quietly)
+    return response
+
+
+REAP_EVERY_S = 30.0
+_last_reap = [float("-inf")]
+
+
+async def _reap_quietly() -> None:
+    try:
+        await svc("clusters").reap_idle()
+    except Exception:
+        get_logger(SERVICE).exception("idle pool reaping failed")
+
+
+@admin
+async def reap_pools(request: Request) -> Response:
+    return json_response({"reaped": await svc("clusters").reap_idle()})
 
 
 @admin
@@ -173,6 +196,7 @@ app = create_app([
     Route("/admin/clusters/{cluster_id}/status", cluster_status, methods=["GET"]),
     Route("/admin/clusters/{cluster_id}/load", load, methods=["POST"]),
     Route("/admin/clusters/{cluster_id}/unload", unload, methods=["POST"]),
+    Route("/admin/pools/reap", reap_pools, methods=["POST"]),
     Route("/admin/settings", get_settings, methods=["GET"]),
     Route("/admin/settings", put_settings, methods=["PUT"]),
     Route("/admin/coeos", get_coeos, methods=["GET"]),

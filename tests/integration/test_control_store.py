@@ -3,11 +3,15 @@ update enrolled nodes, session pins expire on read, documents round-trip."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionStore
 from isthmus.control.models import Cluster, Node, Pool, utcnow
+from isthmus.services import pool_usage
+from isthmus.services.clusters import ClusterService
 from isthmus_contracts.control import NodeLoad
 
 pytestmark = pytest.mark.integration
@@ -52,3 +56,39 @@ def test_documents_round_trip_and_list_by_prefix(ddb_tables: str) -> None:
     store.put_doc("sync_job#x2", {"id": "x2"})
     assert store.get_doc("sync_job#x1") == {"id": "x1"}
     assert {d["id"] for d in store.list_docs("sync_job#")} >= {"x1", "x2"}
+
+
+class RecordingAgents:
+    def __init__(self) -> None:
+        self.unloaded: list[str] = []
+
+    async def unload(self, base_url: str) -> dict[str, Any]:
+        self.unloaded.append(base_url)
+        return {}
+
+
+def test_idle_pools_are_unloaded_after_their_ttl(ddb_tables: str) -> None:
+    store, agents, now = DynamoControlStore(), RecordingAgents(), utcnow()
+    hour_ago = now - timedelta(hours=1)
+    store.put_cluster_config(Cluster(cluster_id="reap"))
+    store.put_node(Node(node_id="rn", cluster_id="reap", base_url="http://rn", last_seen=now))
+    store.set_pools("reap", {
+        "idle": Pool(alias="idle", model="m1", nodes=["rn"], loaded_at=hour_ago, ttl_seconds=60),
+        "used": Pool(alias="used", model="m2", nodes=[], loaded_at=hour_ago, ttl_seconds=60),
+        "forever": Pool(alias="forever", model="m3", nodes=[], loaded_at=hour_ago),
+    }, release=False)
+    asyncio.run(pool_usage.touch(store, "reap", "used"))  # a request was routed to it just now
+    service = ClusterService(store, agents)  # type: ignore[arg-type]
+    # when the reaper runs half a minute later; then only the idle pool goes, through its agent
+    reaped = asyncio.run(service.reap_idle(now + timedelta(seconds=30)))
+    assert [r["alias"] for r in reaped] == ["idle"] and agents.unloaded == ["http://rn"]
+    cluster = store.get_cluster("reap")
+    assert cluster is not None and set(cluster.pools) == {"used", "forever"}
+    # the settings default covers pools without their own ttl
+    saved = store.get_settings()
+    try:
+        store.put_settings(saved.model_copy(update={"pool_ttl_seconds_default": 600}))
+        reaped = asyncio.run(service.reap_idle(now + timedelta(seconds=30)))
+        assert [r["alias"] for r in reaped] == ["forever"]
+    finally:
+        store.put_settings(saved)

@@ -103,3 +103,11 @@ def test_cluster_bodies_treat_nulls_as_absent(moto_tables: None, monkeypatch: py
     assert client.put("/admin/clusters/settings", json={}).status_code == 400  # reserved name
     assert client.put("/admin/clusters/t", json={"kind": "telemak"}).status_code == 400  # needs a url
     assert client.post("/admin/argo/load", json={"model": "m", "mode": None, "nodes": None}).status_code == 503
+
+
+def test_reap_endpoint_answers_what_it_unloaded(moto_tables: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ODYSSAI_X_ADMIN_TOKEN", "s3cret")
+    client = admin()
+    assert client.post("/admin/pools/reap").status_code == 401
+    r = client.post("/admin/pools/reap", headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200 and r.json() == {"reaped": []}

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 
 ClusterKind = Literal["mlx", "telemak"]
 LoadMode = Literal["solo", "pipeline", "tensor"]
-RESERVED_CLUSTER_IDS = frozenset({"clusters", "nodes", "settings", "sync", "coeos"})
+RESERVED_CLUSTER_IDS = frozenset({"clusters", "nodes", "settings", "sync", "coeos", "pools"})
 ID_PATTERN = r"^[A-Za-z0-9._\-]{1,64}$"
 
 
@@ -46,6 +46,7 @@ class Pool(BaseModel):
     mode: LoadMode = "solo"
     loaded_at: datetime
     load_s: float = 0.0
+    ttl_seconds: int | None = None  # idle time before the pool is unloaded (None: the settings default)
 
 
 class Cluster(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field
@@ -22,6 +22,7 @@ from isthmus.control.models import (
 )
 from isthmus.errors import ApiError
 from isthmus.ports.control import AgentPort, ControlStore
+from isthmus.services import pool_usage
 
 LOAD_LEASE = timedelta(minutes=15)
 RAM_FRACTION = 0.75  # weights beyond this share of a node's RAM leave no room for the KV cache
@@ -46,6 +47,7 @@ class LoadBody(NullsAsAbsent):
     mode: str | None = None
     nodes: list[str] | None = None
     force: bool = False
+    ttl_seconds: int | None = Field(default=None, ge=0)  # unload after this long idle (0: never)
 
 
 class UnloadBody(NullsAsAbsent):
@@ -218,7 +220,7 @@ class ClusterService:
                      for a, p in fresh.pools.items() if a != alias}
             pools = {a: p for a, p in pools.items() if p.nodes}
             pools[alias] = Pool(alias=alias, model=body.model, nodes=ids, mode=mode,  # type: ignore[arg-type]
-                                loaded_at=utcnow(), load_s=load_s)
+                                loaded_at=utcnow(), load_s=load_s, ttl_seconds=body.ttl_seconds)
             await run_in_threadpool(self.store.set_pools, cluster_id, pools, release=True)
             released = True
             if fresh.default_alias is None:
@@ -247,3 +249,24 @@ class ClusterService:
         pools = {a: p for a, p in cluster.pools.items() if a not in aliases}
         await run_in_threadpool(self.store.set_pools, cluster_id, pools, release=False)
         return {"unloaded": True, "cluster": cluster_id, "aliases": aliases, "nodes": ids, "errors": errors}
+
+    async def reap_idle(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Unload every pool idle for longer than its TTL (the pool's own, else ``pool_ttl_seconds_default``;
+        0 or unset: never). Idle time counts from the later of the load and the last routed request."""
+        now = now or utcnow()
+        settings, clusters = await asyncio.gather(run_in_threadpool(self.store.get_settings),
+                                                  run_in_threadpool(self.store.list_clusters))
+        reaped = []
+        for cluster in clusters:
+            for alias, pool in cluster.pools.items():
+                ttl = pool.ttl_seconds if pool.ttl_seconds is not None else settings.pool_ttl_seconds_default
+                if not ttl:
+                    continue
+                last = max(pool.loaded_at, await pool_usage.last_used(self.store, cluster.cluster_id, alias)
+                           or pool.loaded_at)
+                idle = (now - last).total_seconds()
+                if idle > ttl:
+                    await self.unload(cluster.cluster_id, UnloadBody(alias=alias))
+                    reaped.append({"cluster": cluster.cluster_id, "alias": alias, "idle_s": round(idle, 1),
+                                   "ttl_seconds": ttl})
+        return reaped

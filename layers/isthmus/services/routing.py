@@ -27,6 +27,7 @@ from isthmus.ports.control import CloudCatalog, ControlStore, Decider, NoCloudCa
 from isthmus.routing import coeos
 from isthmus.routing.affinity import NodeTracker, order_candidates, tracker
 from isthmus.routing.resolver import Route, is_coeos, resolve, servable
+from isthmus.services import pool_usage
 
 SESSION_TTL_DEFAULT_S = 3600
 DECISIONS_KEPT = 100
@@ -101,6 +102,11 @@ class RoutingService:
         if snap.settings.system_prefix_text:
             route = route.model_copy(update={"system_prefix": snap.settings.system_prefix_text})
         if route.backend == "mlx":
+            if route.cluster and route.alias:
+                try:
+                    await pool_usage.touch(self.store, route.cluster, route.alias)
+                except Exception as exc:  # idle tracking is best effort; the request goes on
+                    logger.warning("pool usage not recorded", extra={"error": type(exc).__name__})
             pinned = await self._session_node(session_id, route)
             route = route.model_copy(update={"nodes": order_candidates(snap, route.nodes, session_node=pinned,
                                                                        nodes=self.nodes)})
