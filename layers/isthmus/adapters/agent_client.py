@@ -1,0 +1,64 @@
+"""AgentPort over HTTP: an httpx AsyncClient speaking the node-agent protocol (``/agent/v1/*``).
+
+httpx is imported on first use (it is not needed by handlers that never talk to agents).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from isthmus.errors import ApiError
+
+LOAD_TIMEOUT_S = 900.0
+
+
+class AgentUnreachable(ApiError):
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(502, f"node agent at {base_url} is unreachable ({reason})", code="agent_unreachable")
+        self.base_url = base_url
+
+
+class AgentClient:
+    def __init__(self, *, connect_timeout: float = 2.0, timeout: float = 30.0) -> None:
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+
+    def _client(self, timeout: float | None = None) -> Any:
+        import httpx
+
+        return httpx.AsyncClient(timeout=httpx.Timeout(timeout or self.timeout, connect=self.connect_timeout))
+
+    async def request(self, method: str, base_url: str, path: str, body: Any = None,
+                      timeout: float | None = None, api_key: str | None = None) -> tuple[int, Any]:
+        import httpx
+
+        url = base_url.rstrip("/") + path
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        try:
+            async with self._client(timeout) as client:
+                resp = await client.request(method, url, json=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise AgentUnreachable(base_url, type(exc).__name__) from None
+        try:
+            data = resp.json()
+        except ValueError:
+            data = {"text": resp.text[:500]}
+        return resp.status_code, data
+
+    async def _checked(self, method: str, base_url: str, path: str, body: Any = None,
+                       timeout: float | None = None) -> dict[str, Any]:
+        status, data = await self.request(method, base_url, path, body, timeout)
+        if status >= 400:
+            message = data.get("detail") or data.get("error") or data if isinstance(data, dict) else data
+            raise ApiError(502, f"node agent at {base_url} answered {status} to {path}: {message}",
+                           code="agent_error")
+        return data if isinstance(data, dict) else {"result": data}
+
+    async def load(self, base_url: str, model: str) -> dict[str, Any]:
+        return await self._checked("POST", base_url, "/agent/v1/load", {"model": model}, timeout=LOAD_TIMEOUT_S)
+
+    async def unload(self, base_url: str) -> dict[str, Any]:
+        return await self._checked("POST", base_url, "/agent/v1/unload", {})
+
+    async def status(self, base_url: str) -> dict[str, Any]:
+        return await self._checked("GET", base_url, "/agent/v1/status")
