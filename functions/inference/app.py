@@ -23,7 +23,7 @@ from isthmus.observability import get_logger, lambda_entry
 from isthmus.ports.backend import BackendResolver
 from isthmus.ports.gate import Gate
 from isthmus.ports.responses import ResponseStore, StoredResponse
-from isthmus.routing.default_backend import DefaultAgentResolver
+from isthmus.routing.backend_resolver import RoutingResolver
 from isthmus.services.accumulate import StreamAccumulator
 from isthmus.services.gate import TenancyGate
 from isthmus.services.inference import Call, InferenceService
@@ -47,7 +47,7 @@ def configure(resolver: BackendResolver | None = None, store: ResponseStore | No
     global _service, _store
     if gate is True:
         gate = None if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off" else TenancyGate()
-    _service = InferenceService(resolver or DefaultAgentResolver(), gate or None)
+    _service = InferenceService(resolver or RoutingResolver(), gate or None)
     _store = store
 
 
@@ -97,7 +97,8 @@ def gated(endpoint: str) -> Callable[[Endpoint], Endpoint]:
 async def _begin(request: Request, internal: InternalRequest, endpoint: str) -> Call:
     request.state.model = internal.model
     call = await service().begin(request.state.principal, internal, endpoint=endpoint,
-                                 request_id=_request_id(request), detach_settle="aws.event" not in request.scope)
+                                 request_id=_request_id(request), detach_settle="aws.event" not in request.scope,
+                                 axis_header=request.headers.get("x-coeos-axis"))
     request.state.call = call
     return call
 

@@ -11,7 +11,9 @@ counts as unreachable; other agent errors (400 context too long, ...) propagate 
     async with stream:
         async for event in stream.events(): ...
 
-httpx is imported on first use.
+httpx is imported on first use. Connections are pooled: one AsyncClient per event loop (Mangum reuses one
+loop per sandbox; the local edge's lambda mode has one per worker thread), so a request to a node reuses a
+kept-alive connection instead of opening one.
 """
 
 from __future__ import annotations
@@ -23,11 +25,28 @@ from pydantic import TypeAdapter
 
 from isthmus.adapters.agent_client import AgentUnreachable
 from isthmus.errors import ApiError
+from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
 _events: TypeAdapter[Any] = TypeAdapter(StreamEvent)
 CONNECT_TIMEOUT_S = 2.0
 FIRST_EVENT_TIMEOUT_S = 300.0  # prefill of a long prompt on a busy node
+_clients: dict[int, Any] = {}
+
+
+def pooled_client() -> Any:
+    """This event loop's shared httpx.AsyncClient for node agents."""
+    import asyncio
+
+    import httpx
+
+    loop_id = id(asyncio.get_running_loop())
+    client = _clients.get(loop_id)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(timeout=httpx.Timeout(FIRST_EVENT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+                                   limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        _clients[loop_id] = client
+    return client
 
 
 class AgentStreamBroken(Exception):
@@ -60,8 +79,8 @@ async def _error_body(resp: Any, base_url: str) -> ApiError:
 
 
 class AgentStream:
-    def __init__(self, client: Any, resp: Any, lines: AsyncIterator[str], first: Any, base_url: str) -> None:
-        self._client, self._resp, self._lines = client, resp, lines
+    def __init__(self, resp: Any, lines: AsyncIterator[str], first: Any, base_url: str) -> None:
+        self._resp, self._lines = resp, lines
         self.first = first
         self.base_url = base_url
 
@@ -77,8 +96,8 @@ class AgentStream:
             raise AgentStreamBroken(f"stream from {self.base_url} broke: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
+        """Closing the response before its end drops the connection: the agent stops generating."""
         await self._resp.aclose()
-        await self._client.aclose()
 
     async def __aenter__(self) -> AgentStream:
         return self
@@ -92,13 +111,12 @@ async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
     :class:`AgentUnreachable`, agent errors (4xx/5xx) are :class:`ApiError` with the agent's status."""
     import httpx
 
-    client = httpx.AsyncClient(timeout=httpx.Timeout(FIRST_EVENT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
-    body = request.model_copy(update={"stream": True}).model_dump(mode="json")
+    client = pooled_client()
+    body = request.model_copy(update={"stream": True}).model_dump(mode="json", exclude_none=True)
     try:
         resp = await client.send(client.build_request("POST", base_url.rstrip("/") + "/agent/v1/generate",
                                                       json=body), stream=True)
     except httpx.TransportError as exc:
-        await client.aclose()
         raise AgentUnreachable(base_url, type(exc).__name__) from None
     try:
         if resp.status_code >= 400:
@@ -110,26 +128,37 @@ async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
         first = _events.validate_json(first_line)
     except (httpx.TransportError, StopAsyncIteration) as exc:
         await resp.aclose()
-        await client.aclose()
         raise AgentUnreachable(base_url, f"no first event ({type(exc).__name__})") from None
     except BaseException:
         await resp.aclose()
-        await client.aclose()
         raise
-    return AgentStream(client, resp, lines, first, base_url)
+    return AgentStream(resp, lines, first, base_url)
 
 
 async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
     """A whole (non-streamed) generation; connection failures are :class:`AgentUnreachable`."""
     import httpx
 
-    body = request.model_copy(update={"stream": False}).model_dump(mode="json")
-    async with httpx.AsyncClient(timeout=httpx.Timeout(FIRST_EVENT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)) as client:
-        try:
-            resp = await client.post(base_url.rstrip("/") + "/agent/v1/generate", json=body)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
-            # Nothing has reached the client yet: another node may serve it (a read timeout is not retried).
-            raise AgentUnreachable(base_url, type(exc).__name__) from None
-        if resp.status_code >= 400:
-            raise await _agent_error(resp, base_url)
-        return InternalResponse.model_validate_json(resp.content)
+    body = request.model_copy(update={"stream": False}).model_dump(mode="json", exclude_none=True)
+    try:
+        resp = await pooled_client().post(base_url.rstrip("/") + "/agent/v1/generate", json=body)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+        # Nothing has reached the client yet: another node may serve it (a read timeout is not retried).
+        raise AgentUnreachable(base_url, type(exc).__name__) from None
+    if resp.status_code >= 400:
+        raise await _agent_error(resp, base_url)
+    return InternalResponse.model_validate_json(resp.content)
+
+
+async def tokenize(base_url: str, request: TokenizeRequest) -> int:
+    """Exact prompt tokens with the node's tokenizer and chat template."""
+    import httpx
+
+    try:
+        resp = await pooled_client().post(base_url.rstrip("/") + "/agent/v1/tokenize",
+                                          json=request.model_dump(mode="json", exclude_none=True))
+    except httpx.TransportError as exc:
+        raise AgentUnreachable(base_url, type(exc).__name__) from None
+    if resp.status_code >= 400:
+        raise await _error_body(resp, base_url)
+    return TokenizeResponse.model_validate_json(resp.content).prompt_tokens

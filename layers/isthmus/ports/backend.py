@@ -1,4 +1,5 @@
-"""What the inference service needs from a backend (a node agent, a single-Mac upstream, a cloud provider)."""
+"""What the inference service needs from a backend (a node pool, a single-Mac upstream, a cloud provider)
+and from routing (which backend serves a request)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from isthmus_contracts.internal import InternalRequest, InternalResponse, Stream
 
 
 class InferenceBackend(Protocol):
-    name: str  # what the usage row records as the backend ("agent:http://10.0.0.5:8100", "openai", ...)
+    name: str  # what the usage row records as the backend ("mlx:default", "agent:http://...", "openai", ...)
 
     async def generate(self, request: InternalRequest) -> InternalResponse:
         """The whole answer. Raises ApiError for anything the caller should see."""
@@ -26,7 +27,8 @@ class InferenceBackend(Protocol):
 
 
 class BackendResolver(Protocol):
-    async def resolve(self, model: str, *, session_id: str | None = None,
-                      endpoint: str = "") -> tuple[InferenceBackend, str]:
-        """(backend, concrete model id) for the client's ``model``; ApiError 404 when nothing serves it."""
+    async def resolve(self, request: InternalRequest, *, endpoint: str,
+                      axis_header: str | None = None) -> tuple[InferenceBackend, InternalRequest]:
+        """The backend for ``request.model`` and the request as that backend gets it (the concrete model,
+        routing defaults such as thinking applied); ApiError 404 when nothing serves the model."""
         ...

@@ -1,4 +1,4 @@
-"""Until cluster routing is configured: every request goes to one node agent (ISTHMUS_DEFAULT_AGENT_URL).
+"""One node agent as the only backend (ISTHMUS_DEFAULT_AGENT_URL, or single-Mac mode's own agent).
 
 The model name must be the agent's loaded model (its name or path, case-insensitive) or ``default``;
 anything else is a 404 listing what is ready, as the full router answers.
@@ -9,11 +9,17 @@ from __future__ import annotations
 import os
 import time
 
-from isthmus.adapters.agent_backend import AgentBackend
+from isthmus.adapters.agent_client import AgentClient
+from isthmus.adapters.pool_backend import single_agent
 from isthmus.errors import ApiError
 from isthmus.ports.backend import InferenceBackend
+from isthmus_contracts.internal import InternalRequest
 
 _STATUS_TTL_S = 2.0
+
+
+def default_agent_url() -> str | None:
+    return os.environ.get("ISTHMUS_DEFAULT_AGENT_URL") or None
 
 
 class DefaultAgentResolver:
@@ -23,29 +29,28 @@ class DefaultAgentResolver:
 
     @property
     def base_url(self) -> str:
-        url = self._base_url or os.environ.get("ISTHMUS_DEFAULT_AGENT_URL")
+        url = self._base_url or default_agent_url()
         if not url:
-            raise ApiError(503, "No backend is configured: set ISTHMUS_DEFAULT_AGENT_URL or add a cluster.",
-                           code="no_backend")
+            raise ApiError(503, "No backend is configured: add a cluster (PUT /admin/clusters/{id}) or set "
+                                "ISTHMUS_DEFAULT_AGENT_URL.", code="no_backend")
         return url
 
-    async def _loaded_model(self, backend: AgentBackend) -> str | None:
+    async def _loaded_model(self) -> str | None:
         at, model = self._cached
         if time.monotonic() - at < _STATUS_TTL_S:
             return model
-        status = await backend.status()
-        model = status.model if status.loaded else None
+        status = await AgentClient().status(self.base_url)
+        model = status.get("model") if status.get("loaded") else None
         self._cached = (time.monotonic(), model)
         return model
 
-    async def resolve(self, model: str, *, session_id: str | None = None,
-                      endpoint: str = "") -> tuple[InferenceBackend, str]:
-        backend = AgentBackend(self.base_url)
-        loaded = await self._loaded_model(backend)
+    async def resolve(self, request: InternalRequest, *, endpoint: str,
+                      axis_header: str | None = None) -> tuple[InferenceBackend, InternalRequest]:
+        loaded = await self._loaded_model()
         if loaded is None:
             raise ApiError(503, "The node agent has no model loaded.", code="model_not_loaded")
         names = {loaded.lower(), loaded.rstrip("/").rsplit("/", 1)[-1].lower(), "default"}
-        if model.lower() not in names:
-            raise ApiError(404, f"Model '{model}' is not loaded. Ready models: default, {loaded}.",
+        if request.model.lower() not in names:
+            raise ApiError(404, f"Model '{request.model}' is not loaded. Ready models: default, {loaded}.",
                            code="model_not_loaded", param="model")
-        return backend, loaded
+        return single_agent(self.base_url), request.model_copy(update={"model": loaded})

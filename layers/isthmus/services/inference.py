@@ -71,15 +71,13 @@ class InferenceService:
                                    request_id=request_id, reason=error.message)
 
     async def begin(self, principal: Principal | None, request: InternalRequest, *, endpoint: str,
-                    request_id: str, detach_settle: bool = False) -> Call:
+                    request_id: str, detach_settle: bool = False, axis_header: str | None = None) -> Call:
         """Resolve and admit. Raises ApiError (404 model, 403 budget, 429 rate, ...) with nothing held."""
-        backend, concrete = await self.resolver.resolve(request.model, session_id=request.session_id,
-                                                        endpoint=endpoint)
-        call = Call(backend, request.model_copy(update={"model": concrete}), endpoint, request_id,
-                    detach_settle=detach_settle)
+        backend, routed = await self.resolver.resolve(request, endpoint=endpoint, axis_header=axis_header)
+        call = Call(backend, routed, endpoint, request_id, detach_settle=detach_settle)
         if self.gate is not None and principal is not None:
             call.admission = await self.gate.admit(
-                principal, model=concrete, endpoint=endpoint, input_tokens_estimate=input_estimate(request),
+                principal, model=routed.model, endpoint=endpoint, input_tokens_estimate=input_estimate(request),
                 max_output_tokens=request.sampling.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
         return call
 
@@ -159,5 +157,6 @@ class InferenceService:
 
     async def count_tokens(self, model: str, request: TokenizeRequest) -> int | None:
         """Exact count from a backend that tokenizes (local pools); None when it cannot."""
-        backend, _ = await self.resolver.resolve(model, endpoint="/v1/messages/count_tokens")
+        probe = InternalRequest(model=model, messages=request.messages, tools=request.tools)
+        backend, _ = await self.resolver.resolve(probe, endpoint="/v1/messages/count_tokens")
         return await backend.count_tokens(request)

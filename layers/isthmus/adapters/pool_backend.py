@@ -1,0 +1,64 @@
+"""InferenceBackend over the node agents of a pool (one agent is a pool of one): failover before the
+first byte, in-flight counting per node while it streams, and a hook once a node has taken the request
+(session pinning). A node failing after the first byte is a 502 the relay turns into an in-band error."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from isthmus.adapters import agent_stream
+from isthmus.adapters.agent_stream import AgentStreamBroken
+from isthmus.errors import ApiError
+from isthmus.routing.affinity import tracker
+from isthmus.routing.failover import first_connecting
+from isthmus.routing.resolver import NodeTarget
+from isthmus_contracts.agent import TokenizeRequest
+from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
+
+Served = Callable[[NodeTarget], Awaitable[None]]
+
+
+class PoolBackend:
+    def __init__(self, targets: Sequence[NodeTarget], *, name: str, on_served: Served | None = None) -> None:
+        if not targets:
+            raise ApiError(503, f"{name}: no node is up to serve this model.", code="no_node_available")
+        self.targets = list(targets)
+        self.name = name
+        self.on_served = on_served
+        self.served_by: str | None = None
+
+    async def _served(self, target: NodeTarget) -> None:
+        self.served_by = target.node_id
+        if self.on_served is not None:
+            await self.on_served(target)
+
+    async def generate(self, request: InternalRequest) -> InternalResponse:
+        async def attempt(target: NodeTarget) -> InternalResponse:
+            with tracker.track(target.node_id):
+                return await agent_stream.generate(target.base_url, request)
+
+        target, response = await first_connecting(self.targets, attempt)
+        await self._served(target)
+        return response
+
+    async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
+        target, opened = await first_connecting(
+            self.targets, lambda t: agent_stream.open_stream(t.base_url, request))
+        await self._served(target)
+        with tracker.track(target.node_id):
+            try:
+                async for event in opened.events():
+                    yield event
+            except AgentStreamBroken as exc:
+                raise ApiError(502, f"node {target.node_id} failed mid-answer: {exc}",
+                               code="backend_stream_broken") from None
+            finally:
+                await opened.aclose()
+
+    async def count_tokens(self, request: TokenizeRequest) -> int | None:
+        _, count = await first_connecting(self.targets, lambda t: agent_stream.tokenize(t.base_url, request))
+        return count
+
+
+def single_agent(base_url: str) -> PoolBackend:
+    return PoolBackend([NodeTarget(node_id=base_url, base_url=base_url)], name=f"agent:{base_url}")

@@ -1,0 +1,64 @@
+"""The gateway's BackendResolver: control-plane routing (clusters, pools, telemak, CoeOS) turned into a
+backend; with no cluster configured, the default node agent (ISTHMUS_DEFAULT_AGENT_URL) when one is set."""
+
+from __future__ import annotations
+
+from isthmus.adapters.pool_backend import PoolBackend
+from isthmus.errors import ApiError
+from isthmus.ports.backend import InferenceBackend
+from isthmus.routing.default_backend import DefaultAgentResolver, default_agent_url
+from isthmus.routing.resolver import NodeTarget, Route
+from isthmus.services.routing import RoutingService, apply_route_defaults
+from isthmus_contracts.internal import InternalRequest, Message, TextPart
+
+
+def _last_user_text(request: InternalRequest) -> str:
+    users = [m for m in request.messages if m.role == "user"]
+    return users[-1].text() if users else ""
+
+
+def _with_system_prefix(request: InternalRequest, prefix: str | None) -> InternalRequest:
+    if not prefix:
+        return request
+    messages = list(request.messages)
+    if messages and messages[0].role == "system":
+        first = messages[0]
+        messages[0] = first.model_copy(update={"content": [TextPart(text=prefix + "\n\n"), *first.content]})
+    else:
+        messages.insert(0, Message(role="system", content=[TextPart(text=prefix)]))
+    return request.model_copy(update={"messages": messages})
+
+
+class RoutingResolver:
+    def __init__(self, routing: RoutingService | None = None, fallback: DefaultAgentResolver | None = None) -> None:
+        self._routing = routing
+        self.fallback = fallback or DefaultAgentResolver()
+
+    @property
+    def routing(self) -> RoutingService:
+        if self._routing is None:
+            self._routing = RoutingService.shared()
+        return self._routing
+
+    async def resolve(self, request: InternalRequest, *, endpoint: str,
+                      axis_header: str | None = None) -> tuple[InferenceBackend, InternalRequest]:
+        if default_agent_url() and not (await self.routing.snapshot()).clusters:
+            return await self.fallback.resolve(request, endpoint=endpoint)
+        dialect = "anthropic" if "/messages" in endpoint else "openai"
+        route = await self.routing.route(request.model, dialect=dialect, session_id=request.session_id,
+                                         axis_header=axis_header, last_user_message=_last_user_text(request))
+        routed = _with_system_prefix(apply_route_defaults(request, route), route.system_prefix)
+        return self._backend(route, request.session_id), routed
+
+    def _backend(self, route: Route, session_id: str | None) -> InferenceBackend:
+        if route.backend == "mlx":
+            async def pin(target: NodeTarget) -> None:
+                await self.routing.pin_session(session_id, route, target.node_id)
+
+            return PoolBackend(route.nodes, name=f"mlx:{route.cluster}", on_served=pin)
+        if route.backend == "telemak" and route.upstream_url:
+            # An Isthmus single-Mac agent (`isthmus agent --serve-api`) speaks the agent protocol too.
+            target = NodeTarget(node_id=route.cluster or route.upstream_url, base_url=route.upstream_url)
+            return PoolBackend([target], name=f"telemak:{route.cluster}")
+        raise ApiError(501, f"Model '{route.requested}' is served by a {route.backend} backend, which this "
+                            "gateway cannot call yet.", code="backend_not_supported")
