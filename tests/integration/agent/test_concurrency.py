@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -155,3 +156,18 @@ def test_loop_guard_stops_a_repeating_tail(tiny_agent: AgentProcess) -> None:
     finish = events[-1]
     assert finish["type"] == "finish" and finish["loop_guard"] is True and finish["reason"] == "stop"
     assert events[-2]["usage"]["completion_tokens"] < 2000
+
+
+def test_non_streaming_client_that_gives_up_frees_its_slot(tiny_agent: AgentProcess) -> None:
+    # given a non-streaming request that would take very long, from a client with a short timeout
+    def impatient() -> None:
+        with httpx.Client(base_url=tiny_agent.base, timeout=httpx.Timeout(60, read=1.0)) as client, \
+                contextlib.suppress(httpx.ReadTimeout):
+            client.post("/agent/v1/generate", json=request_body(max_tokens=LONG))
+
+    caller = threading.Thread(target=impatient)
+    caller.start()
+    tiny_agent.wait_for(lambda s: s["active"] == 1)
+    caller.join()
+    # when the client has hung up, then the agent notices and stops generating
+    tiny_agent.wait_for(lambda s: s["active"] == 0)
