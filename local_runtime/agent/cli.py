@@ -92,7 +92,17 @@ def run_agent(args: argparse.Namespace) -> int:
         except Exception as exc:
             print(f"could not load {args.model}: {exc}", file=sys.stderr)
             return 1
-    app = build_app(state)
+    from local_runtime.agent.models.registry import list_models, models_dir
+    from local_runtime.enrollment import Enrollment
+    from local_runtime.model_sync import sync_routes
+
+    app = build_app(state, extra_routes=sync_routes(models_dir(args.data_dir)))
+    # With ISTHMUS_CONTROL_URL set, the agent enrolls itself and heartbeats (no SSH from the control plane).
+    reachable = socket.gethostbyname(socket.gethostname()) if args.host in ("0.0.0.0", "::") else args.host
+    enrollment = Enrollment.from_env(state.node_id, f"http://{reachable}:{args.port}", state.status,
+                                     inventory_fn=lambda: list_models(args.data_dir))
+    if enrollment is not None:
+        enrollment.start()
     if args.serve_api:
         from local_runtime.agent.single_mac import serve_api_app
 
@@ -100,5 +110,7 @@ def run_agent(args: argparse.Namespace) -> int:
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
+        if enrollment is not None:
+            enrollment.stop()
         engine.shutdown()
     return 0

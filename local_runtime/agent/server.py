@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import platform
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import psutil
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from isthmus.errors import ApiError
@@ -104,7 +104,7 @@ async def _prompt(loaded: Any, body: InternalRequest | TokenizeRequest) -> Any:
     return prompt
 
 
-def build_app(state: AgentState) -> ASGIApp:
+def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp:
     engine = state.engine
 
     async def generate(request: Request) -> Response:
@@ -162,6 +162,7 @@ def build_app(state: AgentState) -> ASGIApp:
         Route("/agent/v1/unload", unload, methods=["POST"]),
         Route("/agent/v1/status", status, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        *extra_routes,
     ]
     return create_app(routes, service="agent")
 

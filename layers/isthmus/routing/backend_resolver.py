@@ -1,5 +1,6 @@
 """The gateway's BackendResolver: control-plane routing (clusters, pools, telemak, CoeOS) turned into a
-backend; with no cluster configured, the default node agent (ISTHMUS_DEFAULT_AGENT_URL) when one is set."""
+backend; a model the control plane does not serve goes to the default node agent (ISTHMUS_DEFAULT_AGENT_URL)
+when one is set, else it is the control plane's 404 listing the ready models."""
 
 from __future__ import annotations
 
@@ -42,11 +43,14 @@ class RoutingResolver:
 
     async def resolve(self, request: InternalRequest, *, endpoint: str,
                       axis_header: str | None = None) -> tuple[InferenceBackend, InternalRequest]:
-        if default_agent_url() and not (await self.routing.snapshot()).clusters:
-            return await self.fallback.resolve(request, endpoint=endpoint)
         dialect = "anthropic" if "/messages" in endpoint else "openai"
-        route = await self.routing.route(request.model, dialect=dialect, session_id=request.session_id,
-                                         axis_header=axis_header, last_user_message=_last_user_text(request))
+        try:
+            route = await self.routing.route(request.model, dialect=dialect, session_id=request.session_id,
+                                             axis_header=axis_header, last_user_message=_last_user_text(request))
+        except ApiError as exc:
+            if exc.status == 404 and default_agent_url():
+                return await self.fallback.resolve(request, endpoint=endpoint)
+            raise
         routed = _with_system_prefix(apply_route_defaults(request, route), route.system_prefix)
         return self._backend(route, request.session_id), routed
 

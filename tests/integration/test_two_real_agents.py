@@ -1,0 +1,153 @@
+"""Two real node agents (SmolLM2-135M, different loopback ports) behind the control plane: enrollment,
+load through the admin API, routing by alias and cluster name, session affinity (the prefix cache keeps
+hitting), and a node killed mid-answer: an in-band error for the stream in flight, a usage row saying
+error, and the next requests served by the other node."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from isthmus import settings
+from isthmus.adapters import dynamodb
+from local_runtime.process import stop
+from tests.conftest import start_edge
+from tests.support.agents import AgentProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CLUSTER = "lan"
+
+
+def poll(check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+class Lan:
+    def __init__(self, edge: str, agents: dict[str, AgentProcess]) -> None:
+        self.edge = edge
+        self.agents = agents
+
+    def up(self) -> set[str]:
+        r = httpx.get(f"{self.edge}/admin/clusters/{CLUSTER}/status", timeout=10)
+        return {n["node_id"] for n in r.json()["nodes"] if n["up"]} if r.status_code == 200 else set()
+
+    def chat(self, model: str, messages: list[dict[str, str]], session: str | None = None,
+             max_tokens: int = 6) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
+        if session:
+            body["session_id"] = session
+        r = httpx.post(f"{self.edge}/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+@pytest.fixture(scope="module")
+def lan(ddb_tables: str, smollm2_model: Path, agent_logs: Path) -> Iterator[Lan]:
+    proc, edge = start_edge("asgi", env={"ISTHMUS_NODE_STALE_SECONDS": "6"})
+    agents: dict[str, AgentProcess] = {}
+    saved = {k: os.environ.get(k) for k in ("ISTHMUS_CONTROL_URL", "ISTHMUS_CLUSTER_ID", "ISTHMUS_NODE_ID")}
+    try:
+        os.environ.update({"ISTHMUS_CONTROL_URL": edge, "ISTHMUS_CLUSTER_ID": CLUSTER})
+        for node in ("node-a", "node-b"):
+            os.environ["ISTHMUS_NODE_ID"] = node  # read by the agent's enrollment at start
+            agents[node] = AgentProcess("", "--max-batch", "2", log_dir=agent_logs)
+        lan = Lan(edge, agents)
+        poll(lambda: lan.up() == {"node-a", "node-b"})
+        yield lan
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for agent in agents.values():
+            if agent.proc.poll() is None:
+                agent.stop()
+        stop(proc)
+
+
+def test_load_through_the_admin_api_then_route_by_alias_and_cluster(lan: Lan, smollm2_model: Path) -> None:
+    # when the operator loads the model on the cluster under an alias
+    r = httpx.post(f"{lan.edge}/admin/{CLUSTER}/load", json={"model": str(smollm2_model), "alias": "smol"},
+                   timeout=300)
+    # then both nodes loaded it
+    assert r.status_code == 200, r.text
+    assert r.json()["loaded"] is True and sorted(r.json()["nodes"]) == ["node-a", "node-b"]
+    assert "smol" in {m["id"] for m in httpx.get(f"{lan.edge}/v1/models").json()["data"]}
+    # and requests route by alias and by cluster name to a real answer
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    for model in ("smol", CLUSTER):
+        answer = lan.chat(model, question)
+        assert answer["choices"][0]["message"]["content"].strip()
+
+
+def test_a_session_stays_on_its_node_so_cached_tokens_grow(lan: Lan) -> None:
+    history = [{"role": "system", "content": "You are a helpful assistant. Answer in a few words."},
+               {"role": "user", "content": "Name a river in France."}]
+    cached: list[int] = []
+    for follow_up in ("And one in Spain?", "And one in Italy?"):
+        answer = lan.chat("smol", history, session="affinity-1")
+        cached.append(answer["usage"].get("prompt_tokens_details", {}).get("cached_tokens", 0))
+        history += [{"role": "assistant", "content": answer["choices"][0]["message"]["content"]},
+                    {"role": "user", "content": follow_up}]
+    last = lan.chat("smol", history, session="affinity-1")
+    cached.append(last["usage"]["prompt_tokens_details"]["cached_tokens"])
+    # turn 1 is cold; every later turn reuses the growing prefix on the same node
+    assert cached[0] == 0
+    assert 0 < cached[1] < cached[2]
+
+
+def pinned_node(session: str) -> str:
+    item = dynamodb.client().get_item(TableName=settings.table_name("sessions"),
+                                      Key={"session_id": {"S": session}}, ConsistentRead=True)["Item"]
+    return str(item["node_id"]["S"])
+
+
+def usage_row(request_id: str) -> dict[str, Any] | None:
+    rows = dynamodb.client().scan(TableName=settings.table_name("usage"), FilterExpression="request_id = :r",
+                                  ExpressionAttributeValues={":r": {"S": request_id}}, ConsistentRead=True)
+    return rows["Items"][0] if rows["Items"] else None
+
+
+def test_killing_the_node_mid_stream_errors_in_band_and_the_other_node_takes_over(lan: Lan) -> None:
+    # given a session pinned to one node
+    lan.chat("smol", [{"role": "user", "content": "Hello!"}], session="doomed")
+    victim = pinned_node("doomed")
+    survivor = "node-b" if victim == "node-a" else "node-a"
+    body = {"model": "smol", "session_id": "doomed", "stream": True, "max_tokens": 400,
+            "messages": [{"role": "user", "content": "Tell me a very long story about a dragon."}]}
+    frames: list[str] = []
+    with httpx.stream("POST", f"{lan.edge}/v1/chat/completions", json=body, timeout=120) as resp:
+        assert resp.status_code == 200
+        request_id = resp.headers["x-request-id"]
+        lines = resp.iter_lines()
+        # when the first chunk is out and the pinned node dies
+        frames.append(next(line for line in lines if line.startswith("data:")))
+        os.kill(lan.agents[victim].proc.pid, signal.SIGKILL)
+        frames += [line for line in lines if line.startswith("data:")]
+    # then the stream ends with one OpenAI-shaped error event (no [DONE] after a failure)
+    last = json.loads(frames[-1].removeprefix("data: "))
+    assert last["error"]["code"] == "backend_stream_broken", frames[-3:]
+    # and the usage row says error
+    row = poll(lambda: usage_row(request_id), timeout=20)
+    assert row["status"]["S"] == "error"
+    # when the next request for the same session comes in
+    answer = lan.chat("smol", [{"role": "user", "content": "Hello again!"}], session="doomed")
+    # then the other node serves it (failover before the first byte), and the dead node is marked down
+    assert answer["choices"][0]["message"]["content"] is not None
+    assert pinned_node("doomed") == survivor
+    poll(lambda: lan.up() == {survivor}, timeout=30)
