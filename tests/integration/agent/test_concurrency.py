@@ -15,7 +15,7 @@ import pytest
 from tests.support.agents import AgentProcess, request_body
 
 pytestmark = [pytest.mark.integration]
-LONG = 200_000  # random weights never end: these streams run until the test lets go
+LONG = 200_000  # random weights never end: these streams run until the test lets go (tiny context: 262144)
 
 
 class OpenStream:
