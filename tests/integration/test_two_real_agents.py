@@ -18,6 +18,8 @@ import pytest
 
 from isthmus import settings
 from isthmus.adapters import dynamodb
+from isthmus.adapters.control_tables import DynamoSessionStore
+from isthmus.control.models import utcnow
 from local_runtime.process import stop
 from tests.conftest import start_edge
 from tests.support.agents import AgentProcess
@@ -112,9 +114,9 @@ def test_a_session_stays_on_its_node_so_cached_tokens_grow(lan: Lan) -> None:
 
 
 def pinned_node(session: str) -> str:
-    item = dynamodb.client().get_item(TableName=settings.table_name("sessions"),
-                                      Key={"session_id": {"S": session}}, ConsistentRead=True)["Item"]
-    return str(item["node_id"]["S"])
+    pin = DynamoSessionStore().get(session, utcnow())
+    assert pin is not None, f"session {session} is not pinned"
+    return pin[0]
 
 
 def usage_row(request_id: str) -> dict[str, Any] | None:
