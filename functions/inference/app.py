@@ -18,7 +18,7 @@ from isthmus.adapters.responses_table import DynamoResponseStore
 from isthmus.dialects import anthropic_messages, count_tokens, openai_chat, openai_responses
 from isthmus.dialects.common import SSE_DONE, sse_data, sse_event
 from isthmus.dialects.openai_responses_stream import ResponsesStreamEncoder
-from isthmus.errors import ApiError, Dialect, error_body
+from isthmus.errors import ApiError, Dialect
 from isthmus.observability import get_logger, lambda_entry
 from isthmus.ports.backend import BackendResolver
 from isthmus.ports.gate import Gate
@@ -27,10 +27,10 @@ from isthmus.routing.backend_resolver import RoutingResolver
 from isthmus.services.accumulate import StreamAccumulator
 from isthmus.services.gate import TenancyGate
 from isthmus.services.inference import Call, InferenceService
-from isthmus.streaming import RelayResponse, coalesce, with_keepalive
+from isthmus.streaming import RelayResponse, relay_frames, sse_response
 from isthmus.web import Endpoint, create_app, json_response, read_json, versioned
 from isthmus_contracts.agent import TokenizeRequest
-from isthmus_contracts.internal import ErrorEvent, FinishEvent, InternalRequest, InternalResponse, StreamEvent
+from isthmus_contracts.internal import InternalRequest, InternalResponse
 
 SERVICE = "inference"
 PING_INTERVAL_S = 10.0
@@ -114,41 +114,7 @@ def _headers(call: Call) -> dict[str, str]:
 
 
 def _sse(frames: AsyncIterator[str], call: Call) -> RelayResponse:
-    async def body() -> AsyncIterator[bytes]:
-        async for frame in frames:
-            yield frame.encode()
-
-    return RelayResponse(coalesce(body()), headers=_headers(call))
-
-
-async def _relay(events: AsyncIterator[StreamEvent], feed: Callable[[StreamEvent], list[dict[str, Any]]],
-                 close: Callable[[], list[dict[str, Any]]], frame: Callable[[dict[str, Any]], str],
-                 dialect: Dialect, done: str = "", on_event: Callable[[StreamEvent], None] | None = None,
-                 ping: str | None = None) -> AsyncIterator[str]:
-    """Backend events -> dialect frames. Failures after the first byte become one in-band error event."""
-    source: AsyncIterator[Any] = events
-    if ping is not None:
-        source = with_keepalive(events, PING_INTERVAL_S, lambda: ping)
-    ended = False  # a finish or an error event arrived: the backend ended the stream properly
-    try:
-        async for event in source:
-            if isinstance(event, str):  # a keepalive frame
-                yield event
-                continue
-            ended = ended or isinstance(event, FinishEvent | ErrorEvent)
-            if on_event is not None:
-                on_event(event)
-            for payload in feed(event):
-                yield frame(payload)
-        if not ended:
-            raise ApiError(502, "The backend stream ended before the answer was complete.", code="backend_error")
-        for payload in close():
-            yield frame(payload)
-        if done:
-            yield done
-    except ApiError as exc:
-        logger.warning("stream failed after the first byte", extra={"status": exc.status, "code": exc.code})
-        yield frame(error_body(dialect, exc.status, exc.message, code=exc.code))
+    return sse_response(frames, headers=_headers(call))
 
 
 # ---- OpenAI chat completions ----------------------------------------------------------------------------
@@ -164,7 +130,7 @@ async def chat_completions(request: Request) -> Response:
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     encoder = openai_chat.ChatStreamEncoder(include_usage=include_usage, model=call.request.model)
     events = await service().open_stream(call)
-    return _sse(_relay(events, encoder.feed, encoder.close, sse_data, Dialect.OPENAI, done=SSE_DONE), call)
+    return _sse(relay_frames(events, encoder.feed, encoder.close, sse_data, Dialect.OPENAI, done=SSE_DONE), call)
 
 
 # ---- Anthropic messages -----------------------------------------------------------------------------------
@@ -179,8 +145,8 @@ async def messages(request: Request) -> Response:
         return JSONResponse(anthropic_messages.to_message(resp), headers=_headers(call), background=settle)
     encoder = anthropic_messages.MessagesStreamEncoder(model=call.request.model)
     events = await service().open_stream(call)
-    return _sse(_relay(events, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
-                       ping=sse_event(anthropic_messages.ping_event())), call)
+    return _sse(relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
+                             ping=sse_event(anthropic_messages.ping_event()), ping_interval=PING_INTERVAL_S), call)
 
 
 async def messages_count_tokens(request: Request) -> Response:
@@ -229,7 +195,7 @@ async def responses_create(request: Request) -> Response:
     events = await service().open_stream(call)
 
     async def frames() -> AsyncIterator[str]:
-        async for frame in _relay(events, encoder.feed, encoder.close, sse_event, Dialect.OPENAI,
+        async for frame in relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.OPENAI,
                                   on_event=acc.feed):
             yield frame
         if acc.finished and acc.error is None:

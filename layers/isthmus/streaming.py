@@ -7,14 +7,19 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from isthmus.errors import ApiError, Dialect, error_body
+from isthmus.observability import get_logger
+from isthmus_contracts.internal import ErrorEvent, FinishEvent, StreamEvent
+
 T = TypeVar("T")
 _END = object()
+logger = get_logger("inference")
 
 
 def flush_interval() -> float:
@@ -141,3 +146,45 @@ class RelayResponse(StreamingResponse):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+
+def sse_response(frames: AsyncIterator[str], headers: dict[str, str] | None = None) -> RelayResponse:
+    """SSE frames as a coalesced, disconnect-aware response."""
+
+    async def body() -> AsyncIterator[bytes]:
+        async for frame in frames:
+            yield frame.encode()
+
+    return RelayResponse(coalesce(body()), headers=headers)
+
+
+async def relay_frames(events: AsyncIterator[StreamEvent], feed: Callable[[StreamEvent], list[dict[str, Any]]],
+                       close: Callable[[], list[dict[str, Any]]], frame: Callable[[dict[str, Any]], str],
+                       dialect: Dialect, done: str = "", on_event: Callable[[StreamEvent], None] | None = None,
+                       ping: str | None = None, ping_interval: float = 10.0) -> AsyncIterator[str]:
+    """Backend events -> a dialect's SSE frames (``feed``/``close`` are a dialect stream encoder's, ``frame``
+    its framing). A failure after the first byte, or a stream that ends without a finish, becomes one in-band
+    error event in ``dialect``; ``ping`` frames go out while the backend is silent (long prefill)."""
+    source: AsyncIterator[Any] = events
+    if ping is not None:
+        source = with_keepalive(events, ping_interval, lambda: ping)
+    ended = False  # a finish or an error event arrived: the backend ended the stream properly
+    try:
+        async for event in source:
+            if isinstance(event, str):  # a keepalive frame
+                yield event
+                continue
+            ended = ended or isinstance(event, FinishEvent | ErrorEvent)
+            if on_event is not None:
+                on_event(event)
+            for payload in feed(event):
+                yield frame(payload)
+        if not ended:
+            raise ApiError(502, "The backend stream ended before the answer was complete.", code="backend_error")
+        for payload in close():
+            yield frame(payload)
+        if done:
+            yield done
+    except ApiError as exc:
+        logger.warning("stream failed after the first byte", extra={"status": exc.status, "code": exc.code})
+        yield frame(error_body(dialect, exc.status, exc.message, code=exc.code))
