@@ -110,9 +110,16 @@ def test_bad_body_is_422_naming_the_field(tiny_agent: AgentProcess) -> None:
     assert r.status_code == 422 and "max_tokens" in str(r.json()["detail"])
 
 
-def test_prompt_longer_than_the_context_is_a_400(tiny_agent: AgentProcess) -> None:
-    r = tiny_agent.generate(text="word " * 5000, max_tokens=2)
+def test_prompt_longer_than_the_context_is_a_400(smol_agent: AgentProcess) -> None:
+    # SmolLM2's context is 8192 tokens: the prompt alone overflows it
+    r = smol_agent.generate(text="word " * 9000, max_tokens=2)
     assert r.status_code == 400 and "context" in r.json()["detail"]
+
+
+def test_max_tokens_beyond_the_context_is_a_400_naming_max_tokens(tiny_agent: AgentProcess) -> None:
+    r = tiny_agent.generate(text="hi", max_tokens=300_000)
+    assert r.status_code == 400
+    assert "max_tokens" in r.json()["detail"] and "context" in r.json()["detail"]
 
 
 def test_tool_choice_none_keeps_tools_out_of_the_prompt(tiny_agent: AgentProcess) -> None:
