@@ -1,4 +1,5 @@
-"""Inference: /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses.
+"""Inference: /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, and the raw
+OpenAI passthrough of cloud aliases (/v1/embeddings, /v1/moderations, /v1/images/generations, /v1/audio/speech).
 
 Thin: parse the dialect into the internal request, call the inference service, render the dialect (SSE
 streams are relayed through the coalescer and stop the backend when the client goes away).
@@ -47,7 +48,13 @@ def configure(resolver: BackendResolver | None = None, store: ResponseStore | No
     global _service, _store
     if gate is True:
         gate = None if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off" else TenancyGate()
-    _service = InferenceService(resolver or DefaultAgentResolver(), gate or None)
+    if resolver is None:
+        from isthmus.routing.cloud import CloudResolver
+        from isthmus.services.cloud_catalog import shared_catalog
+
+        # Published cloud aliases first, then the node agent(s).
+        resolver = CloudResolver(shared_catalog(), DefaultAgentResolver())
+    _service = InferenceService(resolver, gate or None)
     _store = store
 
 
@@ -256,8 +263,40 @@ async def responses_delete(request: Request) -> Response:
     return json_response({"id": response_id, "object": "response", "deleted": True})
 
 
+# ---- raw OpenAI passthrough (OpenAI-protocol providers only) --------------------------------------------
+
+def passthrough(path: str) -> Endpoint:
+    """Forward the body as-is to the alias's provider with the model rewritten; the answer comes back as-is."""
+
+    async def endpoint(request: Request) -> Response:
+        from isthmus.routing.cloud import CloudResolver
+        from isthmus.services.cloud_catalog import shared_catalog
+
+        await service().authenticate(request.headers)
+        body = await read_json(request)
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str) or not model:
+            raise ApiError(400, "model is required", param="model", code="invalid_value")
+        chain = await CloudResolver(shared_catalog(), DefaultAgentResolver()).backend(model)
+        backend = next((b for b in (chain.backends if chain else []) if hasattr(b, "raw")), None)
+        if backend is None:
+            raise ApiError(404, f"'{model}' is not a published alias of an OpenAI-protocol provider.",
+                           code="model_not_found", param="model")
+        upstream = await backend.raw(path, body)
+        content = await upstream.aread()
+        await upstream.aclose()
+        keep = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "openai-processing-ms")}
+        return Response(content, status_code=upstream.status_code, headers=keep)
+
+    return endpoint
+
+
 app = create_app(
     [
+        *versioned("/embeddings", passthrough("/embeddings"), ["POST"]),
+        *versioned("/moderations", passthrough("/moderations"), ["POST"]),
+        *versioned("/images/generations", passthrough("/images/generations"), ["POST"]),
+        *versioned("/audio/speech", passthrough("/audio/speech"), ["POST"]),
         *versioned("/chat/completions", chat_completions, ["POST"]),
         *versioned("/messages", messages, ["POST"]),
         *versioned("/messages/count_tokens", messages_count_tokens, ["POST"]),
