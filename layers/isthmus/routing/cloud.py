@@ -88,6 +88,12 @@ class CloudResolver:
         self.catalog = catalog
         self.inner = inner
 
+    def _disabled(self, alias: str) -> bool:
+        try:
+            return bool(self.catalog.disabled(alias))
+        except Exception:
+            return False
+
     async def backend(self, model: str) -> FallbackBackend | None:
         from isthmus.services.cloud_catalog import backend_for
 
@@ -103,4 +109,7 @@ class CloudResolver:
         backend = await self.backend(model)
         if backend is not None:
             return backend, model.strip()
+        if await run_in_threadpool(self._disabled, model.strip()):
+            raise ApiError(404, f"The model '{model.strip()}' is not available: its provider is disabled.",
+                           code="model_not_found", param="model")
         return await self.inner.resolve(model, session_id=session_id, endpoint=endpoint)

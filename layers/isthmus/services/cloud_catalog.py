@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -50,32 +51,50 @@ class ProvidersCatalog:
         self.providers = providers
         self.cache_seconds = _cache_seconds() if cache_seconds is None else cache_seconds
         self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, ProviderTarget]] | None = None
+        self._cached: tuple[float, dict[str, ProviderTarget], set[str]] | None = None
+        self._records: dict[str, ProviderRecord] = {}
+        self._keys: dict[tuple[str, str], str | None] = {}  # (provider, updated_at) -> opened key, memory only
 
-    def _load(self) -> dict[str, ProviderTarget]:
+    def _load(self) -> tuple[dict[str, ProviderTarget], set[str]]:
         out: dict[str, ProviderTarget] = {}
+        disabled: set[str] = set()
         for raw in self.providers.store.list_all():
             try:
                 record = ProviderRecord.model_validate(raw)
-                if not record.enabled:
-                    continue
-                key = self.providers.api_key(record)
             except Exception as exc:  # one bad record must not hide the others
                 logger.warning("provider record skipped", extra={"provider": raw.get("provider_id"),
                                                                  "error": type(exc).__name__})
                 continue
+            if not record.enabled:
+                disabled.update(p.alias for p in record.published)
+                continue
+            self._records[record.provider_id] = record
             for entry in record.published:
-                out.setdefault(entry.alias, target_for(record, entry, key))
-        return out
+                out.setdefault(entry.alias, target_for(record, entry, None))
+        return out, disabled - set(out)
 
-    def targets_by_alias(self) -> dict[str, ProviderTarget]:
+    def _state(self) -> tuple[dict[str, ProviderTarget], set[str]]:
         with self._lock:
             now = time.monotonic()
-            if self._cached is not None and now - self._cached[0] < self.cache_seconds:
-                return self._cached[1]
-            loaded = self._load()
-            self._cached = (now, loaded)
-            return loaded
+            if self._cached is None or now - self._cached[0] >= self.cache_seconds:
+                targets, disabled = self._load()
+                self._cached = (now, targets, disabled)
+            return self._cached[1], self._cached[2]
+
+    def targets_by_alias(self) -> dict[str, ProviderTarget]:
+        """Enabled aliases -> targets *without* their key (see :meth:`chain`)."""
+        return self._state()[0]
+
+    def disabled(self, alias: str) -> bool:
+        """True when only a disabled provider publishes ``alias``."""
+        return alias in self._state()[1]
+
+    def _with_key(self, target: ProviderTarget) -> ProviderTarget:
+        record = self._records[target.provider_id]
+        slot = (record.provider_id, record.updated_at)
+        if slot not in self._keys:
+            self._keys[slot] = self.providers.api_key(record)  # KMS decrypt once per record version
+        return dataclasses.replace(target, api_key=self._keys[slot])
 
     def invalidate(self) -> None:
         with self._lock:
@@ -97,7 +116,12 @@ class ProvidersCatalog:
             if name in seen or name not in targets:
                 continue
             seen.add(name)
-            out.append(targets[name])
+            try:
+                out.append(self._with_key(targets[name]))
+            except Exception as exc:  # a key that no longer opens: skip this link of the chain
+                logger.warning("provider key could not be opened", extra={"provider": targets[name].provider_id,
+                                                                          "error": type(exc).__name__})
+                continue
             queue += list(targets[name].fallbacks)
         return out
 
