@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,22 @@ def apps(ddb_tables: str, key_file: Path, monkeypatch: pytest.MonkeyPatch) -> It
            "inference": TestClient(inference_app.app)}
     admin_app._services.cache_clear()
     inference_app._service = None
+
+
+def usage_row(model: str) -> dict[str, Any]:
+    """The usage row of ``model`` (settled off the answer's path: waited for, up to a few seconds)."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deadline = time.monotonic() + 10
+    while True:
+        items = dynamodb.client().scan(TableName=settings.table_name("usage"), ConsistentRead=True,
+                                       FilterExpression="#m = :m", ExpressionAttributeNames={"#m": "model"},
+                                       ExpressionAttributeValues={":m": {"S": model}})["Items"]
+        if items or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert items, f"no usage row for {model}"
+    return {k: TypeDeserializer().deserialize(v) for k, v in items[0].items()}
 
 
 def pid() -> str:
@@ -124,6 +141,11 @@ def test_cloud_alias_listed_routed_then_disabled(apps: dict[str, TestClient], fa
     assert resp.json()["model"] == alias
     seen = fake.last("routed-1")
     assert seen["headers"]["authorization"] == f"Bearer {SECRET}" and "session_id" not in seen["body"]
+    # and the usage row bills the alias with the upstream's token counts, naming the provider
+    row = usage_row(alias)
+    assert row["provider"] == f"cloud:{provider_id}" and row["status"] == "success"
+    assert int(row["completion_tokens"]) == resp.json()["usage"]["completion_tokens"] == 3
+    assert int(row["prompt_tokens"]) == resp.json()["usage"]["prompt_tokens"] > 0
     # when the provider is disabled
     assert put(apps, provider_id, {**openai_provider(fake, alias, "routed-1"), "enabled": False}).status_code == 200
     # then the alias vanishes from /v1/models and calls to it are 404
