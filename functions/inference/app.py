@@ -268,25 +268,19 @@ async def responses_delete(request: Request) -> Response:
 def passthrough(path: str) -> Endpoint:
     """Forward the body as-is to the alias's provider with the model rewritten; the answer comes back as-is."""
 
+    @gated(f"/v1{path}")
     async def endpoint(request: Request) -> Response:
         from isthmus.routing.cloud import CloudResolver
         from isthmus.services.cloud_catalog import shared_catalog
+        from isthmus.services.passthrough import PassthroughService
 
-        await service().authenticate(request.headers)
         body = await read_json(request)
-        model = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(model, str) or not model:
-            raise ApiError(400, "model is required", param="model", code="invalid_value")
-        chain = await CloudResolver(shared_catalog(), DefaultAgentResolver()).backend(model)
-        backend = next((b for b in (chain.backends if chain else []) if hasattr(b, "raw")), None)
-        if backend is None:
-            raise ApiError(404, f"'{model}' is not a published alias of an OpenAI-protocol provider.",
-                           code="model_not_found", param="model")
-        upstream = await backend.raw(path, body)
-        content = await upstream.aread()
-        await upstream.aclose()
-        keep = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "openai-processing-ms")}
-        return Response(content, status_code=upstream.status_code, headers=keep)
+        request.state.model = body.get("model", "") if isinstance(body, dict) else ""
+        forwarder = PassthroughService(CloudResolver(shared_catalog(), DefaultAgentResolver()), service().gate)
+        out = await forwarder.forward(request.state.principal, path, body, endpoint=f"/v1{path}",
+                                      request_id=_request_id(request),
+                                      on_admitted=lambda: setattr(request.state, "call", "passthrough"))
+        return Response(out.content, status_code=out.status, headers=out.headers)
 
     return endpoint
 

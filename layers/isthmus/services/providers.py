@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from isthmus.errors import ApiError
@@ -21,8 +21,8 @@ Protocol_ = Literal["openai", "anthropic"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 TEMPLATES: dict[str, dict[str, Any]] = {
-    "openai": {"protocol": "openai", "api_base": "https://api.openai.com/v1", "alias_prefix": "openai:"},
-    "anthropic": {"protocol": "anthropic", "api_base": "https://api.anthropic.com/v1", "alias_prefix": "anthropic:"},
+    "openai": {"protocol": "openai", "api_base": "https://api.openai.com/v1"},
+    "anthropic": {"protocol": "anthropic", "api_base": "https://api.anthropic.com/v1"},
     "openrouter": {"protocol": "openai", "api_base": "https://openrouter.ai/api/v1", "alias_prefix": "or:",
                    "headers": {"HTTP-Referer": "https://github.com/isthmus-gateway/isthmus", "X-Title": "Isthmus"}},
 }
@@ -34,6 +34,15 @@ class Timeouts(BaseModel):
     first_byte: float = Field(default=60.0, gt=0)  # from the request to the upstream's first byte
     idle: float = Field(default=60.0, gt=0)  # between chunks of a stream
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, value: Any) -> Any:
+        return _strip_nulls(value)
+
+
+def _strip_nulls(body: Any) -> Any:
+    return {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
+
 
 class Published(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -41,6 +50,11 @@ class Published(BaseModel):
     upstream_model: str = Field(min_length=1)
     capabilities: list[str] = Field(default_factory=list)
     fallbacks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, value: Any) -> Any:
+        return _strip_nulls(value)
 
 
 class ProviderConfig(BaseModel):
@@ -57,10 +71,6 @@ class ProviderConfig(BaseModel):
     published: list[Published] = Field(default_factory=list)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     max_retries: int = Field(default=2, ge=0, le=10)
-
-
-def _strip_nulls(body: Any) -> Any:
-    return {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
 
 
 class ProviderRecord(BaseModel):
@@ -107,6 +117,7 @@ class ProviderService:
             raise ApiError(400, f"{field}: {first['msg']}", param=field) from None
         existing = await run_in_threadpool(self.store.get, provider_id)
         record = self._merge(provider_id, config, existing)
+        await self._check_aliases_free(record)
         await run_in_threadpool(self.store.put, record.model_dump(mode="json"))
         return record.view()
 
@@ -118,8 +129,11 @@ class ProviderService:
         api_base = (config.api_base or template.get("api_base") or "").rstrip("/")
         if not api_base.startswith(("http://", "https://")):
             raise ApiError(400, "api_base: an http(s) URL is required", param="api_base")
+        prefix = template.get("alias_prefix", "")
+        published = [p if p.alias.startswith(prefix) else p.model_copy(update={"alias": prefix + p.alias})
+                     for p in config.published]  # openrouter: every alias is or:<name>
         seen: set[str] = set()
-        for p in config.published:
+        for p in published:
             if p.alias in seen:
                 raise ApiError(400, f"published: alias '{p.alias}' appears twice", param="published")
             seen.add(p.alias)
@@ -134,9 +148,19 @@ class ProviderService:
         return ProviderRecord(
             provider_id=provider_id, protocol=protocol, api_base=api_base, api_key_sealed=sealed,
             api_key_env=config.api_key_env, enabled=config.enabled,
-            headers={**template.get("headers", {}), **config.headers}, published=config.published,
+            headers={**template.get("headers", {}), **config.headers}, published=published,
             timeouts=config.timeouts, max_retries=config.max_retries, template=config.template,
             created_at=(existing or {}).get("created_at", now), updated_at=now)
+
+    async def _check_aliases_free(self, record: ProviderRecord) -> None:
+        mine = {p.alias for p in record.published}
+        for other in await run_in_threadpool(self.store.list_all):
+            if other.get("provider_id") == record.provider_id:
+                continue
+            taken = mine & {p.get("alias") for p in other.get("published") or []}
+            if taken:
+                raise ApiError(409, f"published: alias '{sorted(taken)[0]}' is already published by provider "
+                               f"'{other['provider_id']}'", param="published", code="conflict")
 
     async def _record(self, provider_id: str) -> ProviderRecord:
         raw = await run_in_threadpool(self.store.get, provider_id)

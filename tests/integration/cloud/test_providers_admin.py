@@ -84,13 +84,14 @@ def test_template_fills_the_provider_and_the_key_is_sealed(apps: dict[str, TestC
     # given the openrouter template and a key
     provider_id = pid()
     # when the provider is put
-    resp = put(apps, provider_id, {"template": "openrouter", "api_key": SECRET,
-                                   "published": [{"alias": "or:haiku", "upstream_model": "anthropic/claude-haiku"}]})
+    resp = put(apps, provider_id, {"template": "openrouter", "api_key": SECRET, "published": [
+        {"alias": f"haiku-{provider_id}", "upstream_model": "anthropic/claude-haiku", "fallbacks": None}]})
     # then protocol, api_base and the OpenRouter headers are filled; the key is reported, never shown
     assert resp.status_code == 200, resp.text
     view = resp.json()
     assert view["protocol"] == "openai" and view["api_base"] == "https://openrouter.ai/api/v1"
     assert {"HTTP-Referer", "X-Title"} <= set(view["headers"])
+    assert [p["alias"] for p in view["published"]] == [f"or:haiku-{provider_id}"]
     assert view["api_key_set"] is True and view["api_key_source"] == "config"
     assert "api_key" not in view and SECRET not in resp.text
     for answer in (apps["admin"].get(f"/admin/providers/{provider_id}"), apps["admin"].get("/admin/providers")):
@@ -118,6 +119,12 @@ def test_env_key_source_and_validation(apps: dict[str, TestClient], monkeypatch:
     # then 400 naming the field, in the control-surface shape
     assert bad_protocol.status_code == 400 and "protocol" in bad_protocol.json()["detail"]
     assert no_base.status_code == 400 and "api_base" in no_base.json()["detail"]
+    # and an alias another provider already publishes is a 409; explicit nulls count as absent
+    taken = put(apps, pid(), {"template": "openai", "api_key": SECRET, "published": [
+        {"alias": "dup:alias", "upstream_model": "m", "fallbacks": None}]})
+    clash = put(apps, pid(), {"template": "openai", "api_key": SECRET, "published": [
+        {"alias": "dup:alias", "upstream_model": "m"}]})
+    assert taken.status_code in (200, 409) and clash.status_code == 409 and "dup:alias" in clash.json()["detail"]
     # and delete answers 204 once, then 404
     assert apps["admin"].delete(f"/admin/providers/{provider_id}").status_code == 204
     assert apps["admin"].delete(f"/admin/providers/{provider_id}").status_code == 404
@@ -184,6 +191,9 @@ def test_raw_openai_passthrough(apps: dict[str, TestClient], fake: FakeProviders
     assert fake.last("embed-up-1")["body"] == {"model": "embed-up-1", "input": "hi", "voice": "x"}
     assert speech.content == b"ID3fake-mp3" and speech.headers["content-type"] == "audio/mpeg"
     assert unknown.status_code == 404 and "error" in unknown.json()
+    # and the call is billed with the upstream's prompt tokens
+    row = usage_row(alias)
+    assert row["endpoint"] in ("/v1/embeddings", "/v1/audio/speech") and row["provider"] == f"cloud:{provider_id}"
 
 
 def test_the_key_never_reaches_a_log_line(apps: dict[str, TestClient], fake: FakeProviders,
