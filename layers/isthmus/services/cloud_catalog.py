@@ -22,7 +22,7 @@ def target_for(record: ProviderRecord, entry: Published, api_key: str | None) ->
     return ProviderTarget(provider_id=record.provider_id, protocol=record.protocol, api_base=record.api_base,
                           alias=entry.alias, upstream_model=entry.upstream_model, api_key=api_key,
                           headers=dict(record.headers), connect_timeout=t.connect, first_byte_timeout=t.first_byte,
-                          idle_timeout=t.idle, max_retries=record.max_retries,
+                          idle_timeout=t.idle, whole_timeout=t.whole, max_retries=record.max_retries,
                           fallbacks=tuple(entry.fallbacks))
 
 

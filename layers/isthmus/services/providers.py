@@ -33,6 +33,7 @@ class Timeouts(BaseModel):
     connect: float = Field(default=5.0, gt=0)
     first_byte: float = Field(default=60.0, gt=0)  # from the request to the upstream's first byte
     idle: float = Field(default=60.0, gt=0)  # between chunks of a stream
+    whole: float = Field(default=600.0, gt=0)  # a non-streamed answer (its headers come with the whole answer)
 
     @model_validator(mode="before")
     @classmethod

@@ -99,7 +99,7 @@ def test_slow_first_byte_times_out_504_without_retry(fake: FakeProviders, sleeps
                                                      streamed: bool) -> None:
     # given an upstream slower to its first byte than the provider's first-byte timeout
     model = f"slow-{protocol}-{streamed}-slow2"
-    b = backend(fake, protocol, model, first_byte_timeout=0.3)
+    b = backend(fake, protocol, model, first_byte_timeout=0.3, whole_timeout=0.3)
     # when called
     error = fails(collect(b, ask()) if streamed else b.generate(ask()))
     # then a 504, tried once
@@ -129,7 +129,8 @@ def test_fallback_alias_serves_when_the_first_fails_before_the_first_byte(
         fake: FakeProviders, sleeps: list[float], protocol: str, fault: str) -> None:
     # given an alias whose upstream fails (after its retries) and a fallback alias on the other protocol
     other = "anthropic" if protocol == "openai" else "openai"
-    first = backend(fake, protocol, f"fb-{protocol}-{fault}", max_retries=1, first_byte_timeout=0.3)
+    first = backend(fake, protocol, f"fb-{protocol}-{fault}", max_retries=1, first_byte_timeout=0.3,
+                    whole_timeout=0.3)
     ok = f"fb-ok-{protocol}-{fault}x"  # no scripted fault: the token is not a whole dash-separated word
     second = backend(fake, other, ok)
     chain = FallbackBackend([first, second])

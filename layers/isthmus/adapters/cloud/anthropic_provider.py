@@ -202,7 +202,7 @@ class AnthropicProviderBackend:
 
     async def generate(self, request: InternalRequest) -> InternalResponse:
         body = to_body(request, self.target.upstream_model, stream=False)
-        resp = await transport.send(self.target, "/messages", body, self._headers())
+        resp = await transport.send(self.target, "/messages", body, self._headers(), whole=True)
         return to_response(await transport.read_json(self.target, resp), request.model)
 
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:

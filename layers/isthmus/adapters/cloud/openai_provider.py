@@ -183,7 +183,7 @@ class OpenAIProviderBackend:
 
     async def generate(self, request: InternalRequest) -> InternalResponse:
         body = to_body(request, self.target.upstream_model, stream=False)
-        resp = await transport.send(self.target, "/chat/completions", body, self._headers())
+        resp = await transport.send(self.target, "/chat/completions", body, self._headers(), whole=True)
         return to_response(await transport.read_json(self.target, resp), request.model)
 
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
@@ -214,4 +214,4 @@ class OpenAIProviderBackend:
     async def raw(self, path: str, body: dict[str, Any]) -> Any:
         """Forward a raw OpenAI call (embeddings, moderations, images, audio) with the model rewritten."""
         return await transport.send(self.target, path, {**body, "model": self.target.upstream_model},
-                                    self._headers())
+                                    self._headers(), whole=True)

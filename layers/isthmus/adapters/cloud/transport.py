@@ -38,8 +38,9 @@ class ProviderTarget:
     api_key: str | None = field(default=None, repr=False)
     headers: dict[str, str] = field(default_factory=dict)
     connect_timeout: float = 5.0
-    first_byte_timeout: float = 60.0
+    first_byte_timeout: float = 60.0  # streamed calls: until the status line and headers
     idle_timeout: float = 60.0
+    whole_timeout: float = 600.0  # non-streamed calls: the headers come with the whole answer
     max_retries: int = 2
     fallbacks: tuple[str, ...] = ()  # aliases tried next when this one fails before the first byte
 
@@ -107,9 +108,11 @@ def backoff(attempt: int) -> float:
 
 
 async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, str], *,
-               content: bytes | None = None) -> httpx.Response:
+               content: bytes | None = None, whole: bool = False) -> httpx.Response:
     """POST ``{api_base}{path}``; returns once the status line and headers of a 2xx answer arrived (the body
-    not yet read). Retries before that; raises :class:`ApiError` (mapped) when out of attempts."""
+    not yet read). Retries before that; raises :class:`ApiError` (mapped) when out of attempts. ``whole``:
+    a non-streamed answer, whose first byte may wait for the whole generation (``whole_timeout``)."""
+    first_byte = target.whole_timeout if whole else target.first_byte_timeout
     import httpx
 
     timeout = httpx.Timeout(connect=target.connect_timeout, read=target.idle_timeout, write=30.0, pool=10.0)
@@ -121,7 +124,7 @@ async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, 
                                                timeout=timeout)
         wait: float | None = None
         try:
-            resp = await asyncio.wait_for(client(target).send(request, stream=True), target.first_byte_timeout)
+            resp = await asyncio.wait_for(client(target).send(request, stream=True), first_byte)
         except TimeoutError:
             raise timeout_error(target, "no first byte") from None
         except httpx.TimeoutException as exc:
