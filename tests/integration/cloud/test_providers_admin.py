@@ -4,6 +4,7 @@ the provider test call and the raw OpenAI passthrough."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -219,3 +220,21 @@ def test_the_key_never_reaches_a_log_line(apps: dict[str, TestClient], fake: Fak
     assert caplog.records
     assert SECRET not in caplog.text and SECRET not in out.out and SECRET not in out.err
     assert all(SECRET not in str(r.__dict__) for r in caplog.records)
+
+
+def test_anthropic_alias_through_chat_stream_and_responses(apps: dict[str, TestClient], fake: FakeProviders) -> None:
+    # given an Anthropic-protocol provider
+    provider_id = pid()
+    alias = f"{provider_id}:claude"
+    put(apps, provider_id, {"protocol": "anthropic", "api_base": fake.anthropic_base, "api_key": SECRET,
+                            "published": [{"alias": alias, "upstream_model": "resp-claude"}]})
+    # when an OpenAI chat stream and a Responses call name it
+    stream = apps["inference"].post("/v1/chat/completions", json={
+        "model": alias, "stream": True, "messages": [{"role": "user", "content": "a b"}]})
+    resp = apps["inference"].post("/v1/responses", json={"model": alias, "input": "c d"})
+    # then both are rendered in the caller's dialect from the Anthropic answer
+    assert stream.status_code == 200 and stream.text.rstrip().endswith("data: [DONE]")
+    deltas = [json.loads(line[6:]) for line in stream.text.splitlines()
+              if line.startswith("data: {")]
+    assert "".join(d["choices"][0]["delta"].get("content") or "" for d in deltas if d["choices"]) == "echo: a b"
+    assert resp.status_code == 200 and resp.json()["output"][-1]["content"][0]["text"] == "echo: c d"
