@@ -39,13 +39,16 @@ class FallbackBackend:
         error: ApiError | None = None
         for backend in self.backends:
             try:
-                return await backend.generate(request)
+                answer = await backend.generate(request)
             except ApiError as exc:
                 if not _falls_back(exc):
                     raise
                 error = exc
                 logger.warning("cloud alias failed, trying its fallback",
                                extra={"backend": backend.name, "status": exc.status})
+                continue
+            self.name = backend.name  # the usage row names the provider that answered
+            return answer
         assert error is not None
         raise error
 

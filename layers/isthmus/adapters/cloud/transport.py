@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 logger = get_logger("cloud")
 MAX_RETRY_DELAY_S = 30.0
 BACKOFF_BASE_S = 0.25
-_clients: dict[tuple[str, str, int], httpx.AsyncClient] = {}
+_clients: dict[tuple[str, str, int], tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
 sleep = asyncio.sleep  # tests swap this to record the delays instead of waiting them out
 
 
@@ -46,15 +46,20 @@ class ProviderTarget:
 
 
 def client(target: ProviderTarget) -> httpx.AsyncClient:
+    """The provider's pooled client on the running loop (entries of closed loops are dropped; holding the loop
+    keeps its id from being reused by a new one)."""
     import httpx
 
-    key = (target.provider_id, target.api_base, id(asyncio.get_running_loop()))
-    existing = _clients.get(key)
-    if existing is None or existing.is_closed:
-        existing = httpx.AsyncClient(http2=importlib.util.find_spec("h2") is not None,
-                                     limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
-        _clients[key] = existing
-    return existing
+    loop = asyncio.get_running_loop()
+    for stale in [k for k, (lp, _) in _clients.items() if lp.is_closed()]:
+        del _clients[stale]
+    key = (target.provider_id, target.api_base, id(loop))
+    entry = _clients.get(key)
+    if entry is None or entry[1].is_closed:
+        entry = (loop, httpx.AsyncClient(http2=importlib.util.find_spec("h2") is not None,
+                                         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)))
+        _clients[key] = entry
+    return entry[1]
 
 
 def upstream_message(raw: bytes) -> str:
