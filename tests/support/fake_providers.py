@@ -5,7 +5,8 @@ included. Never used outside tests.
 Faults are scripted by the *upstream model name* (dash-separated tokens, so each test picks its own):
 ``e429x2`` the first 2 calls answer 429 (then normal), ``e500x1`` / ``e500x99`` likewise with 500,
 ``e401x9``, ``e400x9``, ``e404x9``; ``ra3`` sets ``Retry-After: 3`` on those errors (429s default to 0);
-``slow2`` waits 2 s before the first byte; ``cut`` breaks the stream's connection after two deltas.
+``slow2`` waits 2 s before the first byte; ``cut`` breaks the stream's connection after two deltas;
+``stall2`` goes quiet for 2 s after two deltas.
 Every request is recorded (path, headers, JSON body) for assertions; counts are per model name.
 
 Answers: with tools and no tool result yet, a call of the first tool with ``{"city": "Paris"}``; after a
@@ -94,6 +95,14 @@ class FakeProviders:
         return None
 
     @staticmethod
+    async def _mid_stream(model: str) -> None:
+        if "cut" in model.split("-"):
+            raise Cut("scripted cut")
+        stall = re.search(r"(?:^|-)stall(\d+)(?:-|$)", model)
+        if stall:
+            await asyncio.sleep(float(stall.group(1)))
+
+    @staticmethod
     def _answer(messages: list[dict[str, Any]], tools: list[Any], tool_name: str | None) -> tuple[str, str | None]:
         """(text, tool name to call or None)."""
         last = messages[-1] if messages else {}
@@ -164,8 +173,8 @@ class FakeProviders:
         for i, word in enumerate(text.split(" ") if text else []):
             yield chunk({"content": word if i == 0 else " " + word})
             await asyncio.sleep(0)
-            if i == 1 and "cut" in model.split("-"):
-                raise Cut("scripted cut")
+            if i == 1:
+                await self._mid_stream(model)
         if call:
             yield chunk({"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function",
                                          "function": {"name": call, "arguments": ""}}]})
@@ -219,8 +228,8 @@ class FakeProviders:
                 yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
                                                                           "text": word if i == 0 else " " + word}})
                 await asyncio.sleep(0)
-                if i == 1 and "cut" in model.split("-"):
-                    raise Cut("scripted cut")
+                if i == 1:
+                    await self._mid_stream(model)
             yield event("content_block_stop", {"index": 0})
             index = 1
         if call:

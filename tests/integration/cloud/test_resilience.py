@@ -124,6 +124,23 @@ def test_cut_mid_stream_is_not_retried(fake: FakeProviders, sleeps: list[float],
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_idle_stream_times_out_504_without_retry(fake: FakeProviders, sleeps: list[float], protocol: str) -> None:
+    # given an upstream that goes quiet mid-stream for longer than the idle timeout
+    model = f"stall-{protocol}-stall2"
+    got: list[Any] = []
+
+    async def run() -> None:
+        async for event in backend(fake, protocol, model, idle_timeout=0.3).stream(ask("one two three")):
+            got.append(event)
+
+    # when streamed
+    error = fails(run())
+    # then the deltas so far, then a 504, and no retry
+    assert [e.text for e in got if isinstance(e, TextDelta)] == ["echo:", " one"]
+    assert error.status == 504 and fake.count(model) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("fault", ["e500x99", "slow2", "e429x99"])
 def test_fallback_alias_serves_when_the_first_fails_before_the_first_byte(
         fake: FakeProviders, sleeps: list[float], protocol: str, fault: str) -> None:
