@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from isthmus.errors import ApiError
 from isthmus.ports.providers import KeyWrapper, ProviderStore
+from isthmus_contracts.internal import InternalRequest, Message, Sampling, TextPart
 
 Protocol_ = Literal["openai", "anthropic"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -117,7 +118,7 @@ class ProviderService:
             field = ".".join(str(p) for p in first["loc"]) or "body"
             raise ApiError(400, f"{field}: {first['msg']}", param=field) from None
         existing = await run_in_threadpool(self.store.get, provider_id)
-        record = self._merge(provider_id, config, existing)
+        record = await run_in_threadpool(self._merge, provider_id, config, existing)  # KMS is a network call
         await self._check_aliases_free(record)
         await run_in_threadpool(self.store.put, record.model_dump(mode="json"))
         return record.view()
@@ -189,7 +190,7 @@ class ProviderService:
         return os.environ.get(record.api_key_env) if record.api_key_env else None
 
     async def test(self, provider_id: str) -> dict[str, Any]:
-        """A tiny real call: the first published model (or the catalog's listing) answering one token."""
+        """A tiny real call: the first published model asked for one token (the error, if any, is reported)."""
         from isthmus.services.cloud_catalog import backend_for, target_for
 
         record = await self._record(provider_id)
@@ -197,7 +198,6 @@ class ProviderService:
             raise ApiError(400, "published: the provider publishes no model to test", param="published")
         entry = record.published[0]
         target = target_for(record, entry, await run_in_threadpool(self.api_key, record))
-        from isthmus_contracts.internal import InternalRequest, Message, Sampling, TextPart
 
         request = InternalRequest(model=entry.alias, messages=[Message(role="user", content=[TextPart(text="ping")])],
                                   sampling=Sampling(max_tokens=1))

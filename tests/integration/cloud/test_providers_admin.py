@@ -46,8 +46,11 @@ def apps(ddb_tables: str, key_file: Path, monkeypatch: pytest.MonkeyPatch) -> It
     admin_app._services.cache_clear()
     monkeypatch.setattr(cloud_catalog, "_shared", None)
     inference_app.configure()
-    yield {"admin": TestClient(admin_app.app), "models": TestClient(models),
-           "inference": TestClient(inference_app.app)}
+    # As context managers: one event loop per client for the whole test, so a usage row settled off the
+    # answer's path (a detached task) is not cancelled with a per-request loop.
+    with TestClient(admin_app.app) as admin, TestClient(models) as listing, \
+            TestClient(inference_app.app) as inference:
+        yield {"admin": admin, "models": listing, "inference": inference}
     admin_app._services.cache_clear()
     inference_app._service = None
 
