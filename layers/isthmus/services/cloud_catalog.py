@@ -17,11 +17,13 @@ from isthmus.services.providers import ProviderRecord, ProviderService, Publishe
 logger = get_logger("cloud")
 
 
-def target_for(record: ProviderRecord, entry: Published, api_key: str | None) -> ProviderTarget:
+def target_for(record: ProviderRecord, entry: Published, api_key: str | None,
+               secret_headers: dict[str, str] | None = None) -> ProviderTarget:
     t = record.timeouts
     return ProviderTarget(provider_id=record.provider_id, protocol=record.protocol, api_base=record.api_base,
                           alias=entry.alias, upstream_model=entry.upstream_model, api_key=api_key,
-                          headers=dict(record.headers), connect_timeout=t.connect, first_byte_timeout=t.first_byte,
+                          headers={**record.headers, **(secret_headers or {})},
+                          connect_timeout=t.connect, first_byte_timeout=t.first_byte,
                           idle_timeout=t.idle, whole_timeout=t.whole, max_retries=record.max_retries,
                           fallbacks=tuple(entry.fallbacks))
 
@@ -53,7 +55,8 @@ class ProvidersCatalog:
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, ProviderTarget], set[str]] | None = None
         self._records: dict[str, ProviderRecord] = {}
-        self._keys: dict[tuple[str, str], str | None] = {}  # (provider, updated_at) -> opened key, memory only
+        # (provider, updated_at) -> opened key and secret headers, memory only
+        self._keys: dict[tuple[str, str], tuple[str | None, dict[str, str]]] = {}
 
     def _load(self) -> tuple[dict[str, ProviderTarget], set[str]]:
         out: dict[str, ProviderTarget] = {}
@@ -92,9 +95,10 @@ class ProvidersCatalog:
     def _with_key(self, target: ProviderTarget) -> ProviderTarget:
         record = self._records[target.provider_id]
         slot = (record.provider_id, record.updated_at)
-        if slot not in self._keys:
-            self._keys[slot] = self.providers.api_key(record)  # KMS decrypt once per record version
-        return dataclasses.replace(target, api_key=self._keys[slot])
+        if slot not in self._keys:  # KMS decrypt once per record version
+            self._keys[slot] = (self.providers.api_key(record), self.providers.secret_headers(record))
+        key, secret_headers = self._keys[slot]
+        return dataclasses.replace(target, api_key=key, headers={**target.headers, **secret_headers})
 
     def invalidate(self) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ and opened only when a backend is built; views answer ``api_key_set`` / ``api_ke
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from isthmus.ports.providers import KeyWrapper, ProviderStore
 from isthmus_contracts.internal import InternalRequest, Message, Sampling, TextPart
 
 Protocol_ = Literal["openai", "anthropic"]
+_SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 TEMPLATES: dict[str, dict[str, Any]] = {
@@ -82,6 +84,7 @@ class ProviderRecord(BaseModel):
     protocol: Protocol_
     api_base: str
     api_key_sealed: dict[str, str] | None = None
+    secret_headers_sealed: dict[str, str] | None = None  # Authorization-like extra headers, sealed as JSON
     api_key_env: str | None = None
     enabled: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
@@ -93,7 +96,8 @@ class ProviderRecord(BaseModel):
     updated_at: str
 
     def view(self) -> dict[str, Any]:
-        out = self.model_dump(mode="json", exclude={"api_key_sealed"})
+        out = self.model_dump(mode="json", exclude={"api_key_sealed", "secret_headers_sealed"})
+        out["secret_headers_set"] = bool(self.secret_headers_sealed)
         out["api_key_set"] = bool(self.api_key_sealed) or bool(self.api_key_env and os.environ.get(self.api_key_env))
         out["api_key_source"] = "config" if self.api_key_sealed else ("env" if self.api_key_env else None)
         return out
@@ -146,11 +150,19 @@ class ProviderService:
             sealed = seal(config.api_key, self.wrapper, self._context(provider_id))
         elif existing and not config.api_key_env:
             sealed = existing.get("api_key_sealed")  # a PUT without a key keeps the stored one
+        headers = {**template.get("headers", {}), **config.headers}
+        secret = {k: v for k, v in headers.items() if k.lower() in _SECRET_HEADERS}
+        secret_sealed = (existing or {}).get("secret_headers_sealed")
+        if secret:
+            from isthmus.adapters.keywrap import seal
+
+            secret_sealed = seal(json.dumps(secret), self.wrapper, self._context(provider_id) + ":headers")
         now = datetime.now(UTC).isoformat()
         return ProviderRecord(
             provider_id=provider_id, protocol=protocol, api_base=api_base, api_key_sealed=sealed,
             api_key_env=config.api_key_env, enabled=config.enabled,
-            headers={**template.get("headers", {}), **config.headers}, published=published,
+            secret_headers_sealed=secret_sealed, published=published,
+            headers={k: v for k, v in headers.items() if k not in secret},
             timeouts=config.timeouts, max_retries=config.max_retries, template=config.template,
             created_at=(existing or {}).get("created_at", now), updated_at=now)
 
@@ -189,6 +201,14 @@ class ProviderService:
             return open_sealed(record.api_key_sealed, self.wrapper, self._context(record.provider_id))
         return os.environ.get(record.api_key_env) if record.api_key_env else None
 
+    def secret_headers(self, record: ProviderRecord) -> dict[str, str]:
+        if not record.secret_headers_sealed:
+            return {}
+        from isthmus.adapters.keywrap import open_sealed
+
+        opened = open_sealed(record.secret_headers_sealed, self.wrapper, self._context(record.provider_id) + ":headers")
+        return dict(json.loads(opened))
+
     async def test(self, provider_id: str) -> dict[str, Any]:
         """A tiny real call: the first published model asked for one token (the error, if any, is reported)."""
         from isthmus.services.cloud_catalog import backend_for, target_for
@@ -197,7 +217,8 @@ class ProviderService:
         if not record.published:
             raise ApiError(400, "published: the provider publishes no model to test", param="published")
         entry = record.published[0]
-        target = target_for(record, entry, await run_in_threadpool(self.api_key, record))
+        target = target_for(record, entry, await run_in_threadpool(self.api_key, record),
+                            await run_in_threadpool(self.secret_headers, record))
 
         request = InternalRequest(model=entry.alias, messages=[Message(role="user", content=[TextPart(text="ping")])],
                                   sampling=Sampling(max_tokens=1))

@@ -88,7 +88,8 @@ def test_template_fills_the_provider_and_the_key_is_sealed(apps: dict[str, TestC
     # given the openrouter template and a key
     provider_id = pid()
     # when the provider is put
-    resp = put(apps, provider_id, {"template": "openrouter", "api_key": SECRET, "published": [
+    resp = put(apps, provider_id, {"template": "openrouter", "api_key": SECRET, "headers": {"Api-Key": SECRET},
+                                   "published": [
         {"alias": f"haiku-{provider_id}", "upstream_model": "anthropic/claude-haiku", "fallbacks": None}]})
     # then protocol, api_base and the OpenRouter headers are filled; the key is reported, never shown
     assert resp.status_code == 200, resp.text
@@ -98,6 +99,7 @@ def test_template_fills_the_provider_and_the_key_is_sealed(apps: dict[str, TestC
     assert [p["alias"] for p in view["published"]] == [f"or:haiku-{provider_id}"]
     assert view["api_key_set"] is True and view["api_key_source"] == "config"
     assert "api_key" not in view and SECRET not in resp.text
+    assert view["secret_headers_set"] is True and "Api-Key" not in view["headers"]
     for answer in (apps["admin"].get(f"/admin/providers/{provider_id}"), apps["admin"].get("/admin/providers")):
         assert answer.status_code == 200 and SECRET not in answer.text
     assert any(p["provider_id"] == provider_id for p in apps["admin"].get("/admin/providers").json())
@@ -139,7 +141,8 @@ def test_cloud_alias_listed_routed_then_disabled(apps: dict[str, TestClient], fa
     # given an enabled OpenAI-protocol provider publishing one alias
     provider_id = pid()
     alias = f"{provider_id}:chat"
-    assert put(apps, provider_id, openai_provider(fake, alias, "routed-1")).status_code == 200
+    body = openai_provider(fake, alias, "routed-1", headers={"Api-Key": SECRET, "X-Extra": "1"})
+    assert put(apps, provider_id, body).status_code == 200
     # then /v1/models lists it as a cloud model owned by the provider
     listed = {m["id"]: m for m in apps["models"].get("/v1/models").json()["data"]}
     assert listed[alias]["owned_by"] == provider_id and listed[alias]["x_odyssai"]["kind"] == "cloud"
@@ -152,6 +155,7 @@ def test_cloud_alias_listed_routed_then_disabled(apps: dict[str, TestClient], fa
     assert resp.json()["model"] == alias
     seen = fake.last("routed-1")
     assert seen["headers"]["authorization"] == f"Bearer {SECRET}" and "session_id" not in seen["body"]
+    assert seen["headers"]["api-key"] == SECRET and seen["headers"]["x-extra"] == "1"
     # and the usage row bills the alias with the upstream's token counts, naming the provider
     row = usage_row(alias)
     assert row["provider"] == f"cloud:{provider_id}" and row["status"] == "success"

@@ -36,7 +36,7 @@ class ProviderTarget:
     alias: str
     upstream_model: str
     api_key: str | None = field(default=None, repr=False)
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold sealed-at-rest secret headers
     connect_timeout: float = 5.0
     first_byte_timeout: float = 60.0  # streamed calls: until the status line and headers
     idle_timeout: float = 60.0
