@@ -73,6 +73,8 @@ class Resolver:
             return self.pseudo[name]
         if name in self.tables:
             return settings.table_name(self.tables[name])
+        if self.template.get("Resources", {}).get(name, {}).get("Type") == "AWS::KMS::Key":
+            return ""  # no KMS locally: provider secrets use the local key file (isthmus.adapters.keywrap)
         return f"{settings.table_prefix()}{name.lower()}"
 
     def condition(self, name: str) -> bool:

@@ -1,4 +1,5 @@
-"""The cluster admin API: node enrollment and heartbeats, clusters and pools, settings, CoeOS, model sync.
+"""The cluster admin API: node enrollment and heartbeats, clusters and pools, settings, CoeOS, model sync,
+cloud providers.
 
 Open when no admin token is set; else ``Authorization: Bearer <token>`` (enrollment and heartbeats use
 ``ISTHMUS_ENROLL_TOKEN`` instead). Handlers parse, authorize, call a service and shape the answer.
@@ -21,7 +22,7 @@ from isthmus.errors import ApiError
 from isthmus.observability import get_logger, lambda_entry
 from isthmus.routing.coeos import CoeosConfig
 from isthmus.services.clusters import ClusterConfig, ClusterService, LoadBody, UnloadBody
-from isthmus.web import ALL_METHODS, create_app, json_response, parse_body
+from isthmus.web import ALL_METHODS, create_app, json_response, parse_body, read_json
 from isthmus_contracts.control import EnrollRequest, HeartbeatRequest
 
 SERVICE = "admin"
@@ -32,12 +33,13 @@ def _services() -> dict[str, Any]:
     from isthmus.adapters.agent_client import AgentClient
     from isthmus.adapters.control_tables import DynamoControlStore
     from isthmus.services.admin_settings import SettingsService
+    from isthmus.services.cloud_catalog import provider_service
     from isthmus.services.nodes import NodeService
     from isthmus.services.sync_jobs import SyncService
 
     store, agents = DynamoControlStore(), AgentClient()
     return {"clusters": ClusterService(store, agents), "nodes": NodeService(store),
-            "settings": SettingsService(store), "sync": SyncService(store, agents)}
+            "settings": SettingsService(store), "sync": SyncService(store, agents), "providers": provider_service()}
 
 
 def svc(name: str) -> Any:
@@ -180,6 +182,43 @@ async def cancel_sync_job(request: Request) -> Response:
     return json_response(await svc("sync").cancel(request.path_params["job_id"]))
 
 
+# ---- cloud providers --------------------------------------------------------------------------------------
+def _providers_changed() -> None:
+    from isthmus.services.cloud_catalog import invalidate_shared
+
+    invalidate_shared()
+
+
+@admin
+async def list_providers(request: Request) -> Response:
+    return json_response(await svc("providers").list_all())
+
+
+@admin
+async def put_provider(request: Request) -> Response:
+    body = await read_json(request)
+    view = await svc("providers").put(request.path_params["provider_id"], body)
+    _providers_changed()
+    return json_response(view)
+
+
+@admin
+async def get_provider(request: Request) -> Response:
+    return json_response(await svc("providers").get(request.path_params["provider_id"]))
+
+
+@admin
+async def delete_provider(request: Request) -> Response:
+    await svc("providers").delete(request.path_params["provider_id"])
+    _providers_changed()
+    return Response(status_code=204)
+
+
+@admin
+async def test_provider(request: Request) -> Response:
+    return json_response(await svc("providers").test(request.path_params["provider_id"]))
+
+
 @admin
 async def unknown(request: Request) -> Response:
     raise ApiError(404, f"No route for {request.method} {request.url.path}", code="not_found")
@@ -203,6 +242,11 @@ app = create_app([
     Route("/admin/coeos", get_coeos, methods=["GET"]),
     Route("/admin/coeos", put_coeos, methods=["PUT"]),
     Route("/admin/coeos/decisions", coeos_decisions, methods=["GET"]),
+    Route("/admin/providers", list_providers, methods=["GET"]),
+    Route("/admin/providers/{provider_id}", put_provider, methods=["PUT"]),
+    Route("/admin/providers/{provider_id}", get_provider, methods=["GET"]),
+    Route("/admin/providers/{provider_id}", delete_provider, methods=["DELETE"]),
+    Route("/admin/providers/{provider_id}/test", test_provider, methods=["POST"]),
     Route("/admin/sync/rsync", rsync, methods=["POST"]),
     Route("/admin/sync/jobs", sync_jobs, methods=["GET"]),
     Route("/admin/sync/jobs/{job_id}", sync_job, methods=["GET"]),

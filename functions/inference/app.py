@@ -1,4 +1,5 @@
-"""Inference: /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses.
+"""Inference: /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, and the raw
+OpenAI passthrough of cloud aliases (/v1/embeddings, /v1/moderations, /v1/images/generations, /v1/audio/speech).
 
 Thin: parse the dialect into the internal request, call the inference service, render the dialect (SSE
 streams are relayed through the coalescer and stop the backend when the client goes away).
@@ -47,7 +48,13 @@ def configure(resolver: BackendResolver | None = None, store: ResponseStore | No
     global _service, _store
     if gate is True:
         gate = None if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off" else TenancyGate()
-    _service = InferenceService(resolver or RoutingResolver(), gate or None)
+    if resolver is None:
+        from isthmus.routing.cloud import CloudResolver
+        from isthmus.services.cloud_catalog import shared_catalog
+
+        # Published cloud aliases first, then the node agent(s).
+        resolver = CloudResolver(shared_catalog(), RoutingResolver())
+    _service = InferenceService(resolver, gate or None)
     _store = store
 
 
@@ -223,8 +230,34 @@ async def responses_delete(request: Request) -> Response:
     return json_response({"id": response_id, "object": "response", "deleted": True})
 
 
+# ---- raw OpenAI passthrough (OpenAI-protocol providers only) --------------------------------------------
+
+def passthrough(path: str) -> Endpoint:
+    """Forward the body as-is to the alias's provider with the model rewritten; the answer comes back as-is."""
+
+    @gated(f"/v1{path}")
+    async def endpoint(request: Request) -> Response:
+        from isthmus.routing.cloud import CloudResolver
+        from isthmus.services.cloud_catalog import shared_catalog
+        from isthmus.services.passthrough import PassthroughService
+
+        body = await read_json(request)
+        request.state.model = body.get("model", "") if isinstance(body, dict) else ""
+        forwarder = PassthroughService(CloudResolver(shared_catalog(), RoutingResolver()), service().gate)
+        out = await forwarder.forward(request.state.principal, path, body, endpoint=f"/v1{path}",
+                                      request_id=_request_id(request),
+                                      on_admitted=lambda: setattr(request.state, "call", "passthrough"))
+        return Response(out.content, status_code=out.status, headers=out.headers)
+
+    return endpoint
+
+
 app = create_app(
     [
+        *versioned("/embeddings", passthrough("/embeddings"), ["POST"]),
+        *versioned("/moderations", passthrough("/moderations"), ["POST"]),
+        *versioned("/images/generations", passthrough("/images/generations"), ["POST"]),
+        *versioned("/audio/speech", passthrough("/audio/speech"), ["POST"]),
         *versioned("/chat/completions", chat_completions, ["POST"]),
         *versioned("/messages", messages, ["POST"]),
         *versioned("/messages/count_tokens", messages_count_tokens, ["POST"]),

@@ -70,6 +70,11 @@ def test_cloud_alias_exact() -> None:
     assert (route.backend, route.model) == ("cloud", "or:claude-haiku")
 
 
+def test_cloud_alias_names_its_provider() -> None:
+    route = resolve(snapshot(cloud_owners={"or:claude-haiku": "openrouter"}), "or:claude-haiku")
+    assert (route.backend, route.provider, route.alias) == ("cloud", "openrouter", "or:claude-haiku")
+
+
 def test_nodes_past_the_stale_window_are_down_and_the_fallback_serves() -> None:
     # given every node of the chat pool missed its heartbeats
     snap = snapshot(nodes=[node("m1", age_s=40), node("m2", age_s=16), node("m3")])

@@ -122,6 +122,7 @@ class Snapshot(BaseModel):
     nodes: list[Node] = Field(default_factory=list)
     settings: GlobalSettings = Field(default_factory=GlobalSettings)
     cloud_aliases: list[str] = Field(default_factory=list)
+    cloud_owners: dict[str, str] = Field(default_factory=dict)  # cloud alias -> provider id
     now: datetime = Field(default_factory=utcnow)
     stale_seconds: float = Field(default_factory=stale_seconds)
 

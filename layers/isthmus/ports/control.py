@@ -61,9 +61,16 @@ class CloudCatalog(Protocol):
         """Published cloud aliases (e.g. ``or:claude-haiku``)."""
         ...
 
+    def owners(self) -> dict[str, str]:
+        """Published cloud alias -> the provider id that publishes it."""
+        ...
+
 
 class NoCloudCatalog:
-    """No cloud providers yet: the hook for the providers issue."""
+    """No cloud providers (tests, single-Mac mode)."""
 
     def aliases(self) -> list[str]:
         return []
+
+    def owners(self) -> dict[str, str]:
+        return {}

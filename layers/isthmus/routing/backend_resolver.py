@@ -52,6 +52,13 @@ class RoutingResolver:
                 return await self.fallback.resolve(request, endpoint=endpoint)
             raise
         routed = _with_system_prefix(apply_route_defaults(request, route), route.system_prefix)
+        if route.backend == "cloud":  # a CoeOS pick or fallback alias that names a cloud alias
+            from isthmus.routing.cloud import CloudResolver
+            from isthmus.services.cloud_catalog import shared_catalog
+
+            cloud = await CloudResolver(shared_catalog(), self).backend(route.model)
+            if cloud is not None:
+                return cloud, routed
         return self._backend(route, request.session_id), routed
 
     def _backend(self, route: Route, session_id: str | None) -> InferenceBackend:

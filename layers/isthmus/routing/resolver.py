@@ -34,6 +34,7 @@ class Route(BaseModel):
     alias: str | None = None
     nodes: list[NodeTarget] = Field(default_factory=list)  # candidates, best first (mlx)
     upstream_url: str | None = None  # telemak: the upstream base URL
+    provider: str | None = None  # cloud: the provider publishing the alias (isthmus.routing.cloud serves it)
     upstream_api_key: str | None = Field(default=None, repr=False, exclude=True)  # never serialized or logged
     via: str = "alias"  # how the id matched: telemak, cloud, cluster, alias, model, fallback, claude_tier, coeos
     enable_thinking: bool | None = None  # defaults the caller applies when the client did not set them
@@ -161,7 +162,8 @@ def resolve(snapshot: Snapshot, model: str, *, dialect: str = "openai", _depth: 
         return telemak
     cloud = next((a for a in snapshot.cloud_aliases if a == name), None)
     if cloud is not None:
-        return Route(backend="cloud", requested=name, model=cloud, via="cloud")
+        return Route(backend="cloud", requested=name, model=cloud, alias=cloud,
+                     provider=snapshot.cloud_owners.get(cloud), via="cloud")
     local = _local_match(snapshot, name)
     if local is not None:
         cluster, pool, via = local

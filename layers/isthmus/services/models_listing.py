@@ -61,8 +61,8 @@ def list_models(snap: Snapshot, coeos: CoeosConfig | None, *, include_unloaded: 
             continue
         for alias, pool in cluster.pools.items():
             entries += _pool_entries(snap, cluster, alias, pool)
-    entries += [_entry(a, created=0, root=a, owned_by=a.split(":", 1)[0], backend="cloud", kind="cloud")
-                for a in snap.cloud_aliases]
+    entries += [_entry(a, created=0, root=a, owned_by=snap.cloud_owners.get(a) or a.split(":", 1)[0],
+                       backend="cloud", kind="cloud") for a in snap.cloud_aliases]
     if coeos is not None and coeos.enabled:
         created = int(coeos.updated_at.timestamp()) if coeos.updated_at else 0
         entries.append(_entry(COEOS_NAME, created=created, root=COEOS_NAME, backend="coeos", kind="router",

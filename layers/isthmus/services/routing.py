@@ -68,8 +68,9 @@ class RoutingService:
         """A fresh service over DynamoDB and HTTP agents (tests; handlers use :meth:`shared`)."""
         from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionStore
         from isthmus.adapters.decider import AgentDecider
+        from isthmus.services.cloud_catalog import shared_catalog
 
-        return cls(DynamoControlStore(), DynamoSessionStore(), AgentDecider())
+        return cls(DynamoControlStore(), DynamoSessionStore(), AgentDecider(), catalog=shared_catalog())
 
     async def snapshot(self) -> Snapshot:
         """Clusters, nodes, settings and cloud aliases, read concurrently; reused for ``cache_seconds``
@@ -77,10 +78,11 @@ class RoutingService:
         now = time.monotonic()
         if self._cached is not None and now - self._cached[0] < self.cache_seconds:
             return self._cached[1].model_copy(update={"now": utcnow()})
-        clusters, nodes, settings, aliases = await asyncio.gather(
+        clusters, nodes, settings, owners = await asyncio.gather(
             run_in_threadpool(self.store.list_clusters), run_in_threadpool(self.store.list_nodes),
-            run_in_threadpool(self.store.get_settings), run_in_threadpool(self.catalog.aliases))
-        snap = Snapshot(clusters=clusters, nodes=nodes, settings=settings, cloud_aliases=aliases)
+            run_in_threadpool(self.store.get_settings), run_in_threadpool(self.catalog.owners))
+        snap = Snapshot(clusters=clusters, nodes=nodes, settings=settings, cloud_aliases=sorted(owners),
+                        cloud_owners=owners)
         if self.cache_seconds > 0:
             self._cached = (now, snap)
         return snap

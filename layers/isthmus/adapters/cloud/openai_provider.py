@@ -1,0 +1,217 @@
+"""OpenAIProviderBackend: an InferenceBackend over ``POST {api_base}/chat/completions`` (OpenAI, OpenRouter and
+other OpenAI-protocol providers). The internal request becomes an OpenAI body (model rewritten to the
+upstream model, ``stream_options.include_usage`` forced, Isthmus-only fields such as session_id dropped);
+the answer and the stream map back to internal responses and events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from isthmus.adapters.cloud import transport
+from isthmus.adapters.cloud.transport import ProviderTarget
+from isthmus.dialects.common import new_id, now
+from isthmus.errors import ApiError
+from isthmus_contracts.agent import TokenizeRequest
+from isthmus_contracts.internal import (
+    ErrorEvent,
+    FinishEvent,
+    FinishReason,
+    ImagePart,
+    InternalRequest,
+    InternalResponse,
+    Message,
+    Part,
+    ReasoningDelta,
+    StartEvent,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ThinkingPart,
+    ToolCallEvent,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+    UsageEvent,
+)
+
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+                                    "function_call": "tool_calls", "content_filter": "stop"}
+
+
+def _image_url(part: ImagePart) -> str:
+    return part.url or f"data:{part.media_type or 'image/png'};base64,{part.data or ''}"
+
+
+def _message(msg: Message) -> list[dict[str, Any]]:
+    if msg.role == "tool" or any(isinstance(p, ToolResultPart) for p in msg.content):
+        out = [{"role": "tool", "tool_call_id": p.tool_call_id, "content": p.content}
+               for p in msg.content if isinstance(p, ToolResultPart)]
+        rest: list[Part] = [p for p in msg.content if isinstance(p, TextPart | ImagePart)]
+        return out + ([_message(Message(role="user", content=rest))[0]] if rest else [])
+    if msg.role == "assistant":
+        entry: dict[str, Any] = {"role": "assistant", "content": msg.text() or None}
+        calls = [{"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+                 for p in msg.content if isinstance(p, ToolCallPart)]
+        if calls:
+            entry["tool_calls"] = calls
+        return [entry]
+    if msg.role == "system" or all(isinstance(p, TextPart) for p in msg.content):
+        return [{"role": msg.role, "content": msg.text()}]
+    parts: list[dict[str, Any]] = []
+    for p in msg.content:
+        if isinstance(p, TextPart):
+            parts.append({"type": "text", "text": p.text})
+        elif isinstance(p, ImagePart):
+            parts.append({"type": "image_url", "image_url": {"url": _image_url(p)}})
+    return [{"role": msg.role, "content": parts}]
+
+
+def to_body(request: InternalRequest, upstream_model: str, *, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": upstream_model,
+                            "messages": [m for msg in request.messages for m in _message(msg)]}
+    s = request.sampling
+    for key, value in (("max_tokens", s.max_tokens), ("temperature", s.temperature), ("top_p", s.top_p),
+                       ("seed", s.seed), ("user", request.user), ("reasoning_effort", request.reasoning_effort)):
+        if value is not None:
+            body[key] = value
+    if s.stop:
+        body["stop"] = s.stop
+    if request.tools:
+        body["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
+                                                           "parameters": t.parameters}} for t in request.tools]
+    if request.tool_choice is not None:
+        tc = request.tool_choice
+        body["tool_choice"] = ({"type": "function", "function": {"name": tc.name}} if tc.mode == "tool"
+                               else tc.mode)
+    rf = request.response_format
+    if rf is not None and rf.type != "text":
+        body["response_format"] = ({"type": "json_schema", "json_schema": {"name": rf.name or "response",
+                                                                          "schema": rf.json_schema or {}}}
+                                   if rf.type == "json_schema" else {"type": "json_object"})
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def usage_from(data: Any) -> Usage:
+    data = data if isinstance(data, dict) else {}
+    details = data.get("prompt_tokens_details") or {}
+    out_details = data.get("completion_tokens_details") or {}
+    return Usage(prompt_tokens=int(data.get("prompt_tokens") or 0),
+                 completion_tokens=int(data.get("completion_tokens") or 0),
+                 cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
+                 reasoning_tokens=out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None)
+
+
+def to_response(data: dict[str, Any], model: str) -> InternalResponse:
+    choice = (data.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[Part] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        content.append(ThinkingPart(text=reasoning))
+    if message.get("content"):
+        content.append(TextPart(text=message["content"]))
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        content.append(ToolCallPart(id=call.get("id") or new_id("call"), name=fn.get("name", ""),
+                                    arguments=fn.get("arguments") or "{}"))
+    return InternalResponse(id=data.get("id") or new_id("chatcmpl"), model=model, created=data.get("created") or now(),
+                            content=content, finish_reason=_FINISH.get(choice.get("finish_reason") or "stop", "stop"),
+                            usage=usage_from(data.get("usage")))
+
+
+class _StreamDecoder:
+    """OpenAI chunks -> internal events (tool calls emitted whole once the stream ends)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.started = False
+        self.calls: dict[int, dict[str, str]] = {}
+        self.finish: FinishReason = "stop"
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        if not self.started:
+            self.started = True
+            out.append(StartEvent(id=chunk.get("id") or new_id("chatcmpl"), model=self.model,
+                                  created=chunk.get("created") or now()))
+        if chunk.get("error"):
+            out.append(ErrorEvent(message=transport.upstream_message(json.dumps(chunk).encode()),
+                                  code="upstream_error", status=502))
+            return out
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                out.append(ReasoningDelta(text=reasoning))
+            if delta.get("content"):
+                out.append(TextDelta(text=delta["content"]))
+            for call in delta.get("tool_calls") or []:
+                slot = self.calls.setdefault(int(call.get("index", 0)), {"id": "", "name": "", "arguments": ""})
+                fn = call.get("function") or {}
+                slot["id"] = call.get("id") or slot["id"]
+                slot["name"] += fn.get("name") or ""
+                slot["arguments"] += fn.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self.finish = _FINISH.get(choice["finish_reason"], "stop")
+        if chunk.get("usage"):
+            self.usage = usage_from(chunk["usage"])
+        return out
+
+    def close(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = [ToolCallEvent(index=i, id=c["id"] or new_id("call"), name=c["name"],
+                                                arguments=c["arguments"] or "{}")
+                                  for i, c in sorted(self.calls.items())]
+        if self.usage is not None:
+            out.append(UsageEvent(usage=self.usage))
+        out.append(FinishEvent(reason="tool_calls" if self.calls and self.finish == "stop" else self.finish))
+        return out
+
+
+class OpenAIProviderBackend:
+    def __init__(self, target: ProviderTarget) -> None:
+        self.target = target
+        self.name = f"cloud:{target.provider_id}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.target.api_key}"} if self.target.api_key else {}
+
+    async def generate(self, request: InternalRequest) -> InternalResponse:
+        body = to_body(request, self.target.upstream_model, stream=False)
+        resp = await transport.send(self.target, "/chat/completions", body, self._headers(), whole=True)
+        return to_response(await transport.read_json(self.target, resp), request.model)
+
+    async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
+        body = to_body(request, self.target.upstream_model, stream=True)
+        resp = await transport.send(self.target, "/chat/completions", body, self._headers())
+        decoder = _StreamDecoder(request.model)
+        done = False
+        async for _event, data in transport.sse(self.target, resp):
+            if data.strip() == "[DONE]":
+                done = True
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise ApiError(502, "provider sent an unreadable chunk", code="upstream_error") from None
+            for event in decoder.feed(chunk):
+                yield event
+                if isinstance(event, ErrorEvent):
+                    return
+        if not done:
+            raise ApiError(502, f"provider '{self.target.provider_id}' ended the stream early", code="upstream_error")
+        for event in decoder.close():
+            yield event
+
+    async def count_tokens(self, request: TokenizeRequest) -> int | None:
+        return None
+
+    async def raw(self, path: str, body: dict[str, Any]) -> Any:
+        """Forward a raw OpenAI call (embeddings, moderations, images, audio) with the model rewritten."""
+        return await transport.send(self.target, path, {**body, "model": self.target.upstream_model},
+                                    self._headers(), whole=True)

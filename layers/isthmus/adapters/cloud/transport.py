@@ -1,0 +1,208 @@
+"""HTTP to cloud providers: one pooled httpx client per provider (and event loop), HTTP/2 when ``h2`` is
+installed; timeouts for connect, first byte and idle gaps between stream chunks; retries with jittered
+backoff on 429 / 5xx / connection errors *before the first byte only* (honouring ``Retry-After``); and the
+upstream's errors mapped to what the gateway's caller should see. httpx is imported on first use."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from isthmus.errors import ApiError
+from isthmus.observability import get_logger
+
+if TYPE_CHECKING:
+    import httpx
+
+logger = get_logger("cloud")
+MAX_RETRY_DELAY_S = 30.0
+BACKOFF_BASE_S = 0.25
+_clients: dict[tuple[str, str, int], tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+sleep = asyncio.sleep  # tests swap this to record the delays instead of waiting them out
+
+
+@dataclass(frozen=True)
+class ProviderTarget:
+    """One published alias of one provider, ready to call (the key only in memory, never repr'd)."""
+
+    provider_id: str
+    protocol: str
+    api_base: str
+    alias: str
+    upstream_model: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold sealed-at-rest secret headers
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 60.0  # streamed calls: until the status line and headers
+    idle_timeout: float = 60.0
+    whole_timeout: float = 600.0  # non-streamed calls: the headers come with the whole answer
+    max_retries: int = 2
+    fallbacks: tuple[str, ...] = ()  # aliases tried next when this one fails before the first byte
+
+
+def client(target: ProviderTarget) -> httpx.AsyncClient:
+    """The provider's pooled client on the running loop (entries of closed loops are dropped; holding the loop
+    keeps its id from being reused by a new one)."""
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    for stale in [k for k, (lp, _) in _clients.items() if lp.is_closed()]:
+        del _clients[stale]
+    key = (target.provider_id, target.api_base, id(loop))
+    entry = _clients.get(key)
+    if entry is None or entry[1].is_closed:
+        entry = (loop, httpx.AsyncClient(http2=importlib.util.find_spec("h2") is not None,
+                                         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)))
+        _clients[key] = entry
+    return entry[1]
+
+
+def upstream_message(raw: bytes) -> str:
+    """The upstream's error message (OpenAI or Anthropic shape), trimmed."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace").strip()[:300]
+    error = data.get("error") if isinstance(data, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
+    if message is None and isinstance(data, dict):
+        message = data.get("message") or data.get("detail")
+    return str(message or "")[:500].strip()
+
+
+def retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def map_status(target: ProviderTarget, status: int, raw: bytes, headers: Any = None) -> ApiError:
+    message = upstream_message(raw)
+    who = f"provider '{target.provider_id}'"
+    if status in (400, 422):
+        return ApiError(400, message or f"{who} rejected the request", code="upstream_invalid_request")
+    if status in (401, 403):
+        return ApiError(502, f"{who} refused the gateway's credentials ({status})", code="upstream_auth_failed")
+    if status == 404:
+        return ApiError(404, message or f"{who} does not know model '{target.upstream_model}'",
+                        code="model_not_found", param="model")
+    if status == 429:
+        after = retry_after(headers)
+        return ApiError(429, message or f"{who} is rate limiting", code="upstream_rate_limited",
+                        headers={"Retry-After": str(int(after + 0.999))} if after is not None else {})
+    return ApiError(502, f"{who} answered {status}" + (f": {message}" if message else ""), code="upstream_error")
+
+
+def timeout_error(target: ProviderTarget, what: str) -> ApiError:
+    return ApiError(504, f"provider '{target.provider_id}' timed out ({what})", code="upstream_timeout")
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def backoff(attempt: int) -> float:
+    return min(MAX_RETRY_DELAY_S, BACKOFF_BASE_S * (2 ** attempt) * random.uniform(0.5, 1.5))
+
+
+async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, str], *,
+               content: bytes | None = None, whole: bool = False) -> httpx.Response:
+    """POST ``{api_base}{path}``; returns once the status line and headers of a 2xx answer arrived (the body
+    not yet read). Retries before that; raises :class:`ApiError` (mapped) when out of attempts. ``whole``:
+    a non-streamed answer, whose first byte may wait for the whole generation (``whole_timeout``)."""
+    first_byte = target.whole_timeout if whole else target.first_byte_timeout
+    import httpx
+
+    timeout = httpx.Timeout(connect=target.connect_timeout, read=target.idle_timeout, write=30.0, pool=10.0)
+    url = target.api_base.rstrip("/") + path
+    attempt = 0
+    while True:
+        request = client(target).build_request("POST", url, json=body if content is None else None,
+                                               content=content, headers={**target.headers, **headers},
+                                               timeout=timeout)
+        wait: float | None = None
+        try:
+            resp = await asyncio.wait_for(client(target).send(request, stream=True), first_byte)
+        except TimeoutError:
+            raise timeout_error(target, "no first byte") from None
+        except httpx.TimeoutException as exc:
+            if not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+                raise timeout_error(target, type(exc).__name__) from None
+            error = ApiError(502, f"provider '{target.provider_id}' unreachable ({type(exc).__name__})",
+                             code="upstream_unavailable")
+        except httpx.TransportError as exc:
+            error = ApiError(502, f"provider '{target.provider_id}' unreachable ({type(exc).__name__})",
+                             code="upstream_unavailable")
+        else:
+            if resp.status_code < 400:
+                return resp
+            try:
+                raw = await resp.aread()
+            except httpx.HTTPError:
+                raw = b""
+            finally:
+                await resp.aclose()
+            error = map_status(target, resp.status_code, raw, resp.headers)
+            if not _retryable(resp.status_code):
+                raise error
+            wait = retry_after(resp.headers)
+        if attempt >= target.max_retries:
+            raise error
+        delay = min(MAX_RETRY_DELAY_S, wait) if wait is not None else backoff(attempt)
+        attempt += 1
+        logger.info("retrying provider call", extra={"provider": target.provider_id, "attempt": attempt,
+                                                     "status": error.status, "delay_s": round(delay, 3)})
+        await sleep(delay)
+
+
+async def read_json(target: ProviderTarget, resp: httpx.Response) -> Any:
+    """The whole body of an answer whose headers arrived (after the first byte: no retry)."""
+    import httpx
+
+    try:
+        raw = await resp.aread()
+    except httpx.TimeoutException:
+        raise timeout_error(target, "idle") from None
+    except httpx.TransportError as exc:
+        raise ApiError(502, f"provider '{target.provider_id}' broke off ({type(exc).__name__})",
+                       code="upstream_error") from None
+    finally:
+        await resp.aclose()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ApiError(502, f"provider '{target.provider_id}' sent unreadable JSON", code="upstream_error") from None
+
+
+async def sse(target: ProviderTarget, resp: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
+    """(event name, data) per server-sent event; a broken or idle stream raises ApiError (502 / 504)."""
+    import httpx
+
+    event: str | None = None
+    data: list[str] = []
+    try:
+        async for line in resp.aiter_lines():
+            if not line:
+                if data:
+                    yield event, "\n".join(data)
+                event, data = None, []
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+        if data:
+            yield event, "\n".join(data)
+    except httpx.TimeoutException:
+        raise timeout_error(target, "idle between chunks") from None
+    except httpx.TransportError as exc:
+        raise ApiError(502, f"provider '{target.provider_id}' stream broke ({type(exc).__name__})",
+                       code="upstream_error") from None
+    finally:
+        await resp.aclose()

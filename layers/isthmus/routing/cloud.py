@@ -1,0 +1,119 @@
+"""Cloud aliases on the inference path.
+
+:class:`CloudResolver` is a :class:`~isthmus.ports.backend.BackendResolver`: an exact published cloud alias
+(step 3 of the routing order, after single-Mac upstream ids, which the inner resolver owns) resolves to a
+:class:`FallbackBackend` over the alias's chain; every other name goes to the inner resolver unchanged.
+The concrete model is the alias itself (usage rows and pricing are keyed by it; the backend rewrites the
+upstream model). :class:`FallbackBackend` tries the next alias of the chain when one fails before its first
+byte (after retries) with 429, 5xx or a timeout; once a stream has begun it never switches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from isthmus.errors import ApiError
+from isthmus.observability import get_logger
+from isthmus.ports.backend import BackendResolver, InferenceBackend
+from isthmus_contracts.agent import TokenizeRequest
+from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
+
+logger = get_logger("cloud")
+
+
+def _falls_back(exc: ApiError) -> bool:
+    return exc.status == 429 or exc.status >= 500
+
+
+class FallbackBackend:
+    def __init__(self, backends: list[Any]) -> None:
+        if not backends:
+            raise ValueError("a fallback chain needs at least one backend")
+        self.backends = backends
+        self.name = backends[0].name
+
+    async def generate(self, request: InternalRequest) -> InternalResponse:
+        error: ApiError | None = None
+        for backend in self.backends:
+            try:
+                answer = await backend.generate(request)
+            except ApiError as exc:
+                if not _falls_back(exc):
+                    raise
+                error = exc
+                logger.warning("cloud alias failed, trying its fallback",
+                               extra={"backend": backend.name, "status": exc.status})
+                continue
+            self.name = backend.name  # the usage row names the provider that answered
+            return answer
+        assert error is not None
+        raise error
+
+    async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
+        error: ApiError | None = None
+        for backend in self.backends:
+            events = backend.stream(request)
+            try:
+                first = await anext(events)
+            except ApiError as exc:
+                await events.aclose()
+                if not _falls_back(exc):
+                    raise
+                error = exc
+                logger.warning("cloud alias failed, trying its fallback",
+                               extra={"backend": backend.name, "status": exc.status})
+                continue
+            except StopAsyncIteration:
+                error = ApiError(502, "the provider closed the stream without answering", code="upstream_error")
+                continue
+            self.name = backend.name
+            try:
+                yield first
+                async for event in events:
+                    yield event
+            finally:
+                await events.aclose()
+            return
+        assert error is not None
+        raise error
+
+    async def count_tokens(self, request: TokenizeRequest) -> int | None:
+        return None
+
+
+class CloudResolver:
+    """Cloud aliases first (from ``catalog``), then ``inner`` for everything else."""
+
+    def __init__(self, catalog: Any, inner: BackendResolver) -> None:
+        self.catalog = catalog
+        self.inner = inner
+
+    def _disabled(self, alias: str) -> bool:
+        try:
+            return bool(self.catalog.disabled(alias))
+        except Exception:
+            return False
+
+    async def backend(self, model: str) -> FallbackBackend | None:
+        from isthmus.services.cloud_catalog import backend_for
+
+        try:
+            chain = await run_in_threadpool(self.catalog.chain, model.strip())
+        except Exception as exc:  # no providers table (single-Mac, bare tests): only the inner resolver serves
+            logger.warning("cloud catalog unavailable", extra={"error": type(exc).__name__})
+            return None
+        return FallbackBackend([backend_for(t) for t in chain]) if chain else None
+
+    async def resolve(self, request: InternalRequest, *, endpoint: str,
+                      axis_header: str | None = None) -> tuple[InferenceBackend, InternalRequest]:
+        model = request.model.strip()
+        backend = await self.backend(model)
+        if backend is not None:
+            return backend, request.model_copy(update={"model": model})
+        if await run_in_threadpool(self._disabled, model):
+            raise ApiError(404, f"The model '{model}' is not available: its provider is disabled.",
+                           code="model_not_found", param="model")
+        return await self.inner.resolve(request, endpoint=endpoint, axis_header=axis_header)

@@ -1,0 +1,154 @@
+"""The cloud catalog over the providers table: enabled providers' published aliases (cached a few seconds,
+``ISTHMUS_CLOUD_CATALOG_SECONDS``, default 5), each alias ready to call as a chain of
+:class:`ProviderTarget` (the alias, then its fallbacks). Implements :class:`isthmus.ports.control.CloudCatalog`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from typing import Any
+
+from isthmus.adapters.cloud.transport import ProviderTarget
+from isthmus.observability import get_logger
+from isthmus.services.providers import ProviderRecord, ProviderService, Published
+
+logger = get_logger("cloud")
+
+
+def target_for(record: ProviderRecord, entry: Published, api_key: str | None,
+               secret_headers: dict[str, str] | None = None) -> ProviderTarget:
+    t = record.timeouts
+    return ProviderTarget(provider_id=record.provider_id, protocol=record.protocol, api_base=record.api_base,
+                          alias=entry.alias, upstream_model=entry.upstream_model, api_key=api_key,
+                          headers={**record.headers, **(secret_headers or {})},
+                          connect_timeout=t.connect, first_byte_timeout=t.first_byte,
+                          idle_timeout=t.idle, whole_timeout=t.whole, max_retries=record.max_retries,
+                          fallbacks=tuple(entry.fallbacks))
+
+
+def backend_for(target: ProviderTarget) -> Any:
+    """OpenAIProviderBackend or AnthropicProviderBackend for the target's protocol."""
+    if target.protocol == "anthropic":
+        from isthmus.adapters.cloud.anthropic_provider import AnthropicProviderBackend
+
+        return AnthropicProviderBackend(target)
+    from isthmus.adapters.cloud.openai_provider import OpenAIProviderBackend
+
+    return OpenAIProviderBackend(target)
+
+
+def _cache_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("ISTHMUS_CLOUD_CATALOG_SECONDS", "5")))
+    except ValueError:
+        return 5.0
+
+
+class ProvidersCatalog:
+    """Blocking (reads the store): async callers go through a thread pool."""
+
+    def __init__(self, providers: ProviderService, cache_seconds: float | None = None) -> None:
+        self.providers = providers
+        self.cache_seconds = _cache_seconds() if cache_seconds is None else cache_seconds
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, ProviderTarget], set[str]] | None = None
+        self._records: dict[str, ProviderRecord] = {}
+        # (provider, updated_at) -> opened key and secret headers, memory only
+        self._keys: dict[tuple[str, str], tuple[str | None, dict[str, str]]] = {}
+
+    def _load(self) -> tuple[dict[str, ProviderTarget], set[str]]:
+        out: dict[str, ProviderTarget] = {}
+        disabled: set[str] = set()
+        for raw in self.providers.store.list_all():
+            try:
+                record = ProviderRecord.model_validate(raw)
+            except Exception as exc:  # one bad record must not hide the others
+                logger.warning("provider record skipped", extra={"provider": raw.get("provider_id"),
+                                                                 "error": type(exc).__name__})
+                continue
+            if not record.enabled:
+                disabled.update(p.alias for p in record.published)
+                continue
+            self._records[record.provider_id] = record
+            for entry in record.published:
+                out.setdefault(entry.alias, target_for(record, entry, None))
+        return out, disabled - set(out)
+
+    def _state(self) -> tuple[dict[str, ProviderTarget], set[str]]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self.cache_seconds:
+                targets, disabled = self._load()
+                self._cached = (now, targets, disabled)
+            return self._cached[1], self._cached[2]
+
+    def targets_by_alias(self) -> dict[str, ProviderTarget]:
+        """Enabled aliases -> targets *without* their key (see :meth:`chain`)."""
+        return self._state()[0]
+
+    def disabled(self, alias: str) -> bool:
+        """True when only a disabled provider publishes ``alias``."""
+        return alias in self._state()[1]
+
+    def _with_key(self, target: ProviderTarget) -> ProviderTarget:
+        record = self._records[target.provider_id]
+        slot = (record.provider_id, record.updated_at)
+        if slot not in self._keys:  # KMS decrypt once per record version
+            self._keys[slot] = (self.providers.api_key(record), self.providers.secret_headers(record))
+        key, secret_headers = self._keys[slot]
+        return dataclasses.replace(target, api_key=key, headers={**target.headers, **secret_headers})
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cached = None
+
+    def aliases(self) -> list[str]:
+        return sorted(self.targets_by_alias())
+
+    def owners(self) -> dict[str, str]:
+        return {alias: t.provider_id for alias, t in self.targets_by_alias().items()}
+
+    def chain(self, alias: str) -> list[ProviderTarget]:
+        """The alias's target, then its fallbacks' (each once, unknown or disabled ones skipped); [] if unknown."""
+        targets = self.targets_by_alias()
+        out: list[ProviderTarget] = []
+        queue, seen = [alias], set()
+        while queue:
+            name = queue.pop(0)
+            if name in seen or name not in targets:
+                continue
+            seen.add(name)
+            try:
+                out.append(self._with_key(targets[name]))
+            except Exception as exc:  # a key that no longer opens: skip this link of the chain
+                logger.warning("provider key could not be opened", extra={"provider": targets[name].provider_id,
+                                                                          "error": type(exc).__name__})
+                continue
+            queue += list(targets[name].fallbacks)
+        return out
+
+
+_shared: ProvidersCatalog | None = None
+
+
+def provider_service() -> ProviderService:
+    from isthmus.adapters.keywrap import default_wrapper
+    from isthmus.adapters.providers_table import DynamoProviderStore
+
+    return ProviderService(DynamoProviderStore(), default_wrapper())
+
+
+def shared_catalog() -> ProvidersCatalog:
+    """One catalog per process (its cache is shared by the routing snapshot and the inference resolver)."""
+    global _shared
+    if _shared is None:
+        _shared = ProvidersCatalog(provider_service())
+    return _shared
+
+
+def invalidate_shared() -> None:
+    """After a provider changed in this process (the admin API): the next read sees it at once."""
+    if _shared is not None:
+        _shared.invalidate()

@@ -1,0 +1,231 @@
+"""Cloud providers: configuration records (``PUT /admin/providers/{id}``), templates, sealed api keys.
+
+The api_key is sealed (envelope encryption, :mod:`isthmus.adapters.keywrap`) before it reaches the store
+and opened only when a backend is built; views answer ``api_key_set`` / ``api_key_source`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.concurrency import run_in_threadpool
+
+from isthmus.errors import ApiError
+from isthmus.ports.providers import KeyWrapper, ProviderStore
+from isthmus_contracts.internal import InternalRequest, Message, Sampling, TextPart
+
+Protocol_ = Literal["openai", "anthropic"]
+_SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+TEMPLATES: dict[str, dict[str, Any]] = {
+    "openai": {"protocol": "openai", "api_base": "https://api.openai.com/v1"},
+    "anthropic": {"protocol": "anthropic", "api_base": "https://api.anthropic.com/v1"},
+    "openrouter": {"protocol": "openai", "api_base": "https://openrouter.ai/api/v1", "alias_prefix": "or:",
+                   "headers": {"HTTP-Referer": "https://github.com/isthmus-gateway/isthmus", "X-Title": "Isthmus"}},
+}
+
+
+class Timeouts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    connect: float = Field(default=5.0, gt=0)
+    first_byte: float = Field(default=60.0, gt=0)  # from the request to the upstream's first byte
+    idle: float = Field(default=60.0, gt=0)  # between chunks of a stream
+    whole: float = Field(default=600.0, gt=0)  # a non-streamed answer (its headers come with the whole answer)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, value: Any) -> Any:
+        return _strip_nulls(value)
+
+
+def _strip_nulls(body: Any) -> Any:
+    return {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
+
+
+class Published(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    alias: str = Field(min_length=1)
+    upstream_model: str = Field(min_length=1)
+    capabilities: list[str] = Field(default_factory=list)
+    fallbacks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, value: Any) -> Any:
+        return _strip_nulls(value)
+
+
+class ProviderConfig(BaseModel):
+    """The PUT body. ``template`` fills protocol, api_base and headers the body leaves out."""
+
+    model_config = ConfigDict(extra="forbid")
+    template: Literal["openai", "anthropic", "openrouter"] | None = None
+    protocol: str | None = None
+    api_base: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    api_key_env: str | None = None
+    enabled: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+    published: list[Published] = Field(default_factory=list)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    max_retries: int = Field(default=2, ge=0, le=10)
+
+
+class ProviderRecord(BaseModel):
+    """What the store keeps (the key only sealed)."""
+
+    provider_id: str
+    protocol: Protocol_
+    api_base: str
+    api_key_sealed: dict[str, str] | None = None
+    secret_headers_sealed: dict[str, str] | None = None  # Authorization-like extra headers, sealed as JSON
+    api_key_env: str | None = None
+    enabled: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+    published: list[Published] = Field(default_factory=list)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    max_retries: int = 2
+    template: str | None = None
+    created_at: str
+    updated_at: str
+
+    def view(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json", exclude={"api_key_sealed", "secret_headers_sealed"})
+        out["secret_headers_set"] = bool(self.secret_headers_sealed)
+        out["api_key_set"] = bool(self.api_key_sealed) or bool(self.api_key_env and os.environ.get(self.api_key_env))
+        out["api_key_source"] = "config" if self.api_key_sealed else ("env" if self.api_key_env else None)
+        return out
+
+
+class ProviderService:
+    def __init__(self, store: ProviderStore, wrapper: KeyWrapper) -> None:
+        self.store = store
+        self.wrapper = wrapper
+
+    @staticmethod
+    def _context(provider_id: str) -> str:
+        return f"isthmus-provider:{provider_id}"
+
+    async def put(self, provider_id: str, body: Any) -> dict[str, Any]:
+        if not _ID.match(provider_id):
+            raise ApiError(400, "provider id: letters, digits, '.', '_' or '-' (at most 64)", param="provider_id")
+        try:
+            config = ProviderConfig.model_validate(_strip_nulls(body))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "body"
+            raise ApiError(400, f"{field}: {first['msg']}", param=field) from None
+        existing = await run_in_threadpool(self.store.get, provider_id)
+        record = await run_in_threadpool(self._merge, provider_id, config, existing)  # KMS is a network call
+        await self._check_aliases_free(record)
+        await run_in_threadpool(self.store.put, record.model_dump(mode="json"))
+        return record.view()
+
+    def _merge(self, provider_id: str, config: ProviderConfig, existing: dict[str, Any] | None) -> ProviderRecord:
+        template = TEMPLATES.get(config.template or "", {})
+        protocol: Any = config.protocol or template.get("protocol")
+        if protocol not in ("openai", "anthropic"):
+            raise ApiError(400, f"protocol: must be 'openai' or 'anthropic' (got {protocol!r})", param="protocol")
+        api_base = (config.api_base or template.get("api_base") or "").rstrip("/")
+        if not api_base.startswith(("http://", "https://")):
+            raise ApiError(400, "api_base: an http(s) URL is required", param="api_base")
+        prefix = template.get("alias_prefix", "")
+        published = [p if p.alias.startswith(prefix) else p.model_copy(update={"alias": prefix + p.alias})
+                     for p in config.published]  # openrouter: every alias is or:<name>
+        seen: set[str] = set()
+        for p in published:
+            if p.alias in seen:
+                raise ApiError(400, f"published: alias '{p.alias}' appears twice", param="published")
+            seen.add(p.alias)
+        sealed = None
+        if config.api_key:
+            from isthmus.adapters.keywrap import seal
+
+            sealed = seal(config.api_key, self.wrapper, self._context(provider_id))
+        elif existing and not config.api_key_env:
+            sealed = existing.get("api_key_sealed")  # a PUT without a key keeps the stored one
+        headers = {**template.get("headers", {}), **config.headers}
+        secret = {k: v for k, v in headers.items() if k.lower() in _SECRET_HEADERS}
+        secret_sealed = (existing or {}).get("secret_headers_sealed")
+        if secret:
+            from isthmus.adapters.keywrap import seal
+
+            secret_sealed = seal(json.dumps(secret), self.wrapper, self._context(provider_id) + ":headers")
+        now = datetime.now(UTC).isoformat()
+        return ProviderRecord(
+            provider_id=provider_id, protocol=protocol, api_base=api_base, api_key_sealed=sealed,
+            api_key_env=config.api_key_env, enabled=config.enabled,
+            secret_headers_sealed=secret_sealed, published=published,
+            headers={k: v for k, v in headers.items() if k not in secret},
+            timeouts=config.timeouts, max_retries=config.max_retries, template=config.template,
+            created_at=(existing or {}).get("created_at", now), updated_at=now)
+
+    async def _check_aliases_free(self, record: ProviderRecord) -> None:
+        mine = {p.alias for p in record.published}
+        for other in await run_in_threadpool(self.store.list_all):
+            if other.get("provider_id") == record.provider_id:
+                continue
+            taken = mine & {p.get("alias") for p in other.get("published") or []}
+            if taken:
+                raise ApiError(409, f"published: alias '{sorted(taken)[0]}' is already published by provider "
+                               f"'{other['provider_id']}'", param="published", code="conflict")
+
+    async def _record(self, provider_id: str) -> ProviderRecord:
+        raw = await run_in_threadpool(self.store.get, provider_id)
+        if raw is None:
+            raise ApiError(404, f"Provider '{provider_id}' not found.", code="not_found")
+        return ProviderRecord.model_validate(raw)
+
+    async def get(self, provider_id: str) -> dict[str, Any]:
+        return (await self._record(provider_id)).view()
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        raw = await run_in_threadpool(self.store.list_all)
+        return [ProviderRecord.model_validate(r).view() for r in raw]
+
+    async def delete(self, provider_id: str) -> None:
+        if not await run_in_threadpool(self.store.delete, provider_id):
+            raise ApiError(404, f"Provider '{provider_id}' not found.", code="not_found")
+
+    def api_key(self, record: ProviderRecord) -> str | None:
+        """The plaintext key, for the backend only (never logged, never returned)."""
+        if record.api_key_sealed:
+            from isthmus.adapters.keywrap import open_sealed
+
+            return open_sealed(record.api_key_sealed, self.wrapper, self._context(record.provider_id))
+        return os.environ.get(record.api_key_env) if record.api_key_env else None
+
+    def secret_headers(self, record: ProviderRecord) -> dict[str, str]:
+        if not record.secret_headers_sealed:
+            return {}
+        from isthmus.adapters.keywrap import open_sealed
+
+        opened = open_sealed(record.secret_headers_sealed, self.wrapper, self._context(record.provider_id) + ":headers")
+        return dict(json.loads(opened))
+
+    async def test(self, provider_id: str) -> dict[str, Any]:
+        """A tiny real call: the first published model asked for one token (the error, if any, is reported)."""
+        from isthmus.services.cloud_catalog import backend_for, target_for
+
+        record = await self._record(provider_id)
+        if not record.published:
+            raise ApiError(400, "published: the provider publishes no model to test", param="published")
+        entry = record.published[0]
+        target = target_for(record, entry, await run_in_threadpool(self.api_key, record),
+                            await run_in_threadpool(self.secret_headers, record))
+
+        request = InternalRequest(model=entry.alias, messages=[Message(role="user", content=[TextPart(text="ping")])],
+                                  sampling=Sampling(max_tokens=1))
+        try:
+            resp = await backend_for(target).generate(request)
+        except ApiError as exc:
+            return {"ok": False, "provider_id": provider_id, "alias": entry.alias, "status": exc.status,
+                    "error": exc.message}
+        return {"ok": True, "provider_id": provider_id, "alias": entry.alias, "model": entry.upstream_model,
+                "usage": resp.usage.model_dump(exclude_none=True)}
