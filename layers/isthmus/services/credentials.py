@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from isthmus import auth
+from isthmus import auth, settings
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.ports.tenancy import BudgetStore, KeyStore, PricingStore, RateLimiter, SettingsStore, UsageStore, UserStore
@@ -132,10 +132,13 @@ _creds: dict[str, Credentials] = {}
 
 
 def default_credentials() -> Credentials:
+    """One per store location: the pepper and master-key state belong to the settings table they came from
+    (tests point one process at several stores)."""
+    where = f"{settings.dynamodb_endpoint()}|{settings.table_name('settings')}"
     with _lock:
-        if "c" not in _creds:
-            _creds["c"] = Credentials(default_stores())
-        return _creds["c"]
+        if where not in _creds:
+            _creds[where] = Credentials(default_stores())
+        return _creds[where]
 
 
 @dataclass

@@ -15,13 +15,24 @@ from typing import Generic, TypeVar
 V = TypeVar("V")
 
 
+def _store_location() -> str:
+    from isthmus import settings
+
+    return f"{settings.dynamodb_endpoint()}|{settings.table_prefix()}"
+
+
 class TtlCache(Generic[V]):
     def __init__(self, env_var: str, default_s: float, max_items: int = 10_000) -> None:
         self.ttl_s = float(os.environ.get(env_var, default_s))
         self.max_items = max_items
         self._items: dict[str, tuple[float, V]] = {}
+        self._location = ""
 
     def get(self, key: str) -> V | None:
+        location = _store_location()
+        if location != self._location:  # another store (tests): nothing cached applies to it
+            self._items.clear()
+            self._location = location
         found = self._items.get(key)
         if found is None:
             return None
