@@ -20,7 +20,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from local_runtime.ddb import free_port  # noqa: E402
+from local_runtime.ddb import DynamoLocal, free_port, use_local_endpoint  # noqa: E402
 from local_runtime.process import stop, wait_http  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
@@ -68,11 +68,24 @@ async def run(url: str, body: dict, n: int, concurrency: int, stream: bool,
     return totals, firsts
 
 
+def local_store(prefix: str) -> DynamoLocal:
+    """An in-memory DynamoDB Local with the template's tables, pointed at by this process and its children."""
+    from isthmus.adapters import dynamodb
+    from local_runtime.tables import create_tables
+
+    ddb = DynamoLocal(free_port(), None).start()
+    os.environ["ISTHMUS_TABLE_PREFIX"] = prefix
+    use_local_endpoint(ddb.endpoint)
+    create_tables(dynamodb.client())
+    return ddb
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--mode", default="asgi", choices=["asgi", "lambda"])
     args = parser.parse_args()
+    ddb = local_store("gw-bench-")  # routing reads clusters from it (a snapshot reused for a second)
     up_port, edge_port = free_port(), free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up_port)], cwd=ROOT,
                                 start_new_session=True)
@@ -101,6 +114,7 @@ def main() -> int:
     finally:
         stop(edge)
         stop(upstream)
+        ddb.stop()
     return 0
 
 

@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gateway_overhead import VIA_EDGE, pct, run  # noqa: E402
+from gateway_overhead import VIA_EDGE, local_store, pct, run  # noqa: E402
 
-from local_runtime.ddb import DynamoLocal, free_port, use_local_endpoint  # noqa: E402
+from local_runtime.ddb import free_port  # noqa: E402
 from local_runtime.process import stop, wait_http  # noqa: E402
 
 MASTER = "sk-bench-master"
@@ -55,14 +55,10 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
     from isthmus.adapters import dynamodb
-    from local_runtime.tables import create_tables
 
-    ddb = DynamoLocal(free_port(), None).start()
+    ddb = local_store("bench-")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        os.environ["ISTHMUS_TABLE_PREFIX"] = "bench-"
-        use_local_endpoint(ddb.endpoint)
-        create_tables(dynamodb.client())
         up_port = free_port()
         procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up_port)],
                                       cwd=ROOT, start_new_session=True))

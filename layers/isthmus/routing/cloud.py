@@ -100,6 +100,9 @@ class CloudResolver:
     async def backend(self, model: str) -> FallbackBackend | None:
         from isthmus.services.cloud_catalog import backend_for
 
+        fresh = getattr(self.catalog, "fresh", None)
+        if fresh is not None and fresh() and model.strip() not in self.catalog.targets_by_alias():
+            return None  # the common case, a local model: answered from the cache without a thread hop
         try:
             chain = await run_in_threadpool(self.catalog.chain, model.strip())
         except Exception as exc:  # no providers table (single-Mac, bare tests): only the inner resolver serves
@@ -113,7 +116,10 @@ class CloudResolver:
         backend = await self.backend(model)
         if backend is not None:
             return backend, request.model_copy(update={"model": model})
-        if await run_in_threadpool(self._disabled, model):
+        fresh = getattr(self.catalog, "fresh", None)
+        disabled = self._disabled(model) if fresh is not None and fresh() else \
+            await run_in_threadpool(self._disabled, model)
+        if disabled:
             raise ApiError(404, f"The model '{model}' is not available: its provider is disabled.",
                            code="model_not_found", param="model")
         return await self.inner.resolve(request, endpoint=endpoint, axis_header=axis_header)

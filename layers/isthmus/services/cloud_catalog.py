@@ -84,6 +84,11 @@ class ProvidersCatalog:
                 self._cached = (now, targets, disabled)
             return self._cached[1], self._cached[2]
 
+    def fresh(self) -> bool:
+        """The cached state is current: reading it needs no store call (callers skip the thread hop)."""
+        cached = self._cached
+        return cached is not None and time.monotonic() - cached[0] < self.cache_seconds
+
     def targets_by_alias(self) -> dict[str, ProviderTarget]:
         """Enabled aliases -> targets *without* their key (see :meth:`chain`)."""
         return self._state()[0]

@@ -54,6 +54,7 @@ class RoutingService:
         self.nodes = nodes
         self.cache_seconds = _cache_seconds() if cache_seconds is None else cache_seconds
         self._cached: tuple[float, Snapshot] | None = None
+        self._refresh: asyncio.Task[Snapshot] | None = None
 
     @classmethod
     def shared(cls) -> RoutingService:
@@ -74,13 +75,34 @@ class RoutingService:
 
     async def snapshot(self) -> Snapshot:
         """Clusters, nodes, settings and cloud aliases, read concurrently; reused for ``cache_seconds``
-        (``ISTHMUS_ROUTING_CACHE_SECONDS``, default 1) so a busy process does not re-read them per request."""
+        (``ISTHMUS_ROUTING_CACHE_SECONDS``, default 1) so a busy process does not re-read them per request.
+        A stale snapshot is served once more while a refresh runs in the background (at most one at a time),
+        so no request waits on the store once the first one has read it; node liveness is judged against
+        the current time, not the snapshot's."""
         now = time.monotonic()
-        if self._cached is not None and now - self._cached[0] < self.cache_seconds:
+        if self._cached is not None:
+            if now - self._cached[0] >= self.cache_seconds and (self._refresh is None or self._refresh.done()):
+                self._refresh = asyncio.create_task(self._read())
+                self._refresh.add_done_callback(_log_refresh_failure)
             return self._cached[1].model_copy(update={"now": utcnow()})
-        clusters, nodes, settings, owners = await asyncio.gather(
-            run_in_threadpool(self.store.list_clusters), run_in_threadpool(self.store.list_nodes),
-            run_in_threadpool(self.store.get_settings), run_in_threadpool(self.catalog.owners))
+        return await self._read()
+
+    async def _read(self) -> Snapshot:
+        now = time.monotonic()
+        try:
+            clusters, nodes, settings, owners = await asyncio.gather(
+                run_in_threadpool(self.store.list_clusters), run_in_threadpool(self.store.list_nodes),
+                run_in_threadpool(self.store.get_settings), run_in_threadpool(self.catalog.owners))
+        except ApiError:
+            raise
+        except Exception as exc:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            if isinstance(exc, BotoCoreError | ClientError):  # the store is down: a 503, never a 500
+                from isthmus.adapters.ddb_items import store_unavailable
+
+                raise store_unavailable(exc) from None
+            raise
         snap = Snapshot(clusters=clusters, nodes=nodes, settings=settings, cloud_aliases=sorted(owners),
                         cloud_owners=owners)
         if self.cache_seconds > 0:
@@ -170,6 +192,11 @@ class RoutingService:
             await run_in_threadpool(self.store.put_doc, "coeos_decisions", list(_decisions)[-50:])
         except Exception as exc:  # the log is best effort; the request goes on
             logger.warning("coeos decision not stored", extra={"error": type(exc).__name__})
+
+
+def _log_refresh_failure(task: asyncio.Task[Snapshot]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # the stale snapshot keeps serving meanwhile
+        logger.warning("routing snapshot refresh failed", extra={"error": type(task.exception()).__name__})
 
 
 def recent_decisions() -> list[dict[str, Any]]:
