@@ -11,9 +11,10 @@ counts as unreachable; other agent errors (400 context too long, ...) propagate 
     async with stream:
         async for event in stream.events(): ...
 
-httpx is imported on first use. Connections are pooled: one AsyncClient per event loop (Mangum reuses one
-loop per sandbox; the local edge's lambda mode has one per worker thread), so a request to a node reuses a
-kept-alive connection instead of opening one.
+httpx is imported on first use. Whole generations and tokenize calls share a pooled client (one per event
+loop: Mangum reuses one loop per sandbox; the local edge's lambda mode has one per worker thread). A stream
+gets a client of its own: closing it is the one sure way to drop the connection when the caller goes away
+mid-read (a cancelled read can leave a pooled connection checked out and open, and the agent generating).
 """
 
 from __future__ import annotations
@@ -78,9 +79,15 @@ async def _error_body(resp: Any, base_url: str) -> ApiError:
                     code=code or "agent_error")
 
 
+def _stream_client() -> Any:
+    import httpx
+
+    return httpx.AsyncClient(timeout=httpx.Timeout(FIRST_EVENT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+
+
 class AgentStream:
-    def __init__(self, resp: Any, lines: AsyncIterator[str], first: Any, base_url: str) -> None:
-        self._resp, self._lines = resp, lines
+    def __init__(self, client: Any, resp: Any, lines: AsyncIterator[str], first: Any, base_url: str) -> None:
+        self._client, self._resp, self._lines = client, resp, lines
         self.first = first
         self.base_url = base_url
 
@@ -96,8 +103,11 @@ class AgentStream:
             raise AgentStreamBroken(f"stream from {self.base_url} broke: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
-        """Closing the response before its end drops the connection: the agent stops generating."""
-        await self._resp.aclose()
+        """Drops the connection (the stream's own client): the agent sees the disconnect and stops."""
+        try:
+            await self._resp.aclose()
+        finally:
+            await self._client.aclose()
 
     async def __aenter__(self) -> AgentStream:
         return self
@@ -111,12 +121,13 @@ async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
     :class:`AgentUnreachable`, agent errors (4xx/5xx) are :class:`ApiError` with the agent's status."""
     import httpx
 
-    client = pooled_client()
+    client = _stream_client()
     body = request.model_copy(update={"stream": True}).model_dump(mode="json", exclude_none=True)
     try:
         resp = await client.send(client.build_request("POST", base_url.rstrip("/") + "/agent/v1/generate",
                                                       json=body), stream=True)
     except httpx.TransportError as exc:
+        await client.aclose()
         raise AgentUnreachable(base_url, type(exc).__name__) from None
     try:
         if resp.status_code >= 400:
@@ -128,11 +139,13 @@ async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
         first = _events.validate_json(first_line)
     except (httpx.TransportError, StopAsyncIteration) as exc:
         await resp.aclose()
+        await client.aclose()
         raise AgentUnreachable(base_url, f"no first event ({type(exc).__name__})") from None
     except BaseException:
         await resp.aclose()
+        await client.aclose()
         raise
-    return AgentStream(resp, lines, first, base_url)
+    return AgentStream(client, resp, lines, first, base_url)
 
 
 async def generate(base_url: str, request: InternalRequest) -> InternalResponse:

@@ -48,7 +48,8 @@ class RoutingResolver:
             route = await self.routing.route(request.model, dialect=dialect, session_id=request.session_id,
                                              axis_header=axis_header, last_user_message=_last_user_text(request))
         except ApiError as exc:
-            if exc.status == 404 and default_agent_url():
+            # Not served by any cluster, or the control-plane store is down: the default agent, if any.
+            if (exc.status == 404 or exc.code == "store_unavailable") and default_agent_url():
                 return await self.fallback.resolve(request, endpoint=endpoint)
             raise
         routed = _with_system_prefix(apply_route_defaults(request, route), route.system_prefix)
