@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,14 +108,21 @@ def render(tokenizer: Any, messages: list[Message], tools: list[Tool], *, enable
     raise ValueError(f"chat template failed: {last_error}")
 
 
-def tool_call_prefill(forced_tool: str, *, thinking_open: bool) -> str:
+def tool_call_prefill(forced_tool: str, *, thinking_open: bool, tools: Sequence[Tool] = ()) -> str:
     """The opening of a ``<tool_call>`` the model must complete: with the name when one tool is forced
     (``forced_tool``), up to the name's opening quote when any tool will do (``""``). An open think block
-    is closed first: a forced call has nothing to reason about in the output."""
+    is closed first: a forced call has nothing to reason about in the output. When the forced tool takes
+    exactly one required argument, its key is written too (small models otherwise wander off the schema)."""
     head = "</think>\n\n" if thinking_open else ""
-    if forced_tool:
-        return f'{head}<tool_call>\n{{"name": {json.dumps(forced_tool)}, "arguments": '
-    return f'{head}<tool_call>\n{{"name": "'
+    if not forced_tool:
+        return f'{head}<tool_call>\n{{"name": "'
+    opening = f'{head}<tool_call>\n{{"name": {json.dumps(forced_tool)}, "arguments": '
+    tool = next((t for t in tools if t.name == forced_tool), None)
+    required = (tool.parameters.get("required") or []) if tool else []
+    if len(required) == 1:
+        prop = (tool.parameters.get("properties") or {}).get(required[0], {}) if tool else {}
+        opening += "{" + json.dumps(required[0]) + ": " + ('"' if prop.get("type") == "string" else "")
+    return opening
 
 
 def build_prompt(
@@ -126,7 +134,8 @@ def build_prompt(
     text = render(tokenizer, messages, tools, enable_thinking=enable_thinking,
                   reasoning_effort=reasoning_effort)
     thinking_open = text.rstrip().endswith("<think>")
-    prefill = tool_call_prefill(forced_tool, thinking_open=thinking_open) if forced_tool is not None else ""
+    prefill = tool_call_prefill(forced_tool, thinking_open=thinking_open, tools=tools) \
+        if forced_tool is not None else ""
     tokens = list(tokenizer.encode(text + prefill, add_special_tokens=False))
     return Prompt(text=text + prefill, tokens=tokens, thinking_open=thinking_open, prefill=prefill,
                   forced_tool=forced_tool is not None)

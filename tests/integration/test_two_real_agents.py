@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -82,13 +83,18 @@ def lan(ddb_tables: str, smollm2_model: Path, agent_logs: Path) -> Iterator[Lan]
         stop(proc)
 
 
-def test_load_through_the_admin_api_then_route_by_alias_and_cluster(lan: Lan, smollm2_model: Path) -> None:
-    # when the operator loads the model on the cluster under an alias
+@pytest.fixture(scope="module")
+def loaded(lan: Lan, smollm2_model: Path) -> dict[str, Any]:
+    """The operator loads the model on the cluster under the alias ``smol`` (once for the module)."""
     r = httpx.post(f"{lan.edge}/admin/{CLUSTER}/load", json={"model": str(smollm2_model), "alias": "smol"},
                    timeout=300)
-    # then both nodes loaded it
     assert r.status_code == 200, r.text
-    assert r.json()["loaded"] is True and sorted(r.json()["nodes"]) == ["node-a", "node-b"]
+    return dict(r.json())
+
+
+def test_load_through_the_admin_api_then_route_by_alias_and_cluster(lan: Lan, loaded: dict[str, Any]) -> None:
+    # when the operator loaded the model on the cluster under an alias, then both nodes loaded it
+    assert loaded["loaded"] is True and sorted(loaded["nodes"]) == ["node-a", "node-b"]
     assert "smol" in {m["id"] for m in httpx.get(f"{lan.edge}/v1/models").json()["data"]}
     # and requests route by alias and by cluster name to a real answer
     question = [{"role": "user", "content": "What is the capital of France?"}]
@@ -97,7 +103,7 @@ def test_load_through_the_admin_api_then_route_by_alias_and_cluster(lan: Lan, sm
         assert answer["choices"][0]["message"]["content"].strip()
 
 
-def test_a_session_stays_on_its_node_so_cached_tokens_grow(lan: Lan) -> None:
+def test_a_session_stays_on_its_node_so_cached_tokens_grow(lan: Lan, loaded: dict[str, Any]) -> None:
     history = [{"role": "system", "content": "You are a helpful assistant. Answer in a few words."},
                {"role": "user", "content": "Name a river in France."}]
     cached: list[int] = []
@@ -125,7 +131,8 @@ def usage_row(request_id: str) -> dict[str, Any] | None:
     return rows["Items"][0] if rows["Items"] else None
 
 
-def test_killing_the_node_mid_stream_errors_in_band_and_the_other_node_takes_over(lan: Lan) -> None:
+def test_killing_the_node_mid_stream_errors_in_band_and_the_other_node_takes_over(
+        lan: Lan, loaded: dict[str, Any]) -> None:
     # given a session pinned to one node
     lan.chat("smol", [{"role": "user", "content": "Hello!"}], session="doomed")
     victim = pinned_node("doomed")
@@ -153,3 +160,25 @@ def test_killing_the_node_mid_stream_errors_in_band_and_the_other_node_takes_ove
     assert answer["choices"][0]["message"]["content"] is not None
     assert pinned_node("doomed") == survivor
     poll(lambda: lan.up() == {survivor}, timeout=30)
+
+
+def test_coeos_asks_the_real_decider_model_for_the_axis(lan: Lan, loaded: dict[str, Any]) -> None:
+    # given CoeOS with two axes and the loaded SmolLM2 pool as the decider
+    config = {"enabled": True, "decider_model": "smol", "default_axis": "chat",
+              "axes": [{"key": "code", "label": "Programming", "model": "smol",
+                        "description": "writing or fixing source code"},
+                       {"key": "chat", "label": "Small talk", "model": "smol", "description": "greetings"}]}
+    assert httpx.put(f"{lan.edge}/admin/coeos", json=config, timeout=30).status_code == 200
+    # when a request names CoeOS without an axis header
+    answer = lan.chat("CoeOS", [{"role": "user", "content": "Write a Python function that reverses a list."}])
+    # then the real model was asked and answered, and the pick follows from its answer: an axis of the menu
+    # when it named one, the default axis when it did not (a 135M model often does not)
+    decision = httpx.get(f"{lan.edge}/admin/coeos/decisions", timeout=10).json()["decisions"][-1]
+    assert decision["decider_answer"], decision
+    named = re.search(r"AXIS:\s*`?(code|chat)\b", decision["decider_answer"], re.IGNORECASE)
+    if named:
+        assert (decision["axis_source"], decision["axis"]) == ("decider", named.group(1).lower())
+    else:
+        assert (decision["axis_source"], decision["axis"]) == ("default", "chat")
+    assert decision["model"] == "smol"
+    assert answer["choices"][0]["message"]["content"] is not None

@@ -113,6 +113,7 @@ class Decision(BaseModel):
     model: str
     model_source: ModelSource
     score: float | None = None
+    decider_answer: str | None = None  # what the decider model said (operators tune the axis menu with it)
 
 
 def decider_prompt(config: CoeosConfig, user_message: str) -> str:

@@ -154,25 +154,26 @@ class RoutingService:
         config = await self.coeos_config()
         if not config.enabled:
             raise ApiError(404, "CoeOS is not enabled on this gateway.", code="model_not_loaded", param="model")
-        axis, source = await self._pick_axis(snap, config, axis_header, last_user_message)
+        axis, source, answer = await self._pick_axis(snap, config, axis_header, last_user_message)
         model_id, model_source, score = coeos.pick_model(config, axis, lambda m: servable(snap, m))
         route = resolve(snap, model_id)
         thinking = axis.thinking if axis.thinking is not None else snap.settings.enable_thinking_default
         decision = coeos.Decision(at=utcnow(), axis=axis.key, axis_source=source, model=model_id,
-                                  model_source=model_source, score=score)
+                                  model_source=model_source, score=score, decider_answer=answer)
         await self._record(decision)
         return route.model_copy(update={"requested": coeos.COEOS_NAME, "via": "coeos", "coeos_axis": axis.key,
                                         "enable_thinking": thinking, "reasoning_effort": axis.reasoning_effort})
 
     async def _pick_axis(self, snap: Snapshot, config: coeos.CoeosConfig, header: str | None,
-                         message: str) -> tuple[coeos.Axis, Any]:
+                         message: str) -> tuple[coeos.Axis, Any, str | None]:
+        """(axis, how it was picked, what the decider model answered when it was asked)."""
         if header:
             axis = config.axis(header)
             if axis is None:
                 keys = ", ".join(a.key for a in config.axes)
                 raise ApiError(400, f"Unknown CoeOS axis '{header}' (axes: {keys}).", param=coeos.AXIS_HEADER,
                                code="invalid_value")
-            return axis, "header"
+            return axis, "header", None
         if config.decider_model and self.decider is not None and servable(snap, config.decider_model):
             decider_route = resolve(snap, config.decider_model)
             try:
@@ -183,8 +184,9 @@ class RoutingService:
                 answer = ""
             picked = coeos.parse_axis(config, answer)
             if picked is not None:
-                return picked, "decider"
-        return coeos.default_axis(config), "default"
+                return picked, "decider", answer
+            return coeos.default_axis(config), "default", answer
+        return coeos.default_axis(config), "default", None
 
     async def _record(self, decision: coeos.Decision) -> None:
         _decisions.append(decision.model_dump(mode="json"))
