@@ -3,10 +3,8 @@ row is still written (status cancelled) and the budget hold is released into spe
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -14,19 +12,12 @@ import pytest
 from local_runtime.process import stop
 from tests.conftest import start_edge
 from tests.support.agents import AgentProcess
+from tests.support.waiting import poll
 
 pytestmark = pytest.mark.e2e
 MASTER = "sk-disconnect-master"
 
 
-def poll(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from isthmus.services.routing import RoutingService
 from local_runtime.process import stop
 from tests.conftest import start_edge
 from tests.support.control_agents import AgentSpec, RunningAgent, start_agent
+from tests.support.waiting import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 STALE_S = "3"
@@ -39,14 +39,6 @@ class Plane:
     root: Path
 
 
-def poll(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
 
 
 def status(plane: Plane, cluster: str = "lab") -> dict[str, Any]:

@@ -9,8 +9,7 @@ import json
 import os
 import re
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,12 @@ from isthmus.control.models import utcnow
 from local_runtime.process import stop
 from tests.conftest import start_edge
 from tests.support.agents import AgentProcess
+from tests.support.waiting import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLUSTER = "lan"
 
 
-def poll(check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
 
 
 class Lan:
@@ -69,7 +61,7 @@ def lan(ddb_tables: str, smollm2_model: Path, agent_logs: Path) -> Iterator[Lan]
             os.environ["ISTHMUS_NODE_ID"] = node  # read by the agent's enrollment at start
             agents[node] = AgentProcess("", "--max-batch", "2", log_dir=agent_logs)
         lan = Lan(edge, agents)
-        poll(lambda: lan.up() == {"node-a", "node-b"})
+        poll(lambda: lan.up() == {"node-a", "node-b"}, timeout=120)
         yield lan
     finally:
         for key, value in saved.items():
