@@ -51,6 +51,21 @@ class DynamoUsageStore:
                 return self.put(row)  # the user is gone: keep the row anyway
             raise
 
+    def settle_many(self, rows: Sequence[Mapping[str, Any]], user_updates: Sequence[dict[str, Any]]) -> bool:
+        """Several settlements in one transaction (each row once, each user's updates already summed).
+        False when any row was already written or any user is gone: nothing was written, and the caller
+        settles the rows one by one instead."""
+        ddb = dynamodb.client()
+        puts = [{"Put": {"TableName": self.name, "Item": to_item(row),
+                         "ConditionExpression": "attribute_not_exists(id)"}} for row in rows]
+        try:
+            ddb.transact_write_items(TransactItems=[*puts, *user_updates])
+            return True
+        except ddb.exceptions.TransactionCanceledException as exc:
+            if "ConditionalCheckFailed" in cancellation_codes(exc):
+                return False
+            raise
+
     def get(self, row_id: str) -> dict[str, Any] | None:
         out = dynamodb.client().get_item(TableName=self.name, Key={"id": {"S": row_id}}, ConsistentRead=True)
         return from_item(out.get("Item"))

@@ -9,6 +9,7 @@ then ``ADD reserved :x, headroom -:x`` conditioned on ``headroom >= :x``, which 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -181,16 +182,39 @@ class DynamoUserStore(_Table):
         except self.ddb.exceptions.ConditionalCheckFailedException:
             return False
 
+    def lease(self, user_id: str, amount: Decimal, need: Decimal) -> bool:
+        """A budget lease (see isthmus.services.budget_leases): ``amount`` moves from headroom to reserved,
+        only while the user has at least ``need`` of headroom (or no budget limit)."""
+        try:
+            self.ddb.update_item(
+                TableName=self.name, Key={"user_id": {"S": user_id}},
+                UpdateExpression="ADD reserved :x, headroom :nx",
+                ConditionExpression=("attribute_exists(user_id) AND "
+                                     "(attribute_not_exists(max_budget) OR headroom >= :need)"),
+                ExpressionAttributeValues=values({":x": amount, ":nx": -amount, ":need": max(need, amount)}))
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def release(self, user_id: str, amount: Decimal) -> None:
+        """An unused lease back to headroom (a deleted user has nothing to give back to)."""
+        with contextlib.suppress(self.ddb.exceptions.ConditionalCheckFailedException):
+            self.ddb.update_item(
+                TableName=self.name, Key={"user_id": {"S": user_id}},
+                UpdateExpression="ADD reserved :nx, headroom :x", ConditionExpression="attribute_exists(user_id)",
+                ExpressionAttributeValues=values({":x": amount, ":nx": -amount}))
+
     def settle_update(self, user_id: str, *, cost: Decimal, hold: Decimal, tokens_held: int,
-                      tokens_used: int, requests_held: int) -> dict[str, Any]:
-        """The Update half of a settlement transaction (see DynamoUsageStore.settle)."""
+                      tokens_used: int, requests_held: int, requests: int = 1) -> dict[str, Any]:
+        """The Update half of a settlement transaction (see DynamoUsageStore.settle); ``requests`` > 1 when
+        several settlements of one user are summed into one update."""
         return {"Update": {
             "TableName": self.name, "Key": {"user_id": {"S": user_id}},
             "UpdateExpression": ("ADD spend :c, reserved :nh, headroom :d, reserved_requests :nrq, "
                                  "reserved_tokens :nt, current_requests :one, current_tokens :used"),
             "ConditionExpression": "attribute_exists(user_id)",
             "ExpressionAttributeValues": values({":c": cost, ":nh": -hold, ":d": hold - cost, ":nrq": -requests_held,
-                                                 ":nt": -tokens_held, ":one": 1, ":used": tokens_used}),
+                                                 ":nt": -tokens_held, ":one": requests, ":used": tokens_used}),
         }}
 
     def reset_period(self, user: Mapping[str, Any], *, now_iso: str, next_iso: str | None) -> bool:

@@ -21,13 +21,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from isthmus import auth
+from isthmus import auth, lifecycle
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.services import hot_cache
 from isthmus.services import money as m
+from isthmus.services.budget_leases import BudgetLeases, leases_enabled
 from isthmus.services.credentials import Credentials, Stores, call, default_credentials, default_stores
 from isthmus.services.pricing import require_pricing, unpriced_error
+from isthmus.services.settlements import Settlement, SettlementWriter
 
 log = get_logger("gate")
 
@@ -53,6 +55,7 @@ class Admission(BaseModel):
     price: dict[str, Any] | None = None
     counts_toward_budget: bool = False
     reserved: bool = False
+    leased: bool = False  # the hold came out of this process's budget lease (no per-request counters)
     tokens_held: int = 0
     admitted_at: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -62,13 +65,27 @@ ANONYMOUS = Principal(kind="anonymous")
 MASTER = Principal(kind="master")
 
 
+KEY_TOUCH_INTERVAL_S = 60.0  # last_used_at is written at most this often per key and process
+
+
 class TenancyGate:
     def __init__(self, stores: Stores | None = None, creds: Credentials | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, leases: bool | None = None) -> None:
         self.stores = stores or default_stores()
         self.creds = creds or (default_credentials() if stores is None else Credentials(self.stores))
         self.clock = clock
         self._settled: OrderedDict[str, None] = OrderedDict()
+        self._key_touched: dict[str, float] = {}
+        use_leases = leases_enabled() if leases is None else leases
+        self.leases = BudgetLeases(self.stores.users, call) if use_leases else None
+        self.settlements = SettlementWriter(self.stores.usage, self.stores.users, call)
+        lifecycle.on_shutdown(self.close)
+
+    async def close(self) -> None:
+        """Write queued settlements and give unused budget leases back (the edge calls this at shutdown)."""
+        await self.settlements.close()
+        if self.leases is not None:
+            await self.leases.close()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -138,9 +155,12 @@ class TenancyGate:
             if counts and hold > 0:
                 assert principal.user_id is not None
                 await self._maybe_reset(principal, now)
-                if not await call(self.stores.users.reserve, principal.user_id, hold, tokens):
+                if self.leases is not None and self.leases.take(principal.user_id, hold):
+                    admission.reserved = admission.leased = True
+                elif await call(self.stores.users.reserve, principal.user_id, hold, tokens):
+                    admission.reserved, admission.tokens_held = True, tokens
+                else:
                     raise ApiError(403, "Budget exceeded", code="budget_exceeded")
-                admission.reserved, admission.tokens_held = True, tokens
             else:
                 admission.hold = Decimal(0)  # nothing held: free, unpriced or not gated
             return admission
@@ -223,18 +243,20 @@ class TenancyGate:
                         status_code=status_code, request_id=request_id, provider=backend, cost=cost,
                         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens,
                         latency_ms=latency_ms, counts_toward_budget=a.counts_toward_budget)
-        update = None
-        if a.counts_toward_budget and a.principal.user_id:
-            update = self.stores.users.settle_update(
-                a.principal.user_id, cost=cost, hold=a.hold if a.reserved else Decimal(0),
-                tokens_held=a.tokens_held, tokens_used=prompt_tokens + completion_tokens,
-                requests_held=1 if a.reserved else 0)
-        await call(self.stores.usage.settle, row, update)
+        counted = a.counts_toward_budget and a.principal.user_id
+        await self.settlements.write(Settlement(
+            row, user_id=a.principal.user_id if counted else None, cost=cost,
+            hold=a.hold if a.reserved else Decimal(0), tokens_held=a.tokens_held,
+            tokens_used=prompt_tokens + completion_tokens, requests_held=1 if a.reserved and not a.leased else 0))
         self._remember(a.id)
-        if a.principal.key_id:
-            # last_used_at is best effort; the money is already settled
+        key_id = a.principal.key_id
+        if key_id and time.monotonic() - self._key_touched.get(key_id, -KEY_TOUCH_INTERVAL_S) >= KEY_TOUCH_INTERVAL_S:
+            # last_used_at is best effort and coarse (one write a minute per key): the money is already settled
+            self._key_touched[key_id] = time.monotonic()
+            if len(self._key_touched) > 10_000:
+                self._key_touched.clear()
             with contextlib.suppress(ApiError):
-                await call(self.stores.keys.update, a.principal.key_id, {"last_used_at": m.iso(self._now())})
+                await call(self.stores.keys.update, key_id, {"last_used_at": m.iso(self._now())})
 
     async def refuse(self, principal: Principal | None, *, model: str, endpoint: str, status_code: int,
                      request_id: str, reason: str) -> None:

@@ -1,0 +1,143 @@
+"""Budget leases: a long-running gateway process admits most requests without a DynamoDB round trip.
+
+Why: a budget hold is one conditional UpdateItem, 3-12 ms on the request path. A process that serves a
+user steadily instead takes a *lease*, a block of that user's headroom moved into ``reserved`` with the
+same kind of conditional write, and carves each request's hold out of it in memory. Holds are settled
+exactly as before (spend += cost, reserved -= hold, headroom += hold - cost), so the user row always
+reads ``reserved`` = holds in flight + unused leases, and money can never overspend: a process only
+hands out what it has already reserved in the table.
+
+What it costs: while a lease is out, other processes see less headroom. So a lease is taken only when
+the user's headroom is at least ``HEADROOM_FACTOR`` times the lease (a user near the end of the budget
+gets exact per-request holds, so "exactly N fit" stays exact), the unused part goes back after
+``IDLE_S`` seconds without use and at shutdown, and leases are off where a process can be frozen or
+killed without notice (AWS Lambda), unless ``ISTHMUS_BUDGET_LEASES=on``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from isthmus.errors import ApiError
+from isthmus.observability import get_logger
+
+log = get_logger("budget-leases")
+
+LEASE_HOLDS = 32  # a lease covers this many holds of the request that asked for it
+HEADROOM_FACTOR = 8  # ... and is taken only if the user has 8x the lease left
+REFILL_BELOW = 0.5  # top up in the background when the balance falls under half a lease
+IDLE_S = 5.0
+RETRY_AFTER_REFUSAL_S = 2.0
+
+Caller = Callable[..., Awaitable[Any]]
+
+
+def leases_enabled() -> bool:
+    mode = os.environ.get("ISTHMUS_BUDGET_LEASES", "auto").lower()
+    if mode in ("on", "off"):
+        return mode == "on"
+    return not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+
+
+@dataclass
+class _Lease:
+    balance: Decimal = Decimal(0)
+    last_used: float = 0.0
+    refused_until: float = 0.0
+    busy: bool = False  # a lease or release call is in flight for this user
+
+
+class BudgetLeases:
+    def __init__(self, users: Any, call: Caller, clock: Callable[[], float] = time.monotonic) -> None:
+        self.users = users  # a UserStore: lease(user_id, amount, need) and release(user_id, amount)
+        self.call = call
+        self.clock = clock
+        self._leases: dict[str, _Lease] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    def take(self, user_id: str, hold: Decimal) -> bool:
+        """Carve ``hold`` out of this process's lease for the user (no I/O). False: no lease covers it,
+        the caller takes an exact hold in the table; a top-up is started in the background either way."""
+        lease = self._leases.setdefault(user_id, _Lease())
+        lease.last_used = self.clock()
+        covered = lease.balance >= hold
+        if covered:
+            lease.balance -= hold
+        if lease.balance < hold * LEASE_HOLDS * Decimal(REFILL_BELOW):
+            self._refill(user_id, lease, hold)
+        return covered
+
+    def _refill(self, user_id: str, lease: _Lease, hold: Decimal) -> None:
+        if lease.busy or lease.refused_until > self.clock():
+            return
+        lease.busy = True
+        self._spawn(self._top_up(user_id, lease, hold * LEASE_HOLDS))
+
+    async def _top_up(self, user_id: str, lease: _Lease, amount: Decimal) -> None:
+        try:
+            if await self.call(self.users.lease, user_id, amount, amount * HEADROOM_FACTOR):
+                lease.balance += amount
+                self._ensure_reaper()
+            else:
+                lease.refused_until = self.clock() + RETRY_AFTER_REFUSAL_S
+        except ApiError:
+            lease.refused_until = self.clock() + RETRY_AFTER_REFUSAL_S
+        finally:
+            lease.busy = False
+
+    async def release(self, user_id: str) -> None:
+        """Give the unused balance back to the user's headroom."""
+        lease = self._leases.get(user_id)
+        if lease is None or lease.busy or lease.balance <= 0:
+            return
+        amount, lease.balance, lease.busy = lease.balance, Decimal(0), True
+        try:
+            await self.call(self.users.release, user_id, amount)
+        except ApiError:
+            lease.balance += amount  # still ours in the table: try again later
+            log.warning("budget lease release failed", extra={"user_id": user_id})
+        finally:
+            lease.busy = False
+
+    async def release_idle(self) -> None:
+        now = self.clock()
+        for user_id, lease in list(self._leases.items()):
+            if lease.balance > 0 and now - lease.last_used >= IDLE_S:
+                await self.release(user_id)
+            if lease.balance <= 0 and not lease.busy and now - lease.last_used >= IDLE_S:
+                self._leases.pop(user_id, None)
+
+    async def close(self) -> None:
+        """Shutdown: wait for top-ups in flight, then give every unused balance back."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for user_id in list(self._leases):
+            await self.release(user_id)
+
+    def outstanding(self) -> Decimal:
+        return sum((lease.balance for lease in self._leases.values()), Decimal(0))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.ensure_future(self._reap())
+
+    async def _reap(self) -> None:
+        while any(lease.balance > 0 for lease in self._leases.values()):
+            await asyncio.sleep(IDLE_S / 2)
+            with contextlib.suppress(Exception):
+                await self.release_idle()
