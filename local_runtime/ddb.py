@@ -73,7 +73,7 @@ class DynamoLocal:
     def start(self, timeout: float = 60.0) -> DynamoLocal:
         jar = ensure_jar()
         cmd = [java_binary(), "-Xms64m", f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-               "-jar", str(jar), "-port", str(self.port), "-sharedDb"]
+               "-jar", str(jar), "-port", str(self.port), "-sharedDb", "-disableTelemetry"]
         if self.db_path is None:
             cmd.append("-inMemory")
         else:

@@ -1,6 +1,4 @@
-"""AgentPort over HTTP: an httpx AsyncClient speaking the node-agent protocol (``/agent/v1/*``).
-
-httpx is imported on first use (it is not needed by handlers that never talk to agents).
+"""AgentPort over HTTP: the node-agent protocol's control calls (``/agent/v1/load|unload|status``).
 """
 
 from __future__ import annotations
@@ -23,27 +21,21 @@ class AgentClient:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
 
-    def _client(self, timeout: float | None = None) -> Any:
-        import httpx
-
-        return httpx.AsyncClient(timeout=httpx.Timeout(timeout or self.timeout, connect=self.connect_timeout))
-
     async def request(self, method: str, base_url: str, path: str, body: Any = None,
                       timeout: float | None = None, api_key: str | None = None) -> tuple[int, Any]:
-        import httpx
+        from isthmus.adapters import agent_http
 
-        url = base_url.rstrip("/") + path
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else None
         try:
-            async with self._client(timeout) as client:
-                resp = await client.request(method, url, json=body, headers=headers)
-        except httpx.TransportError as exc:
-            raise AgentUnreachable(base_url, type(exc).__name__) from None
+            resp = await agent_http.request(method, base_url.rstrip("/") + path, json_body=body, headers=headers,
+                                            connect_timeout=self.connect_timeout, timeout=timeout or self.timeout)
+        except agent_http.AgentHttpError as exc:
+            raise AgentUnreachable(base_url, exc.kind) from None
         try:
             data = resp.json()
         except ValueError:
-            data = {"text": resp.text[:500]}
-        return resp.status_code, data
+            data = {"text": resp.body[:500].decode(errors="replace")}
+        return resp.status, data
 
     async def _checked(self, method: str, base_url: str, path: str, body: Any = None,
                        timeout: float | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ anything else is a 404 listing what is ready, as the full router answers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -25,7 +26,8 @@ def default_agent_url() -> str | None:
 class DefaultAgentResolver:
     def __init__(self, base_url: str | None = None) -> None:
         self._base_url = base_url
-        self._cached: tuple[float, str | None] = (0.0, None)
+        self._cached: tuple[float, str | None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -35,13 +37,26 @@ class DefaultAgentResolver:
                                 "ISTHMUS_DEFAULT_AGENT_URL.", code="no_backend")
         return url
 
-    async def _loaded_model(self) -> str | None:
-        at, model = self._cached
-        if time.monotonic() - at < _STATUS_TTL_S:
-            return model
+    async def _fetch(self) -> str | None:
         status = await AgentClient().status(self.base_url)
         model = status.get("model") if status.get("loaded") else None
         self._cached = (time.monotonic(), model)
+        return model
+
+    async def _refresh(self) -> None:
+        try:
+            await self._fetch()
+        except Exception:  # the next request asks the agent itself and gets the error
+            self._cached = None
+
+    async def _loaded_model(self) -> str | None:
+        """The agent's loaded model. A stale answer is served while one background call refreshes it: the
+        status round trip stays off the request path except on the first request (or after a failure)."""
+        if self._cached is None:
+            return await self._fetch()
+        at, model = self._cached
+        if time.monotonic() - at >= _STATUS_TTL_S and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
         return model
 
     async def resolve(self, request: InternalRequest, *, endpoint: str,
