@@ -27,6 +27,7 @@ MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 DIRECT = {"model": "bench-model", "sampling": {"max_tokens": 16},
           "messages": [{"role": "user", "content": [{"type": "text", "text": MESSAGES[0]["content"]}]}]}
 VIA_EDGE = {"model": "bench-model", "messages": MESSAGES, "max_tokens": 16}
+ROUNDS = 4
 
 
 def pct(values: list[float], q: float) -> float:
@@ -68,6 +69,18 @@ async def run(url: str, body: dict, n: int, concurrency: int, stream: bool,
     return totals, firsts
 
 
+def alternating(targets: list[tuple[str, dict]], n: int, concurrency: int, stream: bool,
+                headers: dict[str, str] | None = None) -> list[list[float]]:
+    """Latencies (total, or time to first byte for streams) per target, sent in alternating blocks so that
+    load from anything else on the machine falls on every target alike."""
+    out: list[list[float]] = [[] for _ in targets]
+    for _ in range(ROUNDS):
+        for (url, body), into in zip(targets, out, strict=True):
+            totals, firsts = asyncio.run(run(url, body, n // ROUNDS, concurrency, stream, headers))
+            into += firsts if stream else totals
+    return out
+
+
 def local_store(prefix: str) -> DynamoLocal:
     """An in-memory DynamoDB Local with the template's tables, pointed at by this process and its children."""
     from isthmus.adapters import dynamodb
@@ -103,9 +116,7 @@ def main() -> int:
               f"{'added p99':>11}{'ratio p50':>11}")
         for concurrency in (1, 16):
             for stream in (False, True):
-                d_tot, d_first = asyncio.run(run(direct_url, DIRECT, args.n, concurrency, stream))
-                e_tot, e_first = asyncio.run(run(edge_url, VIA_EDGE, args.n, concurrency, stream))
-                d, e = (d_first, e_first) if stream else (d_tot, e_tot)
+                d, e = alternating([(direct_url, DIRECT), (edge_url, VIA_EDGE)], args.n, concurrency, stream)
                 label = f"c={concurrency} {'TTFT stream' if stream else 'non-stream'}"
                 dp50, ep50, dp99, ep99 = (pct(d, 0.5) * 1e3, pct(e, 0.5) * 1e3, pct(d, 0.99) * 1e3,
                                           pct(e, 0.99) * 1e3)

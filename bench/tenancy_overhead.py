@@ -9,7 +9,6 @@ Run: .venv/bin/python bench/tenancy_overhead.py [--n 300]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
@@ -23,13 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gateway_overhead import VIA_EDGE, local_store, pct, run  # noqa: E402
+from gateway_overhead import VIA_EDGE, alternating, local_store, pct  # noqa: E402
 
 from local_runtime.ddb import free_port  # noqa: E402
 from local_runtime.process import stop, wait_http  # noqa: E402
 
 MASTER = "sk-bench-master"
-ROUNDS = 6
 IDLE_WAIT_S = 7.0
 
 
@@ -76,15 +74,8 @@ def main() -> int:
         print(f"tenancy overhead, c=1, n={args.n} (ms)")
         print(f"{'case':<14}{'off p50':>9}{'on p50':>9}{'added':>8}{'off p99':>10}{'on p99':>9}{'added':>8}")
         for stream in (False, True):
-            off_vals: list[float] = []
-            on_vals: list[float] = []
-            # Alternating blocks, so load from anything else on the machine falls on both edges alike.
-            for _ in range(ROUNDS):
-                for url, into in ((off_base, off_vals), (on_base, on_vals)):
-                    total, first = asyncio.run(run(f"{url}/v1/chat/completions", VIA_EDGE, args.n // ROUNDS, 1,
-                                                   stream, headers))
-                    into += first if stream else total
-            a, b = off_vals, on_vals
+            chat = "/v1/chat/completions"
+            a, b = alternating([(off_base + chat, VIA_EDGE), (on_base + chat, VIA_EDGE)], args.n, 1, stream, headers)
             label = "TTFT stream" if stream else "non-stream"
             p50a, p50b, p99a, p99b = pct(a, .5) * 1e3, pct(b, .5) * 1e3, pct(a, .99) * 1e3, pct(b, .99) * 1e3
             print(f"{label:<14}{p50a:>9.2f}{p50b:>9.2f}{p50b - p50a:>8.2f}{p99a:>10.2f}{p99b:>9.2f}{p99b - p99a:>8.2f}")

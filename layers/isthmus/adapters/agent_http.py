@@ -133,6 +133,8 @@ class _Exchange:
         self._chunked = headers.get("transfer-encoding", "").lower() == "chunked"
         length = headers.get("content-length")
         self._remaining = int(length) if length is not None and not self._chunked else None
+        if status in (204, 304):
+            self._remaining = 0  # no body, whatever the headers say
         self.done = False
 
     async def chunks(self, timeout: float) -> AsyncIterator[bytes]:
@@ -140,17 +142,24 @@ class _Exchange:
         try:
             if self._chunked:
                 while True:
-                    size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
-                    size = int(size_line.split(b";", 1)[0], 16)
-                    data = await asyncio.wait_for(reader.readexactly(size + 2), timeout)
+                    async with asyncio.timeout(timeout):  # no task per read, unlike wait_for
+                        size_line = await reader.readuntil(b"\r\n")
+                        size = int(size_line.split(b";", 1)[0], 16)
+                        data = await reader.readexactly(size + 2)
                     if size == 0:
                         break
                     yield data[:-2]
             elif self._remaining is not None:
                 if self._remaining:
-                    yield await asyncio.wait_for(reader.readexactly(self._remaining), timeout)
+                    async with asyncio.timeout(timeout):
+                        data = await reader.readexactly(self._remaining)
+                    yield data
             else:  # no length: the body runs to the end of the connection
-                while data := await asyncio.wait_for(reader.read(65536), timeout):
+                while True:
+                    async with asyncio.timeout(timeout):
+                        data = await reader.read(65536)
+                    if not data:
+                        break
                     yield data
                 self.conn.close()
         except TimeoutError:
@@ -180,8 +189,9 @@ async def _exchange(method: str, url: str, body: bytes | None, headers: dict[str
         conn = await _checkout(key, connect_timeout)
         try:
             conn.writer.write(raw)
-            status_line = await asyncio.wait_for(conn.reader.readuntil(b"\r\n"), timeout)
-            header_block = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), timeout)
+            async with asyncio.timeout(timeout):
+                status_line = await conn.reader.readuntil(b"\r\n")
+                header_block = await conn.reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
             conn.close()
             raise ReadTimedOut("no answer from the agent in time") from None
