@@ -58,7 +58,8 @@ async def with_keepalive(source: AsyncIterator[T], interval: float, ping: Callab
     async with _pumped(source) as queue:
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), interval)
+                async with asyncio.timeout(interval):  # unlike wait_for, no task per item
+                    item = await queue.get()
             except TimeoutError:
                 yield ping()
                 continue
@@ -104,7 +105,8 @@ async def coalesce(source: AsyncIterator[bytes], interval: float | None = None,
                 if remaining <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(queue.get(), remaining)
+                    async with asyncio.timeout(remaining):
+                        item = await queue.get()
                 except TimeoutError:
                     break
             yield b"".join(buf)
