@@ -82,11 +82,12 @@ def alternating(targets: list[tuple[str, dict]], n: int, concurrency: int, strea
 
 
 def local_store(prefix: str) -> DynamoLocal:
-    """An in-memory DynamoDB Local with the template's tables, pointed at by this process and its children."""
+    """An in-memory DynamoDB Local with the template's tables, pointed at by this process and its children.
+    It runs at lower CPU priority: in production the store is on other machines, not on the gateway's cores."""
     from isthmus.adapters import dynamodb
     from local_runtime.tables import create_tables
 
-    ddb = DynamoLocal(free_port(), None).start()
+    ddb = DynamoLocal(free_port(), None, nice=10).start()
     os.environ["ISTHMUS_TABLE_PREFIX"] = prefix
     use_local_endpoint(ddb.endpoint)
     create_tables(dynamodb.client())
