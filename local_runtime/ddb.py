@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -86,6 +87,11 @@ class DynamoLocal:
         # Its own process group: Ctrl-C on `make dev` is handled by us, and stop() takes the JVM down whole.
         self.proc = subprocess.Popen(cmd, cwd=jar.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True)
+        if self.nice:
+            # Linux's autogroup schedules each session as one unit and ignores `nice` across sessions: the
+            # session's own nice is set here (best effort: not on macOS, or with autogroup off).
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{self.proc.pid}/autogroup").write_text(str(self.nice))
         self._wait_ready(timeout)
         return self
 

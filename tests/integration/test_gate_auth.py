@@ -129,3 +129,33 @@ def test_bootstrap_master_key_once(ddb_tables: str, monkeypatch: pytest.MonkeyPa
     # leave the session's tables in open mode for the other tests
     stores.settings.delete(credentials.MASTER_HASH_SETTING)
     credentials._creds.clear()
+
+
+def test_a_key_revoked_elsewhere_is_refused_after_one_background_refresh(ddb_tables: str, keyed: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from isthmus.services import hot_cache
+
+    monkeypatch.setattr(hot_cache.principals, "ttl_s", 0.2)
+    gate = TenancyGate()
+    key = new_key()
+    headers = {"x-api-key": key["key"]}
+
+    async def scenario() -> list[tuple[int, str]]:
+        answers = []
+        # given a key this process has just seen (cached)
+        await gate.authenticate(headers)
+        # when another instance deactivates it (straight in the table: this process's cache is not told)
+        default_stores().keys.update(key["id"], {"is_active": False})
+        await asyncio.sleep(0.3)
+        for _ in range(2):
+            try:
+                # then the first request past the TTL is still answered from the stale entry, off the store
+                await gate.authenticate(headers)
+                answers.append((200, ""))
+            except ApiError as exc:
+                answers.append((exc.status, exc.message))
+            await asyncio.sleep(0.2)  # ... while one background read finds the key revoked
+        return answers
+
+    # and the next one is refused with the reason
+    assert asyncio.run(scenario()) == [(200, ""), (401, "API key is inactive")]

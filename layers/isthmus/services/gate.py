@@ -14,7 +14,7 @@ import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -76,6 +76,7 @@ class TenancyGate:
         self.clock = clock
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._key_touched: dict[str, float] = {}
+        self._refreshing: dict[str, asyncio.Future[Any]] = {}
         use_leases = leases_enabled() if leases is None else leases
         self.leases = BudgetLeases(self.stores.users, call) if use_leases else None
         self.settlements = SettlementWriter(self.stores.usage, self.stores.users, call)
@@ -101,16 +102,48 @@ class TenancyGate:
         if keyed and await self.creds.is_master(token):
             return MASTER
         key_hash = auth.hash_key(token, await self.creds.pepper())
-        cached = hot_cache.principals.get(key_hash)
+        cached, stale = hot_cache.principals.lookup(key_hash)
         if isinstance(cached, tuple):
             principal, expires_at = cached
             if expires_at and str(expires_at) <= m.iso(self._now()):
                 raise ApiError(401, "API key has expired")
+            if stale:
+                self._in_background(f"key:{key_hash}", self._relookup(key_hash, keyed))
             return principal
         principal, expires_at = await self._lookup(key_hash, keyed)
         if principal.kind == "key":
             hot_cache.principals.put(key_hash, (principal, expires_at))
         return principal
+
+    async def _relookup(self, key_hash: str, keyed: bool) -> None:
+        """A stale cached key read again off the request path; a key now refused leaves the cache, so the next
+        request is refused with the reason."""
+        try:
+            principal, expires_at = await self._lookup(key_hash, keyed)
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                hot_cache.principals.drop(key_hash)
+            return
+        if principal.kind == "key":
+            hot_cache.principals.put(key_hash, (principal, expires_at))
+        else:
+            hot_cache.principals.drop(key_hash)
+
+    def _in_background(self, name: str, work: Coroutine[Any, Any, Any]) -> None:
+        """One background refresh per name at a time."""
+        if name in self._refreshing:
+            work.close()
+            return
+        task = asyncio.ensure_future(work)
+        self._refreshing[name] = task
+
+        def done(t: asyncio.Future[Any]) -> None:
+            self._refreshing.pop(name, None)
+            if not t.cancelled() and t.exception() is not None:  # the stale entry keeps serving meanwhile
+                log.warning("cache refresh failed", extra={"what": name.split(":", 1)[0],
+                                                           "error": type(t.exception()).__name__})
+
+        task.add_done_callback(done)
 
     async def _lookup(self, key_hash: str, keyed: bool) -> tuple[Principal, Any]:
         key = await call(self.stores.keys.find_by_hash, key_hash)
@@ -170,10 +203,15 @@ class TenancyGate:
             raise
 
     async def _price(self, model: str, now: datetime) -> dict[str, Any] | None:
-        cached = hot_cache.prices.get(model)
+        cached, stale = hot_cache.prices.lookup(model)
         if isinstance(cached, tuple):
+            if stale:
+                self._in_background(f"price:{model}", self._reprice(model))
             return cached[0]
-        price = await call(self.stores.pricing.effective, model, m.iso(now))
+        return await self._reprice(model)
+
+    async def _reprice(self, model: str) -> dict[str, Any] | None:
+        price = await call(self.stores.pricing.effective, model, m.iso(self._now()))
         hot_cache.prices.put(model, (price,))  # "unpriced" is cached too: pricing writes clear the cache
         return price
 
