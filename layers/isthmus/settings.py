@@ -28,3 +28,9 @@ def dynamodb_endpoint() -> str | None:
 
 def region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def in_lambda() -> bool:
+    """Running as an AWS Lambda function (or the local edge's lambda mode, which sets ISTHMUS_RUNTIME): a
+    sandbox can be frozen between invocations and reaped unannounced, so nothing may wait in memory."""
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) or os.environ.get("ISTHMUS_RUNTIME") == "lambda"

@@ -61,6 +61,8 @@ class Edge:
             raise ValueError(f"unknown edge mode {mode!r}")
         self.table = table
         self.mode = mode
+        if mode == "lambda":
+            os.environ["ISTHMUS_RUNTIME"] = "lambda"  # services behave as in a Lambda sandbox (isthmus.settings)
         # Mangum drives its own event loop per invoke (asyncio.get_event_loop()), so each worker
         # thread gets one, as a Lambda sandbox's main thread has.
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lambda",

@@ -43,7 +43,9 @@ def leases_enabled() -> bool:
     mode = os.environ.get("ISTHMUS_BUDGET_LEASES", "auto").lower()
     if mode in ("on", "off"):
         return mode == "on"
-    return not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    from isthmus import settings
+
+    return not settings.in_lambda()
 
 
 @dataclass

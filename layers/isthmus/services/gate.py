@@ -2,8 +2,13 @@
 (settle), and the usage row of a request turned away (refuse).
 
 Money never overspends: ``admit`` reserves the worst-case cost with one conditional UpdateItem on the user
-row (see isthmus.adapters.tenancy_ddb); ``settle`` moves the hold into spend with the real cost and writes
-the usage row in one transaction keyed by the admission id, so it is idempotent and cannot be half-done.
+row (see isthmus.adapters.tenancy_ddb), or carves it out of this process's budget lease, itself taken
+with such a write (isthmus.services.budget_leases); ``settle`` moves the hold into spend with the real cost
+and writes the usage row in one transaction keyed by the admission id (batched with other settlements by
+isthmus.services.settlements), so it is idempotent and cannot be half-done.
+
+Keys and prices are cached a few seconds per process and refreshed in the background once stale
+(isthmus.services.hot_cache): in steady state no request waits on the store.
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ MAX_ROWS = 40  # rows plus distinct users must stay under DynamoDB's 100 items p
 
 
 def default_delay_s() -> float:
-    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    from isthmus import settings
+
+    if settings.in_lambda():
         return 0.0
     return float(os.environ.get("ISTHMUS_SETTLE_BATCH_MS", "200")) / 1000
 
@@ -43,35 +45,54 @@ class Settlement:
     done: asyncio.Future[None] | None = field(default=None, repr=False)
 
 
+class _Queue:
+    def __init__(self) -> None:
+        self.pending: dict[str, Settlement] = {}
+        self.flusher: asyncio.Task[None] | None = None
+
+
 class SettlementWriter:
+    """Batches per event loop: a future is only ever resolved on its own loop (the local edge's lambda mode
+    runs one loop per sandbox thread, all sharing this writer)."""
+
     def __init__(self, usage: UsageStore, users: UserStore, call: Callable[..., Awaitable[Any]],
                  delay_s: float | None = None) -> None:
         self.usage, self.users, self.call = usage, users, call
         self.delay_s = default_delay_s() if delay_s is None else delay_s
-        self._pending: dict[str, Settlement] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._queues: dict[asyncio.AbstractEventLoop, _Queue] = {}
+
+    def _queue(self) -> _Queue:
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            for gone in [lp for lp in self._queues if lp.is_closed()]:
+                del self._queues[gone]
+            queue = self._queues[loop] = _Queue()
+        return queue
 
     async def write(self, s: Settlement) -> None:
+        q = self._queue()
         row_id = str(s.row["id"])
-        queued = self._pending.get(row_id)
+        queued = q.pending.get(row_id)
         if queued is None:
             s.done = asyncio.get_running_loop().create_future()
-            self._pending[row_id] = queued = s
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.ensure_future(self._flush_loop())
+            q.pending[row_id] = queued = s
+            if q.flusher is None or q.flusher.done():
+                q.flusher = asyncio.ensure_future(self._flush_loop(q))
         assert queued.done is not None
         await asyncio.shield(queued.done)
 
     async def close(self) -> None:
-        """Shutdown: whatever is queued is written now."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        """Shutdown: whatever is queued on this loop is written now."""
+        q = self._queue()
+        while q.flusher is not None and not q.flusher.done():
+            await asyncio.gather(q.flusher, return_exceptions=True)
 
-    async def _flush_loop(self) -> None:
-        while self._pending:
-            if self.delay_s > 0 and len(self._pending) < MAX_ROWS:
+    async def _flush_loop(self, q: _Queue) -> None:
+        while q.pending:
+            if self.delay_s > 0 and len(q.pending) < MAX_ROWS:
                 await asyncio.sleep(self.delay_s)
-            batch = [self._pending.pop(k) for k in list(self._pending)[:MAX_ROWS]]
+            batch = [q.pending.pop(k) for k in list(q.pending)[:MAX_ROWS]]
             await self._write_batch(batch)
 
     async def _write_batch(self, batch: list[Settlement]) -> None:
