@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus import auth
 from isthmus.errors import ApiError
@@ -33,6 +33,7 @@ log = get_logger("gate")
 
 
 class Principal(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     kind: Literal["anonymous", "master", "key"]
     key_id: str | None = None
     key_name: str | None = None
@@ -45,6 +46,7 @@ class Principal(BaseModel):
 
 
 class Admission(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     principal: Principal
     model: str
