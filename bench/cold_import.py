@@ -3,14 +3,15 @@
 Each figure is the median of 5 fresh processes. The import figure is what `python -X importtime` reports for
 `import app` (cumulative microseconds of the top-level imports, so interpreter start-up is excluded); the
 first-invoke figure is the wall time of the handler on one sample event from events/ right after, in the same
-process (imports it triggers included). Work moved out of the import shows up there, so both are printed.
+process (imports it triggers included, timed under -X importtime too). app.py is a lazy entry (isthmus.entry):
+Starlette, pydantic and Powertools load on the first invoke, so both figures are printed, and their sum.
 
 Each process runs the code the way Lambda does. The project is staged as the build ships it: the layer packages
-(isthmus, isthmus_contracts) and the function folder are copied to a temporary directory and precompiled
-(`compileall --invalidation-mode unchecked-hash`, as layers/Makefile does: Lambda's /opt and /var/task are
-read-only, so nothing compiled at run time is ever cached). Third-party packages come from this venv's
-site-packages, which pip precompiled, as layers/Makefile does for the layer. No `site` processing (so the
-editable install's import hook, which Lambda does not have) and no bytecode writing.
+(isthmus, isthmus_contracts) and the function folders are copied to a temporary directory and precompiled
+(`compileall --invalidation-mode unchecked-hash`, as layers/Makefile and functions/Makefile do: Lambda's /opt
+and /var/task are read-only, so nothing compiled at run time is ever cached). Third-party packages come from
+this venv's site-packages, which pip precompiled (layers/Makefile precompiles them in the layer). No `site`
+processing (so the editable install's import hook, which Lambda does not have) and no bytecode writing.
 
 The first invoke runs with ISTHMUS_MASTER_KEY and ISTHMUS_ADMIN_TOKEN set and no credentials in the event, so
 most requests are answered before any DynamoDB call (200 for /health, 401 or 501): the framework path (Mangum,

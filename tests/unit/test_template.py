@@ -57,3 +57,14 @@ def test_environment_resolves_locally() -> None:
     assert health.environment["ISTHMUS_TABLE_KEYS"].endswith("keys")
     assert health.environment["POWERTOOLS_TRACE_DISABLED"] == "true"
     assert health.environment["ISTHMUS_ADMIN_TOKEN"] == ""
+
+
+def test_every_function_is_built_by_functions_makefile() -> None:
+    # functions/Makefile copies the folder and precompiles it, as the layers' makefiles do
+    resources = load_template()["Resources"]
+    functions = [r for r in resources.values() if r["Type"] == "AWS::Serverless::Function"]
+    assert len(functions) == len(GROUPS) + 1  # + the streaming inference function
+    for res in functions:
+        assert res["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "functions"}
+    makefile = (Path(__file__).resolve().parents[2] / "functions" / "Makefile").read_text()
+    assert "build-%Function:" in makefile and "compileall" in makefile
