@@ -1,9 +1,6 @@
-"""The batches endpoint group. Routes exist now; the service lands with #6 (501 until then)."""
+"""Lambda entry of the batches group: its routes (routes.py) are imported on the first invoke, see isthmus.entry."""
 
-from isthmus.observability import lambda_entry
-from isthmus.web import create_app, placeholder_routes
+from isthmus.entry import lazy_entry
 
-SERVICE = "batches"
-
-app = create_app(placeholder_routes(["/batches", "/batches/{rest:path}"], SERVICE, 6), service=SERVICE)
-handler = lambda_entry(app, SERVICE)
+app = lazy_entry(__name__)
+handler = app.handler

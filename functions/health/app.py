@@ -1,43 +1,6 @@
-"""Health probes, and the catch-all that answers unknown routes with a 404 in the caller's dialect."""
+"""Lambda entry of the health group: its routes (routes.py) are imported on the first invoke, see isthmus.entry."""
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from isthmus.entry import lazy_entry
 
-from isthmus.adapters.dynamodb import DynamoStoreProbe
-from isthmus.errors import ApiError
-from isthmus.observability import lambda_entry
-from isthmus.services import health
-from isthmus.web import ALL_METHODS, create_app, json_response
-
-SERVICE = "health"
-_probe = DynamoStoreProbe()
-
-
-async def get_health(request: Request) -> Response:
-    return json_response(health.status())
-
-
-async def liveness(request: Request) -> Response:
-    return json_response({"status": "alive"})
-
-
-async def readiness(request: Request) -> Response:
-    status, body = health.readiness(_probe)
-    return json_response(body, status=status)
-
-
-async def unknown_route(request: Request) -> Response:
-    raise ApiError(404, f"No route for {request.method} {request.url.path}", code="not_found")
-
-
-app = create_app(
-    [
-        Route("/health", get_health, methods=["GET"]),
-        Route("/health/liveness", liveness, methods=["GET"]),
-        Route("/health/readiness", readiness, methods=["GET"]),
-        Route("/{path:path}", unknown_route, methods=list(ALL_METHODS)),
-    ],
-    service=SERVICE,
-)
-handler = lambda_entry(app, SERVICE)
+app = lazy_entry(__name__)
+handler = app.handler

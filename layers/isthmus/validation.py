@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from isthmus.errors import Dialect, bad_request, validation_error
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+# pydantic is not imported here: a handler whose routes validate nothing (health, the 501 groups) never loads it.
+M = TypeVar("M", bound="BaseModel")
 
 
 def validate(model: type[M], body: Any, dialect: Dialect) -> M:
     """Validate a decoded JSON body; a pydantic error becomes one 400 ApiError naming the field."""
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
+    from pydantic import ValidationError  # loaded already: ``model`` is a pydantic model
+
     try:
         return model.model_validate(body)
     except ValidationError as exc:

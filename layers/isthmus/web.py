@@ -7,9 +7,8 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -22,7 +21,10 @@ from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body
 from isthmus.observability import get_logger, inflight, request_id_var
 from isthmus.validation import validate
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 Endpoint = Callable[[Request], Awaitable[Response]]
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 

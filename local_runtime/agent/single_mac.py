@@ -47,7 +47,7 @@ def models_app(state: AgentState) -> ASGIApp:
 
 
 def serve_api_app(agent: ASGIApp, state: AgentState, self_url: str) -> ASGIApp:
-    from functions.inference import app as inference
+    from functions.inference import routes as inference
 
     inference.configure(resolver=DefaultAgentResolver(self_url), store=MemoryResponseStore(), gate=None)
     models = models_app(state)

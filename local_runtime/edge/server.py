@@ -20,6 +20,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from isthmus.entry import LazyRoutes
 from local_runtime.edge.lambda_bridge import LambdaContext, build_event, decode_result
 from local_runtime.edge.routes import RouteTable
 from local_runtime.template import DEFAULT_TEMPLATE, FunctionSpec, functions_with_routes, load_template
@@ -49,6 +50,8 @@ def load_functions(template_path: str | Path = DEFAULT_TEMPLATE) -> tuple[RouteT
     table: RouteTable[LoadedFunction] = RouteTable()
     for spec in specs:
         module = importlib.import_module(spec.module)
+        if isinstance(module.app, LazyRoutes):  # a long-running server imports the routes now, not on a request
+            module.app.load()
         loaded = LoadedFunction(spec, module.app, getattr(module, spec.handler_attr))
         for route in spec.routes:
             table.add(route.method, route.path, loaded)

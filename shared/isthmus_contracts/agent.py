@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus_contracts.internal import InternalRequest, Message, ReasoningEffort, Tool
 
 
 class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] = Field(default_factory=list)
     enable_thinking: bool | None = None
@@ -18,15 +19,18 @@ class TokenizeRequest(BaseModel):
 
 
 class TokenizeResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     prompt_tokens: int
     model: str
 
 
 class LoadRequest(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     model: str  # a name known to `isthmus model` or a path to an mlx-lm model directory
 
 
 class AgentStatus(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     node_id: str
     model: str | None
     loaded: bool
@@ -42,6 +46,7 @@ class AgentStatus(BaseModel):
 
 
 class AgentHealth(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     status: Literal["idle", "busy"]
     model: str | None = None
     loaded: bool = False

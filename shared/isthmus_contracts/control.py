@@ -6,11 +6,13 @@ seconds. Both are shared by the control plane (layers/) and the agent side (loca
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelOnDisk(BaseModel):
     """One model folder a node holds: what ``?include_unloaded=true`` lists and what a load checks for RAM."""
+
+    model_config = ConfigDict(defer_build=True)
 
     name: str
     size_bytes: int = Field(default=0, ge=0)
@@ -24,6 +26,8 @@ class ModelOnDisk(BaseModel):
 class NodeLoad(BaseModel):
     """What a heartbeat reports: load, busy/idle, the loaded model and prefix-cache stats."""
 
+    model_config = ConfigDict(defer_build=True)
+
     busy: bool = False
     active: int = Field(default=0, ge=0)
     queue_depth: int = Field(default=0, ge=0)
@@ -34,6 +38,7 @@ class NodeLoad(BaseModel):
 
 
 class EnrollRequest(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     node_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
     base_url: str = Field(min_length=1, max_length=512, pattern=r"^https?://")
     cluster_id: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from local_runtime.template import functions_with_routes, load_template, table_logical_ids
 
 GROUPS = {"health", "inference", "models", "keys", "users", "budgets", "pricing", "usage", "files", "batches", "admin"}
@@ -35,11 +37,17 @@ def test_tables_are_on_demand_and_named_to_the_functions() -> None:
         assert f"ISTHMUS_TABLE_{name.upper()}" in env
 
 
-def test_the_shared_layer_is_a_python_layer_built_from_layers() -> None:
-    res = load_template()["Resources"]["IsthmusLayer"]
-    assert res["Type"] == "AWS::Serverless::LayerVersion"
-    assert res["Properties"]["ContentUri"] == "layers/"
-    assert res["Metadata"]["BuildMethod"] == "python3.11"
+def test_the_layers_are_python_layers_built_by_their_makefiles() -> None:
+    # the makefiles ship precompiled bytecode (Lambda's /opt is read-only: nothing compiled there is kept)
+    root = Path(__file__).resolve().parents[2]
+    for lid, folder in (("IsthmusLayer", "layers"), ("ContractsLayer", "shared")):
+        res = load_template()["Resources"][lid]
+        assert res["Type"] == "AWS::Serverless::LayerVersion"
+        assert res["Properties"]["ContentUri"] == f"{folder}/"
+        assert res["Properties"]["CompatibleRuntimes"] == ["python3.11"]
+        assert res["Metadata"]["BuildMethod"] == "makefile"
+        makefile = (root / folder / "Makefile").read_text()
+        assert f"build-{lid}:" in makefile and "compileall" in makefile
 
 
 def test_environment_resolves_locally() -> None:
@@ -49,3 +57,14 @@ def test_environment_resolves_locally() -> None:
     assert health.environment["ISTHMUS_TABLE_KEYS"].endswith("keys")
     assert health.environment["POWERTOOLS_TRACE_DISABLED"] == "true"
     assert health.environment["ISTHMUS_ADMIN_TOKEN"] == ""
+
+
+def test_every_function_is_built_by_functions_makefile() -> None:
+    # functions/Makefile copies the folder and precompiles it, as the layers' makefiles do
+    resources = load_template()["Resources"]
+    functions = [r for r in resources.values() if r["Type"] == "AWS::Serverless::Function"]
+    assert len(functions) == len(GROUPS) + 1  # + the streaming inference function
+    for res in functions:
+        assert res["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "functions"}
+    makefile = (Path(__file__).resolve().parents[2] / "functions" / "Makefile").read_text()
+    assert "build-%Function:" in makefile and "compileall" in makefile

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 
 from isthmus.adapters import agent_http
 from isthmus.adapters.agent_client import AgentUnreachable
@@ -28,7 +28,7 @@ from isthmus.errors import ApiError
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
-_events: TypeAdapter[Any] = TypeAdapter(StreamEvent)
+_events: TypeAdapter[Any] = TypeAdapter(StreamEvent, config=ConfigDict(defer_build=True))  # built on first use
 CONNECT_TIMEOUT_S = 2.0
 FIRST_EVENT_TIMEOUT_S = 300.0  # prefill of a long prompt on a busy node
 class AgentStreamBroken(Exception):

@@ -7,7 +7,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from isthmus_contracts.control import ModelOnDisk, NodeLoad
 
@@ -32,6 +32,8 @@ def stale_seconds() -> float:
 class NullsAsAbsent(BaseModel):
     """A request body where an explicit ``null`` means "not given" (clients send nulls for unset fields)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     @model_validator(mode="before")
     @classmethod
     def _drop_nulls(cls, data: Any) -> Any:
@@ -40,6 +42,8 @@ class NullsAsAbsent(BaseModel):
 
 class Pool(BaseModel):
     """A model loaded on some nodes of a cluster, published under an alias."""
+
+    model_config = ConfigDict(defer_build=True)
 
     alias: str
     model: str
@@ -51,6 +55,7 @@ class Pool(BaseModel):
 
 
 class Cluster(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     cluster_id: str = Field(pattern=ID_PATTERN)
     kind: ClusterKind = "mlx"
     default_alias: str | None = None
@@ -71,6 +76,7 @@ class Cluster(BaseModel):
 
 
 class Node(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     node_id: str
     cluster_id: str
     base_url: str
@@ -95,6 +101,8 @@ class Node(BaseModel):
 class GlobalSettings(BaseModel):
     """Server-wide defaults (``GET``/``PUT /admin/settings``); read per request, so a PUT applies to live pools."""
 
+    model_config = ConfigDict(defer_build=True)
+
     enable_thinking_default: bool | None = None
     pool_ttl_seconds_default: int | None = Field(default=None, ge=0)
     kv_q8_default: bool = False
@@ -106,6 +114,7 @@ class GlobalSettings(BaseModel):
 
 
 class SettingsUpdate(BaseModel):  # nulls matter here: null resets a nullable default
+    model_config = ConfigDict(defer_build=True)
     enable_thinking_default: bool | None = None
     pool_ttl_seconds_default: int | None = Field(default=None, ge=0)
     kv_q8_default: bool | None = None
@@ -117,6 +126,8 @@ class SettingsUpdate(BaseModel):  # nulls matter here: null resets a nullable de
 
 class Snapshot(BaseModel):
     """Everything routing needs, read once per request."""
+
+    model_config = ConfigDict(defer_build=True)
 
     clusters: list[Cluster] = Field(default_factory=list)
     nodes: list[Node] = Field(default_factory=list)

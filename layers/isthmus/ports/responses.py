@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from isthmus_contracts.internal import InternalResponse, Message
 
 
 class StoredResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     response_id: str
     model: str
     messages: list[Message]  # the request's turns (instructions excluded: they do not carry over)

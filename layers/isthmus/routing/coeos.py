@@ -25,6 +25,7 @@ _AXIS_LINE = re.compile(r"AXIS:\s*`?([A-Za-z0-9_.\-]+)", re.IGNORECASE)
 
 
 class Axis(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     key: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     label: str = ""
     model: str | None = None  # operator pin
@@ -34,6 +35,7 @@ class Axis(BaseModel):
 
 
 class CoeosModel(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: str
     cost_per_test: Decimal | None = None
     reference: bool = False
@@ -41,12 +43,13 @@ class CoeosModel(BaseModel):
 
 
 class AxisScore(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     score: float
     n: int = 0
 
 
 class ScoreRow(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     axes: dict[str, AxisScore] = Field(default_factory=dict)
     cost_per_test: Decimal | None = None
@@ -54,7 +57,7 @@ class ScoreRow(BaseModel):
 
 
 class ScoreTable(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, populate_by_name=True)
 
     schema_: str = Field(default=SCORE_SCHEMA, alias="schema")
     models: dict[str, ScoreRow] = Field(default_factory=dict)
@@ -81,6 +84,7 @@ class ScoreTable(BaseModel):
 
 
 class CoeosConfig(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     enabled: bool = False
     axes: list[Axis] = Field(default_factory=list)
     models: list[CoeosModel] = Field(default_factory=list)
@@ -107,6 +111,7 @@ ModelSource = Literal["pin", "score"]
 
 
 class Decision(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     at: datetime
     axis: str
     axis_source: Literal["header", "decider", "default"]

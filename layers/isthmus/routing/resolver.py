@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus.control.models import Cluster, Pool, Snapshot
 from isthmus.errors import ApiError
@@ -22,11 +22,13 @@ COEOS_ID = "CoeOS"
 
 
 class NodeTarget(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     node_id: str
     base_url: str
 
 
 class Route(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     backend: Backend
     requested: str
     model: str  # the concrete model behind the requested id

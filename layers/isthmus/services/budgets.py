@@ -20,7 +20,7 @@ Alignment = Literal["calendar_day", "calendar_week", "calendar_month"]
 
 
 class CreateBudget(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
     budget_id: str | None = None
     name: str | None = None
     max_budget: Decimal | None = Field(default=None, ge=0)
@@ -29,7 +29,7 @@ class CreateBudget(BaseModel):
 
 
 class UpdateBudget(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
     name: str | None = None
     max_budget: Decimal | None = Field(default=None, ge=0)
     budget_duration_sec: int | None = Field(default=None, gt=0)

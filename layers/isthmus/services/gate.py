@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus import auth, lifecycle
 from isthmus.errors import ApiError
@@ -40,6 +40,7 @@ log = get_logger("gate")
 
 
 class Principal(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     kind: Literal["anonymous", "master", "key"]
     key_id: str | None = None
     key_name: str | None = None
@@ -52,6 +53,7 @@ class Principal(BaseModel):
 
 
 class Admission(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     principal: Principal
     model: str

@@ -21,7 +21,7 @@ log = get_logger("keys")
 
 
 class CreateKey(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
     key_name: str | None = None
     user_id: str | None = None
     expires_at: datetime | None = None
@@ -34,7 +34,7 @@ class CreateKey(BaseModel):
 
 
 class UpdateKey(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
     key_name: str | None = None
     is_active: bool | None = None
     expires_at: datetime | None = None

@@ -19,7 +19,7 @@ Price = Decimal
 
 
 class PricingTier(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
     min_input_tokens: int = Field(gt=0)
     input_price_per_million: Price | None = Field(default=None, ge=0)
     output_price_per_million: Price | None = Field(default=None, ge=0)
@@ -28,7 +28,7 @@ class PricingTier(BaseModel):
 
 
 class SetPricing(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
     model_key: str = Field(min_length=1, max_length=512)
     input_price_per_million: Price = Field(ge=0)
     output_price_per_million: Price = Field(ge=0)

@@ -32,7 +32,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 
 
 class Timeouts(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     connect: float = Field(default=5.0, gt=0)
     first_byte: float = Field(default=60.0, gt=0)  # from the request to the upstream's first byte
     idle: float = Field(default=60.0, gt=0)  # between chunks of a stream
@@ -49,7 +49,7 @@ def _strip_nulls(body: Any) -> Any:
 
 
 class Published(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     alias: str = Field(min_length=1)
     upstream_model: str = Field(min_length=1)
     capabilities: list[str] = Field(default_factory=list)
@@ -64,7 +64,7 @@ class Published(BaseModel):
 class ProviderConfig(BaseModel):
     """The PUT body. ``template`` fills protocol, api_base and headers the body leaves out."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     template: Literal["openai", "anthropic", "openrouter"] | None = None
     protocol: str | None = None
     api_base: str | None = None
@@ -79,6 +79,8 @@ class ProviderConfig(BaseModel):
 
 class ProviderRecord(BaseModel):
     """What the store keeps (the key only sealed)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     provider_id: str
     protocol: Protocol_

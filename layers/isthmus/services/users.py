@@ -17,7 +17,7 @@ DEFAULT_USER = "default"
 
 
 class CreateUser(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
     user_id: str = Field(min_length=1, max_length=256)
     alias: str | None = None
     blocked: bool | None = None
@@ -27,7 +27,7 @@ class CreateUser(BaseModel):
 
 
 class UpdateUser(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
     alias: str | None = None
     blocked: bool | None = None
     budget_id: str | None = None

@@ -32,8 +32,8 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def apps(ddb_tables: str, key_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, TestClient]]:
-    import functions.admin.app as admin_app
-    import functions.inference.app as inference_app
+    import functions.admin.routes as admin_app
+    import functions.inference.routes as inference_app
     from functions.models.app import app as models
     from isthmus.services import cloud_catalog
 

@@ -1,0 +1,63 @@
+"""/v1/budgets (master key): create, list, get, patch, delete, and the reset history."""
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from isthmus.auth_http import require_master
+from isthmus.observability import lambda_entry
+from isthmus.services.budgets import BudgetService, CreateBudget, UpdateBudget
+from isthmus.services.credentials import call, default_stores
+from isthmus.services.views import page, paging
+from isthmus.web import create_app, json_response, parse_body, versioned
+
+SERVICE = "budgets"
+
+
+def _service() -> BudgetService:
+    return BudgetService(default_stores())
+
+
+async def create_budget(request: Request) -> Response:
+    await require_master(request)
+    body = await parse_body(request, CreateBudget)
+    return json_response(await call(_service().create, body))
+
+
+async def list_budgets(request: Request) -> Response:
+    await require_master(request)
+    skip, limit = paging(request.query_params)
+    return json_response(page(await call(_service().list), skip, limit))
+
+
+async def get_budget(request: Request) -> Response:
+    await require_master(request)
+    return json_response(await call(_service().get, request.path_params["budget_id"]))
+
+
+async def update_budget(request: Request) -> Response:
+    await require_master(request)
+    body = await parse_body(request, UpdateBudget)
+    return json_response(await call(_service().update, request.path_params["budget_id"], body))
+
+
+async def delete_budget(request: Request) -> Response:
+    await require_master(request)
+    await call(_service().delete, request.path_params["budget_id"])
+    return Response(status_code=204)
+
+
+async def reset_logs(request: Request) -> Response:
+    await require_master(request)
+    skip, limit = paging(request.query_params)
+    return json_response(page(await call(_service().reset_logs, request.path_params["budget_id"]), skip, limit))
+
+
+app = create_app(
+    versioned("/budgets", create_budget, ["POST"]) + versioned("/budgets", list_budgets, ["GET"])
+    + versioned("/budgets/{budget_id}", get_budget, ["GET"])
+    + versioned("/budgets/{budget_id}", update_budget, ["PATCH"])
+    + versioned("/budgets/{budget_id}", delete_budget, ["DELETE"])
+    + versioned("/budgets/{budget_id}/reset-logs", reset_logs, ["GET"]),
+    service=SERVICE,
+)
+handler = lambda_entry(app, SERVICE)

@@ -1,0 +1,60 @@
+"""/v1/keys (master key): create (the secret once), list, get, patch, delete, rotate."""
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from isthmus.auth_http import require_master
+from isthmus.observability import lambda_entry
+from isthmus.services.credentials import call, default_credentials, default_stores
+from isthmus.services.keys import CreateKey, KeyService, UpdateKey
+from isthmus.services.views import page, paging
+from isthmus.web import create_app, json_response, parse_body, versioned
+
+SERVICE = "keys"
+
+
+def _service() -> KeyService:
+    return KeyService(default_stores(), default_credentials())
+
+
+async def create_key(request: Request) -> Response:
+    await require_master(request)
+    body = await parse_body(request, CreateKey)
+    return json_response(await call(_service().create, body))
+
+
+async def list_keys(request: Request) -> Response:
+    await require_master(request)
+    skip, limit = paging(request.query_params)
+    return json_response(page(await call(_service().list), skip, limit))
+
+
+async def get_key(request: Request) -> Response:
+    await require_master(request)
+    return json_response(await call(_service().get, request.path_params["key_id"]))
+
+
+async def update_key(request: Request) -> Response:
+    await require_master(request)
+    body = await parse_body(request, UpdateKey)
+    return json_response(await call(_service().update, request.path_params["key_id"], body))
+
+
+async def delete_key(request: Request) -> Response:
+    await require_master(request)
+    await call(_service().delete, request.path_params["key_id"])
+    return Response(status_code=204)
+
+
+async def rotate_key(request: Request) -> Response:
+    await require_master(request)
+    return json_response(await call(_service().rotate, request.path_params["key_id"]))
+
+
+app = create_app(
+    versioned("/keys", create_key, ["POST"]) + versioned("/keys", list_keys, ["GET"])
+    + versioned("/keys/{key_id}", get_key, ["GET"]) + versioned("/keys/{key_id}", update_key, ["PATCH"])
+    + versioned("/keys/{key_id}", delete_key, ["DELETE"]) + versioned("/keys/{key_id}/rotate", rotate_key, ["POST"]),
+    service=SERVICE,
+)
+handler = lambda_entry(app, SERVICE)
