@@ -1,10 +1,11 @@
 """The Lambda entry of every function: ``app`` and ``handler`` that import the function's routes on first use.
 
 Each ``functions/<group>/app.py`` is two lines over this; the group's code lives in ``routes.py`` next to it
-(its Starlette ``app`` and Powertools-wrapped ``handler``). Lambda's init phase imports ``app`` only, so it pays
-for neither Starlette (and asyncio under it), pydantic nor Powertools: the first invoke does. That moves the
-cost, it does not remove it (``bench/cold_import.py`` prints both). Where init is paid ahead of a request
-(provisioned concurrency), set ``ISTHMUS_EAGER_IMPORT=1`` and the routes are imported during init instead.
+(its Starlette ``app`` and Powertools-wrapped ``handler``). By default the routes are imported while ``app`` is,
+in Lambda's init phase: init runs before the first request is routed to the sandbox, gets the full CPU and is
+what SnapStart snapshots, so that is where the import belongs. ``ISTHMUS_LAZY_IMPORT=1`` defers it to the first
+invoke instead (init then pays for neither Starlette, pydantic nor Powertools); that moves the cost, it does
+not remove it (``bench/cold_import.py`` prints both).
 
 This module imports nothing heavy, and must stay that way.
 """
@@ -46,6 +47,6 @@ def lazy_entry(entry_module: str, routes: str = "routes") -> LazyRoutes:
     and inside the package locally (``functions.health.app`` -> ``functions.health.routes``)."""
     package = entry_module.rpartition(".")[0]
     lazy = LazyRoutes(f"{package}.{routes}" if package else routes)
-    if os.environ.get("ISTHMUS_EAGER_IMPORT", "").lower() in {"1", "true", "yes"}:
+    if os.environ.get("ISTHMUS_LAZY_IMPORT", "").lower() not in {"1", "true", "yes"}:
         lazy.load()
     return lazy

@@ -21,26 +21,27 @@ GROUPS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_lambda_init_imports_nothing_heavy(group: str) -> None:
+def test_lazy_lambda_init_imports_nothing_heavy(group: str) -> None:
     # given the function imported as Lambda does: its folder, the layers and site-packages on the path
     folder = ROOT / "functions" / group
     path = os.pathsep.join([str(folder), str(ROOT / "layers"), str(ROOT / "shared"), *site.getsitepackages()])
     code = f"import sys, app, json; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY!r})))"
-    env = {k: v for k, v in os.environ.items() if k != "ISTHMUS_EAGER_IMPORT"} | {"PYTHONPATH": path}
-    # when the init phase imports app
+    env = os.environ | {"PYTHONPATH": path, "ISTHMUS_LAZY_IMPORT": "1"}
+    # when the init phase imports app, lazy import on
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=folder, env=env,
                          capture_output=True, text=True, check=True).stdout
     # then none of the request-time stack is loaded yet
     assert json.loads(out) == []
 
 
-def test_routes_module_is_the_sibling_of_the_entry() -> None:
+def test_routes_module_is_the_sibling_of_the_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISTHMUS_LAZY_IMPORT", "1")
     assert lazy_entry("app").module_name == "routes"  # Lambda: the function folder is on the path
     assert lazy_entry("functions.health.app").module_name == "functions.health.routes"
 
 
-def test_eager_import_loads_the_routes_at_init(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ISTHMUS_EAGER_IMPORT", "1")
+def test_by_default_the_routes_load_at_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ISTHMUS_LAZY_IMPORT", raising=False)
     entry = lazy_entry("functions.health.app")
     assert entry._module is not None and entry._module.__name__ == "functions.health.routes"
 
