@@ -130,3 +130,39 @@ def test_a_row_settled_by_two_processes_is_written_and_billed_once(ddb_tables: s
     user = default_stores().users.get(user_id)
     assert user is not None
     assert user["spend"] == 2 * HOLD and user["reserved"] == 0 and user["current_requests"] == 2
+
+
+def test_a_budget_cut_in_this_process_sends_the_leases_back(ddb_tables: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isthmus.services.budgets import BudgetService, UpdateBudget
+
+    monkeypatch.setenv("ISTHMUS_SETTLE_BATCH_MS", "5")
+    # given a user served from a lease, 40 requests spent at worst case
+    model, user_id, secret = tenant(HOLD * 10_000)
+    gate = TenancyGate(leases=True)
+    stores = default_stores()
+
+    async def scenario() -> int:
+        principal = await gate.authenticate({"Authorization": f"Bearer {secret}"})
+        for n in range(40):
+            await settle_at_worst_case(gate, await gate.admit(principal, model=model, endpoint="e",
+                                                              input_tokens_estimate=1000, max_output_tokens=1000), n)
+            await asyncio.sleep(0.01)
+        assert gate.leases is not None and gate.leases.outstanding() > 0
+        # when the budget is cut to leave room for exactly 5 more (through the service, in this process)
+        user = stores.users.get(user_id)
+        assert user is not None
+        BudgetService(stores).update(str(user["budget_id"]), UpdateBudget(max_budget=HOLD * 45))
+        admitted = 0
+        for n in range(40, 60):
+            found = await admit_or_refuse(gate, principal, model, n)
+            if found is not None:
+                admitted += 1
+                await settle_at_worst_case(gate, found, n)
+        await gate.close()
+        return admitted
+
+    # then exactly 5 more are admitted: the lease went back instead of serving requests past the new limit
+    assert asyncio.run(scenario()) == 5
+    user = stores.users.get(user_id)
+    assert user is not None
+    assert user["spend"] == HOLD * 45 and user["reserved"] == 0

@@ -27,6 +27,7 @@ from typing import Any
 
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
+from isthmus.services import hot_cache
 
 log = get_logger("budget-leases")
 
@@ -64,10 +65,16 @@ class BudgetLeases:
         self._leases: dict[str, _Lease] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._generation = hot_cache.generation
 
     def take(self, user_id: str, hold: Decimal) -> bool:
         """Carve ``hold`` out of this process's lease for the user (no I/O). False: no lease covers it,
         the caller takes an exact hold in the table; a top-up is started in the background either way."""
+        if hot_cache.generation != self._generation:
+            # a key, user or budget changed in this process: leases taken under the old terms go back first
+            self._generation = hot_cache.generation
+            for uid in list(self._leases):
+                self._spawn(self._give_back(uid, self._detach(uid)))
         lease = self._leases.setdefault(user_id, _Lease())
         lease.last_used = self.clock()
         covered = lease.balance >= hold
@@ -95,12 +102,18 @@ class BudgetLeases:
         finally:
             lease.busy = False
 
-    async def release(self, user_id: str) -> None:
-        """Give the unused balance back to the user's headroom."""
+    def _detach(self, user_id: str) -> Decimal:
+        """The unused balance, taken off the lease at once (so no admission can use it meanwhile)."""
         lease = self._leases.get(user_id)
         if lease is None or lease.busy or lease.balance <= 0:
-            return
+            return Decimal(0)
         amount, lease.balance, lease.busy = lease.balance, Decimal(0), True
+        return amount
+
+    async def _give_back(self, user_id: str, amount: Decimal) -> None:
+        if amount <= 0:
+            return
+        lease = self._leases.setdefault(user_id, _Lease())
         try:
             await self.call(self.users.release, user_id, amount)
         except ApiError:
@@ -108,6 +121,10 @@ class BudgetLeases:
             log.warning("budget lease release failed", extra={"user_id": user_id})
         finally:
             lease.busy = False
+
+    async def release(self, user_id: str) -> None:
+        """Give the unused balance back to the user's headroom."""
+        await self._give_back(user_id, self._detach(user_id))
 
     async def release_idle(self) -> None:
         now = self.clock()

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus.errors import ApiError
+from isthmus.services import hot_cache
 from isthmus.services import money as m
 from isthmus.services.credentials import Stores
 from isthmus.services.users import budget_terms
@@ -101,6 +102,7 @@ class BudgetService:
 
     def _propagate(self, budget: dict[str, Any], *, period_changed: bool) -> None:
         """Copy the new limit (and period) onto every user of the budget."""
+        hot_cache.forget_keys()  # budget leases taken under the old limit go back
         for user in self.stores.users.with_budget(str(budget["budget_id"])):
             limit, period = budget_terms(budget, m.utcnow())
             extra = period if period_changed else {}
@@ -109,6 +111,7 @@ class BudgetService:
     def delete(self, budget_id: str) -> None:
         """Users of a deleted budget are detached (no limit) rather than left pointing at nothing."""
         self._get(budget_id)
+        hot_cache.forget_keys()
         for user in self.stores.users.with_budget(budget_id):
             limit, period = budget_terms(None, m.utcnow())
             self.stores.users.set_limit(str(user["user_id"]), limit, period)

@@ -73,8 +73,13 @@ principals: TtlCache[object] = TtlCache("ISTHMUS_AUTH_CACHE_SECONDS", 5.0)
 prices: TtlCache[object] = TtlCache("ISTHMUS_PRICE_CACHE_SECONDS", 5.0)
 
 
+generation = 0  # bumped by every key, user or budget change in this process (budget leases watch it)
+
+
 def forget_keys() -> None:
-    """A key or user changed: the next request re-reads who it is."""
+    """A key, user or budget changed: the next request re-reads who it is and what it may spend."""
+    global generation
+    generation += 1
     principals.clear()
 
 
