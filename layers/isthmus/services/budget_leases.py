@@ -7,6 +7,10 @@ exactly as before (spend += cost, reserved -= hold, headroom += hold - cost), so
 reads ``reserved`` = holds in flight + unused leases, and money can never overspend: a process only
 hands out what it has already reserved in the table.
 
+A lease is sized to about ``LEASE_SECONDS`` of the user's traffic through this process (at least
+``LEASE_HOLDS`` holds), so that a top-up, started in the background when half is used, lands before it
+runs dry even when the store is slow.
+
 What it costs: while a lease is out, other processes see less headroom. So a lease is taken only when
 the user's headroom is at least ``HEADROOM_FACTOR`` times the lease (a user near the end of the budget
 gets exact per-request holds, so "exactly N fit" stays exact), the unused part goes back after
@@ -31,10 +35,13 @@ from isthmus.services import hot_cache
 
 log = get_logger("budget-leases")
 
-LEASE_HOLDS = 32  # a lease covers this many holds of the request that asked for it
+LEASE_HOLDS = 32  # a lease covers at least this many holds of the request that asked for it,
+LEASE_SECONDS = 2.0  # ... or this long of the user's traffic through this process, measured (a slow store must
+MAX_LEASE_HOLDS = 4096  # not let a busy user's lease run dry before the top-up lands),
 HEADROOM_FACTOR = 8  # ... and is taken only if the user has 8x the lease left
 REFILL_BELOW = 0.5  # top up in the background when the balance falls under half a lease
 IDLE_S = 5.0
+RATE_WINDOW_S = 0.5
 RETRY_AFTER_REFUSAL_S = 2.0
 
 Caller = Callable[..., Awaitable[Any]]
@@ -55,6 +62,21 @@ class _Lease:
     last_used: float = 0.0
     refused_until: float = 0.0
     busy: bool = False  # a lease or release call is in flight for this user
+    topping_up: asyncio.Future[None] | None = None
+    window_start: float = 0.0  # admissions counted since then, to size the next lease
+    window_count: int = 0
+    rate: float = 0.0  # admissions per second over the last whole window (>= 1 s)
+
+    def count(self, now: float) -> None:
+        if self.window_count == 0:
+            self.window_start = now
+        self.window_count += 1
+        elapsed = now - self.window_start
+        if elapsed >= RATE_WINDOW_S:
+            self.rate, self.window_start, self.window_count = self.window_count / elapsed, now, 0
+
+    def holds(self) -> int:
+        return max(LEASE_HOLDS, min(MAX_LEASE_HOLDS, int(self.rate * LEASE_SECONDS)))
 
 
 class BudgetLeases:
@@ -63,7 +85,7 @@ class BudgetLeases:
         self.call = call
         self.clock = clock
         self._leases: dict[str, _Lease] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._generation = hot_cache.generation
 
@@ -77,10 +99,11 @@ class BudgetLeases:
                 self._spawn(self._give_back(uid, self._detach(uid)))
         lease = self._leases.setdefault(user_id, _Lease())
         lease.last_used = self.clock()
+        lease.count(lease.last_used)
         covered = lease.balance >= hold
         if covered:
             lease.balance -= hold
-        if lease.balance < hold * LEASE_HOLDS * Decimal(REFILL_BELOW):
+        if lease.balance < hold * lease.holds() * Decimal(REFILL_BELOW):
             self._refill(user_id, lease, hold)
         return covered
 
@@ -88,15 +111,30 @@ class BudgetLeases:
         if lease.busy or lease.refused_until > self.clock():
             return
         lease.busy = True
-        self._spawn(self._top_up(user_id, lease, hold * LEASE_HOLDS))
+        holds = lease.holds()
+        sizes = [hold * holds] + ([hold * LEASE_HOLDS] if holds > LEASE_HOLDS else [])
+        lease.topping_up = self._spawn(self._top_up(user_id, lease, sizes))
 
-    async def _top_up(self, user_id: str, lease: _Lease, amount: Decimal) -> None:
+    async def acquire(self, user_id: str, hold: Decimal) -> bool:
+        """:meth:`take`, but when the lease is dry and a top-up is already on its way, wait for it: it was
+        asked for earlier, so it lands sooner than a hold of this request's own would."""
+        if self.take(user_id, hold):
+            return True
+        pending = self._leases[user_id].topping_up
+        if pending is None or pending.done():
+            return False
+        await asyncio.shield(pending)
+        return self.take(user_id, hold)
+
+    async def _top_up(self, user_id: str, lease: _Lease, sizes: list[Decimal]) -> None:
+        """The first size the user's headroom allows (the rate-sized lease, else the smallest)."""
         try:
-            if await self.call(self.users.lease, user_id, amount, amount * HEADROOM_FACTOR):
-                lease.balance += amount
-                self._ensure_reaper()
-            else:
-                lease.refused_until = self.clock() + RETRY_AFTER_REFUSAL_S
+            for amount in sizes:
+                if await self.call(self.users.lease, user_id, amount, amount * HEADROOM_FACTOR):
+                    lease.balance += amount
+                    self._ensure_reaper()
+                    return
+            lease.refused_until = self.clock() + RETRY_AFTER_REFUSAL_S
         except ApiError:
             lease.refused_until = self.clock() + RETRY_AFTER_REFUSAL_S
         finally:
@@ -146,10 +184,11 @@ class BudgetLeases:
     def outstanding(self) -> Decimal:
         return sum((lease.balance for lease in self._leases.values()), Decimal(0))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():

@@ -195,7 +195,7 @@ class TenancyGate:
             if counts and hold > 0:
                 assert principal.user_id is not None
                 await self._maybe_reset(principal, now)
-                if self.leases is not None and self.leases.take(principal.user_id, hold):
+                if self.leases is not None and await self.leases.acquire(principal.user_id, hold):
                     admission.reserved = admission.leased = True
                 elif await call(self.stores.users.reserve, principal.user_id, hold, tokens):
                     admission.reserved, admission.tokens_held = True, tokens
