@@ -71,13 +71,32 @@ async def run(url: str, body: dict, n: int, concurrency: int, stream: bool,
 
 def alternating(targets: list[tuple[str, dict]], n: int, concurrency: int, stream: bool,
                 headers: dict[str, str] | None = None) -> list[list[float]]:
-    """Latencies (total, or time to first byte for streams) per target, sent in alternating blocks so that
-    load from anything else on the machine falls on every target alike."""
+    """Latencies (total, or time to first byte for streams) per target, taken so that load from anything else
+    on the machine falls on every target alike: at concurrency 1, request by request in turn (one kept-alive
+    client per target); above it, in alternating blocks."""
+    if concurrency == 1:
+        return asyncio.run(_in_turn(targets, n, stream, headers))
     out: list[list[float]] = [[] for _ in targets]
     for _ in range(ROUNDS):
         for (url, body), into in zip(targets, out, strict=True):
             totals, firsts = asyncio.run(run(url, body, n // ROUNDS, concurrency, stream, headers))
             into += firsts if stream else totals
+    return out
+
+
+async def _in_turn(targets: list[tuple[str, dict]], n: int, stream: bool,
+                   headers: dict[str, str] | None) -> list[list[float]]:
+    clients = [httpx.AsyncClient(headers=headers) for _ in targets]
+    out: list[list[float]] = [[] for _ in targets]
+    try:
+        for i in range(10 + n):  # the first 10 rounds warm up
+            for client, (url, body), into in zip(clients, targets, out, strict=True):
+                total, first = await timed(client, url, body, stream)
+                if i >= 10:
+                    into.append(first if stream else total)
+    finally:
+        for client in clients:
+            await client.aclose()
     return out
 
 

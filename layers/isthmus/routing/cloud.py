@@ -10,6 +10,7 @@ byte (after retries) with 429, 5xx or a timeout; once a stream has begun it neve
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -90,6 +91,18 @@ class CloudResolver:
     def __init__(self, catalog: Any, inner: BackendResolver) -> None:
         self.catalog = catalog
         self.inner = inner
+        self._refreshing: asyncio.Future[None] | None = None
+
+    def _known(self) -> tuple[dict[str, Any], set[str]] | None:
+        """The catalog's last state, served as it is while one background read refreshes it once stale: the
+        request path never waits on the providers table once it has been read (a change made through this
+        process invalidates it, so that one is seen at once)."""
+        peek = getattr(self.catalog, "cached_state", None)
+        state = peek() if peek is not None else None
+        if state is not None and not self.catalog.fresh() and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.ensure_future(run_in_threadpool(self.catalog.refresh))
+            self._refreshing.add_done_callback(_refresh_failed)
+        return state
 
     def _disabled(self, alias: str) -> bool:
         try:
@@ -100,8 +113,8 @@ class CloudResolver:
     async def backend(self, model: str) -> FallbackBackend | None:
         from isthmus.services.cloud_catalog import backend_for
 
-        fresh = getattr(self.catalog, "fresh", None)
-        if fresh is not None and fresh() and model.strip() not in self.catalog.targets_by_alias():
+        known = self._known()
+        if known is not None and model.strip() not in known[0]:
             return None  # the common case, a local model: answered from the cache without a thread hop
         try:
             chain = await run_in_threadpool(self.catalog.chain, model.strip())
@@ -116,10 +129,14 @@ class CloudResolver:
         backend = await self.backend(model)
         if backend is not None:
             return backend, request.model_copy(update={"model": model})
-        fresh = getattr(self.catalog, "fresh", None)
-        disabled = self._disabled(model) if fresh is not None and fresh() else \
-            await run_in_threadpool(self._disabled, model)
+        known = self._known()
+        disabled = model in known[1] if known is not None else await run_in_threadpool(self._disabled, model)
         if disabled:
             raise ApiError(404, f"The model '{model}' is not available: its provider is disabled.",
                            code="model_not_found", param="model")
         return await self.inner.resolve(request, endpoint=endpoint, axis_header=axis_header)
+
+
+def _refresh_failed(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # the last state keeps serving meanwhile
+        logger.warning("cloud catalog refresh failed", extra={"error": type(task.exception()).__name__})

@@ -84,6 +84,17 @@ class ProvidersCatalog:
                 self._cached = (now, targets, disabled)
             return self._cached[1], self._cached[2]
 
+    def cached_state(self) -> tuple[dict[str, ProviderTarget], set[str]] | None:
+        """The last loaded (enabled targets, disabled-only aliases), however old; None before the first load."""
+        cached = self._cached
+        return None if cached is None else (cached[1], cached[2])
+
+    def refresh(self) -> None:
+        """Read the providers table again (a background refresh of a stale state)."""
+        with self._lock:
+            targets, disabled = self._load()
+            self._cached = (time.monotonic(), targets, disabled)
+
     def fresh(self) -> bool:
         """The cached state is current: reading it needs no store call (callers skip the thread hop)."""
         cached = self._cached
