@@ -70,11 +70,11 @@ async def run(url: str, body: dict, n: int, concurrency: int, stream: bool,
 
 
 def alternating(targets: list[tuple[str, dict]], n: int, concurrency: int, stream: bool,
-                headers: dict[str, str] | None = None) -> list[list[float]]:
+                headers: dict[str, str] | None = None, in_turn: bool = True) -> list[list[float]]:
     """Latencies (total, or time to first byte for streams) per target, taken so that load from anything else
     on the machine falls on every target alike: at concurrency 1, request by request in turn (one kept-alive
-    client per target); above it, in alternating blocks."""
-    if concurrency == 1:
+    client per target) unless ``in_turn`` is off; otherwise in alternating blocks."""
+    if concurrency == 1 and in_turn:
         return asyncio.run(_in_turn(targets, n, stream, headers))
     out: list[list[float]] = [[] for _ in targets]
     for _ in range(ROUNDS):

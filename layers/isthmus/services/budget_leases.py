@@ -196,6 +196,6 @@ class BudgetLeases:
 
     async def _reap(self) -> None:
         while any(lease.balance > 0 for lease in self._leases.values()):
-            await asyncio.sleep(IDLE_S / 2)
+            await asyncio.sleep(1.0)
             with contextlib.suppress(Exception):
                 await self.release_idle()
