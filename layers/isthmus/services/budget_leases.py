@@ -65,7 +65,7 @@ class _Lease:
     topping_up: asyncio.Future[None] | None = None
     window_start: float = 0.0  # admissions counted since then, to size the next lease
     window_count: int = 0
-    rate: float = 0.0  # admissions per second over the last whole window (>= 1 s)
+    rate: float = 0.0  # admissions per second over the last whole window (RATE_WINDOW_S or longer)
 
     def count(self, now: float) -> None:
         if self.window_count == 0:
