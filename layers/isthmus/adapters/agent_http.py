@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from isthmus.background import per_loop
+
 MAX_IDLE_PER_HOST = 32
-_pools: dict[int, tuple[asyncio.AbstractEventLoop, dict[tuple[str, str, int], list[_Conn]]]] = {}
+_pools: dict[asyncio.AbstractEventLoop, dict[tuple[str, str, int], list[_Conn]]] = {}  # idle connections
 
 
 class AgentHttpError(Exception):
@@ -72,13 +74,7 @@ class Response:
 
 
 def _pool() -> dict[tuple[str, str, int], list[_Conn]]:
-    loop = asyncio.get_running_loop()
-    for stale in [k for k, (lp, _) in _pools.items() if lp.is_closed()]:
-        del _pools[stale]
-    entry = _pools.get(id(loop))
-    if entry is None or entry[0] is not loop:
-        entry = _pools[id(loop)] = (loop, {})
-    return entry[1]
+    return per_loop(_pools, dict)
 
 
 async def _connect(key: tuple[str, str, int], timeout: float) -> _Conn:

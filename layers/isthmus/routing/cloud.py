@@ -10,12 +10,12 @@ byte (after retries) with 429, 5xx or a timeout; once a stream has begun it neve
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.ports.backend import BackendResolver, InferenceBackend
@@ -91,7 +91,7 @@ class CloudResolver:
     def __init__(self, catalog: Any, inner: BackendResolver) -> None:
         self.catalog = catalog
         self.inner = inner
-        self._refreshing: asyncio.Future[None] | None = None
+        self._refreshes = SingleFlight("cloud catalog")
 
     def _known(self) -> tuple[dict[str, Any], set[str]] | None:
         """The catalog's last state, served as it is while one background read refreshes it once stale: the
@@ -99,9 +99,8 @@ class CloudResolver:
         process invalidates it, so that one is seen at once)."""
         peek = getattr(self.catalog, "cached_state", None)
         state = peek() if peek is not None else None
-        if state is not None and not self.catalog.fresh() and (self._refreshing is None or self._refreshing.done()):
-            self._refreshing = asyncio.ensure_future(run_in_threadpool(self.catalog.refresh))
-            self._refreshing.add_done_callback(_refresh_failed)
+        if state is not None and not self.catalog.fresh():
+            self._refreshes.start("catalog", run_in_threadpool(self.catalog.refresh))
         return state
 
     def _disabled(self, alias: str) -> bool:
@@ -136,7 +135,3 @@ class CloudResolver:
                            code="model_not_found", param="model")
         return await self.inner.resolve(request, endpoint=endpoint, axis_header=axis_header)
 
-
-def _refresh_failed(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:  # the last state keeps serving meanwhile
-        logger.warning("cloud catalog refresh failed", extra={"error": type(task.exception()).__name__})

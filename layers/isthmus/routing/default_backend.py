@@ -6,12 +6,12 @@ anything else is a 404 listing what is ready, as the full router answers.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
 from isthmus.adapters.agent_client import AgentClient
 from isthmus.adapters.pool_backend import single_agent
+from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
 from isthmus.ports.backend import InferenceBackend
 from isthmus_contracts.internal import InternalRequest
@@ -27,7 +27,7 @@ class DefaultAgentResolver:
     def __init__(self, base_url: str | None = None) -> None:
         self._base_url = base_url
         self._cached: tuple[float, str | None] | None = None
-        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshes = SingleFlight("agent status")
 
     @property
     def base_url(self) -> str:
@@ -55,8 +55,8 @@ class DefaultAgentResolver:
         if self._cached is None:
             return await self._fetch()
         at, model = self._cached
-        if time.monotonic() - at >= _STATUS_TTL_S and (self._refreshing is None or self._refreshing.done()):
-            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        if time.monotonic() - at >= _STATUS_TTL_S:
+            self._refreshes.start("status", self._refresh())
         return model
 
     async def resolve(self, request: InternalRequest, *, endpoint: str,

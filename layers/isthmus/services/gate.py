@@ -19,7 +19,7 @@ import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus import auth, lifecycle
+from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.services import hot_cache
@@ -83,7 +84,7 @@ class TenancyGate:
         self.clock = clock
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._key_touched: dict[str, float] = {}
-        self._refreshing: dict[str, asyncio.Future[Any]] = {}
+        self._refreshes = SingleFlight("cache")  # stale keys and prices, read again off the request path
         use_leases = leases_enabled() if leases is None else leases
         self.leases = BudgetLeases(self.stores.users, call) if use_leases else None
         self.settlements = SettlementWriter(self.stores.usage, self.stores.users, call)
@@ -115,7 +116,7 @@ class TenancyGate:
             if expires_at and str(expires_at) <= m.iso(self._now()):
                 raise ApiError(401, "API key has expired")
             if stale:
-                self._in_background(f"key:{key_hash}", self._relookup(key_hash, keyed))
+                self._refreshes.start(f"key:{key_hash}", self._relookup(key_hash, keyed))
             return principal
         principal, expires_at = await self._lookup(key_hash, keyed)
         if principal.kind == "key":
@@ -135,22 +136,6 @@ class TenancyGate:
             hot_cache.principals.put(key_hash, (principal, expires_at))
         else:
             hot_cache.principals.drop(key_hash)
-
-    def _in_background(self, name: str, work: Coroutine[Any, Any, Any]) -> None:
-        """One background refresh per name at a time."""
-        if name in self._refreshing:
-            work.close()
-            return
-        task = asyncio.ensure_future(work)
-        self._refreshing[name] = task
-
-        def done(t: asyncio.Future[Any]) -> None:
-            self._refreshing.pop(name, None)
-            if not t.cancelled() and t.exception() is not None:  # the stale entry keeps serving meanwhile
-                log.warning("cache refresh failed", extra={"what": name.split(":", 1)[0],
-                                                           "error": type(t.exception()).__name__})
-
-        task.add_done_callback(done)
 
     async def _lookup(self, key_hash: str, keyed: bool) -> tuple[Principal, Any]:
         key = await call(self.stores.keys.find_by_hash, key_hash)
@@ -213,7 +198,7 @@ class TenancyGate:
         cached, stale = hot_cache.prices.lookup(model)
         if isinstance(cached, tuple):
             if stale:
-                self._in_background(f"price:{model}", self._reprice(model))
+                self._refreshes.start(f"price:{model}", self._reprice(model))
             return cached[0]
         return await self._reprice(model)
 

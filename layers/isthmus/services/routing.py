@@ -19,6 +19,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from isthmus.background import SingleFlight
 from isthmus.control.models import Snapshot, utcnow
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
@@ -54,7 +55,7 @@ class RoutingService:
         self.nodes = nodes
         self.cache_seconds = _cache_seconds() if cache_seconds is None else cache_seconds
         self._cached: tuple[float, Snapshot] | None = None
-        self._refresh: asyncio.Task[Snapshot] | None = None
+        self._refreshes = SingleFlight("routing snapshot")
 
     @classmethod
     def shared(cls) -> RoutingService:
@@ -81,9 +82,8 @@ class RoutingService:
         the current time, not the snapshot's."""
         now = time.monotonic()
         if self._cached is not None:
-            if now - self._cached[0] >= self.cache_seconds and (self._refresh is None or self._refresh.done()):
-                self._refresh = asyncio.create_task(self._read())
-                self._refresh.add_done_callback(_log_refresh_failure)
+            if now - self._cached[0] >= self.cache_seconds:
+                self._refreshes.start("snapshot", self._read())
             return self._cached[1].model_copy(update={"now": utcnow()})
         return await self._read()
 
@@ -194,11 +194,6 @@ class RoutingService:
             await run_in_threadpool(self.store.put_doc, "coeos_decisions", list(_decisions)[-50:])
         except Exception as exc:  # the log is best effort; the request goes on
             logger.warning("coeos decision not stored", extra={"error": type(exc).__name__})
-
-
-def _log_refresh_failure(task: asyncio.Task[Snapshot]) -> None:
-    if not task.cancelled() and task.exception() is not None:  # the stale snapshot keeps serving meanwhile
-        logger.warning("routing snapshot refresh failed", extra={"error": type(task.exception()).__name__})
 
 
 def recent_decisions() -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from isthmus.background import per_loop
 from isthmus.ports.tenancy import UsageStore, UserStore
 
 MAX_ROWS = 40  # rows plus distinct users must stay under DynamoDB's 100 items per transaction
@@ -62,13 +63,7 @@ class SettlementWriter:
         self._queues: dict[asyncio.AbstractEventLoop, _Queue] = {}
 
     def _queue(self) -> _Queue:
-        loop = asyncio.get_running_loop()
-        queue = self._queues.get(loop)
-        if queue is None:
-            for gone in [lp for lp in self._queues if lp.is_closed()]:
-                del self._queues[gone]
-            queue = self._queues[loop] = _Queue()
-        return queue
+        return per_loop(self._queues, _Queue)
 
     async def write(self, s: Settlement) -> None:
         q = self._queue()

@@ -6,13 +6,15 @@ upstream's errors mapped to what the gateway's caller should see. httpx is impor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 logger = get_logger("cloud")
 MAX_RETRY_DELAY_S = 30.0
 BACKOFF_BASE_S = 0.25
-_clients: dict[tuple[str, str, int], tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+_clients: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], httpx.AsyncClient]] = {}
 sleep = asyncio.sleep  # tests swap this to record the delays instead of waiting them out
 
 
@@ -46,20 +48,17 @@ class ProviderTarget:
 
 
 def client(target: ProviderTarget) -> httpx.AsyncClient:
-    """The provider's pooled client on the running loop (entries of closed loops are dropped; holding the loop
-    keeps its id from being reused by a new one)."""
+    """The provider's pooled client on the running loop (see isthmus.background.per_loop)."""
     import httpx
 
-    loop = asyncio.get_running_loop()
-    for stale in [k for k, (lp, _) in _clients.items() if lp.is_closed()]:
-        del _clients[stale]
-    key = (target.provider_id, target.api_base, id(loop))
-    entry = _clients.get(key)
-    if entry is None or entry[1].is_closed:
-        entry = (loop, httpx.AsyncClient(http2=importlib.util.find_spec("h2") is not None,
-                                         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)))
-        _clients[key] = entry
-    return entry[1]
+    clients = per_loop(_clients, dict)
+    key = (target.provider_id, target.api_base)
+    found = clients.get(key)
+    if found is None or found.is_closed:
+        found = clients[key] = httpx.AsyncClient(http2=importlib.util.find_spec("h2") is not None,
+                                                 limits=httpx.Limits(max_connections=200,
+                                                                     max_keepalive_connections=50))
+    return found
 
 
 def upstream_message(raw: bytes) -> str:
@@ -162,17 +161,25 @@ async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, 
         await sleep(delay)
 
 
-async def read_json(target: ProviderTarget, resp: httpx.Response) -> Any:
-    """The whole body of an answer whose headers arrived (after the first byte: no retry)."""
+@contextlib.contextmanager
+def _mid_answer(target: ProviderTarget, *, idle: str, broke: str) -> Iterator[None]:
+    """Transport failures once the answer has begun (no retry): idle -> 504, broken -> 502."""
     import httpx
 
     try:
-        raw = await resp.aread()
+        yield
     except httpx.TimeoutException:
-        raise timeout_error(target, "idle") from None
+        raise timeout_error(target, idle) from None
     except httpx.TransportError as exc:
-        raise ApiError(502, f"provider '{target.provider_id}' broke off ({type(exc).__name__})",
+        raise ApiError(502, f"provider '{target.provider_id}' {broke} ({type(exc).__name__})",
                        code="upstream_error") from None
+
+
+async def read_json(target: ProviderTarget, resp: httpx.Response) -> Any:
+    """The whole body of an answer whose headers arrived (after the first byte: no retry)."""
+    try:
+        with _mid_answer(target, idle="idle", broke="broke off"):
+            raw = await resp.aread()
     finally:
         await resp.aclose()
     try:
@@ -183,26 +190,20 @@ async def read_json(target: ProviderTarget, resp: httpx.Response) -> Any:
 
 async def sse(target: ProviderTarget, resp: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
     """(event name, data) per server-sent event; a broken or idle stream raises ApiError (502 / 504)."""
-    import httpx
-
     event: str | None = None
     data: list[str] = []
     try:
-        async for line in resp.aiter_lines():
-            if not line:
-                if data:
-                    yield event, "\n".join(data)
-                event, data = None, []
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip())
-        if data:
-            yield event, "\n".join(data)
-    except httpx.TimeoutException:
-        raise timeout_error(target, "idle between chunks") from None
-    except httpx.TransportError as exc:
-        raise ApiError(502, f"provider '{target.provider_id}' stream broke ({type(exc).__name__})",
-                       code="upstream_error") from None
+        with _mid_answer(target, idle="idle between chunks", broke="stream broke"):
+            async for line in resp.aiter_lines():
+                if not line:
+                    if data:
+                        yield event, "\n".join(data)
+                    event, data = None, []
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+            if data:
+                yield event, "\n".join(data)
     finally:
         await resp.aclose()
