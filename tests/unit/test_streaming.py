@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
 import pytest
 
-from isthmus.streaming import coalesce, with_keepalive
+from isthmus.streaming import RelayResponse, coalesce, with_keepalive
 
 
 async def scripted(items: list[tuple[float, bytes]]) -> AsyncIterator[bytes]:
@@ -92,3 +93,89 @@ def test_closing_the_consumer_closes_the_source() -> None:
         return closed.is_set()
 
     assert asyncio.run(run())
+
+
+def test_the_first_chunk_is_not_held_for_the_rest_of_a_burst() -> None:
+    # given a source whose second chunk is far away
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        it = coalesce(scripted([(0.0, b"first"), (0.5, b"second")]), interval=10)
+        started = loop.time()
+        assert await it.__anext__() == b"first"
+        waited = loop.time() - started
+        await it.aclose()  # type: ignore[attr-defined]
+        return waited
+
+    # when the first chunk is read through a long window, then it comes at once
+    assert asyncio.run(run()) < 0.25
+
+
+def _relay_run(body: AsyncIterator[bytes], messages: list[tuple[float, dict[str, Any]]],
+               outer_cancel_after: float | None = None) -> tuple[list[MutableMapping[str, Any]], bool]:
+    """Runs a RelayResponse against scripted ASGI receive messages; returns what it sent and whether the call
+    was cancelled from outside."""
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            delay, message = messages.pop(0)
+            await asyncio.sleep(delay)
+            return message
+        await asyncio.Event().wait()
+        return {}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> bool:
+        task = asyncio.create_task(RelayResponse(body)({"type": "http"}, receive, send))
+        if outer_cancel_after is not None:
+            await asyncio.sleep(outer_cancel_after)
+            task.cancel()
+        try:
+            await asyncio.wait_for(task, 2)
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    return sent, asyncio.run(run())
+
+
+def test_a_client_going_away_mid_stream_ends_the_response_and_closes_the_body() -> None:
+    closed = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                await asyncio.sleep(0.01)
+                yield b"t"
+        finally:
+            closed.append(True)
+
+    # given a client that disconnects after 0.1 s of an endless stream
+    sent, cancelled = _relay_run(endless(), [(0.1, {"type": "http.disconnect"})])
+    # then the response ends quietly (no error out of the app), the body was closed, no final chunk was sent
+    assert not cancelled
+    assert closed == [True]
+    assert sent[0]["type"] == "http.response.start"
+    assert all(m.get("more_body", True) for m in sent[1:])
+
+
+def test_a_disconnect_after_the_last_byte_changes_nothing() -> None:
+    # given a client that disconnects once the whole body is out
+    sent, cancelled = _relay_run(scripted([(0.0, b"a"), (0.0, b"b")]), [(0.05, {"type": "http.disconnect"})])
+    # then the body went out whole and ended properly
+    assert not cancelled
+    assert [m.get("body") for m in sent[1:]] == [b"a", b"b", b""]
+    assert sent[-1]["more_body"] is False
+
+
+def test_a_cancellation_from_outside_is_not_swallowed() -> None:
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            await asyncio.sleep(0.01)
+            yield b"t"
+
+    # given a server that cancels the response task itself (shutdown), the cancellation reaches the caller
+    _, cancelled = _relay_run(endless(), [], outer_cancel_after=0.05)
+    assert cancelled
