@@ -78,7 +78,6 @@ async def coalesce(source: AsyncIterator[bytes], interval: float | None = None,
     """At most one write per ``interval``: data that arrives after a quiet spell goes out at once (no added
     latency to the first byte); data that arrives within the interval is batched until it ends."""
     interval = flush_interval() if interval is None else interval
-    loop = asyncio.get_running_loop()
     try:
         # The first chunk is awaited right here: no pump task and no queue between the backend's first
         # event and the first byte out (the pump is only needed to wait for the next chunk with a deadline).
@@ -87,43 +86,50 @@ async def coalesce(source: AsyncIterator[bytes], interval: float | None = None,
         except StopAsyncIteration:
             return
         yield first
-        last_flush = loop.time()
         async with _pumped(source) as queue:
-            while True:
-                item = await queue.get()
-                buf: list[bytes] = []
-                size = 0
-                deadline = last_flush + interval
-                while True:
-                    if item is _END:
-                        if buf:
-                            yield b"".join(buf)
-                        return
-                    if isinstance(item, Exception):
-                        if buf:
-                            yield b"".join(buf)
-                        raise item
-                    buf.append(item)  # type: ignore[arg-type]
-                    size += len(item)  # type: ignore[arg-type]
-                    if size >= max_bytes:
-                        break
-                    try:
-                        item = queue.get_nowait()
-                        continue
-                    except asyncio.QueueEmpty:
-                        pass
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(remaining):
-                            item = await queue.get()
-                    except TimeoutError:
-                        break
-                yield b"".join(buf)
-                last_flush = loop.time()
+            async for chunk in _batches(queue, interval, max_bytes):
+                yield chunk
     finally:
         await _aclose(source)
+
+
+async def _batches(queue: asyncio.Queue[object], interval: float, max_bytes: int) -> AsyncIterator[bytes]:
+    """The pumped chunks that follow a flush, joined into at most one write per ``interval``."""
+    loop = asyncio.get_running_loop()
+    last_flush = loop.time()
+    while True:
+        item = await queue.get()
+        buf: list[bytes] = []
+        size = 0
+        deadline = last_flush + interval
+        while True:
+            if item is _END:
+                if buf:
+                    yield b"".join(buf)
+                return
+            if isinstance(item, Exception):
+                if buf:
+                    yield b"".join(buf)
+                raise item
+            buf.append(item)  # type: ignore[arg-type]
+            size += len(item)  # type: ignore[arg-type]
+            if size >= max_bytes:
+                break
+            try:
+                item = queue.get_nowait()
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    item = await queue.get()
+            except TimeoutError:
+                break
+        yield b"".join(buf)
+        last_flush = loop.time()
 
 
 class RelayResponse(StreamingResponse):
@@ -172,7 +178,9 @@ class RelayResponse(StreamingResponse):
         finally:
             sending = False
             watcher.cancel()
-            await _aclose(self.body_stream)
+            # Closing the body settles the usage: shielded, so a second cancellation cannot cut it short.
+            await asyncio.shield(_aclose(self.body_stream))
+
 
 def sse_response(frames: AsyncIterator[str], headers: dict[str, str] | None = None) -> RelayResponse:
     """SSE frames as a coalesced, disconnect-aware response."""
