@@ -18,6 +18,16 @@ async def scripted(items: list[tuple[float, bytes]]) -> AsyncIterator[bytes]:
         yield item
 
 
+async def endless(closed: list[bool], every: float = 0.001) -> AsyncIterator[bytes]:
+    """A token every ``every`` seconds, forever; notes in ``closed`` when it is closed."""
+    try:
+        while True:
+            await asyncio.sleep(every)
+            yield b"t"
+    finally:
+        closed.append(True)
+
+
 async def collect(it: AsyncIterator[bytes]) -> list[bytes]:
     return [chunk async for chunk in it]
 
@@ -75,24 +85,15 @@ def test_keepalive_pings_while_the_source_is_silent_then_passes_items() -> None:
 
 
 def test_closing_the_consumer_closes_the_source() -> None:
-    closed = asyncio.Event()
+    closed: list[bool] = []
 
-    async def endless() -> AsyncIterator[bytes]:
-        try:
-            while True:
-                await asyncio.sleep(0.001)
-                yield b"t"
-        finally:
-            closed.set()
-
-    async def run() -> bool:
-        it = coalesce(endless(), interval=0.01)
+    async def run() -> None:
+        it = coalesce(endless(closed), interval=0.01)
         await it.__anext__()
         await it.aclose()  # type: ignore[attr-defined]
-        await asyncio.wait_for(closed.wait(), 1)
-        return closed.is_set()
 
-    assert asyncio.run(run())
+    asyncio.run(run())
+    assert closed == [True]
 
 
 def test_the_first_chunk_is_not_held_for_the_rest_of_a_burst() -> None:
@@ -142,18 +143,9 @@ def _relay_run(body: AsyncIterator[bytes], messages: list[tuple[float, dict[str,
 
 
 def test_a_client_going_away_mid_stream_ends_the_response_and_closes_the_body() -> None:
-    closed = []
-
-    async def endless() -> AsyncIterator[bytes]:
-        try:
-            while True:
-                await asyncio.sleep(0.01)
-                yield b"t"
-        finally:
-            closed.append(True)
-
+    closed: list[bool] = []
     # given a client that disconnects after 0.1 s of an endless stream
-    sent, cancelled = _relay_run(endless(), [(0.1, {"type": "http.disconnect"})])
+    sent, cancelled = _relay_run(endless(closed, every=0.01), [(0.1, {"type": "http.disconnect"})])
     # then the response ends quietly (no error out of the app), the body was closed, no final chunk was sent
     assert not cancelled
     assert closed == [True]
@@ -171,11 +163,6 @@ def test_a_disconnect_after_the_last_byte_changes_nothing() -> None:
 
 
 def test_a_cancellation_from_outside_is_not_swallowed() -> None:
-    async def endless() -> AsyncIterator[bytes]:
-        while True:
-            await asyncio.sleep(0.01)
-            yield b"t"
-
     # given a server that cancels the response task itself (shutdown), the cancellation reaches the caller
-    _, cancelled = _relay_run(endless(), [], outer_cancel_after=0.05)
+    _, cancelled = _relay_run(endless([], every=0.01), [], outer_cancel_after=0.05)
     assert cancelled
