@@ -34,6 +34,37 @@ def test_lazy_lambda_init_imports_nothing_heavy(group: str) -> None:
     assert json.loads(out) == []
 
 
+# Deferred to first use by design (isthmus.adapters.dynamodb, agent_http, observability): at init they would
+# cost a cold start more than the whole stack. pydantic schemas too: every model is defer_build.
+REQUEST_TIME = {"boto3", "botocore.session", "httpx", "aws_xray_sdk"}
+BUILT_MODELS = """
+from pydantic import BaseModel
+def subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from subclasses(sub)
+built = {f"{m.__module__}.{m.__qualname__}" for m in subclasses(BaseModel)
+         if m.__pydantic_complete__ and not m.__module__.startswith("pydantic")}
+"""
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_default_init_builds_no_schema_and_no_client(group: str) -> None:
+    # given the function imported as Lambda does, routes loaded at init (the default)
+    folder = ROOT / "functions" / group
+    path = os.pathsep.join([str(folder), str(ROOT / "layers"), str(ROOT / "shared"), *site.getsitepackages()])
+    code = (f"import sys, json, app\n{BUILT_MODELS}\n"
+            f"print(json.dumps(['routes' in sys.modules, sorted(built), sorted(set(sys.modules) & {REQUEST_TIME!r})]))")
+    env = {k: v for k, v in os.environ.items() if k != "ISTHMUS_LAZY_IMPORT"} | {"PYTHONPATH": path}
+    # when the init phase imports app
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=folder, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    routes_loaded, built, loaded = json.loads(out)
+    # then the routes are there, but no pydantic schema was built and no client library imported
+    assert routes_loaded
+    assert (built, loaded) == ([], [])
+
+
 def test_routes_module_is_the_sibling_of_the_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ISTHMUS_LAZY_IMPORT", "1")
     assert lazy_entry("app").module_name == "routes"  # Lambda: the function folder is on the path
