@@ -1,7 +1,7 @@
 """Plain-Python <-> DynamoDB attribute values, and the one place store errors become ApiError 503.
 
 Numbers come back as ``Decimal`` (money stays exact); floats going in (JSON metadata) become Decimal too.
-boto3's serializers are imported on first use only (cold import time).
+The attribute-value codec is isthmus.adapters.ddb_values (boto3's rules, without importing boto3).
 """
 
 from __future__ import annotations
@@ -11,23 +11,8 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
+from isthmus.adapters.ddb_values import deserialize, serialize
 from isthmus.errors import ApiError
-
-_codec: dict[str, Any] = {}
-
-
-def _ser() -> Any:
-    if "ser" not in _codec:
-        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-        _codec["ser"] = TypeSerializer()
-        _codec["de"] = TypeDeserializer()
-    return _codec["ser"]
-
-
-def _de() -> Any:
-    _ser()
-    return _codec["de"]
 
 
 def exact(value: Any) -> Any:
@@ -43,12 +28,11 @@ def exact(value: Any) -> Any:
 
 def to_item(data: Mapping[str, Any]) -> dict[str, Any]:
     """A dict of Python values as a DynamoDB item (None values are left out: absent, not NULL)."""
-    ser = _ser()
-    return {k: ser.serialize(exact(v)) for k, v in data.items() if v is not None}
+    return {k: serialize(exact(v)) for k, v in data.items() if v is not None}
 
 
 def to_value(value: Any) -> dict[str, Any]:
-    return dict(_ser().serialize(exact(value)))
+    return serialize(exact(value))
 
 
 def values(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,8 +43,7 @@ def values(data: Mapping[str, Any]) -> dict[str, Any]:
 def from_item(item: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if item is None:
         return None
-    de = _de()
-    return {k: de.deserialize(v) for k, v in item.items()}
+    return {k: deserialize(v) for k, v in item.items()}
 
 
 def jsonable(value: Any) -> Any:

@@ -1,6 +1,6 @@
-"""DynamoDB access through the low-level boto3 client (same code on AWS, DynamoDB Local, Alternator).
+"""DynamoDB access through the low-level botocore client (same code on AWS, DynamoDB Local, Alternator).
 
-boto3 is imported on first use, not at module import: it costs ~270 ms of a handler's cold import.
+botocore is imported on first use, not at module import: it costs ~270 ms of a handler's cold import.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from isthmus import settings
+from isthmus.adapters import aws
 
 _lock = threading.Lock()
 _clients: dict[tuple[str | None, str], Any] = {}
@@ -26,7 +27,6 @@ def client(*, fast_fail: bool = False) -> Any:
     with _lock:
         if key not in _clients:
             quiet_request_logs()
-            import boto3
             from botocore.config import Config
 
             # No client-side parameter validation: our adapters build every request, DynamoDB validates it
@@ -41,7 +41,7 @@ def client(*, fast_fail: bool = False) -> Any:
                 # DynamoDB Local accepts any credentials; never depend on the developer's profile.
                 kwargs.setdefault("aws_access_key_id", "local")
                 kwargs.setdefault("aws_secret_access_key", "local")
-            _clients[key] = boto3.client("dynamodb", **kwargs)
+            _clients[key] = aws.client("dynamodb", **kwargs)
     return _clients[key]
 
 
@@ -54,9 +54,10 @@ def quiet_request_logs() -> None:
 
 
 def reset_clients() -> None:
-    """Forget cached clients (tests that point ISTHMUS_DYNAMODB_ENDPOINT elsewhere)."""
+    """Forget cached clients (tests that point ISTHMUS_DYNAMODB_ENDPOINT elsewhere, or start moto)."""
     with _lock:
         _clients.clear()
+    aws.reset()
 
 
 class DynamoStoreProbe:

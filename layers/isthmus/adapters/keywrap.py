@@ -63,9 +63,9 @@ class KmsKeyWrapper:
 
     def _kms(self) -> Any:
         if self._client is None:
-            import boto3
+            from isthmus.adapters import aws
 
-            self._client = boto3.client("kms", region_name=settings.region())
+            self._client = aws.client("kms", region_name=settings.region())
         return self._client
 
     def wrap(self, data_key: bytes) -> bytes:
