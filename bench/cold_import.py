@@ -209,20 +209,25 @@ def wall_table(handlers: list[str], tmp: Path, layer: Path) -> float:
 def instruction_table(handlers: list[str], tmp: Path, layer: Path) -> None:
     """Import and first invoke in instructions: each a difference of two counts (runtime; + import; + invoke)."""
     health = tmp / "task" / "health"
-    jobs: list[tuple[str, Path, tuple[str, ...]]] = [
-        (RUNTIME, health, ()), (f"{RUNTIME}; {STACK}", health, ()), (f"{RUNTIME}; {FLOOR}", health, ())]
+    jobs: dict[tuple[str, str], tuple[str, Path, tuple[str, ...]]] = {
+        ("runtime", ""): (RUNTIME, health, ()), ("stack", ""): (f"{RUNTIME}; {STACK}", health, ()),
+        ("floor", ""): (f"{RUNTIME}; {FLOOR}", health, ())}
     for name in handlers:
         event = str(_event_without_credentials(EVENTS[name], tmp))
-        jobs += [(f"{RUNTIME}; import app", tmp / "task" / name, ()), (INVOKE, tmp / "task" / name, (event,))]
+        jobs[("import", name)] = (f"{RUNTIME}; import app", tmp / "task" / name, ())
+        jobs[("invoke", name)] = (INVOKE, tmp / "task" / name, (event,))
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # counts do not depend on the load
-        counts = list(pool.map(lambda job: instructions(job[0], layer, job[1], *job[2]), jobs))
-    runtime, stack, floor = counts[0], counts[1] - counts[0], counts[2] - counts[0]
+        counts = dict(zip(jobs, pool.map(lambda job: instructions(job[0], layer, job[1], *job[2]), jobs.values()),
+                          strict=True))
+    runtime = counts[("runtime", "")]
+    stack, floor = counts[("stack", "")] - runtime, counts[("floor", "")] - runtime
     print(f"{'M instructions':<28}{'import':>10}{'x stack':>8}{'over stack':>12}{'over stack + pydantic':>23}"
           f"{'1st invoke':>12}")
     print(f"{'stack (no code of ours)':<28}{stack / 1e6:>10.1f}{1:>8.2f}  (Starlette app + Mangum + Powertools)")
     print(f"{'stack + pydantic':<28}{floor / 1e6:>10.1f}{floor / stack:>8.2f}  (+ pydantic.main, pydantic.fields)")
-    for i, name in enumerate(handlers):
-        imported, invoked = counts[3 + 2 * i] - runtime, counts[4 + 2 * i] - counts[3 + 2 * i]
+    for name in handlers:
+        imported = counts[("import", name)] - runtime
+        invoked = counts[("invoke", name)] - counts[("import", name)]
         # over stack + pydantic: only for the groups with pydantic models (below that line otherwise)
         over = f"{(imported - floor) / 1e6:>+23.1f}" if imported >= floor else f"{'':>23}"
         print(f"{'functions.' + name + '.app':<28}{imported / 1e6:>10.1f}{imported / stack:>8.2f}"

@@ -22,10 +22,10 @@ _BINARY = (bytes, bytearray)
 
 
 def _number(value: int | Decimal) -> str:
-    text = str(DYNAMODB_CONTEXT.create_decimal(value))
-    if text in {"Infinity", "-Infinity", "NaN", "sNaN", "-NaN", "-sNaN"}:
+    number = DYNAMODB_CONTEXT.create_decimal(value)
+    if not number.is_finite():
         raise TypeError(f"Infinity and NaN are not supported in DynamoDB: {value!r}")
-    return text
+    return str(number)
 
 
 def _is_number(value: Any) -> bool:
