@@ -41,7 +41,6 @@ _events: TypeAdapter[Any] = TypeAdapter(StreamEvent, config=ConfigDict(defer_bui
 CONNECT_TIMEOUT_S = 2.0
 FIRST_BYTE_DEFAULT_S = 10.0
 IDLE_DEFAULT_S = 20.0
-TOKENIZE_TIMEOUT_S = 30.0
 
 
 def _seconds(name: str, default: float) -> float:
@@ -186,11 +185,12 @@ async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
 
 
 async def tokenize(base_url: str, request: TokenizeRequest) -> int:
-    """Exact prompt tokens with the node's tokenizer and chat template."""
+    """Exact prompt tokens with the node's tokenizer and chat template (answered at once by a live agent:
+    bounded like a generation's first byte)."""
     try:
         resp = await agent_http.request("POST", _url(base_url, "/agent/v1/tokenize"),
                                         json_body=request.model_dump(mode="json", exclude_none=True),
-                                        connect_timeout=CONNECT_TIMEOUT_S, timeout=TOKENIZE_TIMEOUT_S)
+                                        connect_timeout=CONNECT_TIMEOUT_S, timeout=first_byte_seconds())
     except agent_http.AgentHttpError as exc:
         raise AgentUnreachable(base_url, exc.kind) from None
     if resp.status >= 400:
