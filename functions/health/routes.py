@@ -1,5 +1,6 @@
 """Health probes, and the catch-all that answers unknown routes with a 404 in the caller's dialect."""
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,7 +24,8 @@ async def liveness(request: Request) -> Response:
 
 
 async def readiness(request: Request) -> Response:
-    status, body = health.readiness(_probe)
+    # The probe blocks on the store (up to its timeouts when the store hangs): never on the event loop.
+    status, body = await run_in_threadpool(health.readiness, _probe)
     return json_response(body, status=status)
 
 

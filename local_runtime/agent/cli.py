@@ -7,6 +7,7 @@ import asyncio
 import logging
 import socket
 import sys
+import threading
 from pathlib import Path
 
 
@@ -86,12 +87,6 @@ def run_agent(args: argparse.Namespace) -> int:
     engine = Engine(config)
     state = AgentState(engine, node_id=args.node_id or f"{socket.gethostname()}:{args.port}",
                        data_dir=args.data_dir)
-    if args.model:
-        try:
-            asyncio.run(state.load(args.model))
-        except Exception as exc:
-            print(f"could not load {args.model}: {exc}", file=sys.stderr)
-            return 1
     from local_runtime.agent.models.registry import list_models, models_dir
     from local_runtime.enrollment import Enrollment
     from local_runtime.model_sync import sync_routes
@@ -101,16 +96,37 @@ def run_agent(args: argparse.Namespace) -> int:
     reachable = socket.gethostbyname(socket.gethostname()) if args.host in ("0.0.0.0", "::") else args.host
     enrollment = Enrollment.from_env(state.node_id, f"http://{reachable}:{args.port}", state.status,
                                      inventory_fn=lambda: list_models(args.data_dir))
-    if enrollment is not None:
-        enrollment.start()
     if args.serve_api:
         from local_runtime.agent.single_mac import serve_api_app
 
         app = serve_api_app(app, state, f"http://127.0.0.1:{args.port}")
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    failed: list[str] = []
+
+    def load_then_enroll() -> None:
+        """The model loads while the agent already answers (503 model_loading + Retry-After, /health 503), so
+        a gateway can tell "loading" from "gone"; it enrolls once loaded, so it joins its model's pool."""
+        if args.model:
+            try:
+                asyncio.run(state.load(args.model))
+            except Exception as exc:
+                print(f"could not load {args.model}: {exc}", file=sys.stderr)
+                failed.append(str(exc))
+                server.should_exit = True
+                return
+        if enrollment is not None:
+            enrollment.start()
+
+    if args.model:
+        state.loading = args.model  # before the first request can arrive
+    loader = threading.Thread(target=load_then_enroll, name="agent-load", daemon=True)
+    loader.start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        server.run()
     finally:
         if enrollment is not None:
             enrollment.stop()
         engine.shutdown()
+    if failed:
+        return 1
     return 0

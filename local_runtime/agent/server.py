@@ -33,6 +33,8 @@ from local_runtime.agent.prompt import build_prompt
 from local_runtime.agent.responses import collect
 
 RETRY_AFTER_S = "1"
+LOADING_RETRY_AFTER_S = "5"
+KEEPALIVE_S = 2.0  # a blank NDJSON line while a stream has nothing to say (the gateway's idle bound is 20 s)
 
 
 class AgentState:
@@ -40,12 +42,13 @@ class AgentState:
         self.engine = engine
         self.node_id = node_id
         self.data_dir = data_dir
+        self.loading: str | None = None  # the model being loaded (requests get 503 model_loading meanwhile)
 
     def status(self) -> AgentStatus:
         engine, loaded = self.engine, self.engine.loaded
         return AgentStatus(
             node_id=self.node_id, model=loaded.name if loaded else None, loaded=loaded is not None,
-            busy=engine.busy, active=engine.active, queue_depth=engine.queue_depth,
+            loading=self.loading, busy=engine.busy, active=engine.active, queue_depth=engine.queue_depth,
             max_queue=engine.config.max_queue, cache_entries=len(engine.cache),
             cache_bytes=engine.cache.nbytes, rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
             ram_total_bytes=psutil.virtual_memory().total,
@@ -53,11 +56,15 @@ class AgentState:
         )
 
     async def load(self, name: str) -> None:
+        self.loading = name
         try:
-            path = await asyncio.to_thread(registry.resolve, name, self.data_dir)
-        except FileNotFoundError as exc:
-            raise ApiError(404, str(exc), code="model_not_found") from None
-        await asyncio.wrap_future(self.engine.load(name, Path(path)))
+            try:
+                path = await asyncio.to_thread(registry.resolve, name, self.data_dir)
+            except FileNotFoundError as exc:
+                raise ApiError(404, str(exc), code="model_not_found") from None
+            await asyncio.wrap_future(self.engine.load(name, Path(path)))
+        finally:
+            self.loading = None
 
 
 def _json(model: BaseModel, status: int = 200) -> JSONResponse:
@@ -66,6 +73,9 @@ def _json(model: BaseModel, status: int = 200) -> JSONResponse:
 
 def _loaded(state: AgentState) -> Any:
     loaded = state.engine.loaded
+    if loaded is None and state.loading:
+        raise ApiError(503, f"the agent is loading {state.loading}; retry shortly", code="model_loading",
+                       headers={"Retry-After": LOADING_RETRY_AFTER_S})
     if loaded is None:
         raise ApiError(503, "no model is loaded on this agent; POST /agent/v1/load first",
                        code="model_not_loaded", headers={"Retry-After": RETRY_AFTER_S})
@@ -152,6 +162,8 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
 
     async def health(request: Request) -> Response:
         loaded = engine.loaded
+        if loaded is None and state.loading:  # not healthy yet: whoever waits for the agent keeps waiting
+            return _json(AgentHealth(status="loading", model=state.loading), status=503)
         return _json(AgentHealth(status="busy" if engine.busy else "idle",
                                  model=loaded.name if loaded else None, loaded=loaded is not None))
 
@@ -168,10 +180,18 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
 
 
 async def _ndjson(engine: Engine, job: Job, events: asyncio.Queue[BaseModel | None]) -> AsyncIterator[bytes]:
-    """NDJSON lines; everything already queued goes out in one write (never one write per token)."""
+    """NDJSON lines; everything already queued goes out in one write (never one write per token). While
+    nothing comes (waiting for a batch slot, a long prefill), a blank line every ``KEEPALIVE_S``: the gateway
+    bounds silence by seconds to tell a frozen agent from a slow model, and skips blank lines."""
     try:
         while True:
-            batch = [await events.get()]
+            try:
+                async with asyncio.timeout(KEEPALIVE_S):
+                    first = await events.get()
+            except TimeoutError:
+                yield b"\n"
+                continue
+            batch = [first]
             while not events.empty():
                 batch.append(events.get_nowait())
             lines = [json.dumps(e.model_dump(mode="json")) + "\n" for e in batch if e is not None]

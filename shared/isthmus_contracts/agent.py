@@ -35,6 +35,7 @@ class AgentStatus(BaseModel):
     model: str | None
     loaded: bool
     busy: bool
+    loading: str | None = None  # the model being loaded (the agent serves HTTP meanwhile: 503 model_loading)
     active: int = 0  # sequences generating now
     queue_depth: int = 0
     max_queue: int = 0
@@ -47,7 +48,7 @@ class AgentStatus(BaseModel):
 
 class AgentHealth(BaseModel):
     model_config = ConfigDict(defer_build=True)
-    status: Literal["idle", "busy"]
+    status: Literal["idle", "busy", "loading"]
     model: str | None = None
     loaded: bool = False
 

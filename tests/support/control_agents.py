@@ -28,6 +28,7 @@ class AgentSpec:
     port: int = 0
     chunk_bytes: int = 64 * 1024
     ram_bytes: int = 16 * 2**30
+    extra: tuple[str, ...] = ()  # more fake-agent options (--event-delay, --load-seconds)
 
 
 AgentCommand = Callable[[AgentSpec], list[str]]
@@ -43,7 +44,7 @@ def fake_agent_command(spec: AgentSpec) -> list[str]:
         cmd += ["--model", spec.model]
     if spec.token:
         cmd += ["--token", spec.token]
-    return cmd
+    return cmd + list(spec.extra)
 
 
 def real_agent_command(spec: AgentSpec) -> list[str]:

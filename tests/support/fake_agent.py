@@ -2,7 +2,10 @@
 
 A real uvicorn HTTP server on 127.0.0.1 speaking the agent protocol (``/agent/v1/*``, ``/health``) with
 canned behaviour: load/unload flip the loaded model (loading ``fail-<node id>`` fails on that node);
-generate answers ``[<node id>] <model>: <last user text>`` (NDJSON events when streamed); it enrolls
+generate answers ``[<node id>] <model>: <last user text>`` (NDJSON events when streamed; with
+``--event-delay S`` one word per event, S seconds apart); with ``--load-seconds S`` the ``--model`` is
+"loading" for S seconds after start, as the real agent reports it (status ``loading``, generate 503
+``model_loading`` + Retry-After, /health 503); it enrolls
 and heartbeats through local_runtime.enrollment and serves the model-sync routes from
 local_runtime.model_sync, exactly as the real agent mounts them.
 
@@ -40,10 +43,16 @@ class FakeAgent:
         self.ram_bytes = ram_bytes
         self.active = 0
         self.served = 0
+        self.loading_until = 0.0  # monotonic time the scripted load ends
+
+    def loading(self) -> str | None:
+        return self.model if time.monotonic() < self.loading_until else None
 
     def status(self) -> AgentStatus:
-        return AgentStatus(node_id=self.node_id, model=self.model, loaded=self.model is not None,
-                           busy=self.active > 0, active=self.active, ram_total_bytes=self.ram_bytes,
+        loading = self.loading()
+        return AgentStatus(node_id=self.node_id, model=None if loading else self.model,
+                           loaded=self.model is not None and not loading, loading=loading, busy=self.active > 0,
+                           active=self.active, ram_total_bytes=self.ram_bytes,
                            platform="fake-agent")
 
     def inventory(self) -> list[dict[str, Any]]:
@@ -62,6 +71,8 @@ class FakeAgent:
 
 def build_app(agent: FakeAgent, enrollment: Enrollment | None) -> Starlette:
     async def health(request: Request) -> Response:
+        if agent.loading():
+            return JSONResponse({"status": "loading", "model": agent.model, "loaded": False}, status_code=503)
         return JSONResponse({"status": "busy" if agent.active else "idle", "model": agent.model,
                              "loaded": agent.model is not None})
 
@@ -86,6 +97,9 @@ def build_app(agent: FakeAgent, enrollment: Enrollment | None) -> Starlette:
 
     async def generate(request: Request) -> Response:
         req = InternalRequest.model_validate(await request.json())
+        if agent.loading():
+            return JSONResponse({"error": {"message": f"loading {agent.model}", "code": "model_loading"}},
+                                status_code=503, headers={"Retry-After": "5"})
         if agent.model is None:
             return JSONResponse({"detail": "no model loaded"}, status_code=503)
         agent.served += 1
@@ -96,11 +110,16 @@ def build_app(agent: FakeAgent, enrollment: Enrollment | None) -> Starlette:
             return JSONResponse({"id": rid, "model": agent.model, "created": created, "finish_reason": "stop",
                                  "content": [{"type": "text", "text": text}], "usage": usage})
 
+        delay = float(_args().event_delay)
+        texts = [w + " " for w in text.split(" ")] if delay else [text]
+
         async def events() -> AsyncIterator[bytes]:
-            for event in ({"type": "start", "id": rid, "model": agent.model, "created": created, "prompt_tokens": 3},
-                          {"type": "text", "text": text}, {"type": "usage", "usage": usage},
+            start = {"type": "start", "id": rid, "model": agent.model, "created": created, "prompt_tokens": 3}
+            for event in (start, *({"type": "text", "text": t} for t in texts), {"type": "usage", "usage": usage},
                           {"type": "finish", "reason": "stop"}):
                 yield (json.dumps(event) + "\n").encode()
+                if delay:
+                    await asyncio.sleep(delay)
 
         return StreamingResponse(events(), media_type="application/x-ndjson")
 
@@ -148,6 +167,8 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument("--cluster", default="default")
         p.add_argument("--ram-bytes", type=int, default=16 * 2**30)
         p.add_argument("--chunk-bytes", type=int, default=64 * 1024)
+        p.add_argument("--event-delay", type=float, default=0.0, help="stream one word per event, this far apart")
+        p.add_argument("--load-seconds", type=float, default=0.0, help="--model is loading this long after start")
         _parsed = p.parse_args(argv)
     return _parsed
 
@@ -159,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     models_dir = Path(args.models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     agent = FakeAgent(args.node_id, models_dir, args.model, args.ram_bytes)
+    agent.loading_until = time.monotonic() + args.load_seconds
     base_url = f"http://127.0.0.1:{args.port}"
     enrollment = None
     if args.control_url:

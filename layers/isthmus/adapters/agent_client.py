@@ -11,9 +11,13 @@ LOAD_TIMEOUT_S = 900.0
 
 
 class AgentUnreachable(ApiError):
-    def __init__(self, base_url: str, reason: str) -> None:
+    """The agent could not take the request (no connection, no answer in time, or a 503: not serving);
+    ``agent_code`` is the code of the agent's own 503 when it sent one (``model_loading``, ``queue_full``...)."""
+
+    def __init__(self, base_url: str, reason: str, *, agent_code: str | None = None) -> None:
         super().__init__(502, f"node agent at {base_url} is unreachable ({reason})", code="agent_unreachable")
         self.base_url = base_url
+        self.agent_code = agent_code
 
 
 class AgentClient:

@@ -229,10 +229,11 @@ async def request(method: str, url: str, *, json_body: Any = None, body: bytes |
 
 class StreamResponse:
     """A response whose body is read as it comes; ``aclose`` before the end drops the connection, which is
-    how the agent learns that the caller has gone."""
+    how the agent learns that the caller has gone. ``idle_timeout`` bounds the wait for each next chunk (the
+    agent sends a blank keep-alive line while it has nothing else to say, so silence means it is stuck)."""
 
-    def __init__(self, ex: _Exchange, timeout: float) -> None:
-        self._ex, self._timeout = ex, timeout
+    def __init__(self, ex: _Exchange, idle_timeout: float) -> None:
+        self._ex, self._timeout = ex, idle_timeout
         self.status, self.headers = ex.status, ex.headers
         self._closed = False
 
@@ -256,6 +257,10 @@ class StreamResponse:
 
 
 async def stream(method: str, url: str, *, json_body: Any, connect_timeout: float = 2.0,
-                 timeout: float = 300.0) -> StreamResponse:
+                 first_byte_timeout: float = 10.0, idle_timeout: float = 20.0) -> StreamResponse:
+    """A streamed request: the response head must arrive within ``first_byte_timeout`` (the agent answers it
+    as soon as the request is queued), then every chunk within ``idle_timeout`` of the one before
+    (:class:`ReadTimedOut` otherwise)."""
     body = json.dumps(json_body, separators=(",", ":")).encode()
-    return StreamResponse(await _exchange(method, url, body, None, connect_timeout, timeout), timeout)
+    ex = await _exchange(method, url, body, None, connect_timeout, first_byte_timeout)
+    return StreamResponse(ex, idle_timeout)

@@ -13,10 +13,19 @@ counts as unreachable; other agent errors (400 context too long, ...) propagate 
 
 HTTP goes through :mod:`isthmus.adapters.agent_http` (keep-alive connections per event loop). A stream
 that is closed before its end drops its connection: that is how the agent learns the caller has gone.
+
+Time is bounded in seconds, so a frozen agent (SIGSTOP, a wedged host: the kernel still accepts the
+connection, nothing ever answers) is an error, not a hang: the response head must come within
+``ISTHMUS_AGENT_FIRST_BYTE_SECONDS`` (10; the agent sends it once the request is tokenized and queued), then
+each next line within ``ISTHMUS_AGENT_IDLE_SECONDS`` (20). A long prefill or a wait for a batch slot is
+legitimate silence, so the agent fills it with blank keep-alive lines every couple of seconds (skipped here):
+the idle bound then only measures whether the agent is alive, not how long the model takes. Non-streamed
+generations are read as a stream too and folded into one answer, so the same bounds hold for them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,17 +39,38 @@ from isthmus_contracts.internal import InternalRequest, InternalResponse, Stream
 
 _events: TypeAdapter[Any] = TypeAdapter(StreamEvent, config=ConfigDict(defer_build=True))  # built on first use
 CONNECT_TIMEOUT_S = 2.0
-FIRST_EVENT_TIMEOUT_S = 300.0  # prefill of a long prompt on a busy node
+FIRST_BYTE_DEFAULT_S = 10.0
+IDLE_DEFAULT_S = 20.0
+
+
+def _seconds(name: str, default: float) -> float:
+    try:
+        return max(0.1, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+def first_byte_seconds() -> float:
+    """How long an agent may take to answer a generation's head (``ISTHMUS_AGENT_FIRST_BYTE_SECONDS``)."""
+    return _seconds("ISTHMUS_AGENT_FIRST_BYTE_SECONDS", FIRST_BYTE_DEFAULT_S)
+
+
+def idle_seconds() -> float:
+    """How long an agent's stream may stay silent, keep-alives included (``ISTHMUS_AGENT_IDLE_SECONDS``)."""
+    return _seconds("ISTHMUS_AGENT_IDLE_SECONDS", IDLE_DEFAULT_S)
+
+
 class AgentStreamBroken(Exception):
     """The agent's stream ended or failed after its first event (bytes may have reached the client)."""
 
 
 def _agent_error(status: int, raw: bytes, base_url: str) -> ApiError:
-    """The agent's error as an ApiError; a 503 (not serving: no model, shutting down) is
-    :class:`AgentUnreachable`, so failover tries another node: nothing has reached the client yet."""
+    """The agent's error as an ApiError; a 503 (not serving: no model, loading one, shutting down) is
+    :class:`AgentUnreachable`, so failover tries another node: nothing has reached the client yet. It keeps
+    the agent's code (``model_loading``...), which the failover's 503 reports when no node could serve."""
     error = _error_body(status, raw, base_url)
     if error.status == 503:
-        return AgentUnreachable(base_url, f"503 {error.message}")
+        return AgentUnreachable(base_url, f"503 {error.message}", agent_code=error.code)
     return error
 
 
@@ -101,12 +131,15 @@ def _url(base_url: str, path: str) -> str:
 
 
 async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
-    """A streamed generation whose first event has arrived; connection failures before it are
-    :class:`AgentUnreachable`, agent errors (4xx/5xx) are :class:`ApiError` with the agent's status."""
+    """A streamed generation whose first event has arrived; connection failures, and an agent that sends no
+    head within the first-byte bound or goes silent before its first event, are :class:`AgentUnreachable`
+    (nothing has reached the client: failover may try another node); agent errors (4xx/5xx) are
+    :class:`ApiError` with the agent's status."""
     body = request.model_copy(update={"stream": True}).model_dump(mode="json", exclude_none=True)
     try:
         resp = await agent_http.stream("POST", _url(base_url, "/agent/v1/generate"), json_body=body,
-                                       connect_timeout=CONNECT_TIMEOUT_S, timeout=FIRST_EVENT_TIMEOUT_S)
+                                       connect_timeout=CONNECT_TIMEOUT_S, first_byte_timeout=first_byte_seconds(),
+                                       idle_timeout=idle_seconds())
     except agent_http.AgentHttpError as exc:
         raise AgentUnreachable(base_url, exc.kind) from None
     try:
@@ -114,7 +147,7 @@ async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
             raise _agent_error(resp.status, await resp.read(), base_url)
         lines = resp.lines()
         first_line = ""
-        while not first_line.strip():
+        while not first_line.strip():  # blank lines are the agent's keep-alives
             first_line = await lines.__anext__()
         first = _events.validate_json(first_line)
     except (agent_http.AgentHttpError, StopAsyncIteration) as exc:
@@ -127,28 +160,37 @@ async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
 
 
 async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
-    """A whole (non-streamed) generation; connection failures are :class:`AgentUnreachable`."""
-    body = request.model_copy(update={"stream": False}).model_dump(mode="json", exclude_none=True)
-    try:
-        resp = await agent_http.request("POST", _url(base_url, "/agent/v1/generate"), json_body=body,
-                                        connect_timeout=CONNECT_TIMEOUT_S, timeout=FIRST_EVENT_TIMEOUT_S)
-    except agent_http.ReadTimedOut:
-        # The agent may still be working on it: not retried on another node.
-        raise ApiError(504, f"node agent at {base_url} did not answer in time", code="agent_timeout") from None
-    except agent_http.AgentHttpError as exc:
-        # Nothing has reached the client yet: another node may serve it.
-        raise AgentUnreachable(base_url, exc.kind) from None
-    if resp.status >= 400:
-        raise _agent_error(resp.status, resp.body, base_url)
-    return InternalResponse.model_validate_json(resp.body)
+    """A whole (non-streamed) generation, read as a stream (so the first-byte and idle bounds hold) and folded
+    the way the agent folds it for a non-streamed answer. Failures before the first event are
+    :class:`AgentUnreachable`; an agent that breaks or goes silent after it is a 502 (not retried on another
+    node: it may have done the work); an error event is the agent's error."""
+    from isthmus.services.accumulate import StreamAccumulator
+
+    stream = await open_stream(base_url, request)
+    acc = StreamAccumulator(request.model)
+    async with stream:
+        try:
+            async for event in stream.events():
+                acc.feed(event)
+                if acc.error is not None:
+                    break
+        except AgentStreamBroken as exc:
+            raise ApiError(502, f"node agent at {base_url} failed mid-answer: {exc}",
+                           code="backend_stream_broken") from None
+    if acc.error is not None:
+        raise ApiError(acc.error.status, acc.error.message, code=acc.error.code)
+    if not acc.finished:
+        raise ApiError(502, f"node agent at {base_url} ended the answer early", code="backend_stream_broken")
+    return acc.response
 
 
 async def tokenize(base_url: str, request: TokenizeRequest) -> int:
-    """Exact prompt tokens with the node's tokenizer and chat template."""
+    """Exact prompt tokens with the node's tokenizer and chat template (answered at once by a live agent:
+    bounded like a generation's first byte)."""
     try:
         resp = await agent_http.request("POST", _url(base_url, "/agent/v1/tokenize"),
                                         json_body=request.model_dump(mode="json", exclude_none=True),
-                                        connect_timeout=CONNECT_TIMEOUT_S, timeout=30.0)
+                                        connect_timeout=CONNECT_TIMEOUT_S, timeout=first_byte_seconds())
     except agent_http.AgentHttpError as exc:
         raise AgentUnreachable(base_url, exc.kind) from None
     if resp.status >= 400:

@@ -7,6 +7,7 @@ botocore is imported on first use, never at module import (it is ~400 M instruct
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -14,13 +15,40 @@ _lock = threading.Lock()
 _session: list[Any] = []  # the one botocore session, once made
 
 
+def _env_number(name: str, default: float, floor: float) -> float:
+    try:
+        return max(floor, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+def call_limits() -> tuple[float, float, int]:
+    """(connect timeout s, read timeout s, attempts) of every AWS call (DynamoDB, KMS), from
+    ``ISTHMUS_STORE_CONNECT_TIMEOUT_SECONDS`` (2), ``ISTHMUS_STORE_READ_TIMEOUT_SECONDS`` (3) and
+    ``ISTHMUS_STORE_MAX_ATTEMPTS`` (3, the first included).
+
+    botocore's defaults (60 s connect, 60 s read, retried) let a frozen store hold a request for minutes; a
+    DynamoDB call answers in milliseconds, so a few seconds per attempt is generous, and the whole call is
+    bounded by about attempts x (read timeout + backoff): ~10 s by default, then the caller's 503."""
+    return (_env_number("ISTHMUS_STORE_CONNECT_TIMEOUT_SECONDS", 2.0, 0.1),
+            _env_number("ISTHMUS_STORE_READ_TIMEOUT_SECONDS", 3.0, 0.1),
+            int(_env_number("ISTHMUS_STORE_MAX_ATTEMPTS", 3, 1)))
+
+
 def client(service: str, **kwargs: Any) -> Any:
-    """A new low-level client for ``service`` (callers cache it: each costs a service model load)."""
+    """A new low-level client for ``service`` (callers cache it: each costs a service model load), its calls
+    bounded by :func:`call_limits` unless the caller passes its own ``config``."""
     with _lock:  # botocore sessions are not thread-safe; the clients they make are
         if not _session:
             import botocore.session
 
             _session.append(botocore.session.get_session())
+        if "config" not in kwargs:
+            from botocore.config import Config
+
+            connect_s, read_s, attempts = call_limits()
+            kwargs["config"] = Config(connect_timeout=connect_s, read_timeout=read_s,
+                                      retries={"max_attempts": attempts, "mode": "standard"})
         return _session[0].create_client(service, **kwargs)
 
 

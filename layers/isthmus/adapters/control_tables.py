@@ -30,7 +30,7 @@ def _n(value: float) -> dict[str, str]:
 
 
 def _is_conditional_failure(exc: Exception) -> bool:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 class DynamoControlStore:

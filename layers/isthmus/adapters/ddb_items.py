@@ -58,20 +58,23 @@ def jsonable(value: Any) -> Any:
 
 
 def is_conditional_failure(exc: BaseException) -> bool:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
     return code == "ConditionalCheckFailedException"
 
 
 def cancellation_codes(exc: BaseException) -> list[str]:
     """The per-item reasons of a TransactionCanceledException ("None" for items that were fine)."""
-    reasons = getattr(exc, "response", {}).get("CancellationReasons", []) or []
+    reasons = (getattr(exc, "response", None) or {}).get("CancellationReasons", []) or []
     return [str(r.get("Code", "None")) for r in reasons]
 
 
+STORE_RETRY_AFTER_S = "2"
+
+
 def store_unavailable(exc: BaseException) -> ApiError:
-    """A store error we cannot answer around: 503 (never a silent allow)."""
+    """A store error we cannot answer around: 503 + Retry-After (never a silent allow)."""
     return ApiError(503, f"The metadata store is unavailable ({type(exc).__name__}); try again.",
-                    code="store_unavailable")
+                    code="store_unavailable", headers={"Retry-After": STORE_RETRY_AFTER_S})
 
 
 def scan_all(client: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:

@@ -18,7 +18,9 @@ _clients: dict[tuple[str | None, str], Any] = {}
 
 
 def client(*, fast_fail: bool = False) -> Any:
-    """A cached DynamoDB client. ``fast_fail`` gives a probe's client: 1 s timeouts and no retries."""
+    """A cached DynamoDB client whose calls are bounded (:func:`isthmus.adapters.aws.call_limits`, read when the
+    client is made). ``fast_fail`` gives a probe's client: 1 s connect and 2 s read timeouts (the configured
+    ones when lower) and no retries."""
     endpoint = settings.dynamodb_endpoint()
     key = (endpoint, "fast" if fast_fail else "normal")
     cached = _clients.get(key)
@@ -29,11 +31,14 @@ def client(*, fast_fail: bool = False) -> Any:
             quiet_request_logs()
             from botocore.config import Config
 
+            connect_s, read_s, attempts = aws.call_limits()
             # No client-side parameter validation: our adapters build every request, DynamoDB validates it
             # anyway, and the walk costs ~25 % of a call's CPU (settlement batches run beside live requests).
-            config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"},
+            config = Config(connect_timeout=min(1.0, connect_s), read_timeout=min(2.0, read_s),
+                            retries={"max_attempts": 1, "mode": "standard"},
                             parameter_validation=False) if fast_fail else \
-                Config(retries={"max_attempts": 4, "mode": "standard"}, max_pool_connections=64,
+                Config(connect_timeout=connect_s, read_timeout=read_s,
+                       retries={"max_attempts": attempts, "mode": "standard"}, max_pool_connections=64,
                        parameter_validation=False)
             kwargs: dict[str, Any] = {"region_name": settings.region(), "config": config}
             if endpoint:

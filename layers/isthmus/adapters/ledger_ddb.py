@@ -167,7 +167,7 @@ class DynamoRateLimiter:
         except Exception as exc:
             if not is_conditional_failure(exc):
                 raise
-            old = getattr(exc, "response", {}).get("Item") or {}
+            old = (getattr(exc, "response", None) or {}).get("Item") or {}
             return False, int(old["n"]["N"]) if "n" in old else None
 
     def give_back(self, bucket: str, amount: int) -> None:

@@ -50,6 +50,7 @@ class PoolBackend:
                 async for event in opened.events():
                     yield event
             except AgentStreamBroken as exc:
+                tracker.mark_failed(target.node_id)  # broken or silent past the idle bound: others first for a while
                 raise ApiError(502, f"node {target.node_id} failed mid-answer: {exc}",
                                code="backend_stream_broken") from None
             finally:

@@ -27,10 +27,22 @@ def is_connect_failure(exc: BaseException) -> bool:
     return any(cls.__name__ in _CONNECT_ERRORS for cls in type(exc).__mro__)
 
 
+RETRY_AFTER_S = "2"
+LOADING_RETRY_AFTER_S = "5"
+
+
 class NoNodeAvailable(ApiError):
-    def __init__(self, failures: list[tuple[str, str]]) -> None:
+    """503 + Retry-After when no candidate took the request; ``model_loading`` when every one of them said it
+    is still loading its model (the client should come back, not give up on the model)."""
+
+    def __init__(self, failures: list[tuple[str, str]], *, loading: bool = False) -> None:
         tried = "; ".join(f"{node}: {why}" for node, why in failures) or "no candidate nodes"
-        super().__init__(503, f"No node of the pool accepted the request ({tried}).", code="no_node_available")
+        if loading:
+            super().__init__(503, f"The model is loading; retry shortly ({tried}).", code="model_loading",
+                             headers={"Retry-After": LOADING_RETRY_AFTER_S})
+        else:
+            super().__init__(503, f"No node of the pool accepted the request ({tried}).", code="no_node_available",
+                             headers={"Retry-After": RETRY_AFTER_S})
         self.failures = failures
 
 
@@ -38,6 +50,7 @@ async def first_connecting(candidates: Sequence[NodeTarget], attempt: Callable[[
                            nodes: NodeTracker = tracker) -> tuple[NodeTarget, T]:
     """The first candidate whose ``attempt`` connects, with its result; 503 when none does."""
     failures: list[tuple[str, str]] = []
+    loading = 0
     for target in candidates:
         try:
             result = await attempt(target)
@@ -45,8 +58,9 @@ async def first_connecting(candidates: Sequence[NodeTarget], attempt: Callable[[
             if not is_connect_failure(exc):
                 raise
             nodes.mark_failed(target.node_id)
-            failures.append((target.node_id, type(exc).__name__))
+            failures.append((target.node_id, getattr(exc, "message", None) or type(exc).__name__))
+            loading += getattr(exc, "agent_code", None) == "model_loading"
             continue
         nodes.mark_ok(target.node_id)
         return target, result
-    raise NoNodeAvailable(failures)
+    raise NoNodeAvailable(failures, loading=bool(failures) and loading == len(failures))

@@ -73,7 +73,7 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if isinstance(exc, BotoCoreError | ClientError):
             from isthmus.adapters.ddb_items import store_unavailable
 
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", type(exc).__name__)
             log.warning("store call failed", extra={"store_error": code, "op": getattr(fn, "__name__", "?")})
             raise store_unavailable(exc) from None
         raise

@@ -12,7 +12,8 @@ def status() -> dict[str, Any]:
 
 
 def readiness(probe: StoreProbe) -> tuple[int, dict[str, Any]]:
-    """200 when the store answers with every table; 503 naming what is wrong otherwise."""
+    """200 when the store answers with every table; 503 naming what is wrong otherwise. Blocking (the probe
+    waits on the store): async callers run it in a thread."""
     problems = probe.problems()
     if problems:
         return 503, {"status": "unavailable", "detail": "; ".join(problems), "checks": {"dynamodb": problems}}

@@ -34,12 +34,17 @@ def _meta(snap: Snapshot, model: str, nodes: list[str]) -> dict[str, Any]:
     return {}
 
 
-def _pool_entries(snap: Snapshot, cluster: Cluster, alias: str, pool: Pool) -> list[dict[str, Any]]:
+def _pool_entries(snap: Snapshot, cluster: Cluster, alias: str, pool: Pool, *,
+                  include_down: bool) -> list[dict[str, Any]]:
+    """A pool's alias (and concrete model) entries, ready when a node of it is up (a fresh heartbeat, the
+    snapshot's own time); a pool with no node up is left out, or with ``include_down`` listed as not ready
+    (``loaded`` stays true: the pool exists, its nodes are down or frozen)."""
     ready_nodes = [t.node_id for t in pool_targets(snap, cluster, pool)]
-    if not ready_nodes:
+    if not ready_nodes and not include_down:
         return []
     created = int(pool.loaded_at.timestamp())
-    common = {"backend": "mlx", "pool": cluster.cluster_id, "nodes": ready_nodes, **_meta(snap, pool.model, [])}
+    common = {"backend": "mlx", "pool": cluster.cluster_id, "nodes": ready_nodes, "ready": bool(ready_nodes),
+              **_meta(snap, pool.model, [])}
     out = [_entry(alias, created=created, root=pool.model, alias_for=pool.model, kind="alias", **common)]
     if pool.model != alias:
         out.append(_entry(pool.model, created=created, root=pool.model, kind="model", **common))
@@ -60,7 +65,7 @@ def list_models(snap: Snapshot, coeos: CoeosConfig | None, *, include_unloaded: 
                                pool=cluster.cluster_id, alias_for=m, kind="telemak") for m in cluster.models]
             continue
         for alias, pool in cluster.pools.items():
-            entries += _pool_entries(snap, cluster, alias, pool)
+            entries += _pool_entries(snap, cluster, alias, pool, include_down=include_unloaded)
     entries += [_entry(a, created=0, root=a, owned_by=snap.cloud_owners.get(a) or a.split(":", 1)[0],
                        backend="cloud", kind="cloud") for a in snap.cloud_aliases]
     if coeos is not None and coeos.enabled:

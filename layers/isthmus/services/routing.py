@@ -20,7 +20,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from isthmus.background import SingleFlight
-from isthmus.control.models import Snapshot, utcnow
+from isthmus.control.models import Snapshot, stale_seconds, utcnow
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.ports.control import CloudCatalog, ControlStore, Decider, NoCloudCatalog, SessionStore
@@ -78,14 +78,28 @@ class RoutingService:
         """Clusters, nodes, settings and cloud aliases, read concurrently; reused for ``cache_seconds``
         (``ISTHMUS_ROUTING_CACHE_SECONDS``, default 1) so a busy process does not re-read them per request.
         A stale snapshot is served once more while a refresh runs in the background (at most one at a time),
-        so no request waits on the store once the first one has read it; node liveness is judged against
-        the current time, not the snapshot's."""
+        but only while it is younger than :meth:`serve_stale_seconds`; an older one (after an idle spell, or a
+        request that ran long) is read again before it is used, so one request waits on the store then.
+
+        Node liveness is judged at the time the snapshot was read (``Snapshot.now``): its heartbeats are as old
+        as the read, not as old as the idle spell before the next request (judging them against the current
+        time made every node look down on the first request after ``ISTHMUS_NODE_STALE_SECONDS`` of idle).
+        Serving it stale for at most ``serve_stale_seconds`` bounds how long a node that died just after the
+        read can still look up."""
         now = time.monotonic()
         if self._cached is not None:
-            if now - self._cached[0] >= self.cache_seconds:
+            age = now - self._cached[0]
+            if age < self.cache_seconds:
+                return self._cached[1]
+            if age < self.serve_stale_seconds():
                 self._refreshes.start("snapshot", self._read(background=True))
-            return self._cached[1].model_copy(update={"now": utcnow()})
+                return self._cached[1]
         return await self._read()
+
+    def serve_stale_seconds(self) -> float:
+        """How old a cached snapshot may be and still be served while it refreshes: a third of the node stale
+        limit (one heartbeat interval), and never less than the cache time."""
+        return max(self.cache_seconds, stale_seconds() / 3)
 
     async def _read(self, background: bool = False) -> Snapshot:
         now = time.monotonic()
@@ -96,16 +110,8 @@ class RoutingService:
                 clusters, nodes, settings, owners = await asyncio.gather(
                     run_in_threadpool(self.store.list_clusters), run_in_threadpool(self.store.list_nodes),
                     run_in_threadpool(self.store.get_settings), run_in_threadpool(self.catalog.owners))
-        except ApiError:
-            raise
         except Exception as exc:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            if isinstance(exc, BotoCoreError | ClientError):  # the store is down: a 503, never a 500
-                from isthmus.adapters.ddb_items import store_unavailable
-
-                raise store_unavailable(exc) from None
-            raise
+            raise _store_error(exc) from None
         snap = Snapshot(clusters=clusters, nodes=nodes, settings=settings, cloud_aliases=sorted(owners),
                         cloud_owners=owners)
         if self.cache_seconds > 0:
@@ -120,7 +126,10 @@ class RoutingService:
                 self.catalog.owners())
 
     async def coeos_config(self) -> coeos.CoeosConfig:
-        doc = await run_in_threadpool(self.store.get_doc, "coeos")
+        try:
+            doc = await run_in_threadpool(self.store.get_doc, "coeos")
+        except Exception as exc:
+            raise _store_error(exc) from None
         return coeos.CoeosConfig.model_validate(doc or {})
 
     async def route(self, model: str, *, dialect: str = "openai", session_id: str | None = None,
@@ -204,6 +213,20 @@ class RoutingService:
             await run_in_threadpool(self.store.put_doc, "coeos_decisions", list(_decisions)[-50:])
         except Exception as exc:  # the log is best effort; the request goes on
             logger.warning("coeos decision not stored", extra={"error": type(exc).__name__})
+
+
+def _store_error(exc: Exception) -> Exception:
+    """A store failure as the 503 + Retry-After the caller answers (never a 500, never an empty answer);
+    anything else unchanged."""
+    if isinstance(exc, ApiError):
+        return exc
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, BotoCoreError | ClientError):
+        from isthmus.adapters.ddb_items import store_unavailable
+
+        return store_unavailable(exc)
+    return exc
 
 
 def recent_decisions() -> list[dict[str, Any]]:
