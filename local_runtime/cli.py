@@ -25,6 +25,13 @@ def _add_ddb(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=".isthmus")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _add_dev(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dev", help="DynamoDB Local + tables + node agent + edge, supervised, all stopped by Ctrl-C",
@@ -41,11 +48,12 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-agent", action="store_true", help="do not start a node agent")
     p.add_argument("--ddb-port", type=int, default=8001, help="DynamoDB Local's port (a free one if taken)")
     p.add_argument("--agent-port", type=int, default=8100, help="the node agent's port (a free one if taken)")
-    p.add_argument("--mode", choices=["asgi", "lambda"], default="asgi")
+    p.add_argument("--mode", choices=["asgi", "lambda"], default="asgi",
+                   help="the edge's mode (see `isthmus edge --help`)")
     p.add_argument("--keyed", action="store_true",
                    help="keyed mode: on the first start make a master key and a first-use API key, print them once "
                         "and keep a copy in DATA_DIR/keys.json (0600); later starts reuse them")
-    p.add_argument("--restart-limit", type=int, default=5, metavar="N",
+    p.add_argument("--restart-limit", type=_positive_int, default=5, metavar="N",
                    help="give up after a child crashes N times in a row within 30 s of starting (default 5)")
 
 

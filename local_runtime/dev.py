@@ -225,8 +225,10 @@ class DevStack:
             else:
                 why = f"edge (pid {edge.pid}) is starting"
             if time.monotonic() >= next_progress:
-                say(f"waiting ({time.monotonic() - started:.0f} s): {why}")
-                next_progress += PROGRESS_EVERY_S
+                waited = time.monotonic() - started
+                say(f"waiting ({waited:.0f} s): {why}")
+                # Every few seconds at first, then sparser: building SmolLM2 on a first run takes minutes.
+                next_progress += PROGRESS_EVERY_S if waited < 60 else 6 * PROGRESS_EVERY_S
             if shutdown.wait(0.3):
                 return False
         complain(f"not servable after {SERVABLE_TIMEOUT_S:.0f} s ({why}); logs are in {self.logs}")
@@ -243,6 +245,20 @@ def _check_ports(args: argparse.Namespace) -> str | None:
     taken.add(args.ddb_port)
     if not args.no_agent:
         args.agent_port = _pick_port("the node agent", args.agent_port, taken)
+    return None
+
+
+def _check_model(args: argparse.Namespace, data_dir: Path) -> str | None:
+    """Refuse a model the agent could never load, rather than letting it crash until supervision gives up."""
+    from local_runtime.agent.models.registry import FETCHABLE, resolve
+
+    if args.no_agent or args.model in FETCHABLE:
+        return None
+    models_in = None if os.environ.get("ISTHMUS_MODELS_DIR") else str(data_dir)
+    try:
+        resolve(args.model, models_in, allow_fetch=False)
+    except FileNotFoundError as exc:
+        return f"{exc}. Use --model with a model name or mlx-lm model directory, or --no-agent."
     return None
 
 
@@ -267,7 +283,7 @@ def run_dev(args: argparse.Namespace) -> int:
     shutdown = ShutdownFlag()
     stack = DevStack(args, data_dir)
     try:
-        problem = _check_ports(args)
+        problem = _check_model(args, data_dir) or _check_ports(args)
         if problem:
             complain(problem)
             return 2

@@ -221,7 +221,6 @@ def test_a_second_stack_moves_off_taken_internal_ports_and_never_uses_the_first_
         moved = int(second.wait_for(rf"^port {stack.ddb_port} is taken: DynamoDB Local uses port (\d+)").group(1))
         created = second.wait_for(rf"^DynamoDB Local on http://127.0.0.1:{moved} \(pid \d+; (\d+) tables created")
         assert int(created.group(1)) == len(table_logical_ids(load_template())) > 0
-        second.wait_for(r"^Isthmus is up: ")
     finally:
         assert second.stop() == 0
     assert "0 tables created" not in second.output
@@ -263,3 +262,34 @@ def test_ctrl_c_stops_every_child_and_a_restart_keeps_the_same_keys(stack: DevRu
         assert chat(again.base, None).status_code == 401
     finally:
         assert again.stop() == 0
+
+
+def test_an_agent_that_keeps_crashing_is_given_up_on_and_everything_stops(tiny_model: Path,
+                                                                          tmp_path: Path) -> None:
+    # given a model directory that looks right but cannot load (its weights are garbage)
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    (tmp_path / "cwd").mkdir()
+    # when `isthmus dev` runs it with a restart limit of 2
+    run = DevRun("--model", str(broken), "--restart-limit", "2", cwd=tmp_path / "cwd", data_dir=tmp_path / "data")
+    try:
+        code = run.exit_code(timeout=180)
+    finally:
+        run.stop()
+    # then the agent was restarted once, then given up on with its log's last lines, and the stack stopped
+    assert code == 1
+    assert "node agent exited with code 1" in run.output and "restarting in 0.5 s" in run.output
+    assert "crashed 2 times in a row within 30 s of starting: giving up" in run.output
+    assert "could not load" in run.output and "Isthmus is up" not in run.output
+    assert run.lines[-1] == "stopped"
+    poll(lambda: all(gone(run.pid_of(name)) for name in ("DynamoDB Local", "node agent", "edge")), timeout=20)
+
+
+def test_a_model_that_does_not_exist_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    # when `isthmus dev` is given a model that is neither a model directory, nor on disk, nor fetchable
+    run = DevRun("--model", str(tmp_path / "no-such-model"), cwd=tmp_path, data_dir=tmp_path / "data")
+    # then it says so and starts nothing
+    assert run.exit_code() == 2
+    assert "no model" in run.output and "DynamoDB Local" not in run.output
