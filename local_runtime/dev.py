@@ -90,7 +90,7 @@ def _pick_port(what: str, wanted: int, taken: set[int]) -> int:
 
 
 def _chat(base: str, key: str | None) -> tuple[bool, str]:
-    """One tiny chat through the edge: (succeeded, what went wrong)."""
+    """One tiny chat through the edge: (succeeded, its status and what went wrong)."""
     body = json.dumps({"model": "default", "max_tokens": 1,
                        "messages": [{"role": "user", "content": "hi"}]}).encode()
     headers = {"Content-Type": "application/json"}
@@ -101,7 +101,11 @@ def _chat(base: str, key: str | None) -> tuple[bool, str]:
         with urllib.request.urlopen(request, timeout=60) as resp:
             return 200 <= resp.status < 300, f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
-        detail = exc.read(300).decode(errors="replace")
+        try:
+            error = json.loads(exc.read(65536)).get("error") or {}
+            detail = f"{error.get('code')}: {str(error.get('message'))[:200]}"
+        except (OSError, ValueError, AttributeError):
+            detail = exc.reason
         return False, f"HTTP {exc.code} {detail}"
     except OSError as exc:
         return False, str(exc)
@@ -117,6 +121,7 @@ class DevStack:
         self.children: list[Supervised] = []
         self.keyed = KeyedState(False, None)
         self.tables_created: int | None = None
+        self.servable_because = ""
 
     # ---- children
     def _start_ddb(self, ddb: DynamoLocal) -> subprocess.Popen[bytes]:
@@ -202,7 +207,10 @@ class DevStack:
             # No key to chat with (keys.json removed): a 401 to a keyless chat still proves the edge answers.
             ok, why = _chat(self.base, None)
             return why.startswith("HTTP 401"), why
-        return _chat(self.base, self.keyed.probe_key)
+        ok, why = _chat(self.base, self.keyed.probe_key)
+        # With ISTHMUS_REQUIRE_PRICING no chat can succeed before someone prices the model; this refusal comes
+        # only after the model was routed to a ready backend, which is what "servable" means here.
+        return ok or why.startswith("HTTP 402 model_unpriced:"), why
 
     def wait_servable(self, shutdown: ShutdownFlag) -> bool:
         started = time.monotonic()
@@ -219,11 +227,14 @@ class DevStack:
             if edge.ready and (agent is None or agent.ready):
                 ok, why = self.servable()
                 if ok:
+                    self.servable_because = why
                     return True
+            elif agent is not None and agent.proc is None:
+                why = "node agent is restarting"
             elif agent is not None and not agent.ready:
                 why = f"node agent (pid {agent.pid}) is loading {self.args.model}"
             else:
-                why = f"edge (pid {edge.pid}) is starting"
+                why = "edge is restarting" if edge.proc is None else f"edge (pid {edge.pid}) is starting"
             if time.monotonic() >= next_progress:
                 waited = time.monotonic() - started
                 say(f"waiting ({waited:.0f} s): {why}")
@@ -302,7 +313,12 @@ def run_dev(args: argparse.Namespace) -> int:
         stack.add_edge(env).launch()
         if not stack.wait_servable(shutdown):
             return 0 if shutdown.is_set() else 1
-        served = "the edge and DynamoDB" if args.no_agent else f"a chat with {args.model} succeeded"
+        if args.no_agent:
+            served = "the edge and DynamoDB answer"
+        elif stack.servable_because.startswith("HTTP 402"):
+            served = f"{args.model} is routed; chats need its price first (ISTHMUS_REQUIRE_PRICING)"
+        else:
+            served = f"a chat with {args.model} succeeded"
         say(f"Isthmus is up: {stack.base}  (OpenAI base URL {stack.base}/v1; {served}; Ctrl-C stops everything)")
         while not shutdown.wait(0.5):
             stack.tick()

@@ -183,6 +183,9 @@ class RestartPolicy:
         return float(min(self.max_delay, self.first_delay * 2 ** max(0, crashes_in_a_row - 1)))
 
 
+_STOPPED_FROM_OUTSIDE = {-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT}
+
+
 class GaveUp(RuntimeError):
     """A child kept crashing right after starting; the supervisor stopped restarting it."""
 
@@ -246,8 +249,8 @@ class Supervised:
         if code is not None:
             self.proc = None
             self.ready = False
-            # A child killed by a signal was stopped from outside: its log says nothing about why.
-            self._crashed(describe_exit(code), show_log=code > 0)
+            # A child stopped from outside (SIGKILL, SIGTERM, SIGINT) has nothing in its log about why.
+            self._crashed(describe_exit(code), show_log=code not in _STOPPED_FROM_OUTSIDE)
             return
         if not self.ready and self._ready(self.proc):
             self.ready = True
