@@ -60,17 +60,18 @@ NO_NODE_RETRY_AFTER_S = "2"
 
 
 def pool_targets(snapshot: Snapshot, cluster: Cluster, pool: Pool) -> list[NodeTarget]:
-    """Up nodes of the pool, less those that reported nothing loaded well after the pool was loaded (a
-    restarted agent that lost its model) and those loading with nothing loaded yet (they would answer 503
-    ``model_loading``); the grace covers a heartbeat that raced the load."""
+    """Up nodes of the pool, less those that reported nothing loaded (or a model still loading) well after the
+    pool was loaded (a restarted agent that lost its model); the grace covers a heartbeat that raced the load
+    (sent while the load that formed the pool was still running)."""
     settled = pool.loaded_at + timedelta(seconds=snapshot.stale_seconds / 2)
     return [NodeTarget(node_id=n.node_id, base_url=n.base_url)
             for n in snapshot.up_nodes(pool.nodes, cluster_id=cluster.cluster_id)
-            if n.load.loaded_model is not None or (n.load.loading_model is None and n.last_seen <= settled)]
+            if not (n.load.loaded_model is None and n.last_seen > settled)]
 
 
 def pool_loading(snapshot: Snapshot, cluster: Cluster, pool: Pool) -> list[str]:
-    """Up nodes of the pool that report loading a model with nothing loaded yet (a restarted agent reloading)."""
+    """Up nodes of the pool that report loading a model with nothing loaded yet (a restarted agent reloading):
+    when no node is a target, these make the pool "loading" rather than "no node up"."""
     return [n.node_id for n in snapshot.up_nodes(pool.nodes, cluster_id=cluster.cluster_id)
             if n.load.loaded_model is None and n.load.loading_model is not None]
 
