@@ -79,7 +79,7 @@ def gateway(ddb_tables: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             spec = AgentSpec(node_id=node, models_dir=tmp_path_factory.mktemp(node), control_url=edge,
                              cluster=cluster, model=model, extra=("--event-delay", "0.1"))
             agents[node] = start_agent(spec, fake_agent_command)
-            # one at a time: two first enrollments at once can each write the pool with only themselves in it
+            # one at a time, each in its pool before the next starts
             poll(functools.partial(gw.in_pool, node, model), timeout=60)
         yield gw
     finally:
