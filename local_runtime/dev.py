@@ -4,10 +4,9 @@ A crashed child is restarted with backoff (DynamoDB Local on the same port and d
 so; so is an agent or edge that stops answering its /health (hung: killed, then restarted). A child that keeps
 crashing right after it starts makes `isthmus dev` give up and stop everything. Children die with `isthmus dev`
 even when it is SIGKILLed (Linux), and a start on a data dir stops the children a killed one left (recorded in
-``DATA_DIR/dev.children.json``: macOS). Every
-file it writes lives under ``--data-dir`` (DynamoDB data, logs, the provider key file, keys.json in keyed mode;
-models too unless ISTHMUS_MODELS_DIR names another place). "up" is printed only once a chat through the edge
-succeeds. Ctrl-C stops every child.
+``DATA_DIR/dev.children.json``: macOS). Every file it writes lives under ``--data-dir`` (DynamoDB data, logs,
+the provider key file, keys.json in keyed mode; models too unless ISTHMUS_MODELS_DIR names another place).
+"up" is printed only once a chat through the edge succeeds. Ctrl-C stops every child.
 """
 
 from __future__ import annotations
