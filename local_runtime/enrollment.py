@@ -11,8 +11,11 @@ The agent calls it with two lines::
 or ``Enrollment.from_env(node_id, base_url, status_fn, inventory_fn=...)`` (None without ISTHMUS_CONTROL_URL).
 
 ``status_fn()`` returns the agent's :class:`AgentStatus` (or a dict of it); ``inventory_fn()`` the models
-on disk (``ModelOnDisk`` or dicts). Heartbeats carry load, busy/idle, the loaded model and cache stats;
-if the control plane answers 404 (it forgot the node), the next beat enrolls again. The enrollment token
+on disk (``ModelOnDisk`` or dicts). Heartbeats carry load, busy/idle, the loaded model (or the one loading:
+the agent heartbeats while it loads, so its pool answers 503 ``model_loading`` rather than "no node") and
+cache stats; if the control plane answers 404 (it forgot the node), the next beat enrolls again. Once a model
+has finished loading, the next beat is an enrollment again: enrollment is where a node joins (or forms) the
+pool of its loaded model. The enrollment token
 is sent as ``Authorization: Bearer`` and never logged.
 """
 
@@ -49,8 +52,8 @@ def _on_disk(item: Any) -> ModelOnDisk:
 
 def load_of(status: AgentStatus) -> NodeLoad:
     return NodeLoad(busy=status.busy, active=status.active, queue_depth=status.queue_depth,
-                    loaded_model=status.model if status.loaded else None, cache_entries=status.cache_entries,
-                    cache_bytes=status.cache_bytes, rss_bytes=status.rss_bytes)
+                    loaded_model=status.model if status.loaded else None, loading_model=status.loading,
+                    cache_entries=status.cache_entries, cache_bytes=status.cache_bytes, rss_bytes=status.rss_bytes)
 
 
 class Enrollment:
@@ -73,6 +76,7 @@ class Enrollment:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_inventory: list[ModelOnDisk] | None = None
+        self._enrolled_with: str | None = None  # the loaded model the last enrollment reported
 
     @classmethod
     def from_env(cls, node_id: str, base_url: str, status_fn: Callable[[], Any], **kwargs: Any) -> Enrollment | None:
@@ -104,6 +108,7 @@ class Enrollment:
         resp.raise_for_status()
         data: dict[str, Any] = resp.json()
         self._last_inventory = models
+        self._enrolled_with = req.load.loaded_model
         self.enrolled = True
         if self.interval is None:
             self.interval = float(data.get("heartbeat_interval_s", 5.0))
@@ -116,9 +121,13 @@ class Enrollment:
             self.register()
             return True
         status = _status(self.status_fn())
+        load = load_of(status)
+        if load.loaded_model is not None and load.loaded_model != self._enrolled_with:
+            self.register()  # a model finished loading: enrolling joins its pool
+            return True
         models = self._inventory()
         changed = models if models != self._last_inventory else None
-        body = HeartbeatRequest(**load_of(status).model_dump(), models=changed)
+        body = HeartbeatRequest(**load.model_dump(), models=changed)
         resp = self._http.post(f"{self.control_url}/admin/nodes/{self.node_id}/heartbeat",
                                json=body.model_dump(mode="json"), headers=self._headers)
         if resp.status_code == 404:

@@ -1,16 +1,20 @@
 """Child processes for `isthmus dev`: each in its own process group, logged to a file, restarted when it
-crashes (with backoff, giving up after repeated fast crashes), all stopped on SIGINT/SIGTERM."""
+crashes or stops answering its health URL (with backoff, giving up after repeated fast crashes), all stopped on
+SIGINT/SIGTERM, and on Linux killed by the kernel when `isthmus dev` itself dies (even by SIGKILL)."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,15 +58,43 @@ def log_tail(path: Path | None, lines: int = 6) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def spawn(cmd: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies, however it dies (Linux's
+    ``prctl(PR_SET_PDEATHSIG)``; it survives the exec, so a JVM or Python started through it is covered). None
+    where the system has no such thing (macOS: `isthmus dev` stops what its children record left instead).
+
+    The kernel sends it when the *thread* that forked the child ends: spawn from a thread that lives as long
+    as the child should (`isthmus dev` spawns from its main thread)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl: nobody would tell us
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def spawn(cmd: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None, *,
+          tied: bool = False) -> subprocess.Popen[bytes]:
     """A child in its own session, so a terminal's Ctrl-C reaches us once and we stop it in order; its
-    stdout and stderr go to ``log`` when given."""
+    stdout and stderr go to ``log`` when given. ``tied``: it dies with this process (:func:`die_with_parent`)."""
+    preexec = die_with_parent() if tied else None
     if log is None:
-        return subprocess.Popen(list(cmd), env=env, start_new_session=True)
+        return subprocess.Popen(list(cmd), env=env, start_new_session=True, preexec_fn=preexec)
     fd = open_log(log, " ".join(cmd))
     try:
         return subprocess.Popen(list(cmd), env=env, start_new_session=True, stdin=subprocess.DEVNULL,
-                                stdout=fd, stderr=subprocess.STDOUT)
+                                stdout=fd, stderr=subprocess.STDOUT, preexec_fn=preexec)
     finally:
         os.close(fd)
 
@@ -88,6 +120,17 @@ def wait_http(url: str, timeout: float, alive: Callable[[], bool] = lambda: True
             return True
         time.sleep(0.2)
     return False
+
+
+def http_answers(url: str, timeout: float) -> bool:
+    """Whether ``url`` gives any HTTP answer within ``timeout`` (a 503 too: a loading agent is alive)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
@@ -183,6 +226,16 @@ class RestartPolicy:
         return float(min(self.max_delay, self.first_delay * 2 ** max(0, crashes_in_a_row - 1)))
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """A ready child is probed every ``interval`` seconds (each probe waits at most ``timeout``); ``misses``
+    probes in a row without an answer mean it hangs (e.g. SIGSTOP'd, deadlocked): it is killed and restarted."""
+
+    interval: float = 2.0
+    timeout: float = 3.0
+    misses: int = 3
+
+
 _STOPPED_FROM_OUTSIDE = {-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT}
 
 
@@ -200,12 +253,14 @@ def describe_exit(code: int) -> str:
 
 class Supervised:
     """One child the supervisor keeps running. ``start`` launches it (and may raise, e.g. PortTaken: that
-    counts as a crash); ``ready`` says whether a started child serves; ``say`` prints to the console."""
+    counts as a crash); ``ready`` says whether a started child serves; ``say`` prints to the console;
+    ``alive_url``, when given, is probed once the child is ready (see :class:`Liveness`)."""
 
     def __init__(self, name: str, start: Callable[[], subprocess.Popen[bytes]],
                  ready: Callable[[subprocess.Popen[bytes]], bool], *, policy: RestartPolicy,
                  say: Callable[[str], None], log: Path | None = None,
-                 stopper: Callable[[subprocess.Popen[bytes]], None] = stop) -> None:
+                 stopper: Callable[[subprocess.Popen[bytes]], None] = stop,
+                 alive_url: str | None = None, liveness: Liveness = Liveness()) -> None:
         self.name = name
         self._start = start
         self._ready = ready
@@ -219,6 +274,10 @@ class Supervised:
         self._started_at = 0.0
         self._crashes_in_a_row = 0
         self._restart_at: float | None = None
+        self.alive_url = alive_url
+        self.liveness = liveness
+        self._next_probe = 0.0
+        self._misses = 0
 
     @property
     def pid(self) -> int | None:
@@ -254,8 +313,28 @@ class Supervised:
             return
         if not self.ready and self._ready(self.proc):
             self.ready = True
+            self._misses, self._next_probe = 0, time.monotonic() + self.liveness.interval
             if self.restarts:
                 self.say(f"{self.name} is back (pid {self.proc.pid})")
+        elif self.ready and self.alive_url and time.monotonic() >= self._next_probe:
+            self._probe(self.proc, self.alive_url)
+
+    def _probe(self, proc: subprocess.Popen[bytes], url: str) -> None:
+        """A hung child never exits, so only a probe notices it: after ``misses`` unanswered probes in a row it
+        is killed (SIGKILL: a stopped process ignores anything else) and restarted like a crashed one."""
+        answered = http_answers(url, self.liveness.timeout)
+        self._next_probe = time.monotonic() + self.liveness.interval
+        self._misses = 0 if answered else self._misses + 1
+        if self._misses < self.liveness.misses:
+            return
+        self.say(f"{self.name} (pid {proc.pid}) did not answer {url} {self._misses} times in a row "
+                 f"({self.liveness.timeout:g} s each): killing it (SIGKILL)")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        self.proc, self.ready, self._misses = None, False, 0
+        self._crashed("hung", show_log=False)
 
     def _crashed(self, what: str, show_log: bool = True) -> None:
         uptime = time.monotonic() - self._started_at

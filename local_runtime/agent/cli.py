@@ -105,7 +105,10 @@ def run_agent(args: argparse.Namespace) -> int:
 
     def load_then_enroll() -> None:
         """The model loads while the agent already answers (503 model_loading + Retry-After, /health 503), so
-        a gateway can tell "loading" from "gone"; it enrolls once loaded, so it joins its model's pool."""
+        a gateway can tell "loading" from "gone"; it enrolls and heartbeats meanwhile (reporting the model it
+        loads), and enrolls again once loaded, which joins its model's pool."""
+        if enrollment is not None:
+            enrollment.start()
         if args.model:
             try:
                 asyncio.run(state.load(args.model))
@@ -114,8 +117,6 @@ def run_agent(args: argparse.Namespace) -> int:
                 failed.append(str(exc))
                 server.should_exit = True
                 return
-        if enrollment is not None:
-            enrollment.start()
 
     if args.model:
         state.loading = args.model  # before the first request can arrive

@@ -24,7 +24,7 @@ class ModelOnDisk(BaseModel):
 
 
 class NodeLoad(BaseModel):
-    """What a heartbeat reports: load, busy/idle, the loaded model and prefix-cache stats."""
+    """What a heartbeat reports: load, busy/idle, the loaded model (or the one loading) and prefix-cache stats."""
 
     model_config = ConfigDict(defer_build=True)
 
@@ -32,6 +32,9 @@ class NodeLoad(BaseModel):
     active: int = Field(default=0, ge=0)
     queue_depth: int = Field(default=0, ge=0)
     loaded_model: str | None = None
+    # The model the node is loading now (it answers 503 model_loading meanwhile): a pool whose up nodes are all
+    # loading is "come back shortly" (503 model_loading + Retry-After), not "no node".
+    loading_model: str | None = None
     cache_entries: int = Field(default=0, ge=0)
     cache_bytes: int = Field(default=0, ge=0)
     rss_bytes: int = Field(default=0, ge=0)

@@ -1,7 +1,7 @@
 """`isthmus dev` as a subprocess, keyed, with a tiny random model, free ports, a tmp data dir and a tmp working
 directory: "up" only once a chat succeeds, keys printed once and kept across restarts, every file under the
-data dir, killed children brought back, and a second stack on taken ports never attaching to the first one's
-store."""
+data dir, killed children brought back, a hung (SIGSTOP'd) agent killed and brought back, children gone with a
+SIGKILLed `isthmus dev`, and a second stack on taken ports never attaching to the first one's store."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from local_runtime.ddb import free_port
-from local_runtime.process import owns_port
+from local_runtime.process import owns_port, port_free
 from local_runtime.template import load_template, table_logical_ids
 from tests.support.waiting import poll
 
@@ -113,11 +114,11 @@ def chat_succeeds(base: str, key: str) -> bool:
 
 
 def gone(pid: int) -> bool:
+    """No such process, or only a zombie left (whoever reaps orphans here may take its time)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +211,26 @@ def test_a_killed_dynamodb_local_comes_back_on_its_port_with_its_data(stack: Dev
 
     poll(listed, timeout=60, interval=0.5)
     poll(lambda: chat_succeeds(stack.base, keys["api"]), timeout=60, interval=0.5)
+
+
+def test_a_hung_agent_is_killed_and_restarted_and_serves_again(stack: DevRun, keys: dict[str, str]) -> None:
+    # given the agent's current pid
+    pid = stack.pid_of("node agent")
+    try:
+        # when it hangs without exiting
+        os.kill(pid, signal.SIGSTOP)
+        # then the console says it stopped answering its /health and that it is killed, then restarted
+        stack.wait_for(rf"^node agent \(pid {pid}\) did not answer http://127.0.0.1:{stack.agent_port}/health "
+                       r"3 times in a row \(3 s each\): killing it \(SIGKILL\)", timeout=60)
+        stack.wait_for(r"^node agent hung after \d+ s; restarting in", timeout=30)
+        poll(lambda: stack.pid_of("node agent") != pid, timeout=30)
+        stack.wait_for(rf"^node agent is back \(pid {stack.pid_of('node agent')}\)", timeout=120)
+        assert gone(pid)
+        # and a chat succeeds again
+        poll(lambda: chat_succeeds(stack.base, keys["api"]), timeout=60, interval=0.5)
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGCONT)
 
 
 def test_a_second_stack_moves_off_taken_internal_ports_and_never_uses_the_first_store(
@@ -313,3 +334,26 @@ def test_isthmus_ddb_refuses_a_taken_port(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"port {port} is taken by another process" in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_sigkilled_dev_takes_its_children_with_it(tiny_model: Path, tmp_path: Path) -> None:
+    # given a stack that is up, whose children are recorded in its data dir
+    (tmp_path / "cwd").mkdir()
+    run = DevRun("--model", str(tiny_model), cwd=tmp_path / "cwd", data_dir=tmp_path / "data")
+    pids: dict[str, int] = {}
+    try:
+        run.wait_for(r"^Isthmus is up: ", timeout=240)
+        pids.update({name: run.pid_of(name) for name in ("DynamoDB Local", "node agent", "edge")})
+        recorded = json.loads((tmp_path / "data" / "dev.children.json").read_text())
+        assert {e["name"]: e["pid"] for e in recorded} == pids
+        # when `isthmus dev` itself is killed outright (no handler runs, nothing of its own cleans up)
+        run.proc.kill()
+        assert run.exit_code(10) == -signal.SIGKILL
+        # then every child is gone within seconds, so the ports are free for the next start
+        poll(lambda: all(gone(pid) for pid in pids.values()), timeout=10, interval=0.1)
+        poll(lambda: port_free(run.port) and port_free(run.ddb_port) and port_free(run.agent_port), timeout=10)
+    finally:
+        for pid in pids.values():
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        run.stop()

@@ -1,9 +1,12 @@
 """The DynamoDB control store on DynamoDB Local: the load hold is one conditional write, heartbeats only
-update enrolled nodes, session pins expire on read, documents round-trip."""
+update enrolled nodes, concurrent first enrollments all land in the pool, session pins expire on read,
+documents round-trip."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +16,8 @@ from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionSto
 from isthmus.control.models import Cluster, Node, Pool, utcnow
 from isthmus.services import pool_usage
 from isthmus.services.clusters import ClusterService
-from isthmus_contracts.control import NodeLoad
+from isthmus.services.nodes import NodeService
+from isthmus_contracts.control import EnrollRequest, NodeLoad
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +46,38 @@ def test_heartbeat_needs_enrollment_and_updates_last_seen(ddb_tables: str) -> No
     node = store.get_node("n-hb")
     assert node is not None and node.last_seen == now and node.load.active == 2
     assert [n.node_id for n in store.list_nodes("c-hb")] == ["n-hb"]
+
+
+def test_concurrent_first_enrollments_into_one_cluster_all_join_the_pool(ddb_tables: str) -> None:
+    # given six nodes with the same model loaded, enrolling into a cluster that does not exist yet, all at once
+    service, nodes = NodeService(DynamoControlStore()), [f"race-{i}" for i in range(6)]
+    start = threading.Barrier(len(nodes))
+
+    def enroll(node_id: str) -> None:
+        start.wait(timeout=30)
+        service._enroll(EnrollRequest(node_id=node_id, base_url=f"http://127.0.0.1:1/{node_id}",
+                                      cluster_id="race", load=NodeLoad(loaded_model="race-model")))
+
+    # when they enroll concurrently
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(enroll, nodes))
+    # then one pool serves the model and every node is in it (none replaced the others' write)
+    cluster = DynamoControlStore().get_cluster("race")
+    assert cluster is not None and list(cluster.pools) == ["race-model"]
+    assert sorted(cluster.pools["race-model"].nodes) == nodes
+    # and a pools write by a load (set_pools) is not lost to an update that read before it
+    store = DynamoControlStore()
+    loaded = Pool(alias="other", model="other-model", nodes=["race-0"], loaded_at=utcnow())
+
+    def add_other_first(current: Cluster) -> dict[str, Pool] | None:
+        if "other" not in current.pools:  # a write lands between this update's read and its write
+            store.set_pools("race", {**current.pools, "other": loaded}, release=False)
+        return {**current.pools, "extra": loaded.model_copy(update={"alias": "extra"})}
+
+    written = store.update_pools("race", add_other_first)
+    assert written is not None and set(written) == {"race-model", "other", "extra"}
+    after = store.get_cluster("race")
+    assert after is not None and set(after.pools) == {"race-model", "other", "extra"}
 
 
 def test_session_pins_expire_on_read(ddb_tables: str) -> None:

@@ -1,8 +1,8 @@
 """Bounded time and no silent wrong answers, against a real edge, DynamoDB Local and agent subprocesses on
 loopback: an idle spell longer than the node stale limit, a frozen agent (SIGSTOP) mid-stream and before the
-first byte, a killed agent, a frozen store (SIGSTOP of the DynamoDB Local JVM) and an agent still loading its
-model. Limits are made small through the edge's environment; every wait has a generous upper bound and every
-SIGSTOP is undone in a ``finally``."""
+first byte, a killed agent, a pool node that restarts and loads its model, a frozen store (SIGSTOP of the
+DynamoDB Local JVM) and an agent still loading its model. Limits are made small through the edge's environment;
+every wait has a generous upper bound and every SIGSTOP is undone in a ``finally``."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def gateway(ddb_tables: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             spec = AgentSpec(node_id=node, models_dir=tmp_path_factory.mktemp(node), control_url=edge,
                              cluster=cluster, model=model, extra=("--event-delay", "0.1"))
             agents[node] = start_agent(spec, fake_agent_command)
-            # one at a time: two first enrollments at once can each write the pool with only themselves in it
+            # one at a time, each in its pool before the next starts
             poll(functools.partial(gw.in_pool, node, model), timeout=60)
         yield gw
     finally:
@@ -185,8 +185,31 @@ def test_a_killed_agent_is_shown_not_ready(gateway: Gateway) -> None:
     one = httpx.get(f"{gateway.edge}/v1/models/solo-model", timeout=30)
     assert one.status_code == 200 and one.json()["x_odyssai"]["ready"] is False
     assert one.json()["x_odyssai"]["nodes"] == []
-    # and a chat to it is a 503, not a hang
-    assert gateway.chat("solo-model").status_code == 503
+    # and a chat to it is a 503 saying when to come back, not a hang
+    r = gateway.chat("solo-model")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_ready_nodes", r.text
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_a_pool_node_restarting_and_loading_is_a_503_model_loading_then_serves(gateway: Gateway,
+                                                                                 tmp_path: Path) -> None:
+    # given the solo pool's only node down (the test above killed it)
+    gateway.agents["solo"].stop()
+    # when it comes back and spends 8 s loading its model, heartbeating meanwhile
+    spec = AgentSpec(node_id="solo", models_dir=tmp_path, control_url=gateway.edge, cluster="solo",
+                     model="solo-model", extra=("--load-seconds", "8"))
+    spec.port = free_port()
+    agent = RunningAgent(spec, subprocess.Popen(fake_agent_command(spec), cwd=ROOT, start_new_session=True))
+    gateway.agents["solo-again"] = agent  # stopped by the fixture
+    # then its pool is a 503 model_loading + Retry-After (once its first heartbeat is in), not no_ready_nodes
+    def loading_answer() -> httpx.Response | None:
+        r = gateway.chat("solo-model")
+        return r if r.status_code == 503 and r.json()["error"]["code"] == "model_loading" else None
+
+    r = poll(loading_answer, timeout=BOUND_S, interval=0.2)
+    assert int(r.headers["retry-after"]) >= 1 and "solo" in r.json()["error"]["message"], r.text
+    # and once loaded it serves again
+    poll(lambda: gateway.chat("solo-model").status_code == 200, timeout=BOUND_S + 8)
 
 
 def test_an_agent_loading_its_model_is_a_503_with_retry_after_and_an_unknown_model_is_404(

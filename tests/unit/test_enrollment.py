@@ -45,8 +45,10 @@ def test_register_heartbeat_and_reenroll(control: TestClient) -> None:
     e = enrollment(control, "tok", status)
     # given a registered node
     assert e.register()["cluster_id"] == "lab"
-    # when it heartbeats with a load; then the control plane records it
+    # when it heartbeats with a load (the first beat after a load finished is an enrollment: see below);
+    # then the control plane records it
     status.update(model="m", loaded=True, busy=True, active=2)
+    assert e.heartbeat() and e.beats == 0
     assert e.heartbeat() and e.beats == 1
     node = control.get("/admin/clusters/lab/status").json()["nodes"][0]
     assert (node["load"]["loaded_model"], node["load"]["active"], node["chip"]) == ("m", 2, "M2")
@@ -77,3 +79,22 @@ def test_from_env_and_inventory_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     e.stop()
     row = _on_disk(("smollm2-135m", "/data/models/smollm2-135m", 540_000_000))
     assert (row.name, row.size_bytes) == ("smollm2-135m", 540_000_000)
+
+
+def test_a_loading_agent_heartbeats_loading_then_enrolls_into_its_pool_once_loaded(control: TestClient) -> None:
+    # given an agent that enrolls while it loads its model
+    status: dict[str, Any] = {"node_id": "n1", "model": None, "loaded": False, "busy": False, "loading": "m"}
+    e = enrollment(control, "tok", status)
+    e.register()
+    assert e.heartbeat() and e.beats == 1
+    # then the control plane sees it loading, and no pool was formed yet
+    lab = control.get("/admin/clusters/lab/status").json()
+    assert lab["nodes"][0]["load"]["loading_model"] == "m" and lab["nodes"][0]["load"]["loaded_model"] is None
+    assert not control.get("/admin/clusters/lab").json()["pools"]
+    # when the load finishes; then its next beat enrolls again, which puts it in the pool of its model
+    status.update(model="m", loaded=True, loading=None)
+    assert e.heartbeat()
+    pools = control.get("/admin/clusters/lab").json()["pools"]
+    assert [p["nodes"] for p in pools.values()] == [["n1"]]
+    node = control.get("/admin/clusters/lab/status").json()["nodes"][0]
+    assert node["load"]["loaded_model"] == "m" and node["load"]["loading_model"] is None

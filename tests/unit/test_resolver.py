@@ -118,3 +118,38 @@ def test_a_node_that_reports_nothing_loaded_after_the_load_is_skipped() -> None:
     raced = node("m2").model_copy(update={"last_seen": NOW + timedelta(seconds=1), "load": NodeLoad()})
     snap = snapshot(nodes=[restarted, raced, node("m3")], now=NOW + timedelta(seconds=11))
     assert [n.node_id for n in resolve(snap, "chat").nodes] == ["m2"]
+
+
+def _solo_cluster_snapshot(*nodes: Node) -> Snapshot:
+    """One pool served by m1 and m2, no fallback: what a cluster looks like while its nodes restart."""
+    cluster = Cluster(cluster_id="argo", pools={"chat": pool("chat", "mlx-community/Qwen3-4B-4bit", "m1", "m2")})
+    return Snapshot(clusters=[cluster], nodes=list(nodes), now=NOW + timedelta(seconds=30), stale_seconds=15)
+
+
+def test_a_pool_whose_up_nodes_are_loading_is_503_model_loading_with_retry_after() -> None:
+    from isthmus_contracts.control import NodeLoad
+
+    # given a pool whose nodes restarted: one heartbeats "loading the pool's model", the other is down
+    loading = node("m1").model_copy(update={"last_seen": NOW + timedelta(seconds=29),
+                                            "load": NodeLoad(loading_model="mlx-community/Qwen3-4B-4bit")})
+    down = node("m2").model_copy(update={"last_seen": NOW})
+    # when the pool is asked for; then it is a 503 model_loading with Retry-After, naming the loading node
+    with pytest.raises(ApiError) as err:
+        resolve(_solo_cluster_snapshot(loading, down), "chat")
+    assert (err.value.status, err.value.code) == (503, "model_loading")
+    assert int(err.value.headers["Retry-After"]) >= 1 and "m1" in err.value.message
+    # while a "loading" heartbeat sent just as the pool's own load ran is not taken for a restart: still a target
+    raced = loading.model_copy(update={"last_seen": NOW + timedelta(seconds=1)})
+    snap = _solo_cluster_snapshot(raced).model_copy(update={"now": NOW + timedelta(seconds=2)})
+    assert [n.node_id for n in resolve(snap, "chat").nodes] == ["m1"]
+
+
+def test_a_pool_with_no_node_up_is_503_no_ready_nodes_with_retry_after() -> None:
+    # given a pool whose every node missed its heartbeats (none loading)
+    snap = _solo_cluster_snapshot(node("m1").model_copy(update={"last_seen": NOW}),
+                                  node("m2").model_copy(update={"last_seen": NOW}))
+    # when the pool is asked for; then a 503 no_ready_nodes that still says when to come back
+    with pytest.raises(ApiError) as err:
+        resolve(snap, "chat")
+    assert (err.value.status, err.value.code) == (503, "no_ready_nodes")
+    assert int(err.value.headers["Retry-After"]) >= 1

@@ -8,15 +8,20 @@ records of nodes gone for a day. Calls are blocking: async callers use ``run_in_
 from __future__ import annotations
 
 import json
+import random
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.control.models import Cluster, GlobalSettings, Node, Pool
+from isthmus.ports.control import PoolsBusy
 from isthmus_contracts.control import ModelOnDisk, NodeLoad
 
 NODE_RECORD_TTL_S = 86400
+POOLS_UPDATE_ATTEMPTS = 12  # conflicts only come from concurrent enrollments/loads of one cluster
 _CLUSTER_CONFIG_FIELDS = ("kind", "default_alias", "fallback", "url", "api_key", "models", "description",
                           "created_at", "updated_at")
 
@@ -90,14 +95,50 @@ class DynamoControlStore:
             raise
         return True
 
+    @staticmethod
+    def _pools_doc(pools: dict[str, Pool]) -> dict[str, str]:
+        return _s(json.dumps({alias: p.model_dump(mode="json") for alias, p in pools.items()}))
+
     def set_pools(self, cluster_id: str, pools: dict[str, Pool], *, release: bool) -> None:
-        doc = {alias: p.model_dump(mode="json") for alias, p in pools.items()}
+        # Every pools write bumps pools_version, so an update_pools that read before it does not overwrite it.
         self.ddb.update_item(
             TableName=settings.table_name("clusters"), Key={"cluster_id": _s(cluster_id)},
-            UpdateExpression="SET pools = :p" + (" REMOVE loading_until_epoch" if release else ""),
+            UpdateExpression="SET pools = :p" + (" REMOVE loading_until_epoch" if release else "")
+                             + " ADD pools_version :one",
             ConditionExpression="attribute_exists(cluster_id)",
-            ExpressionAttributeValues={":p": _s(json.dumps(doc))},
+            ExpressionAttributeValues={":p": self._pools_doc(pools), ":one": _n(1)},
         )
+
+    def update_pools(self, cluster_id: str,
+                     change: Callable[[Cluster], dict[str, Pool] | None]) -> dict[str, Pool] | None:
+        """Optimistic concurrency on the ``pools_version`` attribute: read (consistent), apply ``change``, write
+        only if the version is still the one read (absent on a cluster whose pools were never written), else
+        read again after a short jittered pause."""
+        table, key = settings.table_name("clusters"), {"cluster_id": _s(cluster_id)}
+        for attempt in range(POOLS_UPDATE_ATTEMPTS):
+            item = self.ddb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+            if item is None:
+                return None
+            pools = change(self._cluster(item))
+            if pools is None:
+                return None
+            version = item.get("pools_version", {}).get("N")
+            values = {":p": self._pools_doc(pools), ":one": _n(1)}
+            if version is None:
+                condition = "attribute_exists(cluster_id) AND attribute_not_exists(pools_version)"
+            else:
+                condition = "pools_version = :v"
+                values[":v"] = {"N": version}
+            try:
+                self.ddb.update_item(TableName=table, Key=key, UpdateExpression="SET pools = :p ADD pools_version :one",
+                                     ConditionExpression=condition, ExpressionAttributeValues=values)
+            except Exception as exc:
+                if not _is_conditional_failure(exc):
+                    raise
+                time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))  # desynchronise the contenders
+                continue
+            return pools
+        raise PoolsBusy(f"the pools of cluster '{cluster_id}' kept changing during {POOLS_UPDATE_ATTEMPTS} attempts")
 
     # ---- nodes -----------------------------------------------------------------------------------------
     @staticmethod

@@ -3,6 +3,7 @@ cloud catalog. Store ports are synchronous (boto3); async services call them thr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -20,7 +21,17 @@ class ControlStore(Protocol):
     def acquire_load(self, cluster_id: str, until: datetime, now: datetime) -> bool:
         """Hold the cluster for a load (one conditional write); False when another load holds it."""
         ...
-    def set_pools(self, cluster_id: str, pools: dict[str, Pool], *, release: bool) -> None: ...
+    def set_pools(self, cluster_id: str, pools: dict[str, Pool], *, release: bool) -> None:
+        """Write the cluster's pools as given (the caller holds the cluster's load); ``release`` drops the hold."""
+        ...
+    def update_pools(self, cluster_id: str,
+                     change: Callable[[Cluster], dict[str, Pool] | None]) -> dict[str, Pool] | None:
+        """Read-modify-write of the cluster's pools without a lost update: ``change`` gets the cluster as stored
+        and returns its new pools (None: nothing to write); the write is conditional on no other pools write
+        having happened since the read, and on a conflict it is read and applied again. Returns the pools
+        written (None when nothing was, or the cluster does not exist); raises :class:`PoolsBusy` when other
+        writers kept winning."""
+        ...
     def list_nodes(self, cluster_id: str | None = None) -> list[Node]: ...
     def get_node(self, node_id: str) -> Node | None: ...
     def put_node(self, node: Node) -> None: ...
@@ -33,6 +44,10 @@ class ControlStore(Protocol):
     def get_doc(self, name: str) -> Any: ...
     def put_doc(self, name: str, value: Any) -> None: ...
     def list_docs(self, prefix: str) -> list[Any]: ...
+
+
+class PoolsBusy(RuntimeError):
+    """Other writers kept changing a cluster's pools while an update tried to apply (retry later)."""
 
 
 class SessionStore(Protocol):

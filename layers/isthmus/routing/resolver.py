@@ -53,13 +53,39 @@ def is_coeos(model: str) -> bool:
     return model.strip().lower() == COEOS_ID.lower()
 
 
+# Retry-After of a 503 for a pool with no node up (seconds): a loading model takes a while, a node that missed
+# its heartbeats may be back within one interval.
+LOADING_RETRY_AFTER_S = "5"
+NO_NODE_RETRY_AFTER_S = "2"
+
+
 def pool_targets(snapshot: Snapshot, cluster: Cluster, pool: Pool) -> list[NodeTarget]:
-    """Up nodes of the pool, less those that reported nothing loaded well after the pool was loaded (a
-    restarted agent that lost its model); the grace covers a heartbeat that raced the load."""
+    """Up nodes of the pool, less those that reported nothing loaded (or a model still loading) well after the
+    pool was loaded (a restarted agent that lost its model); the grace covers a heartbeat that raced the load
+    (sent while the load that formed the pool was still running)."""
     settled = pool.loaded_at + timedelta(seconds=snapshot.stale_seconds / 2)
     return [NodeTarget(node_id=n.node_id, base_url=n.base_url)
             for n in snapshot.up_nodes(pool.nodes, cluster_id=cluster.cluster_id)
             if not (n.load.loaded_model is None and n.last_seen > settled)]
+
+
+def pool_loading(snapshot: Snapshot, cluster: Cluster, pool: Pool) -> list[str]:
+    """Up nodes of the pool that report loading a model with nothing loaded yet (a restarted agent reloading):
+    when no node is a target, these make the pool "loading" rather than "no node up"."""
+    return [n.node_id for n in snapshot.up_nodes(pool.nodes, cluster_id=cluster.cluster_id)
+            if n.load.loaded_model is None and n.load.loading_model is not None]
+
+
+def no_node_up(snapshot: Snapshot, cluster: Cluster, pool: Pool) -> ApiError:
+    """The 503 for a pool none of whose nodes can take a request now; always with Retry-After, since it is a
+    state that passes (``model_loading`` when the pool's up nodes are loading, else ``no_ready_nodes``)."""
+    loading = pool_loading(snapshot, cluster, pool)
+    if loading:
+        return ApiError(503, f"Pool '{pool.alias}' on cluster '{cluster.cluster_id}' is loading its model "
+                        f"(node {', '.join(loading)}); retry shortly.", code="model_loading", param="model",
+                        headers={"Retry-After": LOADING_RETRY_AFTER_S})
+    return ApiError(503, f"No node of pool '{pool.alias}' on cluster '{cluster.cluster_id}' is up.",
+                    code="no_ready_nodes", param="model", headers={"Retry-After": NO_NODE_RETRY_AFTER_S})
 
 
 def _default_pool(cluster: Cluster) -> Pool | None:
@@ -177,8 +203,7 @@ def resolve(snapshot: Snapshot, model: str, *, dialect: str = "openai", _depth: 
             route = resolve(snapshot, cluster.fallback, dialect=dialect, _depth=_depth + 1)
             return route.model_copy(update={"requested": name, "via": "fallback"})
         if pool:
-            raise ApiError(503, f"No node of pool '{pool.alias}' on cluster '{cluster.cluster_id}' is up.",
-                           code="no_ready_nodes", param="model")
+            raise no_node_up(snapshot, cluster, pool)
         raise not_loaded(snapshot, name)
     if dialect == "anthropic":
         tier_alias = _claude_tier(snapshot, name)

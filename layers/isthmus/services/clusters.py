@@ -165,7 +165,8 @@ class ClusterService:
                                param="nodes")
             return [by_id[n] for n in wanted]
         if not up:
-            raise ApiError(503, f"No node of cluster '{cluster.cluster_id}' is up.", code="no_ready_nodes")
+            raise ApiError(503, f"No node of cluster '{cluster.cluster_id}' is up.", code="no_ready_nodes",
+                           headers={"Retry-After": "2"})
         return up
 
     @staticmethod

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from isthmus.control.models import RESERVED_CLUSTER_IDS, Cluster, Node, Pool, stale_seconds, utcnow
 from isthmus.errors import ApiError
-from isthmus.ports.control import ControlStore
+from isthmus.ports.control import ControlStore, PoolsBusy
 from isthmus_contracts.control import EnrollRequest, HeartbeatRequest, NodeLoad
 
 HEARTBEAT_INTERVAL_S = 5.0
@@ -60,21 +60,33 @@ class NodeService:
                 "heartbeat_interval_s": heartbeat_interval(), "stale_after_s": stale_seconds()}
 
     def _adopt_loaded_model(self, cluster: Cluster, node: Node) -> None:
-        """A node that starts with a model already loaded joins (or forms) the pool serving that model."""
+        """A node that starts with a model already loaded joins (or forms) the pool serving that model. A
+        conditional read-modify-write: two nodes enrolling at once into one cluster both end up in the pool
+        (a plain write let the later one replace the pool with only itself)."""
         model = node.load.loaded_model
-        if not model or any(node.node_id in p.nodes for p in cluster.pools.values()):
+        if not model:
             return
-        pools = dict(cluster.pools)
-        same = next((p for p in pools.values() if p.model == model), None)
-        if same is not None:
-            pools[same.alias] = same.model_copy(update={"nodes": [*same.nodes, node.node_id]})
-        else:
-            alias = cluster.default_alias or model.rstrip("/").rsplit("/", 1)[-1]
+
+        def joined(current: Cluster) -> dict[str, Pool] | None:
+            if any(node.node_id in p.nodes for p in current.pools.values()):
+                return None
+            pools = dict(current.pools)
+            same = next((p for p in pools.values() if p.model == model), None)
+            if same is not None:
+                pools[same.alias] = same.model_copy(update={"nodes": [*same.nodes, node.node_id]})
+                return pools
+            alias = current.default_alias or model.rstrip("/").rsplit("/", 1)[-1]
             if alias in pools or any(alias in c.pools or alias == c.cluster_id
-                                     for c in self.store.list_clusters() if c.cluster_id != cluster.cluster_id):
-                return
+                                     for c in self.store.list_clusters() if c.cluster_id != current.cluster_id):
+                return None
             pools[alias] = Pool(alias=alias, model=model, nodes=[node.node_id], loaded_at=utcnow())
-        self.store.set_pools(cluster.cluster_id, pools, release=False)
+            return pools
+
+        try:
+            self.store.update_pools(cluster.cluster_id, joined)
+        except PoolsBusy:
+            raise ApiError(503, f"The pools of cluster '{cluster.cluster_id}' are changing; enroll again shortly.",
+                           code="pools_busy", headers={"Retry-After": "1"}) from None
 
     async def heartbeat(self, node_id: str, req: HeartbeatRequest) -> dict[str, Any]:
         load = req.model_dump(exclude={"models"})
