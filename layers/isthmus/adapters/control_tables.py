@@ -109,8 +109,8 @@ class DynamoControlStore:
             ExpressionAttributeValues={":p": self._pools_doc(pools), ":one": _n(1)},
         )
 
-    def update_pools(self, cluster_id: str,
-                     change: Callable[[Cluster], dict[str, Pool] | None]) -> dict[str, Pool] | None:
+    def update_pools(self, cluster_id: str, change: Callable[[Cluster], dict[str, Pool] | None], *,
+                     release: bool = False) -> dict[str, Pool] | None:
         """Optimistic concurrency on the ``pools_version`` attribute: read (consistent), apply ``change``, write
         only if the version is still the one read (absent on a cluster whose pools were never written), else
         read again after a short jittered pause."""
@@ -130,7 +130,8 @@ class DynamoControlStore:
                 condition = "pools_version = :v"
                 values[":v"] = {"N": version}
             try:
-                self.ddb.update_item(TableName=table, Key=key, UpdateExpression="SET pools = :p ADD pools_version :one",
+                expr = "SET pools = :p" + (" REMOVE loading_until_epoch" if release else "") + " ADD pools_version :one"
+                self.ddb.update_item(TableName=table, Key=key, UpdateExpression=expr,
                                      ConditionExpression=condition, ExpressionAttributeValues=values)
             except Exception as exc:
                 if not _is_conditional_failure(exc):

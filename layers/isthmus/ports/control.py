@@ -24,8 +24,8 @@ class ControlStore(Protocol):
     def set_pools(self, cluster_id: str, pools: dict[str, Pool], *, release: bool) -> None:
         """Write the cluster's pools as given (the caller holds the cluster's load); ``release`` drops the hold."""
         ...
-    def update_pools(self, cluster_id: str,
-                     change: Callable[[Cluster], dict[str, Pool] | None]) -> dict[str, Pool] | None:
+    def update_pools(self, cluster_id: str, change: Callable[[Cluster], dict[str, Pool] | None], *,
+                     release: bool = False) -> dict[str, Pool] | None:
         """Read-modify-write of the cluster's pools without a lost update: ``change`` gets the cluster as stored
         and returns its new pools (None: nothing to write); the write is conditional on no other pools write
         having happened since the read, and on a conflict it is read and applied again. Returns the pools

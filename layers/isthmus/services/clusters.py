@@ -214,16 +214,20 @@ class ClusterService:
                 reasons = "; ".join(f"{nid}: {why}" for nid, why in failed.items())
                 raise ApiError(502, f"load of '{body.model}' failed on {reasons}", code="load_failed")
             load_s = round(time.monotonic() - started, 3)
-            fresh = await self._cluster(cluster_id)
-            # The nodes that loaded now hold the model whatever happened elsewhere: the record follows them.
+            # The nodes that loaded now hold the model whatever happened elsewhere: the record follows them. A
+            # conditional read-modify-write, so a node that enrolled during the load keeps its place.
             ids = [n.node_id for n in nodes if n.node_id not in failed]
-            pools = {a: p.model_copy(update={"nodes": [x for x in p.nodes if x not in ids]})
-                     for a, p in fresh.pools.items() if a != alias}
-            pools = {a: p for a, p in pools.items() if p.nodes}
-            pools[alias] = Pool(alias=alias, model=body.model, nodes=ids, mode=mode,  # type: ignore[arg-type]
-                                loaded_at=utcnow(), load_s=load_s, ttl_seconds=body.ttl_seconds)
-            await run_in_threadpool(self.store.set_pools, cluster_id, pools, release=True)
+            loaded = Pool(alias=alias, model=body.model, nodes=ids, mode=mode,  # type: ignore[arg-type]
+                          loaded_at=utcnow(), load_s=load_s, ttl_seconds=body.ttl_seconds)
+
+            def moved(current: Cluster) -> dict[str, Pool]:
+                pools = {a: p.model_copy(update={"nodes": [x for x in p.nodes if x not in ids]})
+                         for a, p in current.pools.items() if a != alias}
+                return {**{a: p for a, p in pools.items() if p.nodes}, alias: loaded}
+
+            await run_in_threadpool(self.store.update_pools, cluster_id, moved, release=True)
             released = True
+            fresh = await self._cluster(cluster_id)
             if fresh.default_alias is None:
                 await run_in_threadpool(self.store.put_cluster_config,
                                         fresh.model_copy(update={"default_alias": alias, "updated_at": utcnow()}))
@@ -247,8 +251,8 @@ class ClusterService:
         results = await asyncio.gather(*(self.agents.unload(n.base_url) for n in targets), return_exceptions=True)
         errors = {n.node_id: getattr(r, "message", type(r).__name__)
                   for n, r in zip(targets, results, strict=True) if isinstance(r, BaseException)}
-        pools = {a: p for a, p in cluster.pools.items() if a not in aliases}
-        await run_in_threadpool(self.store.set_pools, cluster_id, pools, release=False)
+        await run_in_threadpool(self.store.update_pools, cluster_id,
+                                lambda current: {a: p for a, p in current.pools.items() if a not in aliases})
         return {"unloaded": True, "cluster": cluster_id, "aliases": aliases, "nodes": ids, "errors": errors}
 
     async def reap_idle(self, now: datetime | None = None) -> list[dict[str, Any]]:
