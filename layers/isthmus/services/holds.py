@@ -63,8 +63,10 @@ def lease_tag(user_id: str, record_id: str | None = None) -> HoldTag:
                    _expires_at())
 
 
-def sweep_once(store: HoldStore, now: float | None = None) -> int:
-    """Reclaim every expired record of a dead (or no) owner; returns how many were given back."""
+def sweep_once(store: HoldStore, now: float | None = None, *, alive_owner: str | None = None) -> int:
+    """Reclaim every expired record of a dead (or no) owner; returns how many were given back. ``alive_owner``:
+    the sweeping process's own id, alive whatever its last heartbeat says (a heartbeat that took long while
+    the store was slow must not get its own leases reclaimed under it)."""
     at = Decimal(str(round(time.time() if now is None else now, 3)))
     records = store.records()
     beats = {str(r["owner"]): Decimal(r["expires_at"]) for r in records if r.get("kind") == "owner"}
@@ -73,7 +75,7 @@ def sweep_once(store: HoldStore, now: float | None = None) -> int:
         if record.get("kind") == "owner":
             continue
         who = record.get("owner")
-        alive = who is not None and beats.get(str(who), Decimal(0)) >= at
+        alive = who is not None and (who == alive_owner or beats.get(str(who), Decimal(0)) >= at)
         if Decimal(record.get("expires_at", 0)) >= at or alive:
             owners_in_use.add(str(who))
             continue
@@ -84,7 +86,7 @@ def sweep_once(store: HoldStore, now: float | None = None) -> int:
         else:
             owners_in_use.add(str(who))
     for who, beat in beats.items():
-        if beat < at and who not in owners_in_use:
+        if beat < at and who not in owners_in_use and who != alive_owner:
             store.forget_owner(who, beat)
     return reclaimed
 
@@ -130,7 +132,7 @@ class HoldKeeper:
                     await self.replay()
                 if now >= next_sweep:
                     next_sweep = now + sweep_s()
-                    await self.call(sweep_once, self.store)
+                    await self.call(sweep_once, self.store, alive_owner=_owner)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the store is away: the next round tries again
