@@ -35,6 +35,7 @@ def run_dev(args: argparse.Namespace) -> int:
         agent_url = f"http://127.0.0.1:{args.agent_port}"
         # Agents enroll with the control plane (the edge's /admin/nodes/*) and heartbeat to it.
         env.setdefault("ISTHMUS_CONTROL_URL", f"http://{args.host}:{args.port}")
+        env.setdefault("ISTHMUS_SPOOL_DIR", str(data_dir / "spool"))  # settlements kept while the store is away
         if not args.no_agent:
             env.setdefault("ISTHMUS_DEFAULT_AGENT_URL", agent_url)
             agent = spawn(_agent_command(args, data_dir), env)
