@@ -26,8 +26,13 @@ def test_entries_come_back_exact_and_a_replayed_segment_is_removed(tmp_path: Pat
     spool.append([ENTRY, {**ENTRY, "row": {**ENTRY["row"], "id": "r2"}}])
     (tmp_path / "settlements-0-1-torn.jsonl").write_text('{"row": {"id": "r0"}, "charge": null}\n{"row": {"id"')
     seen: list[dict[str, Any]] = []
+
+    def settle(entry: dict[str, Any]) -> bool:
+        seen.append(entry)
+        return True
+
     # when it is replayed
-    assert spool.replay(lambda e: seen.append(e) is None) == 3
+    assert spool.replay(settle) == 3
     # then every whole entry came back exactly as written, the torn one was skipped, and nothing is left
     assert [e["row"]["id"] for e in seen] == ["r0", "r1", "r2"]
     assert seen[1] == ENTRY and isinstance(seen[1]["row"]["cost"], Decimal)
