@@ -139,7 +139,7 @@ def test_a_killed_edge_leaves_no_stuck_holds_and_a_late_settlement_is_charged_on
 
 
 def test_the_scheduled_sweeper_reclaims_an_ownerless_hold_only_after_its_expiry(ddb_tables: str) -> None:
-    from functions.holds_sweeper.app import handler
+    from functions.holds_sweeper.sweeper import handler
     from isthmus.ports.tenancy import HoldTag
     from isthmus.services.holds import sweep_once
 

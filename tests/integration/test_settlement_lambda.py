@@ -57,7 +57,7 @@ def settled_once(user_id: str) -> dict[str, Any]:
 
 def test_a_settlement_the_store_refuses_all_invoke_long_is_dead_lettered_and_replayed_once(
         ddb_tables: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from functions.settlement_replay.app import handler
+    from functions.settlement_replay.replay import handler
 
     monkeypatch.setenv("ISTHMUS_RUNTIME", "lambda")
     user_id, settlement = held_settlement()

@@ -1,6 +1,6 @@
 """The settlements dead-letter queue (SQS): where a Lambda sandbox sends settlements the store would not take
 within the invoke. One message per settlement, its body the spool's JSON form (isthmus.services.spool); the
-template's SettlementReplayFunction consumes them (functions/settlement_replay)."""
+template's SettlementReplayFunction consumes them (functions/settlement_replay/replay.py)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ settlement spool (isthmus.services.spool) while it has entries. A record is recl
 passed and its owner's heartbeat is stale (or it has no owner): so at most ``ISTHMUS_HOLD_EXPIRY_S`` plus
 one sweep after its process died. A process that cannot heartbeat (a Lambda sandbox, frozen between invokes)
 writes records with no owner that expire after ``ISTHMUS_HOLD_MAX_S``, longer than any invoke can run; the
-template's scheduled HoldsSweeperFunction sweeps there.
+template's scheduled HoldsSweeperFunction (functions/holds_sweeper/sweeper.py) sweeps there.
 """
 
 from __future__ import annotations
