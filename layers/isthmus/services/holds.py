@@ -92,6 +92,7 @@ def sweep_once(store: HoldStore, now: float | None = None, *, alive_owner: str |
 
 
 Caller = Callable[..., Awaitable[Any]]
+WARN_EVERY_S = 60.0
 
 
 class HoldKeeper:
@@ -101,6 +102,7 @@ class HoldKeeper:
                  replay: Callable[[], Awaitable[int]] | None = None) -> None:
         self.store, self.call, self.heartbeat, self.replay = store, call, heartbeat, replay
         self._task: asyncio.Task[None] | None = None
+        self._last_warning = -WARN_EVERY_S
 
     def start(self) -> None:
         global _owner
@@ -136,12 +138,17 @@ class HoldKeeper:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the store is away: the next round tries again
-                log.warning("hold keeper round failed", extra={"error": type(exc).__name__})
+                if time.monotonic() - self._last_warning >= WARN_EVERY_S:  # one line a minute, not one a second
+                    self._last_warning = time.monotonic()
+                    log.warning("hold keeper round failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(min(1.0, max(0.2, expiry_s() / 3)))
 
 
-async def start_keeper(*, heartbeat: bool) -> HoldKeeper:
-    """The edge's keeper over the default stores and spool (stopped by isthmus.lifecycle.shutdown)."""
+async def start_keeper(*, heartbeat: bool) -> HoldKeeper | None:
+    """The edge's keeper over the default stores and spool (stopped by isthmus.lifecycle.shutdown); none with
+    tenancy off (no holds, no settlements)."""
+    if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off":
+        return None
     from isthmus import lifecycle
     from isthmus.adapters.holds_ddb import DynamoHoldStore
     from isthmus.services.credentials import call, default_stores

@@ -25,6 +25,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from isthmus.background import per_loop
+from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.ports.tenancy import Charge, UsageStore, UserStore
 from isthmus.services.spool import SettlementSpool, default_spool
@@ -127,8 +128,10 @@ class SettlementWriter:
         try:
             try:
                 await self._store(batch)
-            except Exception:
-                if not await self._keep(batch):
+            except ApiError as exc:
+                # only what the store could not take (503: unreachable, throttled, refused) is kept for later;
+                # anything else is a bug, which a replay would only repeat
+                if exc.status != 503 or not await self._keep(batch):
                     raise
         except BaseException as exc:  # every waiter gets the store's error
             for s in batch:
@@ -152,8 +155,9 @@ class SettlementWriter:
             try:
                 await self._store(batch)
                 return True
-            except Exception:
-                continue
+            except ApiError as exc:
+                if exc.status != 503:
+                    raise
         if self.dead_letter is None:
             return False
         await run_in_threadpool(self.dead_letter, entries)
