@@ -16,6 +16,8 @@ settlement of the same hold: whichever comes second sees the other's write (see 
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -26,6 +28,22 @@ from isthmus.adapters.ddb_items import cancellation_codes, scan_all, to_item, va
 from isthmus.ports.tenancy import Charge, HoldTag
 
 CCF = "ConditionalCheckFailed"
+CONFLICT_ATTEMPTS = 6
+
+
+def transact(ddb: Any, items: list[dict[str, Any]]) -> None:
+    """TransactWriteItems, tried again (jittered, a few ms) when only cancelled by another transaction in flight on
+    one of its items (``TransactionConflict``: the user row is hot, and reservations, leases and settlements are
+    all transactions on it); botocore does not retry a cancelled transaction. A failed condition is final."""
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            ddb.transact_write_items(TransactItems=items)
+            return
+        except ddb.exceptions.TransactionCanceledException as exc:
+            codes = cancellation_codes(exc)
+            if "TransactionConflict" not in codes or CCF in codes or attempt == CONFLICT_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, 0.004 * 2 ** attempt))
 
 
 def table() -> str:
@@ -130,7 +148,7 @@ class DynamoHoldStore:
                 "ConditionExpression": "attribute_not_exists(hold_id) OR expires_at < :now",
                 "ExpressionAttributeValues": values({":now": now})}})
         try:
-            self.ddb.transact_write_items(TransactItems=items)
+            transact(self.ddb, items)
             return True
         except self.ddb.exceptions.TransactionCanceledException as exc:
             codes = cancellation_codes(exc)
@@ -138,7 +156,7 @@ class DynamoHoldStore:
                 # the user is gone: nothing to give back to, the record goes alone
                 items = [delete, *items[2:]]
                 try:
-                    self.ddb.transact_write_items(TransactItems=items)
+                    transact(self.ddb, items)
                     return True
                 except self.ddb.exceptions.TransactionCanceledException:
                     return False

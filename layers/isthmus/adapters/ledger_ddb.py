@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -59,7 +61,7 @@ class DynamoUsageStore:
         ddb = dynamodb.client()
         put = {"Put": {"TableName": self.name, "Item": to_item(row), "ConditionExpression": "attribute_not_exists(id)"}}
         try:
-            ddb.transact_write_items(TransactItems=[put, *_user_updates([charge]), *holds_ddb.settle_ops([charge])])
+            holds_ddb.transact(ddb, [put, *_user_updates([charge]), *holds_ddb.settle_ops([charge])])
             return True
         except ddb.exceptions.TransactionCanceledException as exc:
             codes = cancellation_codes(exc)
@@ -106,7 +108,7 @@ class DynamoUsageStore:
             put = {"Put": {"TableName": self.name, "Item": to_item(late_row),
                            "ConditionExpression": "attribute_not_exists(id)"}}
             try:
-                ddb.transact_write_items(TransactItems=[put, update])
+                holds_ddb.transact(ddb, [put, update])
                 return True
             except ddb.exceptions.TransactionCanceledException as exc:
                 codes = cancellation_codes(exc)
@@ -114,6 +116,7 @@ class DynamoUsageStore:
                     return False  # already settled
                 if len(codes) < 2 or codes[1] != "ConditionalCheckFailed":
                     raise
+                time.sleep(random.uniform(0, 0.01))  # another settlement moved spend first: read it again
         raise RuntimeError(f"could not settle {row.get('id')} late: too much contention on user {charge.user_id}")
 
     def settle_many(self, rows: Sequence[Mapping[str, Any]], charges: Sequence[Charge]) -> bool:
@@ -124,7 +127,7 @@ class DynamoUsageStore:
         puts = [{"Put": {"TableName": self.name, "Item": to_item(row),
                          "ConditionExpression": "attribute_not_exists(id)"}} for row in rows]
         try:
-            ddb.transact_write_items(TransactItems=[*puts, *_user_updates(charges), *holds_ddb.settle_ops(charges)])
+            holds_ddb.transact(ddb, [*puts, *_user_updates(charges), *holds_ddb.settle_ops(charges)])
             return True
         except ddb.exceptions.TransactionCanceledException as exc:
             if "ConditionalCheckFailed" in cancellation_codes(exc):

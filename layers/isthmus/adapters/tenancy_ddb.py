@@ -192,7 +192,7 @@ class DynamoUserStore(_Table):
             if tag is None:
                 self.ddb.update_item(**update)
             else:
-                self.ddb.transact_write_items(TransactItems=[{"Update": update},
+                holds_ddb.transact(self.ddb, [{"Update": update},
                                                              holds_ddb.hold_put(tag, user_id, amount, tokens)])
             return True
         except (self.ddb.exceptions.ConditionalCheckFailedException,
@@ -217,7 +217,7 @@ class DynamoUserStore(_Table):
             if tag is None:
                 self.ddb.update_item(**update)
             else:
-                self.ddb.transact_write_items(TransactItems=[{"Update": update},
+                holds_ddb.transact(self.ddb, [{"Update": update},
                                                              holds_ddb.lease_add(tag, user_id, amount, new=new)])
             return "ok"
         except (self.ddb.exceptions.ConditionalCheckFailedException,
@@ -241,7 +241,7 @@ class DynamoUserStore(_Table):
                 self.ddb.update_item(**update)
             return
         try:
-            self.ddb.transact_write_items(TransactItems=[{"Update": update}, holds_ddb.lease_sub(record_id, amount)])
+            holds_ddb.transact(self.ddb, [{"Update": update}, holds_ddb.lease_sub(record_id, amount)])
         except self.ddb.exceptions.TransactionCanceledException as exc:
             if holds_ddb.CCF not in cancellation_codes(exc):
                 raise
