@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -147,8 +148,6 @@ def test_the_scheduled_sweeper_reclaims_an_ownerless_hold_only_after_its_expiry(
     users, user_id = DynamoUserStore(), f"sandbox-{uuid.uuid4().hex[:6]}"
     assert users.create_or_revive({"user_id": user_id, "spend": Decimal(0), "reserved": Decimal(0),
                                    "max_budget": Decimal(1), "headroom": Decimal(1)})
-    import time
-
     expires = Decimal(str(round(time.time() + 2, 3)))
     assert users.reserve(user_id, Decimal("0.25"), 100, HoldTag(f"hold#{uuid.uuid4().hex}", None, expires))
     # when the sweeper runs before the expiry, then nothing moves

@@ -16,6 +16,11 @@ the user's headroom is at least ``HEADROOM_FACTOR`` times the lease (a user near
 gets exact per-request holds, so "exactly N fit" stays exact), the unused part goes back after
 ``IDLE_S`` seconds without use and at shutdown, and leases are off where a process can be frozen or
 killed without notice (AWS Lambda), unless ``ISTHMUS_BUDGET_LEASES=on``.
+
+A lease is also written down as one record per (process, user) in the holds table (isthmus.adapters.holds_ddb),
+moved in the same transaction as every lease, release and settlement carved from it, and owned by this
+process's heartbeat (isthmus.services.holds): if the process dies, the sweeper gives it back after the expiry.
+A record found gone on a top-up was reclaimed (the heartbeat lagged): its balance is dropped, a new one is taken.
 """
 
 from __future__ import annotations
