@@ -5,8 +5,7 @@ Money never overspends: ``admit`` reserves the worst-case cost with one conditio
 row (see isthmus.adapters.tenancy_ddb), or carves it out of this process's budget lease, itself taken
 with such a write (isthmus.services.budget_leases); ``settle`` moves the hold into spend with the real cost
 and writes the usage row in one transaction keyed by the admission id (batched with other settlements by
-isthmus.services.settlements), so it is idempotent and cannot be half-done. Every hold is also a record with
-an owner and an expiry, so a process that dies cannot strand it (isthmus.services.holds).
+isthmus.services.settlements), so it is idempotent and cannot be half-done.
 
 Keys and prices are cached a few seconds per process and refreshed in the background once stale
 (isthmus.services.hot_cache): in steady state no request waits on the store.
