@@ -5,7 +5,7 @@ the request itself on a busy gateway; settling a few requests together writes on
 them. Every row still goes in at most once (``attribute_not_exists(id)``) and together with its user's
 update: a batch is one transaction, so it lands whole or not at all. When a batch is refused (a row
 already settled by another instance, a user deleted meanwhile) its rows are settled one by one, the way
-a lone settlement always was. A caller's ``write`` returns once its row is in the table.
+a lone settlement always was. A caller's ``write`` returns once its row is in the table, or kept for later.
 
 A settlement the store cannot take is kept (a local spool, or a dead-letter queue under Lambda; see
 SettlementWriter) and replayed later, exactly once thanks to the same row-id condition.
