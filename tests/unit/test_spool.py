@@ -52,6 +52,32 @@ def test_a_replay_that_fails_keeps_the_segment_for_the_next_one(tmp_path: Path) 
     assert spool.replay(lambda e: True) == 1 and not spool.pending()
 
 
+def test_an_entry_the_store_rejects_for_what_it_is_is_set_aside_and_the_rest_replayed(tmp_path: Path) -> None:
+    from botocore.exceptions import ClientError
+
+    from isthmus.services.spool import is_poison
+
+    # given three spooled entries, the middle one malformed in a way the store refuses
+    spool = SettlementSpool(tmp_path)
+    spool.append([{**ENTRY, "row": {**ENTRY["row"], "id": i}} for i in ("r1", "bad", "r3")])
+    seen: list[str] = []
+
+    def settle(entry: dict[str, Any]) -> bool:
+        if entry["row"]["id"] == "bad":
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "no"}}, "TransactWriteItems")
+        seen.append(entry["row"]["id"])
+        return True
+
+    # when it is replayed, then the others are written and the rejected one is kept aside, not lost
+    assert spool.replay(settle, is_poison) == 2
+    assert seen == ["r1", "r3"] and not spool.pending()
+    rejected = list(tmp_path.glob("rejected-*.jsonl"))
+    assert len(rejected) == 1 and loads(rejected[0].read_text().strip())["row"]["id"] == "bad"
+    # and a store that is away is not mistaken for a rejection
+    assert not is_poison(ClientError({"Error": {"Code": "ThrottlingException"}}, "TransactWriteItems"))
+    assert not is_poison(ConnectionError("down"))
+
+
 def test_a_segment_still_locked_by_its_writer_is_left_alone(tmp_path: Path) -> None:
     # given a segment another process holds (its writer's lock)
     other = SettlementSpool(tmp_path)

@@ -153,14 +153,14 @@ async def start_keeper(*, heartbeat: bool) -> HoldKeeper | None:
     from isthmus.adapters.holds_ddb import DynamoHoldStore
     from isthmus.services.credentials import call, default_stores
     from isthmus.services.settlements import replay_entry
-    from isthmus.services.spool import default_spool
+    from isthmus.services.spool import default_spool, is_poison
 
     spool, usage = default_spool(), default_stores().usage
 
     async def replay() -> int:
         if not spool.pending():
             return 0
-        return int(await call(spool.replay, lambda entry: replay_entry(usage, entry)))
+        return int(await call(spool.replay, lambda entry: replay_entry(usage, entry), is_poison))
 
     keeper = HoldKeeper(DynamoHoldStore(), call, heartbeat=heartbeat, replay=replay)
     keeper.start()

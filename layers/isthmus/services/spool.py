@@ -100,9 +100,12 @@ class SettlementSpool:
                 self._active.close()  # also releases its lock
                 self._active = self._active_path = None
 
-    def replay(self, settle: Callable[[dict[str, Any]], bool]) -> int:
+    def replay(self, settle: Callable[[dict[str, Any]], bool],
+               is_poison: Callable[[Exception], bool] = lambda exc: False) -> int:
         """Settle every spooled entry (``settle`` raises while the store is away: replay stops, the files stay);
-        returns how many entries were newly written."""
+        returns how many entries were newly written. An entry whose error ``is_poison`` (the store refuses it
+        for what it is, not for being away) is moved to a ``rejected-*.jsonl`` file beside the segments and
+        logged, so that it cannot hold up every entry after it."""
         self._seal()
         written = 0
         for path in self.segments():
@@ -121,12 +124,31 @@ class SettlementSpool:
                     except (ValueError, AssertionError):
                         log.warning("torn spool line skipped", extra={"segment": path.name})
                         continue
-                    written += bool(settle(entry))
+                    try:
+                        written += bool(settle(entry))
+                    except Exception as exc:
+                        if not is_poison(exc):
+                            raise
+                        with open(self.directory / f"rejected-{path.name}", "a", encoding="utf-8") as rejected:
+                            rejected.write(line + "\n")
+                            rejected.flush()
+                            os.fsync(rejected.fileno())
+                        log.error("spooled settlement rejected by the store",
+                                  extra={"segment": path.name, "error": type(exc).__name__})
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         if written:
             log.info("spooled settlements replayed", extra={"count": written})
         return written
+
+
+POISON_CODES = frozenset({"ValidationException", "SerializationException"})
+
+
+def is_poison(exc: Exception) -> bool:
+    """An entry the store will never take (malformed), as opposed to a store that is away or busy."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return code in POISON_CODES or isinstance(exc, TypeError | KeyError)
 
 
 _default: dict[str, SettlementSpool] = {}
