@@ -8,7 +8,7 @@ import os
 # physical name to the functions as ISTHMUS_TABLE_<NAME>.
 TABLES = (
     "keys", "users", "budgets", "pricing", "usage", "clusters", "nodes", "settings",
-    "providers", "files", "batches", "sessions", "responses", "ratelimits",
+    "providers", "files", "batches", "sessions", "responses", "ratelimits", "holds",
 )
 
 

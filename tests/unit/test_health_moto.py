@@ -42,7 +42,7 @@ def test_create_tables_is_idempotent() -> None:
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         first = create_tables(client)
-        assert len(first) == 14
+        assert len(first) == 15
         assert create_tables(client) == []
         ttl = client.describe_time_to_live(TableName=settings.table_name("sessions"))["TimeToLiveDescription"]
         assert ttl["AttributeName"] == "expires_at_epoch"

@@ -8,7 +8,7 @@ from local_runtime.template import functions_with_routes, load_template, table_l
 
 GROUPS = {"health", "inference", "models", "keys", "users", "budgets", "pricing", "usage", "files", "batches", "admin"}
 TABLES = {"keys", "users", "budgets", "pricing", "usage", "clusters", "nodes", "settings", "providers", "files",
-          "batches", "sessions", "responses", "ratelimits"}
+          "batches", "sessions", "responses", "ratelimits", "holds"}
 
 
 def test_one_function_per_endpoint_group_each_with_a_handler_module() -> None:
@@ -63,7 +63,8 @@ def test_every_function_is_built_by_functions_makefile() -> None:
     # functions/Makefile copies the folder and precompiles it, as the layers' makefiles do
     resources = load_template()["Resources"]
     functions = [r for r in resources.values() if r["Type"] == "AWS::Serverless::Function"]
-    assert len(functions) == len(GROUPS) + 1  # + the streaming inference function
+    # + the streaming inference function, the holds sweeper and the settlement replay
+    assert len(functions) == len(GROUPS) + 3
     for res in functions:
         assert res["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "functions"}
     makefile = (Path(__file__).resolve().parents[2] / "functions" / "Makefile").read_text()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from isthmus import settings
-from isthmus.adapters import dynamodb
+from isthmus.adapters import dynamodb, holds_ddb
 from isthmus.adapters.ddb_items import (
     cancellation_codes,
     from_item,
@@ -17,6 +21,21 @@ from isthmus.adapters.ddb_items import (
     to_item,
     values,
 )
+from isthmus.adapters.tenancy_ddb import DynamoUserStore
+from isthmus.ports.tenancy import Charge
+
+
+def _user_updates(charges: Sequence[Charge]) -> list[dict[str, Any]]:
+    """One update per user: the charges' amounts summed (every field is an ADD)."""
+    per_user: dict[str, list[Charge]] = {}
+    for c in charges:
+        per_user.setdefault(c.user_id, []).append(c)
+    users = DynamoUserStore()
+    return [users.settle_update(
+        user_id, cost=sum((c.cost for c in group), Decimal(0)), hold=sum((c.hold for c in group), Decimal(0)),
+        tokens_held=sum(c.tokens_held for c in group), tokens_used=sum(c.tokens_used for c in group),
+        requests_held=sum(c.requests_held for c in group), requests=sum(c.requests for c in group))
+        for user_id, group in per_user.items()]
 
 
 class DynamoUsageStore:
@@ -33,33 +52,82 @@ class DynamoUsageStore:
         except ddb.exceptions.ConditionalCheckFailedException:
             return False
 
-    def settle(self, row: Mapping[str, Any], user_update: dict[str, Any] | None) -> bool:
-        """The usage row and the user's reconciliation in one transaction, keyed by the row id: a second
-        settlement of the same admission changes nothing and answers False."""
-        if user_update is None:
+    def settle(self, row: Mapping[str, Any], charge: Charge | None) -> bool:
+        """The usage row, the user's reconciliation and the hold's record in one transaction, keyed by the row
+        id: a second settlement of the same admission changes nothing and answers False. A hold whose record
+        the sweeper already reclaimed (and gave back) is settled late: the cost alone (see _settle_late)."""
+        if charge is None:
             return self.put(row)
         ddb = dynamodb.client()
         put = {"Put": {"TableName": self.name, "Item": to_item(row), "ConditionExpression": "attribute_not_exists(id)"}}
         try:
-            ddb.transact_write_items(TransactItems=[put, user_update])
+            holds_ddb.transact(ddb, [put, *_user_updates([charge]), *holds_ddb.settle_ops([charge])])
             return True
         except ddb.exceptions.TransactionCanceledException as exc:
             codes = cancellation_codes(exc)
             if codes and codes[0] == "ConditionalCheckFailed":
                 return False  # already settled
             if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-                return self.put(row)  # the user is gone: keep the row anyway
+                if charge.hold_record and not charge.leased:  # the user is gone: keep the row, drop the record
+                    with contextlib.suppress(Exception):
+                        ddb.delete_item(TableName=holds_ddb.table(), Key={"hold_id": {"S": charge.hold_record}})
+                return self.put(row)
+            if len(codes) > 2 and codes[2] == "ConditionalCheckFailed":
+                return self._settle_late(row, charge)
             raise
 
-    def settle_many(self, rows: Sequence[Mapping[str, Any]], user_updates: Sequence[dict[str, Any]]) -> bool:
-        """Several settlements in one transaction (each row once, each user's updates already summed).
-        False when any row was already written or any user is gone: nothing was written, and the caller
-        settles the rows one by one instead."""
+    def _settle_late(self, row: Mapping[str, Any], charge: Charge) -> bool:
+        """A settlement after its hold was reclaimed: spend += cost, but never past max_budget (the hold that
+        made room for it is gone); what could not be charged is on the row as ``unbilled_cost``. Optimistic:
+        conditioned on the spend and limit read, retried on a race; the row still goes in once."""
+        ddb = dynamodb.client()
+        users = settings.table_name("users")
+        for _ in range(20):
+            out = ddb.get_item(TableName=users, Key={"user_id": {"S": charge.user_id}}, ConsistentRead=True)
+            user = from_item(out.get("Item"))
+            if user is None:
+                return self.put(row)
+            spend = Decimal(user.get("spend", 0))
+            limit = user.get("max_budget")
+            charged = charge.cost if limit is None else max(Decimal(0), min(charge.cost, Decimal(limit) - spend))
+            late_row = {**row, "unbilled_cost": charge.cost - charged} if charged < charge.cost else dict(row)
+            vals: dict[str, Any] = {":c": charged, ":nc": -charged, ":one": charge.requests,
+                                    ":used": charge.tokens_used}
+            cond = "attribute_not_exists(spend)"
+            if "spend" in user:
+                cond, vals[":s0"] = "spend = :s0", user["spend"]
+            if limit is None:
+                cond += " AND attribute_not_exists(max_budget)"
+            else:
+                cond += " AND max_budget = :m0"
+                vals[":m0"] = limit
+            update = {"Update": {
+                "TableName": users, "Key": {"user_id": {"S": charge.user_id}},
+                "UpdateExpression": "ADD spend :c, headroom :nc, current_requests :one, current_tokens :used",
+                "ConditionExpression": cond, "ExpressionAttributeValues": values(vals)}}
+            put = {"Put": {"TableName": self.name, "Item": to_item(late_row),
+                           "ConditionExpression": "attribute_not_exists(id)"}}
+            try:
+                holds_ddb.transact(ddb, [put, update])
+                return True
+            except ddb.exceptions.TransactionCanceledException as exc:
+                codes = cancellation_codes(exc)
+                if codes and codes[0] == "ConditionalCheckFailed":
+                    return False  # already settled
+                if len(codes) < 2 or codes[1] != "ConditionalCheckFailed":
+                    raise
+                time.sleep(random.uniform(0, 0.01))  # another settlement moved spend first: read it again
+        raise RuntimeError(f"could not settle {row.get('id')} late: too much contention on user {charge.user_id}")
+
+    def settle_many(self, rows: Sequence[Mapping[str, Any]], charges: Sequence[Charge]) -> bool:
+        """Several settlements in one transaction (each row once, each user's and each lease record's amounts
+        summed). False when any row was already written, any user is gone or any hold record was reclaimed:
+        nothing was written, and the caller settles the rows one by one instead."""
         ddb = dynamodb.client()
         puts = [{"Put": {"TableName": self.name, "Item": to_item(row),
                          "ConditionExpression": "attribute_not_exists(id)"}} for row in rows]
         try:
-            ddb.transact_write_items(TransactItems=[*puts, *user_updates])
+            holds_ddb.transact(ddb, [*puts, *_user_updates(charges), *holds_ddb.settle_ops(charges)])
             return True
         except ddb.exceptions.TransactionCanceledException as exc:
             if "ConditionalCheckFailed" in cancellation_codes(exc):

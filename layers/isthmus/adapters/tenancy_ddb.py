@@ -15,8 +15,17 @@ from decimal import Decimal
 from typing import Any
 
 from isthmus import settings
-from isthmus.adapters import dynamodb
-from isthmus.adapters.ddb_items import from_item, is_conditional_failure, query_all, scan_all, to_item, values
+from isthmus.adapters import dynamodb, holds_ddb
+from isthmus.adapters.ddb_items import (
+    cancellation_codes,
+    from_item,
+    is_conditional_failure,
+    query_all,
+    scan_all,
+    to_item,
+    values,
+)
+from isthmus.ports.tenancy import HoldTag
 
 
 def _set_clause(fields: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -169,40 +178,73 @@ class DynamoUserStore(_Table):
                 return updated
         raise RuntimeError(f"could not set the budget of user {user_id}: too much contention")
 
-    def reserve(self, user_id: str, amount: Decimal, tokens: int) -> bool:
-        """One conditional UpdateItem: the hold is taken only if it fits under max_budget."""
+    def reserve(self, user_id: str, amount: Decimal, tokens: int, tag: HoldTag | None = None) -> bool:
+        """One conditional UpdateItem: the hold is taken only if it fits under max_budget. With a ``tag`` the
+        hold's own record (owner, expiry) is put in the same transaction, so a dead process's hold can be
+        reclaimed (isthmus.adapters.holds_ddb)."""
+        update = {
+            "TableName": self.name, "Key": {"user_id": {"S": user_id}},
+            "UpdateExpression": "ADD reserved :x, headroom :nx, reserved_requests :one, reserved_tokens :t",
+            "ConditionExpression": ("attribute_exists(user_id) AND "
+                                    "(attribute_not_exists(max_budget) OR headroom >= :x)"),
+            "ExpressionAttributeValues": values({":x": amount, ":nx": -amount, ":one": 1, ":t": tokens})}
         try:
-            self.ddb.update_item(
-                TableName=self.name, Key={"user_id": {"S": user_id}},
-                UpdateExpression="ADD reserved :x, headroom :nx, reserved_requests :one, reserved_tokens :t",
-                ConditionExpression=("attribute_exists(user_id) AND "
-                                     "(attribute_not_exists(max_budget) OR headroom >= :x)"),
-                ExpressionAttributeValues=values({":x": amount, ":nx": -amount, ":one": 1, ":t": tokens}))
+            if tag is None:
+                self.ddb.update_item(**update)
+            else:
+                holds_ddb.transact(self.ddb, [{"Update": update},
+                                                             holds_ddb.hold_put(tag, user_id, amount, tokens)])
             return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
+        except (self.ddb.exceptions.ConditionalCheckFailedException,
+                self.ddb.exceptions.TransactionCanceledException) as exc:
+            if tag is not None and cancellation_codes(exc)[:1] != [holds_ddb.CCF]:
+                raise
             return False
 
-    def lease(self, user_id: str, amount: Decimal, need: Decimal) -> bool:
+    def lease(self, user_id: str, amount: Decimal, need: Decimal, tag: HoldTag | None = None,
+              new: bool = True) -> str:
         """A budget lease (see isthmus.services.budget_leases): ``amount`` moves from headroom to reserved,
-        only while the user has at least ``need`` of headroom (or no budget limit)."""
+        only while the user has at least ``need`` of headroom (or no budget limit), and onto the lease record
+        ``tag`` in the same transaction. ``"ok"``; ``"refused"`` (no room); ``"lost"``: the existing record
+        (``new=False``) is gone, reclaimed by the sweeper."""
+        update = {
+            "TableName": self.name, "Key": {"user_id": {"S": user_id}},
+            "UpdateExpression": "ADD reserved :x, headroom :nx",
+            "ConditionExpression": ("attribute_exists(user_id) AND "
+                                    "(attribute_not_exists(max_budget) OR headroom >= :need)"),
+            "ExpressionAttributeValues": values({":x": amount, ":nx": -amount, ":need": max(need, amount)})}
         try:
-            self.ddb.update_item(
-                TableName=self.name, Key={"user_id": {"S": user_id}},
-                UpdateExpression="ADD reserved :x, headroom :nx",
-                ConditionExpression=("attribute_exists(user_id) AND "
-                                     "(attribute_not_exists(max_budget) OR headroom >= :need)"),
-                ExpressionAttributeValues=values({":x": amount, ":nx": -amount, ":need": max(need, amount)}))
-            return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
+            if tag is None:
+                self.ddb.update_item(**update)
+            else:
+                holds_ddb.transact(self.ddb, [{"Update": update},
+                                                             holds_ddb.lease_add(tag, user_id, amount, new=new)])
+            return "ok"
+        except (self.ddb.exceptions.ConditionalCheckFailedException,
+                self.ddb.exceptions.TransactionCanceledException) as exc:
+            codes = cancellation_codes(exc) if tag is not None else [holds_ddb.CCF]
+            if codes[:1] == [holds_ddb.CCF]:
+                return "refused"
+            if codes[1:2] == [holds_ddb.CCF]:
+                return "lost"
+            raise
 
-    def release(self, user_id: str, amount: Decimal) -> None:
-        """An unused lease back to headroom (a deleted user has nothing to give back to)."""
-        with contextlib.suppress(self.ddb.exceptions.ConditionalCheckFailedException):
-            self.ddb.update_item(
-                TableName=self.name, Key={"user_id": {"S": user_id}},
-                UpdateExpression="ADD reserved :nx, headroom :x", ConditionExpression="attribute_exists(user_id)",
-                ExpressionAttributeValues=values({":x": amount, ":nx": -amount}))
+    def release(self, user_id: str, amount: Decimal, record_id: str | None = None) -> None:
+        """An unused lease back to headroom, and off its lease record in the same transaction (a deleted user
+        has nothing to give back to; a reclaimed record was given back already)."""
+        update = {"TableName": self.name, "Key": {"user_id": {"S": user_id}},
+                  "UpdateExpression": "ADD reserved :nx, headroom :x",
+                  "ConditionExpression": "attribute_exists(user_id)",
+                  "ExpressionAttributeValues": values({":x": amount, ":nx": -amount})}
+        if record_id is None:
+            with contextlib.suppress(self.ddb.exceptions.ConditionalCheckFailedException):
+                self.ddb.update_item(**update)
+            return
+        try:
+            holds_ddb.transact(self.ddb, [{"Update": update}, holds_ddb.lease_sub(record_id, amount)])
+        except self.ddb.exceptions.TransactionCanceledException as exc:
+            if holds_ddb.CCF not in cancellation_codes(exc):
+                raise
 
     def settle_update(self, user_id: str, *, cost: Decimal, hold: Decimal, tokens_held: int,
                       tokens_used: int, requests_held: int, requests: int = 1) -> dict[str, Any]:

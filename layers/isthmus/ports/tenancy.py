@@ -7,10 +7,40 @@ dicts of Python values, numbers as ``Decimal``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
 Item = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HoldTag:
+    """Who owns a hold or lease record, and until when it is safe from the sweeper: ``owner`` is a live
+    process's id (its heartbeat keeps every record it owns alive), None for a process that cannot heartbeat
+    (Lambda), whose records live until ``expires_at`` (epoch seconds) only."""
+
+    record_id: str
+    owner: str | None
+    expires_at: Decimal
+
+
+@dataclass
+class Charge:
+    """What a settlement moves on the user row: ``cost`` into spend, ``hold`` out of reserved, and the hold's
+    record (``hold_record``: an exact hold's own record, or the lease record it was carved from) out of the
+    holds table in the same transaction. When that record is gone (reclaimed by the sweeper), the hold was
+    already given back: the cost is charged alone, at most up to max_budget."""
+
+    user_id: str
+    cost: Decimal
+    hold: Decimal = Decimal(0)
+    tokens_held: int = 0
+    tokens_used: int = 0
+    requests_held: int = 0
+    requests: int = 1
+    hold_record: str | None = None
+    leased: bool = False
 
 
 class ItemTable(Protocol):
@@ -40,9 +70,10 @@ class UserStore(ItemTable, Protocol):
     def create_or_revive(self, item: Mapping[str, Any]) -> bool: ...
     def with_budget(self, budget_id: str) -> list[Item]: ...
     def set_limit(self, user_id: str, max_budget: Decimal | None, extra: Mapping[str, Any]) -> Item | None: ...
-    def reserve(self, user_id: str, amount: Decimal, tokens: int) -> bool: ...
-    def lease(self, user_id: str, amount: Decimal, need: Decimal) -> bool: ...
-    def release(self, user_id: str, amount: Decimal) -> None: ...
+    def reserve(self, user_id: str, amount: Decimal, tokens: int, tag: HoldTag | None = None) -> bool: ...
+    def lease(self, user_id: str, amount: Decimal, need: Decimal, tag: HoldTag | None = None,
+              new: bool = True) -> str: ...
+    def release(self, user_id: str, amount: Decimal, record_id: str | None = None) -> None: ...
     def settle_update(self, user_id: str, *, cost: Decimal, hold: Decimal, tokens_held: int,
                       tokens_used: int, requests_held: int, requests: int = 1) -> dict[str, Any]: ...
     def reset_period(self, user: Mapping[str, Any], *, now_iso: str, next_iso: str | None) -> bool: ...
@@ -50,11 +81,20 @@ class UserStore(ItemTable, Protocol):
 
 class UsageStore(Protocol):
     def put(self, row: Mapping[str, Any]) -> bool: ...
-    def settle(self, row: Mapping[str, Any], user_update: dict[str, Any] | None) -> bool: ...
-    def settle_many(self, rows: Sequence[Mapping[str, Any]], user_updates: Sequence[dict[str, Any]]) -> bool: ...
+    def settle(self, row: Mapping[str, Any], charge: Charge | None) -> bool: ...
+    def settle_many(self, rows: Sequence[Mapping[str, Any]], charges: Sequence[Charge]) -> bool: ...
     def get(self, row_id: str) -> Item | None: ...
     def candidates(self, *, user_ids: Sequence[str] = (), api_key_id: str | None = None,
                    start: str | None = None, end: str | None = None) -> list[Item]: ...
+
+
+class HoldStore(Protocol):
+    """Hold, lease and owner records (isthmus.services.holds)."""
+
+    def heartbeat(self, owner: str, expires_at: Decimal) -> None: ...
+    def records(self) -> list[Item]: ...
+    def reclaim(self, record: Mapping[str, Any], now: Decimal) -> bool: ...
+    def forget_owner(self, owner: str, expires_at: Decimal) -> bool: ...
 
 
 class PricingStore(Protocol):

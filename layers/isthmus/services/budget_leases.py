@@ -16,6 +16,11 @@ the user's headroom is at least ``HEADROOM_FACTOR`` times the lease (a user near
 gets exact per-request holds, so "exactly N fit" stays exact), the unused part goes back after
 ``IDLE_S`` seconds without use and at shutdown, and leases are off where a process can be frozen or
 killed without notice (AWS Lambda), unless ``ISTHMUS_BUDGET_LEASES=on``.
+
+A lease is also written down as one record per (process, user) in the holds table (isthmus.adapters.holds_ddb),
+moved in the same transaction as every lease, release and settlement carved from it, and owned by this
+process's heartbeat (isthmus.services.holds): if the process dies, the sweeper gives it back after the expiry.
+A record found gone on a top-up was reclaimed (the heartbeat lagged): its balance is dropped, a new one is taken.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
-from isthmus.services import hot_cache
+from isthmus.services import holds, hot_cache
 
 log = get_logger("budget-leases")
 
@@ -66,6 +71,7 @@ class _Lease:
     window_start: float = 0.0  # admissions counted since then, to size the next lease
     window_count: int = 0
     rate: float = 0.0  # admissions per second over the last whole window (RATE_WINDOW_S or longer)
+    record_id: str | None = None  # the lease record in the holds table that the balance is written on
 
     def count(self, now: float) -> None:
         if self.window_count == 0:
@@ -81,31 +87,38 @@ class _Lease:
 
 class BudgetLeases:
     def __init__(self, users: Any, call: Caller, clock: Callable[[], float] = time.monotonic) -> None:
-        self.users = users  # a UserStore: lease(user_id, amount, need) and release(user_id, amount)
+        self.users = users  # a UserStore: lease(user_id, amount, need, tag, new), release(user_id, amount, record)
         self.call = call
         self.clock = clock
         self._leases: dict[str, _Lease] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._generation = hot_cache.generation
+        self._records: dict[str, str | None] = {}  # user id -> lease record, kept after the lease goes idle
 
-    def take(self, user_id: str, hold: Decimal) -> bool:
-        """Carve ``hold`` out of this process's lease for the user (no I/O). False: no lease covers it,
-        the caller takes an exact hold in the table; a top-up is started in the background either way."""
+    def take(self, user_id: str, hold: Decimal) -> str | None:
+        """Carve ``hold`` out of this process's lease for the user (no I/O); returns the lease record the hold
+        is written on (its settlement takes it off there). None: no lease covers it, the caller takes an exact
+        hold in the table; a top-up is started in the background either way."""
         if hot_cache.generation != self._generation:
             # a key, user or budget changed in this process: leases taken under the old terms go back first
             self._generation = hot_cache.generation
             for uid in list(self._leases):
                 self._spawn(self._give_back(uid, self._detach(uid)))
-        lease = self._leases.setdefault(user_id, _Lease())
+        lease = self._leases.get(user_id) or self._new_lease(user_id)
         lease.last_used = self.clock()
         lease.count(lease.last_used)
-        covered = lease.balance >= hold
+        covered = lease.record_id if lease.balance >= hold else None
         if covered:
             lease.balance -= hold
         if lease.balance < hold * lease.holds() * Decimal(REFILL_BELOW):
             self._refill(user_id, lease, hold)
         return covered
+
+    def _new_lease(self, user_id: str) -> _Lease:
+        # an idle user's lease record outlives its in-memory lease: reused, so a process has one per user
+        lease = self._leases[user_id] = _Lease(record_id=self._records.get(user_id))
+        return lease
 
     def _refill(self, user_id: str, lease: _Lease, hold: Decimal) -> None:
         if lease.busy or lease.refused_until > self.clock():
@@ -115,14 +128,14 @@ class BudgetLeases:
         sizes = [hold * holds] + ([hold * LEASE_HOLDS] if holds > LEASE_HOLDS else [])
         lease.topping_up = self._spawn(self._top_up(user_id, lease, sizes))
 
-    async def acquire(self, user_id: str, hold: Decimal) -> bool:
+    async def acquire(self, user_id: str, hold: Decimal) -> str | None:
         """:meth:`take`, but when the lease is dry and a top-up is already on its way, wait for it: it was
         asked for earlier, so it lands sooner than a hold of this request's own would."""
-        if self.take(user_id, hold):
-            return True
+        if record := self.take(user_id, hold):
+            return record
         pending = self._leases[user_id].topping_up
         if pending is None or pending.done():
-            return False
+            return None
         await asyncio.shield(pending)
         return self.take(user_id, hold)
 
@@ -130,7 +143,13 @@ class BudgetLeases:
         """The first size the user's headroom allows (the rate-sized lease, else the smallest)."""
         try:
             for amount in sizes:
-                if await self.call(self.users.lease, user_id, amount, amount * HEADROOM_FACTOR):
+                outcome = await self._lease(user_id, lease, amount)
+                if outcome == "lost":
+                    # the sweeper gave this record back (our heartbeat went stale): so is our balance
+                    log.warning("budget lease reclaimed under a live process", extra={"user_id": user_id})
+                    lease.balance, lease.record_id = Decimal(0), None
+                    outcome = await self._lease(user_id, lease, amount)
+                if outcome == "ok":
                     lease.balance += amount
                     self._ensure_reaper()
                     return
@@ -140,20 +159,29 @@ class BudgetLeases:
         finally:
             lease.busy = False
 
-    def _detach(self, user_id: str) -> Decimal:
+    async def _lease(self, user_id: str, lease: _Lease, amount: Decimal) -> str:
+        tag = holds.lease_tag(user_id, lease.record_id)
+        outcome = str(await self.call(self.users.lease, user_id, amount, amount * HEADROOM_FACTOR, tag,
+                                      lease.record_id is None))
+        if outcome == "ok":
+            lease.record_id = tag.record_id
+        return outcome
+
+    def _detach(self, user_id: str) -> tuple[Decimal, str | None]:
         """The unused balance, taken off the lease at once (so no admission can use it meanwhile)."""
         lease = self._leases.get(user_id)
         if lease is None or lease.busy or lease.balance <= 0:
-            return Decimal(0)
+            return Decimal(0), None
         amount, lease.balance, lease.busy = lease.balance, Decimal(0), True
-        return amount
+        return amount, lease.record_id
 
-    async def _give_back(self, user_id: str, amount: Decimal) -> None:
+    async def _give_back(self, user_id: str, detached: tuple[Decimal, str | None]) -> None:
+        amount, record_id = detached
         if amount <= 0:
             return
-        lease = self._leases.setdefault(user_id, _Lease())
+        lease = self._leases.get(user_id) or self._new_lease(user_id)
         try:
-            await self.call(self.users.release, user_id, amount)
+            await self.call(self.users.release, user_id, amount, record_id)
         except ApiError:
             lease.balance += amount  # still ours in the table: try again later
             log.warning("budget lease release failed", extra={"user_id": user_id})
@@ -170,7 +198,7 @@ class BudgetLeases:
             if lease.balance > 0 and now - lease.last_used >= IDLE_S:
                 await self.release(user_id)
             if lease.balance <= 0 and not lease.busy and now - lease.last_used >= IDLE_S:
-                self._leases.pop(user_id, None)
+                self._records[user_id] = self._leases.pop(user_id).record_id
 
     async def close(self) -> None:
         """Shutdown: wait for top-ups in flight, then give every unused balance back."""

@@ -30,7 +30,8 @@ from isthmus import auth, lifecycle
 from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
-from isthmus.services import hot_cache
+from isthmus.ports.tenancy import Charge
+from isthmus.services import holds, hot_cache
 from isthmus.services import money as m
 from isthmus.services.budget_leases import BudgetLeases, leases_enabled
 from isthmus.services.credentials import Credentials, Stores, call, default_credentials, default_stores
@@ -64,6 +65,7 @@ class Admission(BaseModel):
     counts_toward_budget: bool = False
     reserved: bool = False
     leased: bool = False  # the hold came out of this process's budget lease (no per-request counters)
+    hold_record: str | None = None  # the hold's record in the holds table (its own, or its lease's)
     tokens_held: int = 0
     admitted_at: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -182,10 +184,14 @@ class TenancyGate:
             if counts and hold > 0:
                 assert principal.user_id is not None
                 await self._maybe_reset(principal, now)
-                if self.leases is not None and await self.leases.acquire(principal.user_id, hold):
+                lease_record = await self.leases.acquire(principal.user_id, hold) if self.leases else None
+                tag = None if lease_record else holds.hold_tag(admission.id)
+                if lease_record:
                     admission.reserved = admission.leased = True
-                elif await call(self.stores.users.reserve, principal.user_id, hold, tokens):
+                    admission.hold_record = lease_record
+                elif await call(self.stores.users.reserve, principal.user_id, hold, tokens, tag):
                     admission.reserved, admission.tokens_held = True, tokens
+                    admission.hold_record = tag.record_id if tag else None
                 else:
                     raise ApiError(403, "Budget exceeded", code="budget_exceeded")
             else:
@@ -275,11 +281,11 @@ class TenancyGate:
                         status_code=status_code, request_id=request_id, provider=backend, cost=cost,
                         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens,
                         latency_ms=latency_ms, counts_toward_budget=a.counts_toward_budget)
-        counted = a.counts_toward_budget and a.principal.user_id
-        await self.settlements.write(Settlement(
-            row, user_id=a.principal.user_id if counted else None, cost=cost,
-            hold=a.hold if a.reserved else Decimal(0), tokens_held=a.tokens_held,
-            tokens_used=prompt_tokens + completion_tokens, requests_held=1 if a.reserved and not a.leased else 0))
+        user_id = a.principal.user_id if a.counts_toward_budget else None
+        await self.settlements.write(Settlement(row, charge=Charge(
+            user_id, cost=cost, hold=a.hold if a.reserved else Decimal(0), tokens_held=a.tokens_held,
+            tokens_used=prompt_tokens + completion_tokens, requests_held=1 if a.reserved and not a.leased else 0,
+            hold_record=a.hold_record if a.reserved else None, leased=a.leased) if user_id else None))
         self._remember(a.id)
         key_id = a.principal.key_id
         if key_id and time.monotonic() - self._key_touched.get(key_id, -KEY_TOUCH_INTERVAL_S) >= KEY_TOUCH_INTERVAL_S:

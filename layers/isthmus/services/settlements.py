@@ -5,7 +5,10 @@ the request itself on a busy gateway; settling a few requests together writes on
 them. Every row still goes in at most once (``attribute_not_exists(id)``) and together with its user's
 update: a batch is one transaction, so it lands whole or not at all. When a batch is refused (a row
 already settled by another instance, a user deleted meanwhile) its rows are settled one by one, the way
-a lone settlement always was. A caller's ``write`` returns once its row is in the table.
+a lone settlement always was. A caller's ``write`` returns once its row is in the table, or kept for later.
+
+A settlement the store cannot take is kept (a local spool, or a dead-letter queue under Lambda; see
+SettlementWriter) and replayed later, exactly once thanks to the same row-id condition.
 
 ``delay_s`` is how long the first settlement of a batch waits for company: a fraction of a second in a
 long-running process, 0 under Lambda (whose invocation waits for it).
@@ -16,14 +19,23 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from isthmus.background import per_loop
-from isthmus.ports.tenancy import UsageStore, UserStore
+from starlette.concurrency import run_in_threadpool
 
-MAX_ROWS = 40  # rows plus distinct users must stay under DynamoDB's 100 items per transaction
+from isthmus.background import per_loop
+from isthmus.errors import ApiError
+from isthmus.observability import get_logger
+from isthmus.ports.tenancy import Charge, UsageStore, UserStore
+from isthmus.services.spool import SettlementSpool, default_spool
+
+log = get_logger("settlements")
+
+# rows + distinct users + hold records (one per exact hold, one per lease record) must stay under DynamoDB's
+# 100 items per transaction: each settlement adds at most one of each
+MAX_ROWS = 32
+LAMBDA_RETRY_PAUSES_S = (0.2, 0.5, 1.0)  # within one invoke, before the dead-letter queue
 
 
 def default_delay_s() -> float:
@@ -37,13 +49,18 @@ def default_delay_s() -> float:
 @dataclass
 class Settlement:
     row: dict[str, Any]
-    user_id: str | None = None  # None: nothing to reconcile (free, unpriced or not counted)
-    cost: Decimal = Decimal(0)
-    hold: Decimal = Decimal(0)
-    tokens_held: int = 0
-    tokens_used: int = 0
-    requests_held: int = 0
+    charge: Charge | None = None  # None: nothing to reconcile (free, unpriced or not counted)
     done: asyncio.Future[None] | None = field(default=None, repr=False)
+
+    def entry(self) -> dict[str, Any]:
+        """The spool / dead-letter form (see replay_entry)."""
+        return {"row": self.row, "charge": None if self.charge is None else asdict(self.charge)}
+
+
+def replay_entry(usage: UsageStore, entry: dict[str, Any]) -> bool:
+    """Settle a spooled or dead-lettered settlement (idempotent: keyed by its row id)."""
+    charge = entry.get("charge")
+    return usage.settle(entry["row"], None if charge is None else Charge(**charge))
 
 
 class _Queue:
@@ -54,12 +71,23 @@ class _Queue:
 
 class SettlementWriter:
     """Batches per event loop: a future is only ever resolved on its own loop (the local edge's lambda mode
-    runs one loop per sandbox thread, all sharing this writer)."""
+    runs one loop per sandbox thread, all sharing this writer).
+
+    When the store cannot take a batch, a long-running process appends it to the local spool (replayed by the
+    edge's HoldKeeper); under Lambda, where no local file outlives the sandbox, the batch is retried within the
+    invoke and then sent to the dead-letter queue (``ISTHMUS_SETTLEMENT_DLQ_URL``) whose consumer replays it.
+    Either way the waiters return normally: the answer was delivered, its settlement is kept."""
 
     def __init__(self, usage: UsageStore, users: UserStore, call: Callable[..., Awaitable[Any]],
-                 delay_s: float | None = None) -> None:
+                 delay_s: float | None = None, spool: SettlementSpool | None = None,
+                 dead_letter: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        from isthmus import settings
+
         self.usage, self.users, self.call = usage, users, call
         self.delay_s = default_delay_s() if delay_s is None else delay_s
+        self.in_lambda = settings.in_lambda()
+        self.spool = spool if spool is not None or self.in_lambda else default_spool()
+        self.dead_letter = dead_letter if dead_letter is not None or not self.in_lambda else default_dead_letter()
         self._queues: dict[asyncio.AbstractEventLoop, _Queue] = {}
 
     def _queue(self) -> _Queue:
@@ -90,12 +118,21 @@ class SettlementWriter:
             batch = [q.pending.pop(k) for k in list(q.pending)[:MAX_ROWS]]
             await self._write_batch(batch)
 
+    async def _store(self, batch: list[Settlement]) -> None:
+        charges = [s.charge for s in batch if s.charge is not None]
+        if len(batch) == 1 or not await self.call(self.usage.settle_many, [s.row for s in batch], charges):
+            for s in batch:  # one at a time: an already-settled row is skipped, a gone user keeps its row
+                await self.call(self.usage.settle, s.row, s.charge)
+
     async def _write_batch(self, batch: list[Settlement]) -> None:
         try:
-            if len(batch) == 1 or not await self.call(self.usage.settle_many, [s.row for s in batch],
-                                                      self._user_updates(batch)):
-                for s in batch:  # one at a time: an already-settled row is skipped, a gone user keeps its row
-                    await self.call(self.usage.settle, s.row, self._user_updates([s])[0] if s.user_id else None)
+            try:
+                await self._store(batch)
+            except ApiError as exc:
+                # only what the store could not take (503: unreachable, throttled, refused) is kept for later;
+                # anything else is a bug, which a replay would only repeat
+                if exc.status != 503 or not await self._keep(batch):
+                    raise
         except BaseException as exc:  # every waiter gets the store's error
             for s in batch:
                 if s.done is not None and not s.done.done():
@@ -107,14 +144,34 @@ class SettlementWriter:
             if s.done is not None and not s.done.done():
                 s.done.set_result(None)
 
-    def _user_updates(self, batch: list[Settlement]) -> list[dict[str, Any]]:
-        """One update per user: the settlements' amounts summed (every field is an ADD)."""
-        per_user: dict[str, list[Settlement]] = {}
-        for s in batch:
-            if s.user_id:
-                per_user.setdefault(s.user_id, []).append(s)
-        return [self.users.settle_update(
-            user_id, cost=sum((s.cost for s in group), Decimal(0)), hold=sum((s.hold for s in group), Decimal(0)),
-            tokens_held=sum(s.tokens_held for s in group), tokens_used=sum(s.tokens_used for s in group),
-            requests_held=sum(s.requests_held for s in group), requests=len(group))
-            for user_id, group in per_user.items()]
+    async def _keep(self, batch: list[Settlement]) -> bool:
+        """The store refused or could not be reached: keep the batch for later (False: nowhere to keep it)."""
+        entries = [s.entry() for s in batch]
+        if self.spool is not None:
+            await run_in_threadpool(self.spool.append, entries)
+            return True
+        for pause in LAMBDA_RETRY_PAUSES_S:
+            await asyncio.sleep(pause)
+            try:
+                await self._store(batch)
+                return True
+            except ApiError as exc:
+                if exc.status != 503:
+                    raise
+        if self.dead_letter is None:
+            return False
+        await run_in_threadpool(self.dead_letter, entries)
+        log.warning("settlements sent to the dead-letter queue", extra={"count": len(entries)})
+        return True
+
+
+def default_dead_letter() -> Callable[[list[dict[str, Any]]], None] | None:
+    """The SQS dead-letter queue when configured; the local edge's lambda mode (a long-running process that
+    only plays at being a sandbox, with no queue) keeps them in the spool its HoldKeeper replays."""
+    from isthmus.adapters.settlement_queue import SqsDeadLetter, queue_url
+
+    if url := queue_url():
+        return SqsDeadLetter(url).send
+    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return default_spool().append
+    return None
