@@ -29,6 +29,7 @@ M = TypeVar("M", bound="BaseModel")
 Endpoint = Callable[[Request], Awaitable[Response]]
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_PATH_BYTES = 2048
+MAX_HEADER_BYTES = 32 * 1024
 
 
 def versioned(path: str, endpoint: Endpoint, methods: Sequence[str]) -> list[Route]:
@@ -140,10 +141,9 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        if len(scope["path"].encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-            # Path segments become store keys (DynamoDB refuses keys over 2048 bytes): refused before routing.
-            err = ApiError(414, f"The request path is longer than {MAX_PATH_BYTES} bytes.", code="uri_too_long")
-            await error_response(scope["path"], err, request_id)(scope, receive, send)
+        refusal = _oversized_request_line(scope)
+        if refusal is not None:
+            await error_response(scope["path"], refusal, request_id)(scope, receive, send)
             request_id_var.reset(token)
             return
         if counted:
@@ -161,6 +161,18 @@ class RequestContextMiddleware:
             if counted:
                 inflight.count -= 1
             request_id_var.reset(token)
+
+
+def _oversized_request_line(scope: Scope) -> ApiError | None:
+    """A path too long to be a store key (DynamoDB refuses keys over 2048 bytes) or a header block larger than
+    any client needs (uvicorn's httptools parser sets no bound of its own): refused before routing."""
+    if len(scope["path"].encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return ApiError(414, f"The request path is longer than {MAX_PATH_BYTES} bytes.", code="uri_too_long")
+    header_bytes = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+    if header_bytes > MAX_HEADER_BYTES:
+        return ApiError(431, f"The request headers total {header_bytes} bytes; at most {MAX_HEADER_BYTES} are "
+                             "accepted.", code="headers_too_large")
+    return None
 
 
 def _request_id(scope: Scope) -> str:
