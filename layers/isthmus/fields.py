@@ -29,8 +29,8 @@ INT64_MAX = 2 ** 63 - 1
 
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # no NUL, CR, LF or other C0 control character
 
-# An id or alias: starts with a letter or digit, then letters, digits and . _ : @ - (no "/", so no "../").
-SafeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,127}$")]
+# An id: starts with a letter or digit, then letters, digits and . _ : @ + - (no "/", so no "../").
+SafeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")]
 # A display name or description: any printable text, bounded.
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS, pattern=_NO_CONTROL)]
 # A model name or path ("mlx-community/Qwen3-0.6B", "or:openai/gpt-4o"): printable, bounded in bytes.
@@ -60,11 +60,12 @@ StrictFlag = StrictBool  # "stream": "yes" is a mistake to report, not a true to
 SessionId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=_NO_CONTROL)]
 ResponseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,128}$")]
 Seed = Annotated[int, Field(ge=0, le=INT64_MAX)]
-# A price: finite, non-negative, bounded, at most 10 decimal places (Decimal arithmetic never overflows).
-Price = Annotated[Decimal, Field(ge=0, le=MAX_PRICE_PER_MILLION, allow_inf_nan=False, max_digits=20,
-                                 decimal_places=10)]
-# A money amount (USD): finite, non-negative, bounded, exact to 10 decimal places.
-Money = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 12, allow_inf_nan=False, max_digits=24, decimal_places=10)]
+# A price: finite, non-negative, bounded (Decimal arithmetic never overflows), at most 18 decimal places (any
+# float a client computes fits; 1e-300 would not: DynamoDB numbers stop at 38 digits and 1E-130).
+Price = Annotated[Decimal, Field(ge=0, le=MAX_PRICE_PER_MILLION, allow_inf_nan=False, max_digits=38,
+                                 decimal_places=18)]
+# A money amount (USD): finite, non-negative, bounded, at most 18 decimal places (as a price).
+Money = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 12, allow_inf_nan=False, max_digits=38, decimal_places=18)]
 MAX_DURATION_SEC = 100 * 366 * 86400  # a budget period: at most a century
 
 

@@ -18,6 +18,7 @@ from starlette.types import Message, Scope
 from isthmus.dialects import anthropic_messages, openai_chat, openai_responses
 from isthmus.errors import ApiError, Dialect, allowed_methods
 from isthmus.services.budgets import CreateBudget
+from isthmus.services.clusters import ClusterConfig, LoadBody
 from isthmus.services.keys import CreateKey, UpdateKey
 from isthmus.services.pricing import SetPricing
 from isthmus.services.providers import ProviderService
@@ -120,7 +121,15 @@ def test_records_are_bounded_by_dynamodb_and_http_rules() -> None:
         (SetPricing, {"model_key": "m", "input_price_per_million": 1e308, "output_price_per_million": 1}),
         (SetPricing, {"model_key": "m" * 1_000_000, "input_price_per_million": 1, "output_price_per_million": 1}),
         (SetPricing, {"model_key": "m", "input_price_per_million": "NaN", "output_price_per_million": 1}),
+        (SetPricing, {"model_key": "m", "input_price_per_million": 1e-300, "output_price_per_million": 1}),
+        (LoadBody, {"model": "m", "alias": "../../x"}), (LoadBody, {"model": "m", "alias": "a/./b"}),
+        (ClusterConfig, {"api_key": "sk\r\nX-Injected: 1"}), (ClusterConfig, {"url": "http://x\r\n"}),
     ]
+    accepted: list[tuple[type[BaseModel], dict[str, Any]]] = [
+        (CreateUser, {"user_id": "ada+ci@example.com"}), (LoadBody, {"model": "m", "alias": "or:org/m-1"}),
+        (SetPricing, {"model_key": "m", "input_price_per_million": 1 / 3, "output_price_per_million": 0.1})]
+    for model, body in accepted:
+        validate(model, body, Dialect.CONTROL)
     for model, body in refused:
         with pytest.raises(ApiError) as err:
             validate(model, body, Dialect.CONTROL)
