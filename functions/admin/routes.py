@@ -22,7 +22,7 @@ from isthmus.errors import ApiError
 from isthmus.observability import get_logger, lambda_entry
 from isthmus.routing.coeos import CoeosConfig
 from isthmus.services.clusters import ClusterConfig, ClusterService, LoadBody, UnloadBody
-from isthmus.web import ALL_METHODS, create_app, json_response, parse_body, read_json
+from isthmus.web import ALL_METHODS, create_app, json_response, parse_body, read_body, read_json
 from isthmus_contracts.control import EnrollRequest, HeartbeatRequest
 
 SERVICE = "admin"
@@ -47,7 +47,7 @@ def svc(name: str) -> Any:
 
 
 async def _optional_body(request: Request, model: type[UnloadBody]) -> UnloadBody:
-    return await parse_body(request, model) if await request.body() else model()
+    return await parse_body(request, model) if await read_body(request) else model()
 
 
 # ---- nodes --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from isthmus.adapters.dynamodb import DynamoStoreProbe
-from isthmus.errors import ApiError
+from isthmus.errors import ApiError, allowed_methods, method_not_allowed
 from isthmus.observability import lambda_entry
 from isthmus.services import health
 from isthmus.web import ALL_METHODS, create_app, json_response
@@ -30,6 +30,10 @@ async def readiness(request: Request) -> Response:
 
 
 async def unknown_route(request: Request) -> Response:
+    # API Gateway sends a wrong method on an inference route here too: that is a 405, not a 404.
+    allowed = allowed_methods(request.url.path)
+    if allowed and request.method not in allowed:
+        raise method_not_allowed(request.method, request.url.path, allowed)
     raise ApiError(404, f"No route for {request.method} {request.url.path}", code="not_found")
 
 

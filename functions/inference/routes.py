@@ -20,6 +20,7 @@ from isthmus.dialects import anthropic_messages, count_tokens, openai_chat, open
 from isthmus.dialects.common import SSE_DONE, sse_data, sse_event
 from isthmus.dialects.openai_responses_stream import ResponsesStreamEncoder
 from isthmus.errors import ApiError, Dialect
+from isthmus.fields import MAX_NAME_CHARS
 from isthmus.observability import get_logger, lambda_entry
 from isthmus.ports.backend import BackendResolver
 from isthmus.ports.gate import Gate
@@ -73,7 +74,11 @@ def store() -> ResponseStore:
 
 
 def _session(request: Request) -> str | None:
-    return request.headers.get("x-session-id") or None
+    session = request.headers.get("x-session-id") or None
+    if session is not None and len(session) > MAX_NAME_CHARS:
+        raise ApiError(400, f"X-Session-Id is longer than {MAX_NAME_CHARS} characters.", param="X-Session-Id",
+                       code="invalid_session_id")
+    return session
 
 
 def _request_id(request: Request) -> str:

@@ -9,6 +9,7 @@ Services raise :class:`ApiError`; the web layer renders it for the caller's dial
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -20,19 +21,43 @@ class Dialect(StrEnum):
     CONTROL = "control"
 
 
-_OPENAI_PATHS = ("/v1/chat", "/v1/responses", "/v1/models", "/v1/completions", "/v1/embeddings",
-                 "/v1/moderations", "/v1/images", "/v1/audio")
+# The control surface's groups under /v1; every other /v1 path (served or not) is the OpenAI API's.
+_CONTROL_GROUPS = frozenset({"keys", "users", "budgets", "pricing", "usage", "files", "batches"})
 
 
 def dialect_for_path(path: str) -> Dialect:
-    """The dialect a caller of ``path`` expects errors in (``/api/v1`` is the same as ``/v1``)."""
+    """The dialect a caller of ``path`` expects errors in (``/api/v1`` is the same as ``/v1``). An unknown
+    ``/v1/*`` path is OpenAI's (an SDK pointed at the wrong route still parses the 404)."""
     if path.startswith("/api/"):
         path = path[4:]
     if path.startswith("/v1/messages"):
         return Dialect.ANTHROPIC
-    if path.startswith(_OPENAI_PATHS):
-        return Dialect.OPENAI
+    if path == "/v1" or path.startswith("/v1/"):
+        group = path[4:].split("/", 1)[0]
+        return Dialect.CONTROL if group in _CONTROL_GROUPS else Dialect.OPENAI
     return Dialect.CONTROL
+
+
+# The inference function's routes and methods (pinned to template.yaml by tests/unit/test_bad_input.py). API
+# Gateway sends a wrong method on them to the catch-all, which answers 405 with these, as the function would.
+_INFERENCE_METHODS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    (re.compile(r"^/v1/(chat/completions|messages|messages/count_tokens|responses|embeddings|moderations"
+                r"|images/generations|audio/speech)/?$"), ("POST",)),
+    (re.compile(r"^/v1/responses/[^/]+/?$"), ("GET", "DELETE")),
+    (re.compile(r"^/v1/models(/.+)?/?$"), ("GET",)),
+)
+
+
+def allowed_methods(path: str) -> tuple[str, ...] | None:
+    """The methods an inference route allows, or None when ``path`` is no inference route."""
+    if path.startswith("/api/"):
+        path = path[4:]
+    return next((methods for pattern, methods in _INFERENCE_METHODS if pattern.match(path)), None)
+
+
+def method_not_allowed(method: str, path: str, allowed: Sequence[str]) -> ApiError:
+    return ApiError(405, f"Method {method} is not allowed on {path}; use {', '.join(allowed)}.",
+                    code="method_not_allowed", headers={"Allow": ", ".join(allowed)})
 
 
 # Anthropic names error types by status; OpenAI uses a handful of types with codes.
@@ -42,8 +67,11 @@ _ANTHROPIC_TYPES = {
     402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     413: "request_too_large",
+    414: "invalid_request_error",
     422: "invalid_request_error",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     503: "overloaded_error",
     529: "overloaded_error",
@@ -56,8 +84,10 @@ _OPENAI_TYPES = {
     404: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
+    414: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    431: "invalid_request_error",
 }
 
 

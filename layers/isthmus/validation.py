@@ -40,7 +40,21 @@ def clean_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     def keep(part: Any) -> bool:
         return not (isinstance(part, str) and _BRANCH_SEGMENT.match(part))
 
-    cleaned = [{**e, "loc": tuple(p for p in e["loc"] if keep(p))} for e in errors]
+    cleaned = [{**e, "loc": tuple(p for p in e["loc"] if keep(p)), "msg": _message(e)} for e in errors]
     return sorted(cleaned, key=lambda e: e["type"] in _BRANCH_MISMATCH)
+
+
+# pydantic's wording where it would echo a regex or its own exception class at the caller.
+_MESSAGES = {
+    "string_pattern_mismatch": "has characters that are not allowed here (ids and aliases: letters, digits and "
+                               ". _ : @ + - ; names and header values: no control characters such as NUL, CR or LF)",
+}
+
+
+def _message(error: Any) -> str:
+    msg = str(error.get("msg", ""))
+    if error.get("type") in _MESSAGES:
+        return _MESSAGES[error["type"]]
+    return msg.removeprefix("Value error, ")
 
 

@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body
+from isthmus import limits
+from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body, method_not_allowed
 from isthmus.observability import get_logger, inflight, request_id_var
 from isthmus.validation import validate
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound="BaseModel")
 Endpoint = Callable[[Request], Awaitable[Response]]
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+MAX_PATH_BYTES = 2048
+MAX_HEADER_BYTES = 32 * 1024
 
 
 def versioned(path: str, endpoint: Endpoint, methods: Sequence[str]) -> list[Route]:
@@ -34,19 +37,53 @@ def versioned(path: str, endpoint: Endpoint, methods: Sequence[str]) -> list[Rou
     return [Route(f"{prefix}{path}", endpoint, methods=list(methods)) for prefix in ("/v1", "/api/v1")]
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: a lone surrogate already stored (written before input was checked) comes out
+    as its ``\\udXXX`` escape instead of failing the whole answer (one bad row must not 500 a list)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(data, status_code=status, headers=headers)
+    return SafeJSONResponse(data, status_code=status, headers=headers)
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refused with a 413 as soon as it is known to exceed the route's limit: on its declared
+    Content-Length before a byte is read, else while it streams in (a chunked body is never read whole)."""
+    limit = limits.body_limit(request.url.path)
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise ApiError(400, "Content-Length is not a number.", code="invalid_content_length")
+        if int(declared) > limit:
+            raise limits.too_large(limit, request.url.path)
+    cached = getattr(request, "_body", None)
+    if isinstance(cached, bytes):
+        if len(cached) > limit:
+            raise limits.too_large(limit, request.url.path)
+        return cached
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise limits.too_large(limit, request.url.path)
+    body = bytes(received)
+    request._body = body  # Starlette's own cache: a later request.body() sees the same bytes
+    return body
 
 
 async def read_json(request: Request) -> Any:
-    """The request body as JSON, or a 400 in the caller's dialect that says what is wrong with it."""
-    raw = await request.body()
+    """The request body as bounded JSON (size, depth, integer range, string length, valid Unicode), or a
+    413/400 in the caller's dialect that says what is wrong with it."""
+    raw = await read_body(request)
     if not raw:
         raise ApiError(400, "Request body is empty; expected a JSON object.")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"Request body is not valid JSON: {exc}") from None
+    return limits.loads(raw, request.url.path)
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
@@ -58,7 +95,7 @@ def error_response(request_path: str, err: ApiError, request_id: str | None = No
     headers = dict(err.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return JSONResponse(err.body(dialect_for_path(request_path)), status_code=err.status, headers=headers)
+    return SafeJSONResponse(err.body(dialect_for_path(request_path)), status_code=err.status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -68,15 +105,15 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
-        message = f"No route for {request.method} {request.url.path}"
+        err = ApiError(404, f"No route for {request.method} {request.url.path}", code="not_found", headers=headers)
     elif exc.status_code == 405:
-        message = f"Method {request.method} is not allowed on {request.url.path}"
+        allowed = [m.strip() for m in headers.pop("Allow", "").split(",") if m.strip()]
+        err = method_not_allowed(request.method, request.url.path, allowed)
     else:
-        message = str(exc.detail)
-    return error_response(request.url.path, ApiError(exc.status_code, message, code="not_found"
-                                                     if exc.status_code == 404 else None,
-                                                     headers=dict(exc.headers or {})))
+        err = ApiError(exc.status_code, str(exc.detail), headers=headers)
+    return error_response(request.url.path, err)
 
 
 class RequestContextMiddleware:
@@ -104,6 +141,11 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        refusal = _oversized_request_line(scope)
+        if refusal is not None:
+            await error_response(scope["path"], refusal, request_id)(scope, receive, send)
+            request_id_var.reset(token)
+            return
         if counted:
             inflight.count += 1
         try:
@@ -119,6 +161,18 @@ class RequestContextMiddleware:
             if counted:
                 inflight.count -= 1
             request_id_var.reset(token)
+
+
+def _oversized_request_line(scope: Scope) -> ApiError | None:
+    """A path too long to be a store key (DynamoDB refuses keys over 2048 bytes) or a header block larger than
+    any client needs (uvicorn's httptools parser sets no bound of its own): refused before routing."""
+    if len(scope["path"].encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return ApiError(414, f"The request path is longer than {MAX_PATH_BYTES} bytes.", code="uri_too_long")
+    header_bytes = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+    if header_bytes > MAX_HEADER_BYTES:
+        return ApiError(431, f"The request headers total {header_bytes} bytes; at most {MAX_HEADER_BYTES} are "
+                             "accepted.", code="headers_too_large")
+    return None
 
 
 def _request_id(scope: Scope) -> str:
@@ -152,7 +206,8 @@ def not_implemented(group: str, issue: int) -> Endpoint:
     return endpoint
 
 
-__all__ = ["Dialect", "create_app", "json_response", "not_implemented", "parse_body", "read_json", "versioned"]
+__all__ = ["Dialect", "create_app", "json_response", "not_implemented", "parse_body", "read_body", "read_json",
+           "versioned"]
 
 
 ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

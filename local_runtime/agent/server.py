@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import json
 import os
 import platform
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,10 @@ from local_runtime.agent.responses import collect
 RETRY_AFTER_S = "1"
 LOADING_RETRY_AFTER_S = "5"
 KEEPALIVE_S = 2.0  # a blank NDJSON line while a stream has nothing to say (the gateway's idle bound is 20 s)
+DEFAULT_MAX_PARTS = 4096  # messages + content blocks + tools in one prompt
+DEFAULT_MAX_CHARS_PER_TOKEN = 32
+LARGE_BODY_BYTES = 1024 * 1024
+LARGE_PROMPT_TOKENS = 2048  # after a prompt this long, freed memory is handed back to the OS
 
 
 class AgentState:
@@ -82,7 +89,49 @@ def _loaded(state: AgentState) -> Any:
     return loaded
 
 
+def _env_int(name: str, default: int) -> int:
+    try:
+        value = int(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def _text_chars(body: InternalRequest | TokenizeRequest) -> int:
+    """Characters of text the prompt will hold at least (what the template adds only makes it longer)."""
+    total = 0
+    for message in body.messages:
+        for part in message.content:
+            for attr in ("text", "content"):
+                value = getattr(part, attr, None)
+                if isinstance(value, str):
+                    total += len(value)
+    return total + sum(len(t.description or "") for t in body.tools)
+
+
+def _check_bounds(loaded: Any, body: InternalRequest | TokenizeRequest) -> None:
+    """Refuse what cannot fit before rendering or tokenizing any of it: a 50 MB prompt is a 400 in
+    microseconds, not 55 s of tokenizing and gigabytes of RSS. No token of a real vocabulary spans more than
+    ``ISTHMUS_AGENT_MAX_CHARS_PER_TOKEN`` characters, so more characters than context x that cannot fit."""
+    max_parts = _env_int("ISTHMUS_AGENT_MAX_PARTS", DEFAULT_MAX_PARTS)
+    parts = len(body.messages) + sum(len(m.content) for m in body.messages) + len(body.tools)
+    if parts > max_parts:
+        raise ApiError(400, f"the prompt has {parts} messages, content blocks and tools; this agent takes at most "
+                            f"{max_parts} (ISTHMUS_AGENT_MAX_PARTS)", code="too_many_parts", param="messages")
+    if loaded.context_length:
+        per_token = _env_int("ISTHMUS_AGENT_MAX_CHARS_PER_TOKEN", DEFAULT_MAX_CHARS_PER_TOKEN)
+        chars = _text_chars(body)
+        if chars > loaded.context_length * per_token:
+            raise ApiError(400, f"the prompt's text is {chars} characters, more than the model's context of "
+                                f"{loaded.context_length} tokens can hold", code="context_length_exceeded",
+                           param="messages")
+    seed = body.sampling.seed if isinstance(body, InternalRequest) else None
+    if seed is not None and not 0 <= seed < 2 ** 64:
+        raise ApiError(400, "seed: must be between 0 and 2**64 - 1", code="invalid_value", param="seed")
+
+
 async def _prompt(loaded: Any, body: InternalRequest | TokenizeRequest) -> Any:
+    _check_bounds(loaded, body)
     tools = body.tools
     forced: str | None = None
     if isinstance(body, InternalRequest) and body.tool_choice and tools:
@@ -118,6 +167,13 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
     engine = state.engine
 
     async def generate(request: Request) -> Response:
+        try:
+            return await _generate(request)
+        finally:
+            if _declared_bytes(request) >= LARGE_BODY_BYTES:
+                engine.call(release_memory)  # the parsed body is garbage now: hand its memory back
+
+    async def _generate(request: Request) -> Response:
         body = await parse_body(request, InternalRequest)
         if body.session_id is None and request.headers.get("x-session-id"):
             body.session_id = request.headers["x-session-id"]
@@ -138,15 +194,24 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
         except QueueFull as exc:
             raise ApiError(503, f"agent is at capacity: {exc}", code="queue_full",
                            headers={"Retry-After": RETRY_AFTER_S}) from None
+        large = len(prompt.tokens) >= LARGE_PROMPT_TOKENS
         if body.stream:
-            return StreamingResponse(_ndjson(engine, job, events), media_type="application/x-ndjson")
-        return await _whole(request, engine, job, events)
+            return StreamingResponse(_ndjson(engine, job, events, release=large), media_type="application/x-ndjson")
+        try:
+            return await _whole(request, engine, job, events)
+        finally:
+            if large:  # a long prefill leaves mlx's buffer cache holding its activations
+                engine.call(release_memory)
 
     async def tokenize(request: Request) -> Response:
-        body = await parse_body(request, TokenizeRequest)
-        loaded = _loaded(state)
-        prompt = await _prompt(loaded, body)
-        return _json(TokenizeResponse(prompt_tokens=len(prompt.tokens), model=loaded.name))
+        try:
+            body = await parse_body(request, TokenizeRequest)
+            loaded = _loaded(state)
+            prompt = await _prompt(loaded, body)
+            return _json(TokenizeResponse(prompt_tokens=len(prompt.tokens), model=loaded.name))
+        finally:
+            if _declared_bytes(request) >= LARGE_BODY_BYTES:
+                engine.call(release_memory)
 
     async def load(request: Request) -> Response:
         body = await parse_body(request, LoadRequest)
@@ -179,7 +244,25 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
     return create_app(routes, service="agent")
 
 
-async def _ndjson(engine: Engine, job: Job, events: asyncio.Queue[BaseModel | None]) -> AsyncIterator[bytes]:
+def _declared_bytes(request: Request) -> int:
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0
+
+
+def release_memory() -> None:
+    """On the engine thread (it owns every mlx array): collect garbage, empty mlx's buffer cache and hand
+    freed heap pages back to the OS, so one large request does not keep the agent's RSS at its peak."""
+    import mlx.core as mx
+
+    gc.collect()
+    mx.clear_cache()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+async def _ndjson(engine: Engine, job: Job, events: asyncio.Queue[BaseModel | None], *,
+                  release: bool = False) -> AsyncIterator[bytes]:
     """NDJSON lines; everything already queued goes out in one write (never one write per token). While
     nothing comes (waiting for a batch slot, a long prefill), a blank line every ``KEEPALIVE_S``: the gateway
     bounds silence by seconds to tell a frozen agent from a slow model, and skips blank lines."""
@@ -202,6 +285,8 @@ async def _ndjson(engine: Engine, job: Job, events: asyncio.Queue[BaseModel | No
     finally:
         if not job.done:  # the client went away: stop generating and free the slot
             engine.cancel(job)
+        if release:
+            engine.call(release_memory)
 
 
 async def _whole(request: Request, engine: Engine, job: Job,

@@ -56,7 +56,7 @@ def build_event(
             continue
         merged[name] = f"{merged[name]},{value}" if name in merged else value
     content_type = merged.get("content-type", "")
-    is_text = not body or content_type.startswith(_TEXT_TYPES)
+    is_text = not body or (content_type.startswith(_TEXT_TYPES) and _is_utf8(body))
     query: dict[str, str] = {}
     for k, v in parse_qsl(raw_query, keep_blank_values=True):
         query[k] = f"{query[k]},{v}" if k in query else v
@@ -91,6 +91,16 @@ def build_event(
     if body:
         event["body"] = body.decode("utf-8") if is_text else base64.b64encode(body).decode("ascii")
     return event
+
+
+def _is_utf8(body: bytes) -> bool:
+    """A "text" body that is not UTF-8 goes base64-encoded (as API Gateway sends bytes it cannot pass as text);
+    the function then answers it as the invalid JSON it is."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def decode_result(result: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import json
 import os
 import sys
 import uuid
@@ -20,7 +21,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from isthmus import limits
 from isthmus.entry import LazyRoutes
+from isthmus.errors import dialect_for_path
 from local_runtime.edge.lambda_bridge import LambdaContext, build_event, decode_result
 from local_runtime.edge.routes import RouteTable
 from local_runtime.template import DEFAULT_TEMPLATE, FunctionSpec, functions_with_routes, load_template
@@ -89,12 +92,13 @@ class Edge:
 
     async def _invoke_lambda(self, scope: Scope, receive: Receive, send: Send, fn: LoadedFunction,
                              route_key: str, params: dict[str, str]) -> None:
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await _bounded_body(scope, receive)
+        if body is None:  # over the route's limit: refused as API Gateway refuses an oversized payload
+            limit = limits.body_limit(scope["path"])
+            err = limits.too_large(limit, scope["path"])
+            payload = json.dumps(err.body(dialect_for_path(scope["path"]))).encode()
+            await _send(send, 413, [("content-type", "application/json")], payload)
+            return
         request_id = str(uuid.uuid4())
         event = build_event(
             method=scope["method"], path=scope["path"], raw_query=scope.get("query_string", b"").decode("latin-1"),
@@ -105,6 +109,23 @@ class Edge:
         result = await asyncio.get_running_loop().run_in_executor(self._pool, fn.handler, event, context)
         status, headers, payload = decode_result(result)
         await _send(send, status, headers, payload)
+
+
+async def _bounded_body(scope: Scope, receive: Receive) -> bytes | None:
+    """The whole body, or None as soon as it is known to exceed the route's limit (on Content-Length, before
+    reading; else while reading): a Lambda event is built in memory, so nothing bigger is ever buffered."""
+    limit = limits.body_limit(scope["path"])
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and value.strip().isdigit() and int(value) > limit:
+            return None
+    body = bytearray()
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body"):
+            return bytes(body)
 
 
 async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:

@@ -37,7 +37,7 @@ def test_health_and_readiness(edge: str) -> None:
     [
         ("GET", "/nope", "detail"),
         ("GET", "/v1/chat/nope", "openai"),
-        ("DELETE", "/v1/messages", "anthropic"),
+        ("DELETE", "/v1/messages/nope", "anthropic"),
         ("GET", "/api/v1/messages/nope", "anthropic"),
     ],
 )

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from isthmus.dialects.common import Lenient
+from isthmus.fields import ModelName, SessionId, StrictFlag
 
 
 class TextBlock(Lenient):
@@ -91,7 +92,7 @@ class Metadata(Lenient):
 class CountTokensRequest(Lenient):
     """``/v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
 
-    model: str = Field(min_length=1)
+    model: ModelName
     messages: list[InputMessage]
     system: str | list[TextBlock] | None = None
     tools: list[ToolDef] | None = None
@@ -105,9 +106,9 @@ class MessagesRequest(CountTokensRequest):
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
-    stream: bool | None = False
+    stream: StrictFlag | None = False
     metadata: Metadata | None = None
     # Isthmus extensions shared with the OpenAI dialect.
-    session_id: str | None = None
+    session_id: SessionId | None = None
     enable_thinking: bool | None = None
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from isthmus.dialects.common import Lenient
+from isthmus.fields import ModelName, Seed, SessionId, StrictFlag
 
 
 class TextContent(Lenient):
@@ -90,7 +91,7 @@ class StreamOptions(Lenient):
 
 
 class ChatCompletionRequest(Lenient):
-    model: str = Field(min_length=1)
+    model: ModelName
     messages: list[ChatMessage]
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -99,15 +100,15 @@ class ChatCompletionRequest(Lenient):
     top_k: int | None = Field(default=None, ge=0)
     min_p: float | None = Field(default=None, ge=0, le=1)
     n: int | None = None
-    stream: bool | None = False
+    stream: StrictFlag | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     user: str | None = None
     tools: list[ToolDef] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     response_format: ResponseFormatParam | None = None
-    session_id: str | None = None
+    session_id: SessionId | None = None
     enable_thinking: bool | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     metadata: dict[str, Any] | None = None

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag
 
 from isthmus.dialects.common import Lenient
+from isthmus.fields import ModelName, ResponseId, SessionId, StrictFlag
 
 
 class InputText(Lenient):
@@ -123,7 +124,7 @@ class ReasoningConfig(Lenient):
 
 
 class ResponsesRequest(Lenient):
-    model: str = Field(min_length=1)
+    model: ModelName
     input: str | list[InputItem]
     instructions: str | None = None
     tools: list[FunctionToolDef] | None = None
@@ -134,11 +135,11 @@ class ResponsesRequest(Lenient):
     top_p: float | None = Field(default=None, gt=0, le=1)
     text: TextConfig | None = None
     reasoning: ReasoningConfig | None = None
-    previous_response_id: str | None = None
-    store: bool | None = None
-    stream: bool | None = False
+    previous_response_id: ResponseId | None = None
+    store: StrictFlag | None = None
+    stream: StrictFlag | None = False
     user: str | None = None
     metadata: dict[str, str] | None = None
     # Isthmus extensions shared with the chat dialect.
-    session_id: str | None = None
+    session_id: SessionId | None = None
     enable_thinking: bool | None = None

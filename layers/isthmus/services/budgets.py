@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus.errors import ApiError
+from isthmus.fields import MAX_DURATION_SEC, Money, Name, SafeId
 from isthmus.services import hot_cache
 from isthmus.services import money as m
 from isthmus.services.credentials import Stores
@@ -22,18 +23,18 @@ Alignment = Literal["calendar_day", "calendar_week", "calendar_month"]
 
 class CreateBudget(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="ignore")
-    budget_id: str | None = None
-    name: str | None = None
-    max_budget: Decimal | None = Field(default=None, ge=0)
-    budget_duration_sec: int | None = Field(default=None, gt=0)
+    budget_id: SafeId | None = None
+    name: Name | None = None
+    max_budget: Money | None = None
+    budget_duration_sec: int | None = Field(default=None, gt=0, le=MAX_DURATION_SEC)
     reset_alignment: Alignment | None = None
 
 
 class UpdateBudget(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="ignore")
-    name: str | None = None
-    max_budget: Decimal | None = Field(default=None, ge=0)
-    budget_duration_sec: int | None = Field(default=None, gt=0)
+    name: Name | None = None
+    max_budget: Money | None = None
+    budget_duration_sec: int | None = Field(default=None, gt=0, le=MAX_DURATION_SEC)
     reset_alignment: Alignment | None = None
 
 

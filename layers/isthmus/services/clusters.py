@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from isthmus.control.models import (
     utcnow,
 )
 from isthmus.errors import ApiError
+from isthmus.fields import URL, Alias, ModelList, ModelName, Secret, Text
 from isthmus.ports.control import AgentPort, ControlStore
 from isthmus.services import pool_usage
 
@@ -28,21 +30,23 @@ LOAD_LEASE = timedelta(minutes=15)
 RAM_FRACTION = 0.75  # weights beyond this share of a node's RAM leave no room for the KV cache
 MODES = ("solo", "pipeline", "tensor")
 RESERVED_ALIASES = frozenset({"coeos"})
+_NEW_CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
+_CLUSTER_ID_RULE = "cluster id: letters, digits, '.', '_' or '-', starting with a letter or digit (at most 64)"
 
 
 class ClusterConfig(NullsAsAbsent):
     kind: ClusterKind = "mlx"
-    default_alias: str | None = None
-    fallback: str | None = None
-    url: str | None = Field(default=None, pattern=r"^https?://")
-    api_key: str | None = None
-    models: list[str] = Field(default_factory=list)
-    description: str = ""
+    default_alias: Alias | None = None
+    fallback: Alias | None = None
+    url: URL | None = None
+    api_key: Secret | None = None
+    models: ModelList = Field(default_factory=list)
+    description: Text = ""
 
 
 class LoadBody(NullsAsAbsent):
-    model: str = Field(min_length=1)
-    alias: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:/\-]{1,128}$")
+    model: ModelName
+    alias: Alias | None = None
     sharding: str | None = None
     mode: str | None = None
     nodes: list[str] | None = None
@@ -105,6 +109,8 @@ class ClusterService:
     async def put(self, cluster_id: str, config: ClusterConfig) -> dict[str, Any]:
         if cluster_id.lower() in RESERVED_CLUSTER_IDS:
             raise ApiError(400, f"'{cluster_id}' is a reserved name.", param="cluster_id")
+        if not _NEW_CLUSTER_ID.match(cluster_id):  # stored ids are read as they are; new ones: no "." / ".."
+            raise ApiError(400, _CLUSTER_ID_RULE, param="cluster_id")
         if config.kind == "telemak" and not config.url:
             raise ApiError(400, "a telemak cluster needs the upstream's url", param="url")
         existing = await run_in_threadpool(self.store.get_cluster, cluster_id)
@@ -114,8 +120,8 @@ class ClusterService:
         try:
             cluster = Cluster(cluster_id=cluster_id, **config.model_dump(),
                               created_at=existing.created_at if existing else utcnow(), updated_at=utcnow())
-        except ValueError as exc:
-            raise ApiError(400, f"invalid cluster id '{cluster_id}': {exc}", param="cluster_id") from None
+        except ValueError:
+            raise ApiError(400, _CLUSTER_ID_RULE, param="cluster_id") from None
         if config.api_key is None and existing is not None:
             cluster.api_key = existing.api_key  # a PUT without a key keeps the stored one
         if cluster.kind == "telemak" and not cluster.models:

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus.errors import ApiError
+from isthmus.fields import INT64_MAX, ModelName, Name, Price
 from isthmus.services import hot_cache
 from isthmus.services import money as m
 from isthmus.services.credentials import Stores
 from isthmus.services.views import wire
 
-Price = Decimal
-
 
 class PricingTier(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="ignore")
-    min_input_tokens: int = Field(gt=0)
+    min_input_tokens: int = Field(gt=0, le=INT64_MAX)
     input_price_per_million: Price | None = Field(default=None, ge=0)
     output_price_per_million: Price | None = Field(default=None, ge=0)
     cache_read_price_per_million: Price | None = Field(default=None, ge=0)
@@ -29,15 +27,15 @@ class PricingTier(BaseModel):
 
 class SetPricing(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="ignore")
-    model_key: str = Field(min_length=1, max_length=512)
+    model_key: ModelName
     input_price_per_million: Price = Field(ge=0)
     output_price_per_million: Price = Field(ge=0)
     cache_read_price_per_million: Price | None = Field(default=None, ge=0)
     cache_write_price_per_million: Price | None = Field(default=None, ge=0)
     cache_write_1h_price_per_million: Price | None = Field(default=None, ge=0)
     effective_at: datetime | None = None
-    pricing_tiers: list[PricingTier] | None = None
-    unit: str | None = "tokens"
+    pricing_tiers: list[PricingTier] | None = Field(default=None, max_length=64)
+    unit: Name | None = "tokens"
 
 
 def require_pricing() -> bool:

@@ -16,12 +16,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.concurrency import run_in_threadpool
 
 from isthmus.errors import ApiError
+from isthmus.fields import (
+    MAX_LIST_ITEMS,
+    URL,
+    Alias,
+    EnvName,
+    HeaderName,
+    HeaderValue,
+    ModelName,
+    Name,
+    Secret,
+    StrictFlag,
+)
 from isthmus.ports.providers import KeyWrapper, ProviderStore
+from isthmus.validation import clean_errors
 from isthmus_contracts.internal import InternalRequest, Message, Sampling, TextPart
 
 Protocol_ = Literal["openai", "anthropic"]
 _SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_TIMEOUT_S = 3600.0
 
 TEMPLATES: dict[str, dict[str, Any]] = {
     "openai": {"protocol": "openai", "api_base": "https://api.openai.com/v1"},
@@ -33,10 +47,10 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 
 class Timeouts(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid")
-    connect: float = Field(default=5.0, gt=0)
-    first_byte: float = Field(default=60.0, gt=0)  # from the request to the upstream's first byte
-    idle: float = Field(default=60.0, gt=0)  # between chunks of a stream
-    whole: float = Field(default=600.0, gt=0)  # a non-streamed answer (its headers come with the whole answer)
+    connect: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S)
+    first_byte: float = Field(default=60.0, gt=0, le=MAX_TIMEOUT_S)  # from the request to the upstream's first byte
+    idle: float = Field(default=60.0, gt=0, le=MAX_TIMEOUT_S)  # between chunks of a stream
+    whole: float = Field(default=600.0, gt=0, le=MAX_TIMEOUT_S)  # a non-streamed answer (headers come with it)
 
     @model_validator(mode="before")
     @classmethod
@@ -50,10 +64,10 @@ def _strip_nulls(body: Any) -> Any:
 
 class Published(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid")
-    alias: str = Field(min_length=1)
-    upstream_model: str = Field(min_length=1)
-    capabilities: list[str] = Field(default_factory=list)
-    fallbacks: list[str] = Field(default_factory=list)
+    alias: Alias
+    upstream_model: ModelName
+    capabilities: list[Name] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    fallbacks: list[Alias] = Field(default_factory=list, max_length=16)
 
     @model_validator(mode="before")
     @classmethod
@@ -66,13 +80,14 @@ class ProviderConfig(BaseModel):
 
     model_config = ConfigDict(defer_build=True, extra="forbid")
     template: Literal["openai", "anthropic", "openrouter"] | None = None
-    protocol: str | None = None
-    api_base: str | None = None
-    api_key: str | None = Field(default=None, repr=False)
-    api_key_env: str | None = None
-    enabled: bool = True
-    headers: dict[str, str] = Field(default_factory=dict)
-    published: list[Published] = Field(default_factory=list)
+    protocol: Name | None = None
+    api_base: URL | None = None
+    api_key: Secret | None = Field(default=None, repr=False)
+    api_key_env: EnvName | None = None
+    enabled: StrictFlag = True
+    # Header names and values as HTTP allows them: a CR/LF in a value would inject headers upstream.
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=64)
+    published: list[Published] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     max_retries: int = Field(default=2, ge=0, le=10)
 
@@ -117,10 +132,12 @@ class ProviderService:
     async def put(self, provider_id: str, body: Any) -> dict[str, Any]:
         if not _ID.match(provider_id):
             raise ApiError(400, "provider id: letters, digits, '.', '_' or '-' (at most 64)", param="provider_id")
+        if not isinstance(body, dict):
+            raise ApiError(400, "request body must be a JSON object")
         try:
             config = ProviderConfig.model_validate(_strip_nulls(body))
         except ValidationError as exc:
-            first = exc.errors()[0]
+            first = clean_errors(exc.errors(include_url=False, include_input=False))[0]
             field = ".".join(str(p) for p in first["loc"]) or "body"
             raise ApiError(400, f"{field}: {first['msg']}", param=field) from None
         existing = await run_in_threadpool(self.store.get, provider_id)

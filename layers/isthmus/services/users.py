@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from isthmus.errors import ApiError
+from isthmus.fields import Metadata, ModelList, Name, SafeId, StrictFlag
 from isthmus.services import hot_cache
 from isthmus.services import money as m
 from isthmus.services.credentials import Stores
@@ -18,21 +19,21 @@ DEFAULT_USER = "default"
 
 class CreateUser(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="ignore")
-    user_id: str = Field(min_length=1, max_length=256)
-    alias: str | None = None
-    blocked: bool | None = None
-    budget_id: str | None = None
-    metadata: dict[str, Any] | None = None
-    allowed_models: list[str] | None = None
+    user_id: SafeId
+    alias: Name | None = None
+    blocked: StrictFlag | None = None
+    budget_id: SafeId | None = None
+    metadata: Metadata | None = None
+    allowed_models: ModelList | None = None
 
 
 class UpdateUser(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="ignore")
-    alias: str | None = None
-    blocked: bool | None = None
-    budget_id: str | None = None
-    metadata: dict[str, Any] | None = None
-    allowed_models: list[str] | None = None
+    alias: Name | None = None
+    blocked: StrictFlag | None = None
+    budget_id: SafeId | None = None
+    metadata: Metadata | None = None
+    allowed_models: ModelList | None = None
 
 
 def new_user_item(user_id: str, **fields: Any) -> dict[str, Any]:
