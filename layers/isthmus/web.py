@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from isthmus import limits
+from isthmus.adapters.ddb_items import store_failure
 from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body, method_not_allowed
 from isthmus.observability import get_logger, inflight, request_id_var
 from isthmus.validation import validate
@@ -150,7 +151,14 @@ class RequestContextMiddleware:
             inflight.count += 1
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
+            failure = store_failure(exc)
+            if failure is not None and not started:
+                # A service that called the store without the 503 mapping: still the store's fault, not a bug.
+                self.logger.warning("store call failed",
+                                    extra={"path": scope["path"], "store_error": type(exc).__name__})
+                await error_response(scope["path"], failure, request_id)(scope, receive, send)
+                return
             self.logger.exception("unhandled error", extra={"path": scope["path"], "method": scope["method"]})
             if started:
                 raise

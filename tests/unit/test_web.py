@@ -89,3 +89,23 @@ def test_unhandled_exception_is_500_with_request_id_and_logged_once(caplog: pyte
     crashes = [rec for rec in caplog.records if rec.exc_info]
     assert len(crashes) == 1
     assert getattr(crashes[0], "request_id", None) == "crash-1"
+
+
+async def store_down(request: Request) -> Response:
+    from botocore.exceptions import ReadTimeoutError
+
+    raise ReadTimeoutError(endpoint_url="http://127.0.0.1:1/")
+
+
+def test_a_store_error_a_service_did_not_map_is_a_503_with_retry_after_in_the_dialect() -> None:
+    # given a control route and an inference route whose service lets the store client's timeout escape
+    routes = [*versioned("/keys", store_down, ["POST"]), *versioned("/messages", store_down, ["POST"])]
+    client = TestClient(create_app(routes, service="test"), raise_server_exceptions=False)
+    # when each is called
+    control = client.post("/v1/keys", json={})
+    anthropic = client.post("/v1/messages", json={})
+    # then both are 503 + Retry-After (try again), not 500 (a bug), each in its caller's shape
+    assert control.status_code == anthropic.status_code == 503
+    assert control.headers["retry-after"] and anthropic.headers["retry-after"]
+    assert "store" in control.json()["detail"]
+    assert anthropic.json()["type"] == "error" and anthropic.json()["error"]["type"] == "overloaded_error"

@@ -77,6 +77,14 @@ def store_unavailable(exc: BaseException) -> ApiError:
                     code="store_unavailable", headers={"Retry-After": STORE_RETRY_AFTER_S})
 
 
+def store_failure(exc: BaseException) -> ApiError | None:
+    """The 503 for an error raised by the store's client (botocore: timeouts, connection errors, throttling,
+    service errors), else None. Judged by the exception's module so that callers need not import botocore."""
+    if type(exc).__module__.partition(".")[0] != "botocore":
+        return None
+    return store_unavailable(exc)
+
+
 def scan_all(client: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
     for page in client.get_paginator("scan").paginate(TableName=table, **kwargs):
         for item in page.get("Items", []):

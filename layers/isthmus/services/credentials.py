@@ -68,15 +68,14 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except ApiError:
         raise
     except Exception as exc:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from isthmus.adapters.ddb_items import store_failure
 
-        if isinstance(exc, BotoCoreError | ClientError):
-            from isthmus.adapters.ddb_items import store_unavailable
-
-            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", type(exc).__name__)
-            log.warning("store call failed", extra={"store_error": code, "op": getattr(fn, "__name__", "?")})
-            raise store_unavailable(exc) from None
-        raise
+        failure = store_failure(exc)
+        if failure is None:
+            raise
+        code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", type(exc).__name__)
+        log.warning("store call failed", extra={"store_error": code, "op": getattr(fn, "__name__", "?")})
+        raise failure from None
 
 
 class Credentials:
