@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # Worst case for a request that names no max_tokens: what a hold must cover.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
+# A whole answer starts watching for its client's disconnect after this long (sooner costs every answer a task).
+WATCH_DISCONNECT_AFTER_S = 0.05
 
 
 @dataclass
@@ -48,6 +50,45 @@ class Call:
 
 class ClientGone(Exception):
     """The client went away before its whole answer was ready; the request is settled as cancelled."""
+
+
+class _HangupWatch:
+    """Cancels the current task (one producing a whole answer) once its client has gone away. One watcher task
+    that cancels this one, rather than the backend call in a task of its own (the answer's path gains no task
+    switch), started only once the answer takes a while: most whole answers are back before a client could give
+    up, and then cost a timer, not a task."""
+
+    def __init__(self, client_gone: Callable[[], Awaitable[object]]) -> None:
+        self.client_gone = client_gone
+        self.task = asyncio.current_task()
+        self.gone = False
+        self._watching = True
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        try:
+            await self.client_gone()
+        except Exception:  # a server that cannot tell us: the answer goes out (or fails) as usual
+            return
+        if self._watching and self.task is not None:
+            self.gone = True
+            self.task.cancel()
+
+    def stop(self) -> bool:
+        """Stops watching; True when the client went away (the task's cancellation is then taken back: it was
+        ours, and the request is over)."""
+        if self._watching:
+            self._watching = False
+            self._timer.cancel()
+            if self._watcher is not None:
+                self._watcher.cancel()
+            if self.gone and self.task is not None:
+                self.task.uncancel()
+        return self.gone
 
 
 _settling: set[asyncio.Task[None]] = set()  # strong references: a detached settle must not be collected
@@ -109,31 +150,11 @@ class InferenceService:
         sees its connection drop and stops), the request is settled as cancelled (499) for what was generated,
         and :class:`ClientGone` is raised."""
         acc = StreamAccumulator(call.request.model)
-        this = asyncio.current_task()
-        working, gone = True, False
-
-        async def watch() -> None:
-            nonlocal gone
-            assert client_gone is not None and this is not None
-            try:
-                await client_gone()
-            except Exception:  # a server that cannot tell us: the answer goes out (or fails) as usual
-                return
-            if working:
-                gone = True
-                this.cancel()
-
-        # One watcher task that cancels this one, rather than the backend call in a task of its own: the
-        # answer's path gains no task switch.
-        watcher = asyncio.create_task(watch()) if client_gone is not None else None
+        hangup = _HangupWatch(client_gone) if client_gone is not None else None
         try:
             return await self._whole(call, acc)
         except BaseException as exc:
-            working = False
-            if watcher is not None:
-                watcher.cancel()
-            if gone and this is not None:
-                this.uncancel()  # our own cancellation: the client is gone, the request is over
+            gone = hangup is not None and hangup.stop()
             status, code = (("cancelled", 499) if isinstance(exc, asyncio.CancelledError)
                             else ("error", exc.status) if isinstance(exc, ApiError) else ("error", 500))
             await self.settle(call, self._billable(call, acc), status=status, status_code=code)
@@ -141,9 +162,8 @@ class InferenceService:
                 raise ClientGone() from None
             raise
         finally:
-            working = False
-            if watcher is not None:
-                watcher.cancel()
+            if hangup is not None:
+                hangup.stop()
 
     @staticmethod
     async def _whole(call: Call, acc: StreamAccumulator) -> InternalResponse:
