@@ -27,7 +27,10 @@ from isthmus_contracts.internal import (
 
 class StreamAccumulator:
     def __init__(self, model: str = "") -> None:
-        self.response = InternalResponse(id="", model=model, created=0)
+        self._response = InternalResponse(id="", model=model, created=0)
+        # Text of the last part not yet joined into it: a list append per delta, not a model attribute write.
+        self._run: list[str] = []
+        self._run_kind: type[TextPart] | type[ThinkingPart] | None = None
         self.error: ErrorEvent | None = None
         self.finished = False
         self.started = False  # the backend took the request (its start event arrived): the prompt is spent
@@ -35,8 +38,13 @@ class StreamAccumulator:
         self._counted = 0  # the last running completion count a delta carried
         self._uncounted_bytes = 0  # UTF-8 bytes of output delivered after that count (or with no count at all)
 
+    @property
+    def response(self) -> InternalResponse:
+        self._join_run()
+        return self._response
+
     def feed(self, event: StreamEvent) -> None:
-        resp = self.response
+        resp = self._response
         if isinstance(event, TextDelta):  # first: by far the most frequent event
             self._append(TextPart, event.text)
             self._delivered(event.completion_tokens, event.text)
@@ -48,6 +56,8 @@ class StreamAccumulator:
             resp.usage.prompt_tokens, resp.usage.cached_tokens = event.prompt_tokens, event.cached_tokens
             self.started = True
         elif isinstance(event, ToolCallEvent):
+            self._join_run()
+            self._run_kind = None
             resp.content.append(ToolCallPart(id=event.id, name=event.name, arguments=event.arguments))
             self._delivered(event.completion_tokens, event.name + event.arguments)
         elif isinstance(event, UsageEvent):
@@ -69,7 +79,7 @@ class StreamAccumulator:
         the prompt its start event reported and the completion tokens its deltas counted, plus, for output it
         delivered with no count (cloud providers report usage only at the end), its UTF-8 byte length: an upper
         bound, since a byte-level tokenizer never makes more tokens than bytes."""
-        usage = self.response.usage
+        usage = self._response.usage
         if self.usage_reported:
             return usage
         return usage.model_copy(update={"completion_tokens": self._counted + self._uncounted_bytes})
@@ -81,11 +91,19 @@ class StreamAccumulator:
             self._uncounted_bytes += len(text.encode())
 
     def _append(self, kind: type[TextPart] | type[ThinkingPart], text: str) -> None:
-        content: list[Part] = self.response.content
-        if content and type(content[-1]) is kind:
-            content[-1].text += text
-        else:
-            content.append(kind(text=text))
+        if kind is not self._run_kind:
+            self._join_run()
+            self._run_kind = kind
+            self._response.content.append(kind(text=""))
+        self._run.append(text)
+
+    def _join_run(self) -> None:
+        if self._run:
+            content: list[Part] = self._response.content
+            last = content[-1]
+            assert isinstance(last, TextPart | ThinkingPart)
+            last.text += "".join(self._run)
+            self._run.clear()
 
 
 async def fold(events: AsyncIterator[StreamEvent], acc: StreamAccumulator) -> InternalResponse:
