@@ -141,3 +141,17 @@ def test_a_whole_answer_whose_client_hangs_up_is_cancelled_and_billed_for_what_w
     settled = gate.settled[0]
     assert (settled["status"], settled["status_code"]) == ("cancelled", 499)
     assert (settled["prompt_tokens"], settled["completion_tokens"]) == (12, 10)
+
+
+def test_an_openai_provider_reporting_usage_on_every_chunk_is_billed_its_count_when_cut() -> None:
+    from isthmus.adapters.cloud.openai_provider import _StreamDecoder
+
+    # given a provider that sends usage with every chunk (continuous usage stats), cut after two chunks
+    decoder = _StreamDecoder("m")
+    acc = StreamAccumulator("m")
+    for n, text in enumerate(["Bonjour", " à tous"], start=1):
+        for event in decoder.feed({"id": "c1", "choices": [{"index": 0, "delta": {"content": text}}],
+                                   "usage": {"prompt_tokens": 30, "completion_tokens": 2 * n}}):
+            acc.feed(event)
+    # then the bill is the provider's own count, not the byte-length bound (17 bytes)
+    assert (acc.billable().prompt_tokens, acc.billable().completion_tokens) == (30, 4)
