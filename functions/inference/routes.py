@@ -8,7 +8,7 @@ streams are relayed through the coalescer and stop the backend when the client g
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -28,7 +28,7 @@ from isthmus.ports.responses import ResponseStore, StoredResponse
 from isthmus.routing.backend_resolver import RoutingResolver
 from isthmus.services.accumulate import StreamAccumulator
 from isthmus.services.gate import TenancyGate
-from isthmus.services.inference import Call, InferenceService
+from isthmus.services.inference import Call, ClientGone, InferenceService
 from isthmus.streaming import RelayResponse, relay_frames, sse_response
 from isthmus.web import Endpoint, create_app, json_response, read_json, versioned
 from isthmus_contracts.agent import TokenizeRequest
@@ -95,6 +95,8 @@ def gated(endpoint: str) -> Callable[[Endpoint], Endpoint]:
                 principal = await service().authenticate(request.headers)
                 request.state.principal = principal
                 return await fn(request)
+            except ClientGone:  # settled as cancelled; nobody is left to read this
+                return Response(status_code=499)
             except ApiError as exc:
                 if getattr(request.state, "call", None) is None:
                     await service().refuse(principal, model=getattr(request.state, "model", ""), endpoint=endpoint,
@@ -115,9 +117,23 @@ async def _begin(request: Request, internal: InternalRequest, endpoint: str) -> 
     return call
 
 
-async def _complete(call: Call) -> tuple[InternalResponse, BackgroundTask]:
-    """The whole answer, and the task that settles it once the response is sent."""
-    resp = await service().complete(call)
+def _client_gone(request: Request) -> Callable[[], Awaitable[None]]:
+    """Returns once the client has hung up. Starlette does not cancel a handler whose client went away, so a
+    non-streamed answer would be generated (and billed) to the end for nobody: the service watches this."""
+
+    async def gone() -> None:
+        # The body has been read whole, so the next message is the disconnect (Mangum sends it only after the
+        # response: under Lambda this waits until it is cancelled).
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
+
+
+async def _complete(request: Request, call: Call) -> tuple[InternalResponse, BackgroundTask]:
+    """The whole answer, and the task that settles it once the response is sent. Raises ClientGone (answered
+    499 by the caller) when the client hangs up first."""
+    resp = await service().complete(call, client_gone=_client_gone(request))
     return resp, BackgroundTask(service().settle, call, resp.usage, status="success", status_code=200)
 
 
@@ -137,7 +153,7 @@ async def chat_completions(request: Request) -> Response:
     internal = openai_chat.to_internal(req, header_session_id=_session(request))
     call = await _begin(request, internal, "/v1/chat/completions")
     if not internal.stream:
-        resp, settle = await _complete(call)
+        resp, settle = await _complete(request, call)
         return JSONResponse(openai_chat.to_chat_completion(resp), headers=_headers(call), background=settle)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     encoder = openai_chat.ChatStreamEncoder(include_usage=include_usage, model=call.request.model)
@@ -153,7 +169,7 @@ async def messages(request: Request) -> Response:
     internal = anthropic_messages.to_internal(req, header_session_id=_session(request))
     call = await _begin(request, internal, "/v1/messages")
     if not internal.stream:
-        resp, settle = await _complete(call)
+        resp, settle = await _complete(request, call)
         return JSONResponse(anthropic_messages.to_message(resp), headers=_headers(call), background=settle)
     encoder = anthropic_messages.MessagesStreamEncoder(model=call.request.model)
     events = await service().open_stream(call)
@@ -198,7 +214,7 @@ async def responses_create(request: Request) -> Response:
                                              messages=history, output=output, created_at=output.created))
 
     if not internal.stream:
-        resp, settle = await _complete(call)
+        resp, settle = await _complete(request, call)
         body = openai_responses.to_response(resp, req)
         await remember(resp, body["id"])
         return JSONResponse(body, headers=_headers(call), background=settle)

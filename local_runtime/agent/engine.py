@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from isthmus_contracts.internal import ErrorEvent, FinishReason
+from isthmus_contracts.internal import FinishReason
 from local_runtime.agent.jobs import Job
 from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, reusable_prefix
 from local_runtime.agent.solo import SoloSequence
@@ -191,8 +191,7 @@ class Engine:
                 self._insert(job, solo=self._solo_ok and not self.active and not self._waiting)
             except Exception as exc:
                 log.exception("could not start %s", job.id)
-                job.emit(ErrorEvent(message=str(exc), status=500))
-                job.emit(None)
+                job.fail(str(exc), 500)
 
     def _insert(self, job: Job, *, solo: bool) -> None:
         import mlx.core as mx
@@ -201,8 +200,7 @@ class Engine:
 
         loaded = self.loaded
         if loaded is None or loaded.name != job.model_name:
-            job.emit(ErrorEvent(message="the model was unloaded", code="model_not_loaded", status=503))
-            job.emit(None)
+            job.fail("the model was unloaded", 503, code="model_not_loaded")
             return
         prompt = job.prompt.tokens
         cache, cached_tokens, reused = None, None, 0
@@ -309,6 +307,7 @@ class Engine:
             seq.finished_cache()
             job.done = True
             job.emit(None)
+            log.info("cancelled %s after %d tokens", job.id, job.completion_tokens)
         gone = [uid for uid, job in self._active.items() if job.cancelled]
         if gone:
             self._generator.remove(gone)
@@ -330,8 +329,7 @@ class Engine:
         # The old generator may hold half-finished state: start from a clean one.
         self._generator = self._new_generator() if self.loaded else None
         for job in jobs:
-            job.emit(ErrorEvent(message=message, status=status))
-            job.emit(None)
+            job.fail(message, status)
 
 
 def _context_length(path: Path) -> int | None:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from isthmus_contracts.internal import (
+    ErrorEvent,
     FinishEvent,
     FinishReason,
     InternalRequest,
@@ -115,6 +116,21 @@ class Job:
         self.emit(None)
         self.done = True
 
+    def used(self) -> Usage | None:
+        """What the job has used so far (its prompt once started, the tokens generated); None before it started."""
+        if self.pipeline is None:
+            return None
+        return Usage(prompt_tokens=len(self.prompt.tokens), completion_tokens=self.completion_tokens,
+                     cached_tokens=self.cached_tokens)
+
+    def fail(self, message: str, status: int, code: str = "backend_error") -> None:
+        """End the stream with an error that says what was used up to here (the gateway bills it)."""
+        self.emit(ErrorEvent(message=message, code=code, status=status, usage=self.used()))
+        self.emit(None)
+        self.done = True
+
     def _emit_all(self, events: list[Any]) -> None:
         for event in events:
+            # Every delta carries the running count, so a relay cut before the usage event still knows it.
+            event.completion_tokens = self.completion_tokens
             self.emit(event)

@@ -153,14 +153,22 @@ class StartEvent(_Model):
     cached_tokens: int | None = None
 
 
+# ``completion_tokens`` on a delta: the completion tokens generated so far, this delta's included, when the
+# backend counts them (the node agent always does). They travel on every delta so that whoever relays the
+# stream knows what was generated even when the stream is cut before its usage event (a client gone, an agent
+# killed): the bill counts what was generated, not zero. None: the backend does not say.
+
+
 class TextDelta(_Model):
     type: Literal["text"] = "text"
     text: str
+    completion_tokens: int | None = None
 
 
 class ReasoningDelta(_Model):
     type: Literal["reasoning"] = "reasoning"
     text: str
+    completion_tokens: int | None = None
 
 
 class ToolCallEvent(_Model):
@@ -171,6 +179,7 @@ class ToolCallEvent(_Model):
     id: str
     name: str
     arguments: str
+    completion_tokens: int | None = None
 
 
 class UsageEvent(_Model):
@@ -190,6 +199,8 @@ class ErrorEvent(_Model):
     message: str
     code: str = "backend_error"
     status: int = 500
+    # What the failed generation had used when it failed (prompt included), when the backend knows: billed.
+    usage: Usage | None = None
 
 
 StreamEvent = Annotated[

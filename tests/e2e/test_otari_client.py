@@ -109,3 +109,59 @@ def test_edge_management_without_master_key_is_401(keyed_edge: tuple[str, str]) 
     # pricing reads take any key (here the master key); an unknown key is 401 in keyed mode
     assert httpx.get(f"{base}/v1/pricing", headers={"x-api-key": master}).status_code == 200
     assert httpx.get(f"{base}/v1/pricing", headers={"x-api-key": "gw-nope"}).status_code == 401
+
+
+def test_models_listing_is_keyed_in_keyed_mode(keyed_edge: tuple[str, str]) -> None:
+    base, master = keyed_edge
+    admin = {"Authorization": f"Bearer {master}"}
+    # given a valid key, a deactivated one, an expired one and a secret rotated out
+    valid = httpx.post(f"{base}/v1/keys", json={}, headers=admin).json()["key"]
+    inactive = httpx.post(f"{base}/v1/keys", json={}, headers=admin).json()
+    assert httpx.patch(f"{base}/v1/keys/{inactive['id']}", json={"is_active": False},
+                       headers=admin).status_code == 200
+    expired = httpx.post(f"{base}/v1/keys", json={}, headers=admin).json()
+    assert httpx.patch(f"{base}/v1/keys/{expired['id']}", json={"expires_at": "2020-01-01T00:00:00+00:00"},
+                       headers=admin).status_code == 200
+    rotated = httpx.post(f"{base}/v1/keys", json={}, headers=admin).json()
+    assert httpx.get(f"{base}/v1/models", headers={"x-api-key": rotated["key"]}).status_code == 200
+    assert httpx.post(f"{base}/v1/keys/{rotated['id']}/rotate", headers=admin).status_code == 200
+    refused = {"no key": {}, "unknown key": {"Authorization": "Bearer gw-nobody-has-this"},
+               "inactive key": {"Authorization": f"Bearer {inactive['key']}"},
+               "expired key": {"x-api-key": expired["key"]},
+               "rotated-out secret": {"Otari-Key": f"Bearer {rotated['key']}"}}
+    for prefix in ("/v1", "/api/v1"):
+        for path in (f"{prefix}/models", f"{prefix}/models/default"):
+            for case, headers in refused.items():
+                # when the listing (or one model) is asked for with it, then 401 in the OpenAI error shape
+                r = httpx.get(f"{base}{path}", headers=headers)
+                assert r.status_code == 401, (path, case, r.text)
+                assert r.json()["error"]["type"] == "authentication_error", (path, case)
+                assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+        # and a valid key or the master key lists
+        for headers in ({"Authorization": f"Bearer {valid}"}, admin):
+            r = httpx.get(f"{base}{prefix}/models", headers=headers)
+            assert r.status_code == 200 and r.json()["object"] == "list"
+
+
+@pytest.mark.parametrize("otari_version", OTARI_VERSIONS)
+def test_otari_list_models_with_a_rotated_out_secret_is_an_authentication_error(
+        otari_version: str, otari_dirs: dict[str, Path], keyed_edge: tuple[str, str]) -> None:
+    base, master = keyed_edge
+    admin = {"Authorization": f"Bearer {master}"}
+    # given a key whose secret was rotated
+    created = httpx.post(f"{base}/v1/keys", json={}, headers=admin).json()
+    new = httpx.post(f"{base}/v1/keys/{created['id']}/rotate", headers=admin).json()["key"]
+    script = ("import sys\nfrom otari import OtariClient\nfrom otari.errors import AuthenticationError\n"
+              "base, old, new = sys.argv[1:4]\n"
+              "print(len(OtariClient(api_base=base, api_key=new).list_models()))\n"
+              "try:\n    OtariClient(api_base=base, api_key=old).list_models()\n"
+              "except AuthenticationError as exc:\n    print('AuthenticationError', exc.status_code)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(otari_dirs[otari_version]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    # when the otari client lists models with the new secret, then with the old one
+    out = subprocess.run([sys.executable, "-c", script, base, created["key"], new], env=env, capture_output=True,
+                         text=True, timeout=60, cwd=ROOT)
+    # then the new one lists and the old one raises the client's AuthenticationError (401)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.split()
+    assert lines[0].isdigit() and lines[1:] == ["AuthenticationError", "401"], out.stdout

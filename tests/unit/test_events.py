@@ -27,7 +27,7 @@ EXPECTED = {
     "unknown_route": 404,
     "inference_chat": 401,  # keyed mode (the master key is set) and the sample key does not exist
     "inference_messages": 401,
-    "models_list": 200,
+    "models_list": 401,  # keyed mode is keyed everywhere: the listing needs a valid key too
     "keys_create": 200,
     "users_list": 200,
     "budgets_create": 200,

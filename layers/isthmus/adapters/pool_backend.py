@@ -12,6 +12,7 @@ from isthmus.errors import ApiError
 from isthmus.routing.affinity import tracker
 from isthmus.routing.failover import first_connecting
 from isthmus.routing.resolver import NodeTarget
+from isthmus.services.accumulate import StreamAccumulator, fold
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
@@ -32,14 +33,13 @@ class PoolBackend:
         if self.on_served is not None:
             await self.on_served(target)
 
-    async def generate(self, request: InternalRequest) -> InternalResponse:
-        async def attempt(target: NodeTarget) -> InternalResponse:
-            with tracker.track(target.node_id):
-                return await agent_stream.generate(target.base_url, request)
+    # A whole answer is the agent's stream folded here, never the agent's own non-streamed answer: the running
+    # token counts on its events tell the gateway what was generated when the call is abandoned midway (the
+    # inference service folds stream() itself for that reason), and dropping the stream stops the agent.
+    whole_from_stream = True
 
-        target, response = await first_connecting(self.targets, attempt)
-        await self._served(target)
-        return response
+    async def generate(self, request: InternalRequest) -> InternalResponse:
+        return await fold(self.stream(request), StreamAccumulator(request.model))
 
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
         target, opened = await first_connecting(

@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from isthmus.errors import ApiError
 from isthmus.ports.backend import BackendResolver, InferenceBackend
 from isthmus.ports.gate import Gate
-from isthmus.services.accumulate import StreamAccumulator
+from isthmus.services.accumulate import StreamAccumulator, fold
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import ErrorEvent, InternalRequest, InternalResponse, StreamEvent, Usage
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # Worst case for a request that names no max_tokens: what a hold must cover.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
+# A whole answer starts watching for its client's disconnect after this long (sooner costs every answer a task).
+WATCH_DISCONNECT_AFTER_S = 0.05
 
 
 @dataclass
@@ -44,6 +46,49 @@ class Call:
     # Settle in a task of its own, off the answer's path (a long-lived server). Under Lambda the invoke ends
     # with the response, so there the bill is settled before the handler returns.
     detach_settle: bool = False
+
+
+class ClientGone(Exception):
+    """The client went away before its whole answer was ready; the request is settled as cancelled."""
+
+
+class _HangupWatch:
+    """Cancels the current task (one producing a whole answer) once its client has gone away. One watcher task
+    that cancels this one, rather than the backend call in a task of its own (the answer's path gains no task
+    switch), started only once the answer takes a while: most whole answers are back before a client could give
+    up, and then cost a timer, not a task."""
+
+    def __init__(self, client_gone: Callable[[], Awaitable[object]]) -> None:
+        self.client_gone = client_gone
+        self.task = asyncio.current_task()
+        self.gone = False
+        self._watching = True
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        try:
+            await self.client_gone()
+        except Exception:  # a server that cannot tell us: the answer goes out (or fails) as usual
+            return
+        if self._watching and self.task is not None:
+            self.gone = True
+            self.task.cancel()
+
+    def stop(self) -> bool:
+        """Stops watching; True when the client went away (the task's cancellation is then taken back: it was
+        ours, and the request is over)."""
+        if self._watching:
+            self._watching = False
+            self._timer.cancel()
+            if self._watcher is not None:
+                self._watcher.cancel()
+            if self.gone and self.task is not None:
+                self.task.uncancel()
+        return self.gone
 
 
 _settling: set[asyncio.Task[None]] = set()  # strong references: a detached settle must not be collected
@@ -96,17 +141,46 @@ class InferenceService:
                                latency_ms=int((time.monotonic() - call.started) * 1000),
                                backend=call.backend.name, request_id=call.request_id)
 
-    async def complete(self, call: Call) -> InternalResponse:
+    async def complete(self, call: Call,
+                       client_gone: Callable[[], Awaitable[object]] | None = None) -> InternalResponse:
         """The whole answer. The caller settles it (after sending, off the answer's path) via ``settle``;
-        on failure it is settled here, before the error propagates."""
+        on failure it is settled here, before the error propagates, for what was generated until then.
+
+        ``client_gone`` returns once the client has gone away: the backend call is then cancelled (the agent
+        sees its connection drop and stops), the request is settled as cancelled (499) for what was generated,
+        and :class:`ClientGone` is raised."""
+        acc = StreamAccumulator(call.request.model)
+        hangup = _HangupWatch(client_gone) if client_gone is not None else None
         try:
-            return await call.backend.generate(call.request)
-        except ApiError as exc:
-            await self.settle(call, Usage(), status="error", status_code=exc.status)
+            return await self._whole(call, acc)
+        except BaseException as exc:
+            gone = hangup is not None and hangup.stop()
+            status, code = (("cancelled", 499) if isinstance(exc, asyncio.CancelledError)
+                            else ("error", exc.status) if isinstance(exc, ApiError) else ("error", 500))
+            await self.settle(call, self._billable(call, acc), status=status, status_code=code)
+            if gone:
+                raise ClientGone() from None
             raise
-        except BaseException:
-            await self.settle(call, Usage(), status="error", status_code=500)
-            raise
+        finally:
+            if hangup is not None:
+                hangup.stop()
+
+    @staticmethod
+    async def _whole(call: Call, acc: StreamAccumulator) -> InternalResponse:
+        if getattr(call.backend, "whole_from_stream", False):
+            # Folded here rather than in the backend, so ``acc`` knows what was generated if this is cancelled.
+            return await fold(call.backend.stream(call.request), acc)
+        return await call.backend.generate(call.request)
+
+    @staticmethod
+    def _billable(call: Call, acc: StreamAccumulator) -> Usage:
+        """What a request used, also when it ended early (see StreamAccumulator.billable). A started request
+        whose backend never said how long the prompt was (OpenAI-protocol providers report usage at the end
+        only) is billed the prompt estimate its hold was taken with; one that never started costs nothing."""
+        usage = acc.billable()
+        if acc.started and not acc.usage_reported and usage.prompt_tokens == 0:
+            usage = usage.model_copy(update={"prompt_tokens": input_estimate(call.request)})
+        return usage
 
     async def open_stream(self, call: Call) -> AsyncIterator[StreamEvent]:
         """The backend's events, starting with its already-received first one; settles when it ends."""
@@ -153,7 +227,7 @@ class InferenceService:
         finally:
             with contextlib.suppress(Exception):
                 await rest.aclose()  # type: ignore[attr-defined]
-            await self.settle(call, acc.response.usage, status=status, status_code=code)
+            await self.settle(call, self._billable(call, acc), status=status, status_code=code)
 
     async def count_tokens(self, model: str, request: TokenizeRequest) -> int | None:
         """Exact count from a backend that tokenizes (local pools); None when it cannot."""

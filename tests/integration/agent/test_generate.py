@@ -173,3 +173,13 @@ def test_sampling_with_temperature_and_seed_runs_alone_and_in_a_batch(tiny_agent
         counts = list(pool.map(ask, [sampled, {"max_tokens": 300}, {**sampled, "max_tokens": 300}, {}]))
     assert (counts[0], counts[1], counts[3]) == (6, 300, 8)
     assert 1 <= counts[2] <= 300  # sampling may draw the end token before the limit
+
+
+def test_every_delta_carries_the_running_completion_count(tiny_agent: AgentProcess) -> None:
+    # given a streamed generation cut by max_tokens
+    events = tiny_agent.stream(text="count me", max_tokens=40, metadata={"loop_guard": False})
+    # then every delta says how many tokens were generated so far, never fewer than before, and the last
+    # count is at most the total the usage event reports (held-back text may still follow)
+    counts = [e["completion_tokens"] for e in events if e["type"] in ("text", "reasoning", "tool_call")]
+    assert counts and all(isinstance(c, int) for c in counts)
+    assert counts == sorted(counts) and 0 < counts[-1] <= events[-2]["usage"]["completion_tokens"] == 40

@@ -80,3 +80,9 @@ def test_unloading_mid_generation_ends_the_stream_with_an_error_event(
     assert events[0]["type"] == "start"
     assert events[-1]["type"] == "error" and events[-1]["status"] == 503
     assert empty_agent.status()["active"] == 0
+    # and the error says what the generation used up to there (the gateway bills it): the prompt of the start
+    # event and at least the tokens counted on the deltas that went out
+    used = events[-1]["usage"]
+    counted = [e["completion_tokens"] for e in events if e["type"] in ("text", "reasoning", "tool_call")]
+    assert used["prompt_tokens"] == events[0]["prompt_tokens"] > 0
+    assert used["completion_tokens"] >= max(counted, default=0)

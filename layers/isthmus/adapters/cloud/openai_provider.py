@@ -161,6 +161,13 @@ class _StreamDecoder:
                 self.finish = _FINISH.get(choice["finish_reason"], "stop")
         if chunk.get("usage"):
             self.usage = usage_from(chunk["usage"])
+            # Providers that report usage on every chunk (continuous usage stats): the deltas carry the count,
+            # so a stream cut before the end bills what the provider reported, not the byte-length bound.
+            for event in out:
+                if isinstance(event, TextDelta | ReasoningDelta):
+                    event.completion_tokens = self.usage.completion_tokens
+                elif isinstance(event, StartEvent):
+                    event.prompt_tokens, event.cached_tokens = self.usage.prompt_tokens, self.usage.cached_tokens
         return out
 
     def close(self) -> list[StreamEvent]:
