@@ -161,27 +161,18 @@ async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
 
 async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
     """A whole (non-streamed) generation, read as a stream (so the first-byte and idle bounds hold) and folded
-    the way the agent folds it for a non-streamed answer. Failures before the first event are
+    like any other stream (isthmus.services.accumulate.fold). Failures before the first event are
     :class:`AgentUnreachable`; an agent that breaks or goes silent after it is a 502 (not retried on another
     node: it may have done the work); an error event is the agent's error."""
-    from isthmus.services.accumulate import StreamAccumulator
+    from isthmus.services.accumulate import StreamAccumulator, fold
 
     stream = await open_stream(base_url, request)
-    acc = StreamAccumulator(request.model)
     async with stream:
         try:
-            async for event in stream.events():
-                acc.feed(event)
-                if acc.error is not None:
-                    break
+            return await fold(stream.events(), StreamAccumulator(request.model))
         except AgentStreamBroken as exc:
             raise ApiError(502, f"node agent at {base_url} failed mid-answer: {exc}",
                            code="backend_stream_broken") from None
-    if acc.error is not None:
-        raise ApiError(acc.error.status, acc.error.message, code=acc.error.code)
-    if not acc.finished:
-        raise ApiError(502, f"node agent at {base_url} ended the answer early", code="backend_stream_broken")
-    return acc.response
 
 
 async def tokenize(base_url: str, request: TokenizeRequest) -> int:
