@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from isthmus.services.credentials import default_stores
 from local_runtime.process import stop
 from tests.conftest import ROOT, start_edge
 
@@ -120,8 +121,8 @@ def test_models_listing_is_keyed_in_keyed_mode(keyed_edge: tuple[str, str]) -> N
     assert httpx.patch(f"{base}/v1/keys/{inactive['id']}", json={"is_active": False},
                        headers=admin).status_code == 200
     expired = httpx.post(f"{base}/v1/keys", json={}, headers=admin).json()
-    assert httpx.patch(f"{base}/v1/keys/{expired['id']}", json={"expires_at": "2020-01-01T00:00:00+00:00"},
-                       headers=admin).status_code == 200
+    # (the API refuses an expiry in the past, so the key is aged in the store, as time would)
+    default_stores().keys.update(expired["id"], {"expires_at": "2020-01-01T00:00:00+00:00"})
     rotated = httpx.post(f"{base}/v1/keys", json={}, headers=admin).json()
     assert httpx.get(f"{base}/v1/models", headers={"x-api-key": rotated["key"]}).status_code == 200
     assert httpx.post(f"{base}/v1/keys/{rotated['id']}/rotate", headers=admin).status_code == 200
