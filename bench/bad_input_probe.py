@@ -107,13 +107,16 @@ def shape_ok(path: str, status: int, body: Any) -> bool:
     return isinstance(body, dict) and "detail" in body
 
 
-def declared_50mb(base: str, path: str) -> tuple[int, float]:
-    """(status, seconds) for a request that declares 50 MB and sends 64 KiB: answered without the rest."""
+def declared_50mb(base: str, path: str, auth: dict[str, str]) -> tuple[int, float]:
+    """(status, seconds) for a request that declares 50 MB and sends 64 KiB: answered without the rest (with the
+    caller's key, so keyed mode answers the size, not the missing key)."""
     host, port = base.removeprefix("http://").split(":")
     started = time.monotonic()
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {50 * MIB}\r\n\r\n".encode() + b"x" * 65536)
+        head_lines = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                      + "".join(f"{k}: {v}\r\n" for k, v in auth.items())
+                      + f"Content-Length: {50 * MIB}\r\n\r\n")
+        sock.sendall(head_lines.encode() + b"x" * 65536)
         head = sock.recv(65536)
     return int(head.split()[1]), time.monotonic() - started
 
@@ -159,7 +162,7 @@ def main() -> int:
                 print(f"BAD class {cls} {method} {path[:60]} ({len(body or b'')} B): {status} in {elapsed:.2f}s "
                       f"{text[:160]!r}")
     for path in ("/v1/chat/completions", "/v1/messages", "/v1/keys"):
-        status, seconds = declared_50mb(args.base, path)
+        status, seconds = declared_50mb(args.base, path, auth)
         print(f"declared 50 MB, sent 64 KiB to {path}: {status} in {seconds * 1000:.0f} ms")
         bad += status != 413
     rss_after = rss(args.agent)

@@ -48,7 +48,7 @@ def client(service: str, **kwargs: Any) -> Any:
 
             connect_s, read_s, attempts = call_limits()
             kwargs["config"] = Config(connect_timeout=connect_s, read_timeout=read_s,
-                                      retries={"max_attempts": attempts, "mode": "standard"})
+                                      retries={"total_max_attempts": attempts, "mode": "standard"})
         return _session[0].create_client(service, **kwargs)
 
 

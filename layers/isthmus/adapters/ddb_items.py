@@ -77,10 +77,15 @@ def store_unavailable(exc: BaseException) -> ApiError:
                     code="store_unavailable", headers={"Retry-After": STORE_RETRY_AFTER_S})
 
 
+class StoreCircuitOpen(Exception):
+    """The store did not answer its last attempts; this one was not sent (isthmus.adapters.store_breaker)."""
+
+
 def store_failure(exc: BaseException) -> ApiError | None:
     """The 503 for an error raised by the store's client (botocore: timeouts, connection errors, throttling,
-    service errors), else None. Judged by the exception's module so that callers need not import botocore."""
-    if type(exc).__module__.partition(".")[0] != "botocore":
+    service errors; or its open circuit breaker), else None. Judged by the exception's module so that callers
+    need not import botocore."""
+    if not isinstance(exc, StoreCircuitOpen) and type(exc).__module__.partition(".")[0] != "botocore":
         return None
     return store_unavailable(exc)
 

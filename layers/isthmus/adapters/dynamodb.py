@@ -12,9 +12,12 @@ from typing import Any
 
 from isthmus import settings
 from isthmus.adapters import aws
+from isthmus.adapters.ddb_items import StoreCircuitOpen
+from isthmus.adapters.store_breaker import StoreBreaker
 
 _lock = threading.Lock()
 _clients: dict[tuple[str | None, str], Any] = {}
+_breakers: dict[str | None, StoreBreaker] = {}
 
 
 def client(*, fast_fail: bool = False) -> Any:
@@ -35,10 +38,10 @@ def client(*, fast_fail: bool = False) -> Any:
             # No client-side parameter validation: our adapters build every request, DynamoDB validates it
             # anyway, and the walk costs ~25 % of a call's CPU (settlement batches run beside live requests).
             config = Config(connect_timeout=min(1.0, connect_s), read_timeout=min(2.0, read_s),
-                            retries={"max_attempts": 1, "mode": "standard"},
+                            retries={"total_max_attempts": 1, "mode": "standard"},
                             parameter_validation=False) if fast_fail else \
                 Config(connect_timeout=connect_s, read_timeout=read_s,
-                       retries={"max_attempts": attempts, "mode": "standard"}, max_pool_connections=64,
+                       retries={"total_max_attempts": attempts, "mode": "standard"}, max_pool_connections=64,
                        parameter_validation=False)
             kwargs: dict[str, Any] = {"region_name": settings.region(), "config": config}
             if endpoint:
@@ -46,7 +49,8 @@ def client(*, fast_fail: bool = False) -> Any:
                 # DynamoDB Local accepts any credentials; never depend on the developer's profile.
                 kwargs.setdefault("aws_access_key_id", "local")
                 kwargs.setdefault("aws_secret_access_key", "local")
-            _clients[key] = aws.client("dynamodb", **kwargs)
+            breaker = _breakers.setdefault(endpoint, StoreBreaker())  # one per store, shared by its clients
+            _clients[key] = breaker.attach(aws.client("dynamodb", **kwargs))
     return _clients[key]
 
 
@@ -62,6 +66,7 @@ def reset_clients() -> None:
     """Forget cached clients (tests that point ISTHMUS_DYNAMODB_ENDPOINT elsewhere, or start moto)."""
     with _lock:
         _clients.clear()
+        _breakers.clear()
     aws.reset()
 
 
@@ -84,7 +89,7 @@ class DynamoStoreProbe:
                 code = exc.response.get("Error", {}).get("Code", "")
                 found.append(f"table {physical}: {'missing' if code == 'ResourceNotFoundException' else code}")
                 continue
-            except BotoCoreError as exc:
+            except (BotoCoreError, StoreCircuitOpen) as exc:
                 # Unreachable store: one line says it all, no point asking about the other tables.
                 return [f"DynamoDB unreachable: {type(exc).__name__}"]
             if status != "ACTIVE":

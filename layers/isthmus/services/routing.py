@@ -220,13 +220,9 @@ def _store_error(exc: Exception) -> Exception:
     anything else unchanged."""
     if isinstance(exc, ApiError):
         return exc
-    from botocore.exceptions import BotoCoreError, ClientError
+    from isthmus.adapters.ddb_items import store_failure
 
-    if isinstance(exc, BotoCoreError | ClientError):
-        from isthmus.adapters.ddb_items import store_unavailable
-
-        return store_unavailable(exc)
-    return exc
+    return store_failure(exc) or exc
 
 
 def recent_decisions() -> list[dict[str, Any]]:
