@@ -3,12 +3,17 @@ usage row (keyed mode, a key on a user with a budget, a priced model, DynamoDB L
 off. Prints p50/p99 at concurrency 1 and the difference (alternating blocks of requests to the two edges), then
 the user's spend and reserved once the budget lease has gone back. Target: <= 3 ms added at p99, c=1.
 
+The budget hold counts the prompt exactly with the backend's tokenizer (POST /agent/v1/tokenize), cached per
+model and prompt: the first two cases repeat one prompt (the count is cached), the "new prompt" case sends a
+prompt never seen before with every request, so every hold on the 'on' edge waits for a count.
+
 Run: .venv/bin/python bench/tenancy_overhead.py [--n 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
@@ -22,12 +27,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gateway_overhead import VIA_EDGE, alternating, local_store, pct  # noqa: E402
+from gateway_overhead import ROUNDS, VIA_EDGE, alternating, local_store, pct, timed  # noqa: E402
 
 from local_runtime.ddb import free_port  # noqa: E402
 from local_runtime.process import stop, wait_http  # noqa: E402
 
 MASTER = "sk-bench-master"
+
+
+def row(label: str, a: list[float], b: list[float]) -> None:
+    p50a, p50b, p99a, p99b = pct(a, .5) * 1e3, pct(b, .5) * 1e3, pct(a, .99) * 1e3, pct(b, .99) * 1e3
+    print(f"{label:<14}{p50a:>9.2f}{p50b:>9.2f}{p50b - p50a:>8.2f}{p99a:>10.2f}{p99b:>9.2f}{p99b - p99a:>8.2f}")
 IDLE_WAIT_S = 8.0
 
 
@@ -50,6 +60,27 @@ def tenant(base: str) -> tuple[str, str]:
         user_id = f"bench-{uuid.uuid4().hex[:6]}"
         c.post("/v1/users", json={"user_id": user_id, "budget_id": budget["budget_id"]}).raise_for_status()
         return str(c.post("/v1/keys", json={"user_id": user_id, "key_name": "bench"}).json()["key"]), user_id
+
+
+async def _new_prompts(url: str, n: int, headers: dict[str, str], tag: str) -> list[float]:
+    """Latencies of ``n`` chat requests, each with a prompt of its own (after 10 of warm-up)."""
+    out: list[float] = []
+    async with httpx.AsyncClient(headers=headers) as client:
+        for i in range(10 + n):
+            body = {**VIA_EDGE, "messages": [{"role": "user", "content": f"What is the capital of France? {tag}{i}"}]}
+            total, _ = await timed(client, url, body, False)
+            if i >= 10:
+                out.append(total)
+    return out
+
+
+def new_prompts(targets: list[str], n: int, headers: dict[str, str]) -> list[list[float]]:
+    """Like ``alternating`` (blocks, in turn), but no prompt is ever sent twice to an edge."""
+    out: list[list[float]] = [[] for _ in targets]
+    for r in range(ROUNDS):
+        for url, into in zip(targets, out, strict=True):
+            into += asyncio.run(_new_prompts(url, n // ROUNDS, headers, f"{uuid.uuid4().hex[:8]}-{r}-"))
+    return out
 
 
 def main() -> int:
@@ -79,9 +110,9 @@ def main() -> int:
             # top-ups, DynamoDB Local's CPU for them) is a cost of tenancy and must not land on 'off' requests.
             a, b = alternating([(off_base + chat, VIA_EDGE), (on_base + chat, VIA_EDGE)], args.n, 1, stream, headers,
                                in_turn=False)
-            label = "TTFT stream" if stream else "non-stream"
-            p50a, p50b, p99a, p99b = pct(a, .5) * 1e3, pct(b, .5) * 1e3, pct(a, .99) * 1e3, pct(b, .99) * 1e3
-            print(f"{label:<14}{p50a:>9.2f}{p50b:>9.2f}{p50b - p50a:>8.2f}{p99a:>10.2f}{p99b:>9.2f}{p99b - p99a:>8.2f}")
+            row("TTFT stream" if stream else "non-stream", a, b)
+        row("new prompt", *new_prompts([off_base + "/v1/chat/completions", on_base + "/v1/chat/completions"],
+                                       args.n, headers))
         time.sleep(IDLE_WAIT_S)  # unused budget leases go back after 5 s idle
         user = dynamodb.client().get_item(TableName="bench-users", Key={"user_id": {"S": user_id}})["Item"]
         print(f"user after {IDLE_WAIT_S:.0f} s idle: spend {user['spend']['N']} USD, reserved {user['reserved']['N']}")

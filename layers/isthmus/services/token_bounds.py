@@ -110,7 +110,7 @@ def passthrough_bound(body: Any) -> int:
         if isinstance(value, dict):
             for key, item in value.items():
                 total += _utf8(str(key))
-                if key in _MEDIA_KEYS or (key == "type" and item in _MEDIA_KEYS):
+                if key in _MEDIA_KEYS or (key == "type" and isinstance(item, str) and item in _MEDIA_KEYS):
                     total += PER_IMAGE_TOKENS
                     if key != "type":
                         continue
