@@ -20,7 +20,7 @@ from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.ddb_items import query_all
 from isthmus.services.credentials import default_stores
-from isthmus.services.token_bounds import byte_bound
+from isthmus.services.token_bounds import byte_bound, passthrough_bound
 from isthmus_contracts.internal import InternalRequest
 from local_runtime.process import stop
 from tests.conftest import start_edge
@@ -240,3 +240,43 @@ def test_a_request_naming_no_max_sends_the_held_max(edge: httpx.Client, fake: Fa
                          json={"model": alias, "messages": [{"role": "user", "content": "hi"}]}, timeout=60)
     assert refused.status_code == 403
     assert fake.count(upstream) == 1
+
+
+def test_passthrough_billing_more_than_sent_is_capped_at_the_hold(edge: httpx.Client, fake: FakeProviders) -> None:
+    # given an embeddings alias whose upstream reports 5000 prompt tokens more than it was sent
+    tag = uuid.uuid4().hex[:6]
+    alias, upstream = f"{tag}:embed", f"embed-{tag}-over5000"
+    assert edge.put(f"/admin/providers/embed-{tag}", json={
+        "template": "openai", "api_base": fake.openai_base, "api_key": "sk-embed-" + tag,
+        "published": [{"alias": alias, "upstream_model": upstream}], "max_retries": 0}).status_code == 200
+    priced(edge, alias)
+    bodies = [{"model": alias, "input": f"q {i:03d}"} for i in range(40)]
+    hold = passthrough_bound(bodies[0]) * RATE / MILLION
+    user_id, key = tenant(edge, hold * 3 + hold / 2)
+
+    async def race_embeddings() -> list[int]:
+        async with httpx.AsyncClient(base_url=str(edge.base_url), headers={"Authorization": f"Bearer {key}"},
+                                     timeout=60) as client:
+            return [r.status_code for r in await asyncio.gather(*(client.post("/v1/embeddings", json=b)
+                                                                  for b in bodies))]
+
+    # when 40 requests race the budget
+    codes = asyncio.run(race_embeddings())
+    user, rows = settled(user_id, len(bodies))
+    # then three holds fit, each charged its hold with the excess unbilled, and the spend is within the budget
+    admitted = [r for r in rows if r["status"] != "refused"]
+    assert codes.count(200) == len(admitted) == 3 and codes.count(403) == len(bodies) - 3
+    assert all(r["cost"] == hold and r["unbilled_cost"] > 0 for r in admitted)
+    assert user["spend"] == 3 * hold <= user["max_budget"] and user["reserved"] == 0
+
+
+def test_a_byte_level_tokenizer_never_makes_more_tokens_than_bytes(smollm2_model: Path) -> None:
+    """What the byte bound of cloud aliases rests on, checked on a real byte-level BPE (SmolLM2's)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(smollm2_model / "tokenizer.json"))
+    texts = ["hi 12", "日本の首都はどこですか\uff1f", "🙂🙃🧪 emoji 👩‍👩‍👧", "    \n\t\t  spaces  \n\n", "ÅÉÎØÜ ß ŀ ŉ",
+             "def f(x):\n    return {'a': [1, 2, 3]}", "Ωμέγα Привет مرحبا שלום नमस्ते", "0123456789" * 20,
+             "<|im_start|>user\nhello<|im_end|>", "".join(chr(c) for c in range(0x2500, 0x2600))]
+    for text in texts:
+        assert len(tokenizer.encode(text, add_special_tokens=False).ids) <= len(text.encode("utf-8")), text

@@ -144,7 +144,7 @@ class FakeProviders:
         if path == "/embeddings":
             return JSONResponse({"object": "list", "model": model, "data": [
                 {"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
-                "usage": {"prompt_tokens": 2, "total_tokens": 2}})
+                "usage": {"prompt_tokens": 2 + _over(model), "total_tokens": 2 + _over(model)}})
         if path == "/moderations":
             return JSONResponse({"id": "modr-1", "model": model, "results": [{"flagged": False}]})
         if path == "/images/generations":
