@@ -96,3 +96,24 @@ def test_usage_above_the_hold_is_charged_the_hold_and_the_rest_is_unbilled(
     assert secret not in caplog.text
     assert metrics.metric_set["UnbilledRequests"]["Value"] == [1.0]
     metrics.clear_metrics()
+
+
+def test_a_counted_request_admitted_with_nothing_held_is_charged_nothing(ddb_tables: str) -> None:
+    # given a priced model and a bound of zero tokens (nothing to hold, so nothing reserved)
+    model, user_id, secret = tenant(Decimal("0.001"))
+    gate = TenancyGate(leases=False)
+
+    async def scenario() -> None:
+        principal = await gate.authenticate({"Authorization": f"Bearer {secret}"})
+        admission = await gate.admit(principal, model=model, endpoint="e", bound=Bound(0, 0))
+        assert admission.hold == 0 and not admission.reserved
+        # when the backend still reports usage
+        await gate.settle(admission, prompt_tokens=5000, completion_tokens=5000, cached_tokens=0, status="success",
+                          status_code=200, latency_ms=1, backend="t", request_id="zero")
+
+    asyncio.run(scenario())
+    # then nothing unreserved reaches the spend: it is all unbilled
+    (row,) = usage_rows(user_id)
+    assert row["cost"] == 0 and row["unbilled_cost"] == (5000 + 10000) / Decimal(1_000_000)
+    user = default_stores().users.get(user_id)
+    assert user is not None and user["spend"] == 0 <= user["max_budget"]

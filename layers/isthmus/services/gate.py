@@ -287,8 +287,8 @@ class TenancyGate:
         cost = m.cost(a.price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                       cached_tokens=cached_tokens)
         unbilled = None
-        if a.reserved:  # spend never passes the budget: a hold is the most a request can be charged
-            cost, over = m.capped(cost, a.hold)
+        if a.counts_toward_budget:  # spend never passes the budget: a hold is the most a request can be charged
+            cost, over = m.capped(cost, a.hold if a.reserved else Decimal(0))
             if over > 0:
                 unbilled = over
                 self._report_unbilled(a, over, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
