@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -27,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gateway_overhead import ROUNDS, VIA_EDGE, alternating, local_store, pct, timed  # noqa: E402
+from gateway_overhead import ROUNDS, VIA_EDGE, local_store, pct, timed  # noqa: E402
 
 from local_runtime.ddb import free_port  # noqa: E402
 from local_runtime.process import stop, wait_http  # noqa: E402
@@ -62,24 +65,27 @@ def tenant(base: str) -> tuple[str, str]:
         return str(c.post("/v1/keys", json={"user_id": user_id, "key_name": "bench"}).json()["key"]), user_id
 
 
-async def _new_prompts(url: str, n: int, headers: dict[str, str], tag: str) -> list[float]:
-    """Latencies of ``n`` chat requests, each with a prompt of its own (after 10 of warm-up)."""
+async def _block(url: str, n: int, stream: bool, headers: dict[str, str],
+                 body: Callable[[int], dict[str, Any]]) -> list[float]:
+    """Latencies of ``n`` requests (total, or time to first byte for streams) after 10 of warm-up."""
     out: list[float] = []
-    async with httpx.AsyncClient(headers=headers) as client:
+    async with httpx.AsyncClient(headers=headers, timeout=60) as client:  # a busy host stalls; never fail on it
         for i in range(10 + n):
-            body = {**VIA_EDGE, "messages": [{"role": "user", "content": f"What is the capital of France? {tag}{i}"}]}
-            total, _ = await timed(client, url, body, False)
+            total, first = await timed(client, url, body(i), stream)
             if i >= 10:
-                out.append(total)
+                out.append(first if stream else total)
     return out
 
 
-def new_prompts(targets: list[str], n: int, headers: dict[str, str]) -> list[list[float]]:
-    """Like ``alternating`` (blocks, in turn), but no prompt is ever sent twice to an edge."""
-    out: list[list[float]] = [[] for _ in targets]
-    for r in range(ROUNDS):
-        for url, into in zip(targets, out, strict=True):
-            into += asyncio.run(_new_prompts(url, n // ROUNDS, headers, f"{uuid.uuid4().hex[:8]}-{r}-"))
+def blocks(urls: list[str], n: int, stream: bool, headers: dict[str, str],
+           body: Callable[[int], dict[str, Any]]) -> list[list[float]]:
+    """Per URL, ``n`` latencies taken in alternating blocks (ROUNDS of them): load from anything else on the
+    machine falls on every URL alike, and the 'on' edge's own background work (settlement batches, lease
+    top-ups, DynamoDB Local's CPU for them), a cost of tenancy, does not land on 'off' requests."""
+    out: list[list[float]] = [[] for _ in urls]
+    for _ in range(ROUNDS):
+        for url, into in zip(urls, out, strict=True):
+            into += asyncio.run(_block(url, n // ROUNDS, stream, headers, body))
     return out
 
 
@@ -104,15 +110,12 @@ def main() -> int:
         headers = {"Authorization": f"Bearer {key}"}
         print(f"tenancy overhead, c=1, n={args.n} (ms)")
         print(f"{'case':<14}{'off p50':>9}{'on p50':>9}{'added':>8}{'off p99':>10}{'on p99':>9}{'added':>8}")
+        urls = [off_base + "/v1/chat/completions", on_base + "/v1/chat/completions"]
         for stream in (False, True):
-            chat = "/v1/chat/completions"
-            # Blocks, not request by request: the 'on' edge's own background work (settlement batches, lease
-            # top-ups, DynamoDB Local's CPU for them) is a cost of tenancy and must not land on 'off' requests.
-            a, b = alternating([(off_base + chat, VIA_EDGE), (on_base + chat, VIA_EDGE)], args.n, 1, stream, headers,
-                               in_turn=False)
-            row("TTFT stream" if stream else "non-stream", a, b)
-        row("new prompt", *new_prompts([off_base + "/v1/chat/completions", on_base + "/v1/chat/completions"],
-                                       args.n, headers))
+            row("TTFT stream" if stream else "non-stream", *blocks(urls, args.n, stream, headers, lambda i: VIA_EDGE))
+        tag, fresh = uuid.uuid4().hex[:8], itertools.count()  # no prompt is ever sent twice
+        row("new prompt", *blocks(urls, args.n, False, headers, lambda i: {**VIA_EDGE, "messages": [
+            {"role": "user", "content": f"What is the capital of France? {tag}-{next(fresh)}"}]}))
         time.sleep(IDLE_WAIT_S)  # unused budget leases go back after 5 s idle
         user = dynamodb.client().get_item(TableName="bench-users", Key={"user_id": {"S": user_id}})["Item"]
         print(f"user after {IDLE_WAIT_S:.0f} s idle: spend {user['spend']['N']} USD, reserved {user['reserved']['N']}")
