@@ -119,7 +119,13 @@ def main() -> int:
         time.sleep(IDLE_WAIT_S)  # unused budget leases go back after 5 s idle
         user = dynamodb.client().get_item(TableName="bench-users", Key={"user_id": {"S": user_id}})["Item"]
         print(f"user after {IDLE_WAIT_S:.0f} s idle: spend {user['spend']['N']} USD, reserved {user['reserved']['N']}")
-        rows = dynamodb.client().scan(TableName="bench-usage", Select="COUNT")["Count"]
+        rows, page = 0, {"TableName": "bench-usage", "Select": "COUNT"}
+        while True:  # a scan counts at most 1 MB of items per page
+            counted = dynamodb.client().scan(**page)
+            rows += counted["Count"]
+            if "LastEvaluatedKey" not in counted:
+                break
+            page["ExclusiveStartKey"] = counted["LastEvaluatedKey"]
         print(f"usage rows written by the 'on' edge: {rows}")
     finally:
         for proc in procs:
