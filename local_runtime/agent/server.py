@@ -30,7 +30,7 @@ from isthmus.web import create_app, parse_body
 from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import ErrorEvent, InternalRequest
 from local_runtime.agent.engine import Engine, QueueFull
-from local_runtime.agent.jobs import Job
+from local_runtime.agent.jobs import DEFAULT_MAX_TOKENS, Job
 from local_runtime.agent.models import registry
 from local_runtime.agent.prompt import build_prompt
 from local_runtime.agent.responses import collect
@@ -134,7 +134,7 @@ async def _prompt(loaded: Any, body: InternalRequest | TokenizeRequest) -> Any:
     _check_bounds(loaded, body)
     tools = body.tools
     forced: str | None = None
-    if isinstance(body, InternalRequest) and body.tool_choice and tools:
+    if body.tool_choice and tools:
         mode = body.tool_choice.mode
         if mode == "none":
             tools = []  # the model may not call tools: do not offer them
@@ -208,7 +208,9 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
             body = await parse_body(request, TokenizeRequest)
             loaded = _loaded(state)
             prompt = await _prompt(loaded, body)
-            return _json(TokenizeResponse(prompt_tokens=len(prompt.tokens), model=loaded.name))
+            return _json(TokenizeResponse(prompt_tokens=len(prompt.tokens), model=loaded.name,
+                                          context_length=loaded.context_length,
+                                          default_max_tokens=DEFAULT_MAX_TOKENS))
         finally:
             if _declared_bytes(request) >= LARGE_BODY_BYTES:
                 engine.call(release_memory)

@@ -7,13 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from isthmus_contracts.internal import InternalRequest, Message, ReasoningEffort, Tool
+from isthmus_contracts.internal import InternalRequest, Message, ReasoningEffort, Tool, ToolChoice
 
 
 class TokenizeRequest(BaseModel):
     model_config = ConfigDict(defer_build=True)
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] = Field(default_factory=list)
+    # A forced tool call appends its opening markup to the prompt: counted only when the choice is sent.
+    tool_choice: ToolChoice | None = None
     enable_thinking: bool | None = None
     reasoning_effort: ReasoningEffort | None = None
 
@@ -22,6 +24,10 @@ class TokenizeResponse(BaseModel):
     model_config = ConfigDict(defer_build=True)
     prompt_tokens: int
     model: str
+    # What bounds the output of a generation of this prompt (the gateway's budget hold): the model's
+    # context, and the agent's max_tokens for a request that names none. None: unknown (an older agent).
+    context_length: int | None = None
+    default_max_tokens: int | None = None
 
 
 class LoadRequest(BaseModel):

@@ -136,6 +136,7 @@ def test_a_killed_edge_leaves_no_stuck_holds_and_a_late_settlement_is_charged_on
     first, second = (usage.get(str(r["hold_id"]).removeprefix("hold#")) for r, _ in late)
     assert first is not None and second is not None
     assert "unbilled_cost" not in first and second["unbilled_cost"] == Decimal("0.01")
+    assert second["cost"] == Decimal("0.01")  # the row says what was charged
     assert rich["spend"] == small and rich["reserved"] == 0 and rich["headroom"] == rich["max_budget"] - small
 
 

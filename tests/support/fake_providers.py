@@ -6,7 +6,8 @@ Faults are scripted by the *upstream model name* (dash-separated tokens, so each
 ``e429x2`` the first 2 calls answer 429 (then normal), ``e500x1`` / ``e500x99`` likewise with 500,
 ``e401x9``, ``e400x9``, ``e404x9``; ``ra3`` sets ``Retry-After: 3`` on those errors (429s default to 0);
 ``slow2`` waits 2 s before the first byte; ``cut`` breaks the stream's connection after two deltas;
-``stall2`` goes quiet for 2 s after two deltas.
+``stall2`` goes quiet for 2 s after two deltas; ``over5000`` reports 5000 prompt tokens more than it counted
+(a provider that bills more than was sent).
 Every request is recorded (path, headers, JSON body) for assertions; counts are per model name.
 
 Answers: with tools and no tool result yet, a call of the first tool with ``{"city": "Paris"}``; after a
@@ -39,6 +40,11 @@ class Cut(Exception):
 
 def _words(text: str) -> int:
     return max(1, len(text.split()))
+
+
+def _over(model: str) -> int:
+    over = re.search(r"(?:^|-)over(\d+)(?:-|$)", model)
+    return int(over.group(1)) if over else 0
 
 
 class FakeProviders:
@@ -138,7 +144,7 @@ class FakeProviders:
         if path == "/embeddings":
             return JSONResponse({"object": "list", "model": model, "data": [
                 {"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
-                "usage": {"prompt_tokens": 2, "total_tokens": 2}})
+                "usage": {"prompt_tokens": 2 + _over(model), "total_tokens": 2 + _over(model)}})
         if path == "/moderations":
             return JSONResponse({"id": "modr-1", "model": model, "results": [{"flagged": False}]})
         if path == "/images/generations":
@@ -148,7 +154,7 @@ class FakeProviders:
         tools = body.get("tools") or []
         name = tools[0]["function"]["name"] if tools else None
         text, call = self._answer(body.get("messages") or [], tools, name)
-        usage = {"prompt_tokens": sum(_words(json.dumps(m)) for m in body["messages"]),
+        usage = {"prompt_tokens": sum(_words(json.dumps(m)) for m in body["messages"]) + _over(model),
                  "completion_tokens": _words(text or "call"), "total_tokens": 0}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if not body.get("stream"):
@@ -201,6 +207,7 @@ class FakeProviders:
         tools = body.get("tools") or []
         text, call = self._answer(body.get("messages") or [], tools, tools[0]["name"] if tools else None)
         prompt = sum(_words(json.dumps(m)) for m in body["messages"]) + _words(str(body.get("system", "")))
+        prompt += _over(model)
         usage = {"input_tokens": prompt, "output_tokens": _words(text or "call")}
         blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
         if call:

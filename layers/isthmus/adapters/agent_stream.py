@@ -176,8 +176,13 @@ async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
 
 
 async def tokenize(base_url: str, request: TokenizeRequest) -> int:
-    """Exact prompt tokens with the node's tokenizer and chat template (answered at once by a live agent:
-    bounded like a generation's first byte)."""
+    """Exact prompt tokens with the node's tokenizer and chat template."""
+    return (await tokenize_response(base_url, request)).prompt_tokens
+
+
+async def tokenize_response(base_url: str, request: TokenizeRequest) -> TokenizeResponse:
+    """The node's whole tokenize answer: the exact prompt tokens and what bounds the output (answered at once
+    by a live agent: bounded like a generation's first byte)."""
     try:
         resp = await agent_http.request("POST", _url(base_url, "/agent/v1/tokenize"),
                                         json_body=request.model_dump(mode="json", exclude_none=True),
@@ -186,4 +191,4 @@ async def tokenize(base_url: str, request: TokenizeRequest) -> int:
         raise AgentUnreachable(base_url, exc.kind) from None
     if resp.status >= 400:
         raise _error_body(resp.status, resp.body, base_url)
-    return TokenizeResponse.model_validate_json(resp.body).prompt_tokens
+    return TokenizeResponse.model_validate_json(resp.body)

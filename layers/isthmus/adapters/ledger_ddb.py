@@ -90,7 +90,10 @@ class DynamoUsageStore:
             spend = Decimal(user.get("spend", 0))
             limit = user.get("max_budget")
             charged = charge.cost if limit is None else max(Decimal(0), min(charge.cost, Decimal(limit) - spend))
-            late_row = {**row, "unbilled_cost": charge.cost - charged} if charged < charge.cost else dict(row)
+            late_row = dict(row)
+            if charged < charge.cost:  # the row says what was charged; the rest joins any excess already capped
+                late_row["cost"] = charged
+                late_row["unbilled_cost"] = Decimal(row.get("unbilled_cost") or 0) + charge.cost - charged
             vals: dict[str, Any] = {":c": charged, ":nc": -charged, ":one": charge.requests,
                                     ":used": charge.tokens_used}
             cond = "attribute_not_exists(spend)"

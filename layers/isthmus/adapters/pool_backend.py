@@ -13,7 +13,7 @@ from isthmus.routing.affinity import tracker
 from isthmus.routing.failover import first_connecting
 from isthmus.routing.resolver import NodeTarget
 from isthmus.services.accumulate import StreamAccumulator, fold
-from isthmus_contracts.agent import TokenizeRequest
+from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
 Served = Callable[[NodeTarget], Awaitable[None]]
@@ -59,6 +59,12 @@ class PoolBackend:
     async def count_tokens(self, request: TokenizeRequest) -> int | None:
         _, count = await first_connecting(self.targets, lambda t: agent_stream.tokenize(t.base_url, request))
         return count
+
+    async def prompt_count(self, request: TokenizeRequest) -> TokenizeResponse:
+        """The exact prompt tokens and the output bounds the node reports (the budget hold's count)."""
+        _, counted = await first_connecting(self.targets,
+                                            lambda t: agent_stream.tokenize_response(t.base_url, request))
+        return counted
 
 
 def single_agent(base_url: str) -> PoolBackend:

@@ -19,17 +19,18 @@ import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus import auth, lifecycle
 from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
-from isthmus.observability import get_logger
+from isthmus.observability import get_logger, get_metrics
 from isthmus.ports.tenancy import Charge
 from isthmus.services import holds, hot_cache
 from isthmus.services import money as m
@@ -37,6 +38,9 @@ from isthmus.services.budget_leases import BudgetLeases, leases_enabled
 from isthmus.services.credentials import Credentials, Stores, call, default_credentials, default_stores
 from isthmus.services.pricing import require_pricing, unpriced_error
 from isthmus.services.settlements import Settlement, SettlementWriter
+
+if TYPE_CHECKING:
+    from isthmus.services.token_bounds import TokenBound
 
 log = get_logger("gate")
 
@@ -67,6 +71,7 @@ class Admission(BaseModel):
     leased: bool = False  # the hold came out of this process's budget lease (no per-request counters)
     hold_record: str | None = None  # the hold's record in the holds table (its own, or its lease's)
     tokens_held: int = 0
+    tokens_bound: int = 0  # prompt + output tokens the hold covers (what a warning about excess usage cites)
     admitted_at: str
     headers: dict[str, str] = Field(default_factory=dict)
 
@@ -166,8 +171,12 @@ class TenancyGate:
         return principal, key.get("expires_at")
 
     # ------------------------------------------------------------------ admit
-    async def admit(self, principal: Principal, *, model: str, endpoint: str, input_tokens_estimate: int,
-                    max_output_tokens: int) -> Admission:
+    async def admit(self, principal: Principal, *, model: str, endpoint: str, input_tokens_estimate: int = 0,
+                    max_output_tokens: int = 0, bound: Callable[[], Awaitable[TokenBound]] | None = None) -> Admission:
+        """``input_tokens_estimate`` + ``max_output_tokens`` feed the tokens-per-minute limit, and the hold when
+        no ``bound`` is given. ``bound`` (isthmus.services.token_bounds) is the upper bound of what settlement
+        can charge; it is awaited only when a hold is needed (a priced model, a principal whose spend counts),
+        so open mode and free models never pay for a token count."""
         if not m.model_allowed(model, principal.allowed_models):
             raise ApiError(403, f"Model {model!r} is not allowed for this API key", code="model_not_allowed")
         now = self._now()
@@ -177,10 +186,16 @@ class TenancyGate:
             price = await self._price(model, now)
             if price is None and require_pricing():
                 raise unpriced_error(model)
-            hold = m.worst_case(price, input_tokens=input_tokens_estimate, max_output_tokens=max_output_tokens)
             counts = principal.kind == "key" and principal.user_id is not None and not principal.exclude_from_budget
+            input_tokens, output_tokens = input_tokens_estimate, max_output_tokens
+            if counts and bound is not None and m.needs_token_count(price):
+                held = await bound()
+                input_tokens, output_tokens = held.input_tokens, held.output_tokens
+                tokens = input_tokens + output_tokens
+            hold = m.worst_case(price, input_tokens=input_tokens, max_output_tokens=output_tokens)
             admission = Admission(principal=principal, model=model, endpoint=endpoint, hold=hold, price=price,
-                                  counts_toward_budget=counts, admitted_at=m.iso(now), headers=headers)
+                                  counts_toward_budget=counts, admitted_at=m.iso(now), headers=headers,
+                                  tokens_bound=max(0, input_tokens) + max(0, output_tokens))
             if counts and hold > 0:
                 assert principal.user_id is not None
                 await self._maybe_reset(principal, now)
@@ -277,10 +292,17 @@ class TenancyGate:
                       status: str, status_code: int, latency_ms: int, backend: str, request_id: str) -> None:
         cost = m.cost(a.price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                       cached_tokens=cached_tokens)
+        unbilled = None
+        if a.counts_toward_budget:  # spend never passes the budget: a hold is the most a request can be charged
+            cost, over = m.capped(cost, a.hold if a.reserved else Decimal(0))
+            if over > 0:
+                unbilled = over
+                self._report_unbilled(a, over, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                      request_id=request_id)
         row = self._row(a.principal, id=a.id, model=a.model, endpoint=a.endpoint, status=status,
                         status_code=status_code, request_id=request_id, provider=backend, cost=cost,
-                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens,
-                        latency_ms=latency_ms, counts_toward_budget=a.counts_toward_budget)
+                        unbilled_cost=unbilled, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        cached_tokens=cached_tokens, latency_ms=latency_ms, counts_toward_budget=a.counts_toward_budget)
         user_id = a.principal.user_id if a.counts_toward_budget else None
         await self.settlements.write(Settlement(row, charge=Charge(
             user_id, cost=cost, hold=a.hold if a.reserved else Decimal(0), tokens_held=a.tokens_held,
@@ -295,6 +317,18 @@ class TenancyGate:
                 self._key_touched.clear()
             with contextlib.suppress(ApiError):
                 await call(self.stores.keys.update, key_id, {"last_used_at": m.iso(self._now())})
+
+    def _report_unbilled(self, a: Admission, over: Decimal, *, prompt_tokens: int, completion_tokens: int,
+                         request_id: str) -> None:
+        """A backend reported more than the bound held: the excess is not charged (the budget holds); say so."""
+        log.warning("usage above the budget hold: charged the hold, the rest is unbilled",
+                    extra={"model": a.model, "user_id": a.principal.user_id, "hold": str(a.hold),
+                           "unbilled_cost": str(over), "prompt_tokens": prompt_tokens,
+                           "completion_tokens": completion_tokens, "tokens_held": a.tokens_bound,
+                           "admission_id": a.id, "request_id": request_id})
+        metrics = get_metrics("gate")
+        metrics.add_metric(name="UnbilledRequests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="UnbilledCostUSD", unit=MetricUnit.NoUnit, value=float(over))
 
     async def refuse(self, principal: Principal | None, *, model: str, endpoint: str, status_code: int,
                      request_id: str, reason: str) -> None:

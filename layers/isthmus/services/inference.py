@@ -21,14 +21,13 @@ from isthmus.errors import ApiError
 from isthmus.ports.backend import BackendResolver, InferenceBackend
 from isthmus.ports.gate import Gate
 from isthmus.services.accumulate import StreamAccumulator, fold
+from isthmus.services.token_bounds import RequestBound, default_output_tokens
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import ErrorEvent, InternalRequest, InternalResponse, StreamEvent, Usage
 
 if TYPE_CHECKING:
     from isthmus.services.gate import Admission, Principal
 
-# Worst case for a request that names no max_tokens: what a hold must cover.
-DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # A whole answer starts watching for its client's disconnect after this long (sooner costs every answer a task).
 WATCH_DISCONNECT_AFTER_S = 0.05
 
@@ -95,7 +94,8 @@ _settling: set[asyncio.Task[None]] = set()  # strong references: a detached sett
 
 
 def input_estimate(request: InternalRequest) -> int:
-    """Prompt tokens, estimated at 4 characters a token (the hold is reconciled with the real count)."""
+    """Prompt tokens, estimated at 4 characters a token: what the tokens-per-minute limit takes. Never the
+    budget hold's count, which is an upper bound (isthmus.services.token_bounds)."""
     chars = sum(len(part.model_dump_json()) for m in request.messages for part in m.content)
     chars += sum(len(t.model_dump_json()) for t in request.tools)
     return max(1, math.ceil(chars / 4))
@@ -121,9 +121,12 @@ class InferenceService:
         backend, routed = await self.resolver.resolve(request, endpoint=endpoint, axis_header=axis_header)
         call = Call(backend, routed, endpoint, request_id, detach_settle=detach_settle)
         if self.gate is not None and principal is not None:
+            bound = RequestBound(backend, routed)
             call.admission = await self.gate.admit(
                 principal, model=routed.model, endpoint=endpoint, input_tokens_estimate=input_estimate(request),
-                max_output_tokens=request.sampling.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
+                max_output_tokens=request.sampling.max_tokens or default_output_tokens(), bound=bound)
+            # A hold that covers a default output length is only a bound if the backend stops there too.
+            call.request = bound.bounded_request()
         return call
 
     async def settle(self, call: Call, usage: Usage, *, status: str, status_code: int) -> None:
@@ -176,7 +179,8 @@ class InferenceService:
     def _billable(call: Call, acc: StreamAccumulator) -> Usage:
         """What a request used, also when it ended early (see StreamAccumulator.billable). A started request
         whose backend never said how long the prompt was (OpenAI-protocol providers report usage at the end
-        only) is billed the prompt estimate its hold was taken with; one that never started costs nothing."""
+        only) is billed the 4-characters-a-token prompt estimate (its hold's byte bound would charge English
+        prompts several times over); one that never started costs nothing."""
         usage = acc.billable()
         if acc.started and not acc.usage_reported and usage.prompt_tokens == 0:
             usage = usage.model_copy(update={"prompt_tokens": input_estimate(call.request)})

@@ -126,6 +126,34 @@ def cost(price: Mapping[str, Any] | None, *, prompt_tokens: int, completion_toke
     return total / MILLION
 
 
+def needs_token_count(price: Mapping[str, Any] | None) -> bool:
+    """Whether a hold at this price depends on token counts (priced per token, some rate above zero)."""
+    if price is None or str(price.get("unit") or "tokens") == "requests":
+        return False
+    tiers = [price, *(price.get("pricing_tiers") or [])]
+    return any((_d(t.get(f)) or Decimal(0)) > 0 for t in tiers for f in PRICE_FIELDS)
+
+
 def worst_case(price: Mapping[str, Any] | None, *, input_tokens: int, max_output_tokens: int) -> Decimal:
-    """The hold for an admission: every input token at the full input rate, every allowed output token."""
-    return cost(price, prompt_tokens=max(0, input_tokens), completion_tokens=max(0, max_output_tokens))
+    """The hold for an admission: an upper bound of ``cost`` for any usage up to ``input_tokens`` prompt tokens
+    (however many of them cached) and ``max_output_tokens`` completion tokens. Why not ``cost`` at the bound:
+    a shorter real prompt may fall in a lower tier with higher rates, and a cache-read rate may exceed the
+    input rate; so every token is held at the highest rate any count up to the bound can bill it at."""
+    if price is None:
+        return Decimal(0)
+    input_tokens, max_output_tokens = max(0, input_tokens), max(0, max_output_tokens)
+    if str(price.get("unit") or "tokens") == "requests":
+        return cost(price, prompt_tokens=input_tokens, completion_tokens=max_output_tokens)
+    thresholds = {0} | {int(t.get("min_input_tokens", 0)) for t in price.get("pricing_tiers") or []}
+    candidates = [rates_for(price, n) for n in thresholds if n <= input_tokens]
+    input_rate = max(max(r["input_price_per_million"] or Decimal(0), r["cache_read_price_per_million"] or Decimal(0))
+                     for r in candidates)
+    output_rate = max(r["output_price_per_million"] or Decimal(0) for r in candidates)
+    return (Decimal(input_tokens) * input_rate + Decimal(max_output_tokens) * output_rate) / MILLION
+
+
+def capped(charge: Decimal, hold: Decimal) -> tuple[Decimal, Decimal]:
+    """(what is charged, what is left unbilled): never more than the hold."""
+    if charge <= hold:
+        return charge, Decimal(0)
+    return hold, charge - hold

@@ -1,7 +1,8 @@
 """Raw OpenAI passthrough (``/v1/embeddings``, ``/v1/moderations``, ``/v1/images/generations``,
 ``/v1/audio/speech``) to a published alias of an OpenAI-protocol provider: the body is forwarded as-is with
 the model rewritten, the answer comes back as-is; admitted and billed like any call (prompt tokens from the
-upstream's ``usage`` when it reports one)."""
+upstream's ``usage`` when it reports one, never more than the hold: an upper bound of them, see
+isthmus.services.token_bounds)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from isthmus.errors import ApiError
 from isthmus.ports.gate import Gate
+from isthmus.services.token_bounds import TokenBound, fixed, passthrough_bound
 
 if TYPE_CHECKING:
     from isthmus.routing.cloud import CloudResolver
@@ -57,9 +59,12 @@ class PassthroughService:
                            code="model_not_found", param="model")
         admission = None
         if self.gate is not None and principal is not None:
+            # Settlement charges the upstream's prompt tokens only: the hold is their upper bound, no output
+            # (the 4-characters-a-token estimate is what the tokens-per-minute limit takes, as for chat).
             estimate = max(1, math.ceil(len(json.dumps(body)) / 4))
             admission = await self.gate.admit(principal, model=model.strip(), endpoint=endpoint,
-                                              input_tokens_estimate=estimate, max_output_tokens=0)
+                                              input_tokens_estimate=estimate, max_output_tokens=0,
+                                              bound=fixed(TokenBound(passthrough_bound(body), 0)))
         started = time.monotonic()
         if on_admitted is not None:
             on_admitted()
