@@ -14,6 +14,7 @@ from isthmus.services.credentials import Credentials, default_stores
 from isthmus.services.gate import ANONYMOUS, MASTER, TenancyGate
 from isthmus.services.keys import CreateKey, KeyService
 from isthmus.services.token_bounds import TokenBound
+from isthmus.services.usage import usage_view
 from tests.integration.test_gate_money import tenant, usage_rows
 
 pytestmark = pytest.mark.integration
@@ -86,6 +87,9 @@ def test_usage_above_the_hold_is_charged_the_hold_and_the_rest_is_unbilled(
     assert rows["over"]["cost"] == hold and rows["over"]["unbilled_cost"] == reported - hold
     assert rows["over"]["prompt_tokens"] == 100_000
     assert rows["under"]["cost"] == (80 + 100) / Decimal(1_000_000) and "unbilled_cost" not in rows["under"]
+    # and the usage API shows it (null where nothing was left unbilled)
+    views = {v["request_id"]: v for v in map(usage_view, rows.values())}
+    assert views["over"]["unbilled_cost"] == float(reported - hold) and views["under"]["unbilled_cost"] is None
     # and the spend stays within the budget, nothing left reserved
     user = default_stores().users.get(user_id)
     assert user is not None

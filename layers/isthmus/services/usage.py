@@ -22,7 +22,10 @@ def usage_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "model": row["model"], "provider": row.get("provider"), "endpoint": row["endpoint"],
         "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
         "cache_read_tokens": int(row.get("cached_tokens", 0)), "cache_write_tokens": None,
-        "cache_write_1h_tokens": None, "cost": money(row.get("cost")), "status": row["status"],
+        "cache_write_1h_tokens": None, "cost": money(row.get("cost")),
+        # what the backend used above the request's budget hold: recorded, never charged (spend <= max_budget)
+        "unbilled_cost": None if row.get("unbilled_cost") is None else money(row["unbilled_cost"]),
+        "status": row["status"],
         "status_code": None if row.get("status_code") is None else int(row["status_code"]),
         "latency_ms": None if row.get("latency_ms") is None else int(row["latency_ms"]),
         "error_message": row.get("error_message"), "source": row.get("source") or SOURCE, "source_label": None,
