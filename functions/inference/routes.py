@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from isthmus.adapters.responses_table import DynamoResponseStore
+from isthmus.backends.control_plane import RoutingResolver
 from isthmus.dialects import anthropic_messages, count_tokens, openai_chat, openai_responses
 from isthmus.dialects.common import SSE_DONE, sse_data, sse_event
 from isthmus.dialects.openai_responses_stream import ResponsesStreamEncoder
@@ -25,7 +26,6 @@ from isthmus.observability import get_logger, lambda_entry
 from isthmus.ports.backend import BackendResolver
 from isthmus.ports.gate import Gate
 from isthmus.ports.responses import ResponseStore, StoredResponse
-from isthmus.routing.backend_resolver import RoutingResolver
 from isthmus.services.accumulate import StreamAccumulator
 from isthmus.services.gate import TenancyGate
 from isthmus.services.inference import Call, ClientGone, InferenceService
@@ -50,7 +50,7 @@ def configure(resolver: BackendResolver | None = None, store: ResponseStore | No
     if gate is True:
         gate = None if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off" else TenancyGate()
     if resolver is None:
-        from isthmus.routing.cloud import CloudResolver
+        from isthmus.backends.cloud import CloudResolver
         from isthmus.services.cloud_catalog import shared_catalog
 
         # Published cloud aliases first, then the node agent(s).
@@ -258,7 +258,7 @@ def passthrough(path: str) -> Endpoint:
 
     @gated(f"/v1{path}")
     async def endpoint(request: Request) -> Response:
-        from isthmus.routing.cloud import CloudResolver
+        from isthmus.backends.cloud import CloudResolver
         from isthmus.services.cloud_catalog import shared_catalog
         from isthmus.services.passthrough import PassthroughService
 

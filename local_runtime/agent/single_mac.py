@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from isthmus.adapters.memory_responses import MemoryResponseStore
-from isthmus.routing.default_backend import DefaultAgentResolver
+from isthmus.backends.default_agent import DefaultAgentResolver
 from isthmus.web import create_app, json_response, versioned
 from local_runtime.agent.server import AgentState
 

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from isthmus.backends.first_byte import first_connecting
 from isthmus.errors import ApiError
 from isthmus.routing.affinity import tracker
-from isthmus.routing.failover import first_connecting
 from isthmus.routing.resolver import NodeTarget, Route
 from isthmus.services.routing import RoutingService
 from local_runtime.process import stop

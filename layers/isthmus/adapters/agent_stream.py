@@ -32,8 +32,7 @@ from typing import Any
 from pydantic import ConfigDict, TypeAdapter
 
 from isthmus.adapters import agent_http
-from isthmus.adapters.agent_client import AgentUnreachable
-from isthmus.errors import ApiError
+from isthmus.errors import AgentUnreachable, ApiError
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
@@ -86,18 +85,6 @@ def _error_body(status: int, raw: bytes, base_url: str) -> ApiError:
     message = (data.get("detail") if isinstance(data, dict) else None) or error.get("message")
     code = error.get("code")
     return ApiError(status, str(message or f"node agent at {base_url} answered {status}"), code=code or "agent_error")
-
-
-_tls: list[Any] = []
-
-
-def shared_tls() -> Any:
-    """One TLS context for every agent client: a fresh one loads the CA bundle, ~40 ms of CPU on the loop."""
-    import ssl
-
-    if not _tls:
-        _tls.append(ssl.create_default_context())
-    return _tls[0]
 
 
 class AgentStream:

@@ -16,7 +16,7 @@ from isthmus.errors import ApiError
 from isthmus.ports.gate import Gate
 
 if TYPE_CHECKING:
-    from isthmus.routing.cloud import CloudResolver
+    from isthmus.backends.cloud import CloudResolver
     from isthmus.services.gate import Principal
 
 _KEPT_HEADERS = ("content-type", "openai-processing-ms")

@@ -69,7 +69,7 @@ class RoutingService:
     def default(cls) -> RoutingService:
         """A fresh service over DynamoDB and HTTP agents (tests; handlers use :meth:`shared`)."""
         from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionStore
-        from isthmus.adapters.decider import AgentDecider
+        from isthmus.backends.decider import AgentDecider
         from isthmus.services.cloud_catalog import shared_catalog
 
         return cls(DynamoControlStore(), DynamoSessionStore(), AgentDecider(), catalog=shared_catalog())

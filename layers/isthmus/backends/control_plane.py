@@ -4,10 +4,10 @@ when one is set, else it is the control plane's 404 listing the ready models."""
 
 from __future__ import annotations
 
-from isthmus.adapters.pool_backend import PoolBackend
+from isthmus.backends.default_agent import DefaultAgentResolver, default_agent_url
+from isthmus.backends.pool import PoolBackend
 from isthmus.errors import ApiError
 from isthmus.ports.backend import InferenceBackend
-from isthmus.routing.default_backend import DefaultAgentResolver, default_agent_url
 from isthmus.routing.resolver import NodeTarget, Route
 from isthmus.services.routing import RoutingService, apply_route_defaults
 from isthmus_contracts.internal import InternalRequest, Message, TextPart
@@ -54,7 +54,7 @@ class RoutingResolver:
             raise
         routed = _with_system_prefix(apply_route_defaults(request, route), route.system_prefix)
         if route.backend == "cloud":  # a CoeOS pick or fallback alias that names a cloud alias
-            from isthmus.routing.cloud import CloudResolver
+            from isthmus.backends.cloud import CloudResolver
             from isthmus.services.cloud_catalog import shared_catalog
 
             cloud = await CloudResolver(shared_catalog(), self).backend(route.model)
