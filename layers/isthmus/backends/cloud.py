@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from isthmus.adapters.cloud.protocols import backend_for
 from isthmus.backends.first_byte import first_answering
 from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
@@ -106,8 +107,6 @@ class CloudResolver:
             return False
 
     async def backend(self, model: str) -> FallbackBackend | None:
-        from isthmus.services.cloud_catalog import backend_for
-
         known = self._known()
         if known is not None and model.strip() not in known[0]:
             return None  # the common case, a local model: answered from the cache without a thread hop

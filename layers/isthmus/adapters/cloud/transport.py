@@ -11,12 +11,12 @@ import importlib.util
 import json
 import random
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
+from isthmus.ports.providers import ProviderTarget
 
 if TYPE_CHECKING:
     import httpx
@@ -26,25 +26,6 @@ MAX_RETRY_DELAY_S = 30.0
 BACKOFF_BASE_S = 0.25
 _clients: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], httpx.AsyncClient]] = {}
 sleep = asyncio.sleep  # tests swap this to record the delays instead of waiting them out
-
-
-@dataclass(frozen=True)
-class ProviderTarget:
-    """One published alias of one provider, ready to call (the key only in memory, never repr'd)."""
-
-    provider_id: str
-    protocol: str
-    api_base: str
-    alias: str
-    upstream_model: str
-    api_key: str | None = field(default=None, repr=False)
-    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold sealed-at-rest secret headers
-    connect_timeout: float = 5.0
-    first_byte_timeout: float = 60.0  # streamed calls: until the status line and headers
-    idle_timeout: float = 60.0
-    whole_timeout: float = 600.0  # non-streamed calls: the headers come with the whole answer
-    max_retries: int = 2
-    fallbacks: tuple[str, ...] = ()  # aliases tried next when this one fails before the first byte
 
 
 def client(target: ProviderTarget) -> httpx.AsyncClient:
