@@ -8,7 +8,7 @@ Open when no admin token is set; else ``Authorization: Bearer <token>`` (enrollm
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from collections.abc import Callable
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -16,34 +16,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from isthmus import wiring
 from isthmus.control.admin_auth import admin
 from isthmus.control.models import SettingsUpdate
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger, lambda_entry
 from isthmus.routing.coeos import CoeosConfig
-from isthmus.services.clusters import ClusterConfig, ClusterService, LoadBody, UnloadBody
+from isthmus.services.clusters import ClusterConfig, LoadBody, UnloadBody
 from isthmus.web import ALL_METHODS, create_app, json_response, parse_body, read_body, read_json
 from isthmus_contracts.control import EnrollRequest, HeartbeatRequest
 
 SERVICE = "admin"
 
 
-@lru_cache(maxsize=1)
-def _services() -> dict[str, Any]:
-    from isthmus.adapters.agent_client import AgentClient
-    from isthmus.adapters.control_tables import DynamoControlStore
-    from isthmus.services.admin_settings import SettingsService
-    from isthmus.services.cloud_catalog import provider_service
-    from isthmus.services.nodes import NodeService
-    from isthmus.services.sync_jobs import SyncService
-
-    store, agents = DynamoControlStore(), AgentClient()
-    return {"clusters": ClusterService(store, agents), "nodes": NodeService(store),
-            "settings": SettingsService(store), "sync": SyncService(store, agents), "providers": provider_service()}
+_SERVICES: dict[str, Callable[[], Any]] = {
+    "clusters": wiring.cluster_service, "nodes": wiring.node_service, "settings": wiring.settings_service,
+    "sync": wiring.sync_service, "providers": wiring.provider_service}
 
 
 def svc(name: str) -> Any:
-    return _services()[name]
+    return _SERVICES[name]()
 
 
 async def _optional_body(request: Request, model: type[UnloadBody]) -> UnloadBody:
@@ -184,9 +176,7 @@ async def cancel_sync_job(request: Request) -> Response:
 
 # ---- cloud providers --------------------------------------------------------------------------------------
 def _providers_changed() -> None:
-    from isthmus.services.cloud_catalog import invalidate_shared
-
-    invalidate_shared()
+    wiring.providers_changed()
 
 
 @admin

@@ -16,9 +16,9 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 async def _state() -> tuple[models_listing.Snapshot, models_listing.CoeosConfig]:
-    from isthmus.services.routing import RoutingService
+    from isthmus import wiring
 
-    routing = RoutingService.default()
+    routing = wiring.new_routing_service()
     return await routing.snapshot(), await routing.coeos_config()
 
 
@@ -28,11 +28,10 @@ async def _authorize(request: Request) -> None:
     lists for anyone, whatever key is sent."""
     if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off":
         return
-    from isthmus.auth_http import gate
-    from isthmus.services.credentials import default_credentials
+    from isthmus import wiring
 
-    if await default_credentials().keyed():
-        await gate().authenticate(request.headers)
+    if await wiring.credentials().keyed():
+        await wiring.gate().authenticate(request.headers)
 
 
 async def list_models(request: Request) -> Response:

@@ -121,27 +121,3 @@ class ProvidersCatalog:
                 continue
             queue += list(targets[name].fallbacks)
         return out
-
-
-_shared: ProvidersCatalog | None = None
-
-
-def provider_service() -> ProviderService:
-    from isthmus.adapters.keywrap import default_wrapper
-    from isthmus.adapters.providers_table import DynamoProviderStore
-
-    return ProviderService(DynamoProviderStore(), default_wrapper())
-
-
-def shared_catalog() -> ProvidersCatalog:
-    """One catalog per process (its cache is shared by the routing snapshot and the inference resolver)."""
-    global _shared
-    if _shared is None:
-        _shared = ProvidersCatalog(provider_service())
-    return _shared
-
-
-def invalidate_shared() -> None:
-    """After a provider changed in this process (the admin API): the next read sees it at once."""
-    if _shared is not None:
-        _shared.invalidate()
