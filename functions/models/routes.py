@@ -7,6 +7,7 @@ import os
 from starlette.requests import Request
 from starlette.responses import Response
 
+from isthmus import wiring
 from isthmus.observability import lambda_entry
 from isthmus.services import models_listing
 from isthmus.web import create_app, json_response, versioned
@@ -16,8 +17,6 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 async def _state() -> tuple[models_listing.Snapshot, models_listing.CoeosConfig]:
-    from isthmus import wiring
-
     routing = wiring.new_routing_service()
     return await routing.snapshot(), await routing.coeos_config()
 
@@ -28,8 +27,6 @@ async def _authorize(request: Request) -> None:
     lists for anyone, whatever key is sent."""
     if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off":
         return
-    from isthmus import wiring
-
     if await wiring.credentials().keyed():
         await wiring.gate().authenticate(request.headers)
 

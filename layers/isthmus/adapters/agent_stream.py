@@ -25,6 +25,7 @@ generations are read as a stream too and folded into one answer, so the same bou
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,7 @@ from pydantic import ConfigDict, TypeAdapter
 
 from isthmus.adapters import agent_http
 from isthmus.errors import AgentUnreachable, ApiError
+from isthmus.services.accumulate import StreamAccumulator, fold
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
@@ -75,8 +77,6 @@ def _agent_error(status: int, raw: bytes, base_url: str) -> ApiError:
 
 def _error_body(status: int, raw: bytes, base_url: str) -> ApiError:
     try:
-        import json
-
         data = json.loads(raw)
     except ValueError:
         data = {}
@@ -151,8 +151,6 @@ async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
     like any other stream (isthmus.services.accumulate.fold). Failures before the first event are
     :class:`AgentUnreachable`; an agent that breaks or goes silent after it is a 502 (not retried on another
     node: it may have done the work); an error event is the agent's error."""
-    from isthmus.services.accumulate import StreamAccumulator, fold
-
     stream = await open_stream(base_url, request)
     async with stream:
         try:

@@ -48,6 +48,7 @@ def default_stores() -> Stores:
     """The DynamoDB adapters (one set per process; they resolve table names and clients per call)."""
     with _lock:
         if "s" not in _default:
+            # cold start: the DynamoDB adapters on the first request that needs the tables
             from isthmus.adapters.ledger_ddb import DynamoPricingStore, DynamoRateLimiter, DynamoUsageStore
             from isthmus.adapters.tenancy_ddb import (
                 DynamoBudgetStore,
@@ -68,6 +69,7 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except ApiError:
         raise
     except Exception as exc:
+        # cold start: the DynamoDB item helpers only when a store call failed
         from isthmus.adapters.ddb_items import store_failure
 
         failure = store_failure(exc)

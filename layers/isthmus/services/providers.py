@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.concurrency import run_in_threadpool
 
 from isthmus.adapters.cloud.protocols import backend_for, check_protocol
+from isthmus.adapters.keywrap import open_sealed, seal
 from isthmus.errors import ApiError
 from isthmus.fields import (
     MAX_LIST_ITEMS,
@@ -174,8 +175,6 @@ class ProviderService:
             seen.add(p.alias)
         sealed = None
         if config.api_key:
-            from isthmus.adapters.keywrap import seal
-
             sealed = seal(config.api_key, self.wrapper, self._context(provider_id))
         elif existing and not config.api_key_env:
             sealed = existing.get("api_key_sealed")  # a PUT without a key keeps the stored one
@@ -183,8 +182,6 @@ class ProviderService:
         secret = {k: v for k, v in headers.items() if k.lower() in _SECRET_HEADERS}
         secret_sealed = (existing or {}).get("secret_headers_sealed")
         if secret:
-            from isthmus.adapters.keywrap import seal
-
             secret_sealed = seal(json.dumps(secret), self.wrapper, self._context(provider_id) + ":headers")
         now = datetime.now(UTC).isoformat()
         return ProviderRecord(
@@ -225,16 +222,12 @@ class ProviderService:
     def api_key(self, record: ProviderRecord) -> str | None:
         """The plaintext key, for the backend only (never logged, never returned)."""
         if record.api_key_sealed:
-            from isthmus.adapters.keywrap import open_sealed
-
             return open_sealed(record.api_key_sealed, self.wrapper, self._context(record.provider_id))
         return os.environ.get(record.api_key_env) if record.api_key_env else None
 
     def secret_headers(self, record: ProviderRecord) -> dict[str, str]:
         if not record.secret_headers_sealed:
             return {}
-        from isthmus.adapters.keywrap import open_sealed
-
         opened = open_sealed(record.secret_headers_sealed, self.wrapper, self._context(record.provider_id) + ":headers")
         return dict(json.loads(opened))
 

@@ -202,6 +202,7 @@ def _store_error(exc: Exception) -> Exception:
     anything else unchanged."""
     if isinstance(exc, ApiError):
         return exc
+    # cold start: botocore only when a store call failed
     from botocore.exceptions import BotoCoreError, ClientError
 
     if isinstance(exc, BotoCoreError | ClientError):

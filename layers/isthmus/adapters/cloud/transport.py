@@ -19,6 +19,7 @@ from isthmus.observability import get_logger
 from isthmus.ports.providers import ProviderTarget
 
 if TYPE_CHECKING:
+    # cold start: httpx on the first cloud call (module docstring)
     import httpx
 
 logger = get_logger("cloud")
@@ -30,6 +31,7 @@ sleep = asyncio.sleep  # tests swap this to record the delays instead of waiting
 
 def client(target: ProviderTarget) -> httpx.AsyncClient:
     """The provider's pooled client on the running loop (see isthmus.background.per_loop)."""
+    # cold start: httpx on the first cloud call (module docstring)
     import httpx
 
     clients = per_loop(_clients, dict)
@@ -98,6 +100,7 @@ async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, 
     not yet read). Retries before that; raises :class:`ApiError` (mapped) when out of attempts. ``whole``:
     a non-streamed answer, whose first byte may wait for the whole generation (``whole_timeout``)."""
     first_byte = target.whole_timeout if whole else target.first_byte_timeout
+    # cold start: httpx on the first cloud call (module docstring)
     import httpx
 
     timeout = httpx.Timeout(connect=target.connect_timeout, read=target.idle_timeout, write=30.0, pool=10.0)
@@ -145,6 +148,7 @@ async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, 
 @contextlib.contextmanager
 def _mid_answer(target: ProviderTarget, *, idle: str, broke: str) -> Iterator[None]:
     """Transport failures once the answer has begun (no retry): idle -> 504, broken -> 502."""
+    # cold start: httpx on the first cloud call (module docstring)
     import httpx
 
     try:
