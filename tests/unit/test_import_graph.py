@@ -133,3 +133,17 @@ def test_no_import_cycle_in_the_layer_or_the_functions() -> None:
     cycles = find_cycles(import_graph())
     # then no module reaches itself again
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+# What the pure routing layer may import: errors, the control-plane data model, itself and the contracts. Not a
+# service, an adapter, a backend or the composition root: routing takes plain data and does no I/O.
+ROUTING_MAY_IMPORT = ("isthmus.errors", "isthmus.control.models", "isthmus.routing", "isthmus_contracts")
+
+
+def test_the_routing_layer_is_pure() -> None:
+    # given the import graph; when the modules of isthmus.routing are read
+    graph = import_graph()
+    routing = {m: targets for m, targets in graph.items() if m == "isthmus.routing" or m.startswith("isthmus.routing.")}
+    # then they import nothing of the layer but plain data and each other
+    climbing = {m: sorted(t for t in targets if not t.startswith(ROUTING_MAY_IMPORT)) for m, targets in routing.items()}
+    assert routing and not any(climbing.values()), climbing
