@@ -5,7 +5,7 @@ helper then tries the next node). After that, a broken stream raises :class:`Age
 ``events()``: the caller renders the in-band error event and the usage row. An agent that answers 503 (not serving)
 counts as unreachable; other agent errors (400 context too long, ...) propagate with their status.
 
-    async def attempt(target):                      # isthmus.routing.failover.first_connecting
+    async def attempt(target):                      # isthmus.backends.first_byte.first_connecting
         return await open_stream(target.base_url, request)
     target, stream = await first_connecting(route.nodes, attempt)
     async with stream:

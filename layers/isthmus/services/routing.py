@@ -19,6 +19,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from isthmus.adapters.ddb_items import store_failure
 from isthmus.background import SingleFlight
 from isthmus.control.models import Snapshot, stale_seconds, utcnow
 from isthmus.errors import ApiError
@@ -198,18 +199,9 @@ class RoutingService:
 
 
 def _store_error(exc: Exception) -> Exception:
-    """A store failure as the 503 + Retry-After the caller answers (never a 500, never an empty answer);
-    anything else unchanged."""
-    if isinstance(exc, ApiError):
-        return exc
-    # cold start: botocore only when a store call failed
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    if isinstance(exc, BotoCoreError | ClientError):
-        from isthmus.adapters.ddb_items import store_unavailable
-
-        return store_unavailable(exc)
-    return exc
+    """A store failure as the 503 + Retry-After the caller answers (never a 500, never an empty answer), judged
+    by the one classifier credentials.call uses; anything else unchanged."""
+    return store_failure(exc) or exc
 
 
 def recent_decisions() -> list[dict[str, Any]]:
