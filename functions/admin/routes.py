@@ -8,42 +8,23 @@ Open when no admin token is set; else ``Authorization: Bearer <token>`` (enrollm
 from __future__ import annotations
 
 import time
-from functools import lru_cache
-from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from isthmus import wiring
 from isthmus.control.admin_auth import admin
 from isthmus.control.models import SettingsUpdate
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger, lambda_entry
 from isthmus.routing.coeos import CoeosConfig
-from isthmus.services.clusters import ClusterConfig, ClusterService, LoadBody, UnloadBody
+from isthmus.services.clusters import ClusterConfig, LoadBody, UnloadBody
 from isthmus.web import ALL_METHODS, create_app, json_response, parse_body, read_body, read_json
 from isthmus_contracts.control import EnrollRequest, HeartbeatRequest
 
 SERVICE = "admin"
-
-
-@lru_cache(maxsize=1)
-def _services() -> dict[str, Any]:
-    from isthmus.adapters.agent_client import AgentClient
-    from isthmus.adapters.control_tables import DynamoControlStore
-    from isthmus.services.admin_settings import SettingsService
-    from isthmus.services.cloud_catalog import provider_service
-    from isthmus.services.nodes import NodeService
-    from isthmus.services.sync_jobs import SyncService
-
-    store, agents = DynamoControlStore(), AgentClient()
-    return {"clusters": ClusterService(store, agents), "nodes": NodeService(store),
-            "settings": SettingsService(store), "sync": SyncService(store, agents), "providers": provider_service()}
-
-
-def svc(name: str) -> Any:
-    return _services()[name]
 
 
 async def _optional_body(request: Request, model: type[UnloadBody]) -> UnloadBody:
@@ -55,7 +36,7 @@ async def enroll(request: Request) -> Response:
     from isthmus.services.nodes import check_enroll_token
 
     check_enroll_token(request.headers.get("authorization"))
-    return json_response(await svc("nodes").enroll(await parse_body(request, EnrollRequest)))
+    return json_response(await wiring.node_service().enroll(await parse_body(request, EnrollRequest)))
 
 
 async def heartbeat(request: Request) -> Response:
@@ -63,7 +44,7 @@ async def heartbeat(request: Request) -> Response:
 
     check_enroll_token(request.headers.get("authorization"))
     body = await parse_body(request, HeartbeatRequest)
-    response = json_response(await svc("nodes").heartbeat(request.path_params["node_id"], body))
+    response = json_response(await wiring.node_service().heartbeat(request.path_params["node_id"], body))
     # Heartbeats are the control plane's clock: idle pools are reaped from here (at most every 30 s).
     if time.monotonic() - _last_reap[0] >= REAP_EVERY_S:
         _last_reap[0] = time.monotonic()
@@ -77,86 +58,86 @@ _last_reap = [float("-inf")]
 
 async def _reap_quietly() -> None:
     try:
-        await svc("clusters").reap_idle()
+        await wiring.cluster_service().reap_idle()
     except Exception:
         get_logger(SERVICE).exception("idle pool reaping failed")
 
 
 @admin
 async def reap_pools(request: Request) -> Response:
-    return json_response({"reaped": await svc("clusters").reap_idle()})
+    return json_response({"reaped": await wiring.cluster_service().reap_idle()})
 
 
 @admin
 async def list_nodes(request: Request) -> Response:
-    return json_response({"nodes": await svc("clusters").nodes()})
+    return json_response({"nodes": await wiring.cluster_service().nodes()})
 
 
 @admin
 async def delete_node(request: Request) -> Response:
-    await svc("nodes").remove(request.path_params["node_id"])
+    await wiring.node_service().remove(request.path_params["node_id"])
     return Response(status_code=204)
 
 
 # ---- clusters -----------------------------------------------------------------------------------------
 @admin
 async def list_clusters(request: Request) -> Response:
-    return json_response({"clusters": await svc("clusters").list_all()})
+    return json_response({"clusters": await wiring.cluster_service().list_all()})
 
 
 @admin
 async def put_cluster(request: Request) -> Response:
     config = await parse_body(request, ClusterConfig)
-    return json_response(await svc("clusters").put(request.path_params["cluster_id"], config))
+    return json_response(await wiring.cluster_service().put(request.path_params["cluster_id"], config))
 
 
 @admin
 async def delete_cluster(request: Request) -> Response:
-    await svc("clusters").delete(request.path_params["cluster_id"])
+    await wiring.cluster_service().delete(request.path_params["cluster_id"])
     return Response(status_code=204)
 
 
 @admin
 async def cluster_status(request: Request) -> Response:
-    return json_response(await svc("clusters").status(request.path_params["cluster_id"]))
+    return json_response(await wiring.cluster_service().status(request.path_params["cluster_id"]))
 
 
 @admin
 async def load(request: Request) -> Response:
     body = await parse_body(request, LoadBody)
-    return json_response(await svc("clusters").load(request.path_params["cluster_id"], body))
+    return json_response(await wiring.cluster_service().load(request.path_params["cluster_id"], body))
 
 
 @admin
 async def unload(request: Request) -> Response:
     body = await _optional_body(request, UnloadBody)
-    return json_response(await svc("clusters").unload(request.path_params["cluster_id"], body))
+    return json_response(await wiring.cluster_service().unload(request.path_params["cluster_id"], body))
 
 
 # ---- settings and CoeOS -------------------------------------------------------------------------------
 @admin
 async def get_settings(request: Request) -> Response:
-    return json_response(await svc("settings").get())
+    return json_response(await wiring.settings_service().get())
 
 
 @admin
 async def put_settings(request: Request) -> Response:
-    return json_response(await svc("settings").put(await parse_body(request, SettingsUpdate)))
+    return json_response(await wiring.settings_service().put(await parse_body(request, SettingsUpdate)))
 
 
 @admin
 async def get_coeos(request: Request) -> Response:
-    return json_response(await svc("settings").get_coeos())
+    return json_response(await wiring.settings_service().get_coeos())
 
 
 @admin
 async def put_coeos(request: Request) -> Response:
-    return json_response(await svc("settings").put_coeos(await parse_body(request, CoeosConfig)))
+    return json_response(await wiring.settings_service().put_coeos(await parse_body(request, CoeosConfig)))
 
 
 @admin
 async def coeos_decisions(request: Request) -> Response:
-    return json_response({"decisions": await svc("settings").decisions()})
+    return json_response({"decisions": await wiring.settings_service().decisions()})
 
 
 # ---- model sync -----------------------------------------------------------------------------------------
@@ -164,59 +145,57 @@ async def coeos_decisions(request: Request) -> Response:
 async def rsync(request: Request) -> Response:
     from isthmus.services.sync_jobs import RsyncBody
 
-    return json_response(await svc("sync").start(await parse_body(request, RsyncBody)))
+    return json_response(await wiring.sync_service().start(await parse_body(request, RsyncBody)))
 
 
 @admin
 async def sync_jobs(request: Request) -> Response:
-    return json_response({"jobs": await svc("sync").list_all()})
+    return json_response({"jobs": await wiring.sync_service().list_all()})
 
 
 @admin
 async def sync_job(request: Request) -> Response:
-    return json_response(await svc("sync").get(request.path_params["job_id"]))
+    return json_response(await wiring.sync_service().get(request.path_params["job_id"]))
 
 
 @admin
 async def cancel_sync_job(request: Request) -> Response:
-    return json_response(await svc("sync").cancel(request.path_params["job_id"]))
+    return json_response(await wiring.sync_service().cancel(request.path_params["job_id"]))
 
 
 # ---- cloud providers --------------------------------------------------------------------------------------
 def _providers_changed() -> None:
-    from isthmus.services.cloud_catalog import invalidate_shared
-
-    invalidate_shared()
+    wiring.providers_changed()
 
 
 @admin
 async def list_providers(request: Request) -> Response:
-    return json_response(await svc("providers").list_all())
+    return json_response(await wiring.provider_service().list_all())
 
 
 @admin
 async def put_provider(request: Request) -> Response:
     body = await read_json(request)
-    view = await svc("providers").put(request.path_params["provider_id"], body)
+    view = await wiring.provider_service().put(request.path_params["provider_id"], body)
     _providers_changed()
     return json_response(view)
 
 
 @admin
 async def get_provider(request: Request) -> Response:
-    return json_response(await svc("providers").get(request.path_params["provider_id"]))
+    return json_response(await wiring.provider_service().get(request.path_params["provider_id"]))
 
 
 @admin
 async def delete_provider(request: Request) -> Response:
-    await svc("providers").delete(request.path_params["provider_id"])
+    await wiring.provider_service().delete(request.path_params["provider_id"])
     _providers_changed()
     return Response(status_code=204)
 
 
 @admin
 async def test_provider(request: Request) -> Response:
-    return json_response(await svc("providers").test(request.path_params["provider_id"]))
+    return json_response(await wiring.provider_service().test(request.path_params["provider_id"]))
 
 
 @admin

@@ -3,10 +3,11 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
+from isthmus import wiring
 from isthmus.auth_http import require_master
 from isthmus.observability import lambda_entry
 from isthmus.services.budgets import BudgetService, CreateBudget, UpdateBudget
-from isthmus.services.credentials import call, default_stores
+from isthmus.services.credentials import call
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
 
@@ -14,7 +15,7 @@ SERVICE = "budgets"
 
 
 def _service() -> BudgetService:
-    return BudgetService(default_stores())
+    return BudgetService(wiring.stores())
 
 
 async def create_budget(request: Request) -> Response:

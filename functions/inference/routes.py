@@ -7,7 +7,6 @@ streams are relayed through the coalescer and stop the backend when the client g
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,19 +14,15 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from isthmus.adapters.responses_table import DynamoResponseStore
+from isthmus import wiring
 from isthmus.dialects import anthropic_messages, count_tokens, openai_chat, openai_responses
 from isthmus.dialects.common import SSE_DONE, sse_data, sse_event
 from isthmus.dialects.openai_responses_stream import ResponsesStreamEncoder
 from isthmus.errors import ApiError, Dialect
 from isthmus.fields import MAX_NAME_CHARS
 from isthmus.observability import get_logger, lambda_entry
-from isthmus.ports.backend import BackendResolver
-from isthmus.ports.gate import Gate
 from isthmus.ports.responses import ResponseStore, StoredResponse
-from isthmus.routing.backend_resolver import RoutingResolver
 from isthmus.services.accumulate import StreamAccumulator
-from isthmus.services.gate import TenancyGate
 from isthmus.services.inference import Call, ClientGone, InferenceService
 from isthmus.streaming import RelayResponse, relay_frames, sse_response
 from isthmus.web import Endpoint, create_app, json_response, read_json, versioned
@@ -38,39 +33,12 @@ SERVICE = "inference"
 PING_INTERVAL_S = 10.0
 logger = get_logger(SERVICE)
 
-_service: InferenceService | None = None
-_store: ResponseStore | None = None
-
-
-def configure(resolver: BackendResolver | None = None, store: ResponseStore | None = None,
-              gate: Gate | bool | None = True) -> None:
-    """Swap the resolver / response store / gate (single-Mac mode, tests). ``gate=True``: tenancy from the
-    tables unless ISTHMUS_TENANCY=off; ``None``: no auth, no budgets, no usage rows."""
-    global _service, _store
-    if gate is True:
-        gate = None if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off" else TenancyGate()
-    if resolver is None:
-        from isthmus.routing.cloud import CloudResolver
-        from isthmus.services.cloud_catalog import shared_catalog
-
-        # Published cloud aliases first, then the node agent(s).
-        resolver = CloudResolver(shared_catalog(), RoutingResolver())
-    _service = InferenceService(resolver, gate or None)
-    _store = store
-
-
 def service() -> InferenceService:
-    if _service is None:
-        configure()
-    assert _service is not None
-    return _service
+    return wiring.inference_service()
 
 
 def store() -> ResponseStore:
-    global _store
-    if _store is None:
-        _store = DynamoResponseStore()
-    return _store
+    return wiring.response_store()
 
 
 def _session(request: Request) -> str | None:
@@ -258,14 +226,9 @@ def passthrough(path: str) -> Endpoint:
 
     @gated(f"/v1{path}")
     async def endpoint(request: Request) -> Response:
-        from isthmus.routing.cloud import CloudResolver
-        from isthmus.services.cloud_catalog import shared_catalog
-        from isthmus.services.passthrough import PassthroughService
-
         body = await read_json(request)
         request.state.model = body.get("model", "") if isinstance(body, dict) else ""
-        forwarder = PassthroughService(CloudResolver(shared_catalog(), RoutingResolver()), service().gate)
-        out = await forwarder.forward(request.state.principal, path, body, endpoint=f"/v1{path}",
+        out = await wiring.passthrough_service().forward(request.state.principal, path, body, endpoint=f"/v1{path}",
                                       request_id=_request_id(request),
                                       on_admitted=lambda: setattr(request.state, "call", "passthrough"))
         return Response(out.content, status_code=out.status, headers=out.headers)

@@ -3,9 +3,10 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
+from isthmus import wiring
 from isthmus.auth_http import require_master
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import call, default_credentials, default_stores
+from isthmus.services.credentials import call
 from isthmus.services.keys import CreateKey, KeyService, UpdateKey
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
@@ -14,7 +15,7 @@ SERVICE = "keys"
 
 
 def _service() -> KeyService:
-    return KeyService(default_stores(), default_credentials())
+    return KeyService(wiring.stores(), wiring.credentials())
 
 
 async def create_key(request: Request) -> Response:

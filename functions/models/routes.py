@@ -7,6 +7,7 @@ import os
 from starlette.requests import Request
 from starlette.responses import Response
 
+from isthmus import wiring
 from isthmus.observability import lambda_entry
 from isthmus.services import models_listing
 from isthmus.web import create_app, json_response, versioned
@@ -16,9 +17,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 async def _state() -> tuple[models_listing.Snapshot, models_listing.CoeosConfig]:
-    from isthmus.services.routing import RoutingService
-
-    routing = RoutingService.default()
+    routing = wiring.new_routing_service()
     return await routing.snapshot(), await routing.coeos_config()
 
 
@@ -28,11 +27,8 @@ async def _authorize(request: Request) -> None:
     lists for anyone, whatever key is sent."""
     if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off":
         return
-    from isthmus.auth_http import gate
-    from isthmus.services.credentials import default_credentials
-
-    if await default_credentials().keyed():
-        await gate().authenticate(request.headers)
+    if await wiring.credentials().keyed():
+        await wiring.gate().authenticate(request.headers)
 
 
 async def list_models(request: Request) -> Response:

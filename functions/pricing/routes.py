@@ -6,10 +6,11 @@ Model keys contain ``/`` and ``:`` (percent-encoded by clients), so the routes t
 from starlette.requests import Request
 from starlette.responses import Response
 
+from isthmus import wiring
 from isthmus.auth_http import require_master, require_reader
 from isthmus.errors import ApiError
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import call, default_stores
+from isthmus.services.credentials import call
 from isthmus.services.pricing import PricingService, SetPricing
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
@@ -19,7 +20,7 @@ HISTORY = "/history"
 
 
 def _service() -> PricingService:
-    return PricingService(default_stores())
+    return PricingService(wiring.stores())
 
 
 def _model_key(request: Request) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from isthmus import wiring
 from isthmus.observability import get_logger
-from isthmus.services.credentials import default_stores
 from isthmus.services.settlements import replay_entry
 from isthmus.services.spool import loads
 
@@ -15,7 +15,7 @@ log = get_logger("settlement-replay")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
-    usage = default_stores().usage
+    usage = wiring.stores().usage
     failures = []
     for record in event.get("Records", []):
         try:

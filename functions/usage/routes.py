@@ -3,9 +3,10 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
+from isthmus import wiring
 from isthmus.auth_http import require_master
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import call, default_stores
+from isthmus.services.credentials import call
 from isthmus.services.usage import UsageService
 from isthmus.services.views import paging
 from isthmus.web import create_app, json_response, versioned
@@ -14,7 +15,7 @@ SERVICE = "usage"
 
 
 def _service() -> UsageService:
-    return UsageService(default_stores())
+    return UsageService(wiring.stores())
 
 
 async def list_usage(request: Request) -> Response:

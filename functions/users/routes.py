@@ -3,9 +3,10 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
+from isthmus import wiring
 from isthmus.auth_http import require_master
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import call, default_stores
+from isthmus.services.credentials import call
 from isthmus.services.usage import UsageService
 from isthmus.services.users import CreateUser, UpdateUser, UserService
 from isthmus.services.views import page, paging
@@ -15,7 +16,7 @@ SERVICE = "users"
 
 
 def _service() -> UserService:
-    return UserService(default_stores())
+    return UserService(wiring.stores())
 
 
 async def create_user(request: Request) -> Response:
@@ -52,7 +53,7 @@ async def user_usage(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     skip, limit = paging(request.query_params)
     await call(_service().live, user_id)
-    rows = await call(UsageService(default_stores()).list, request.query_params, [user_id], skip, limit)
+    rows = await call(UsageService(wiring.stores()).list, request.query_params, [user_id], skip, limit)
     return json_response(rows)
 
 

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from isthmus.services.credentials import default_credentials
-from isthmus.services.gate import Principal, TenancyGate
+from isthmus import wiring
+from isthmus.services.gate import Principal
 
-_gate: dict[str, TenancyGate] = {}
-
-
-def gate() -> TenancyGate:
-    if "g" not in _gate:
-        _gate["g"] = TenancyGate()
-    return _gate["g"]
+gate = wiring.gate  # the one tenancy gate of the process (isthmus.wiring)
 
 
 def client_host(request: Request) -> str | None:
@@ -22,7 +16,7 @@ def client_host(request: Request) -> str | None:
 
 async def require_master(request: Request) -> None:
     """Management: the master key whenever one is configured; open on loopback when none is."""
-    await default_credentials().require_master(request.headers, client_host(request))
+    await wiring.credentials().require_master(request.headers, client_host(request))
 
 
 async def require_reader(request: Request) -> Principal:

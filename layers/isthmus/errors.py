@@ -119,6 +119,17 @@ class ApiError(Exception):
                           error_type=self.error_type, detail=self.detail)
 
 
+class AgentUnreachable(ApiError):
+    """The agent could not take the request (no connection, no answer in time, or a 503: not serving);
+    ``agent_code`` is the code of the agent's own 503 when it sent one (``model_loading``, ``queue_full``...).
+    Here, not in the agent adapter, so the pure routing layer can classify it without importing an adapter."""
+
+    def __init__(self, base_url: str, reason: str, *, agent_code: str | None = None) -> None:
+        super().__init__(502, f"node agent at {base_url} is unreachable ({reason})", code="agent_unreachable")
+        self.base_url = base_url
+        self.agent_code = agent_code
+
+
 def error_body(
     dialect: Dialect,
     status: int,

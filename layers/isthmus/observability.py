@@ -73,6 +73,7 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 def lambda_entry(app: Any, service: str) -> LambdaHandler:
     """``handler = Mangum(app)`` wrapped with Powertools: correlation id, cold-start metric, tracing."""
+    # cold start: Mangum only in a Lambda handler, not the edge's asgi mode
     from mangum import Mangum
 
     logger = get_logger(service)
@@ -90,6 +91,7 @@ def lambda_entry(app: Any, service: str) -> LambdaHandler:
         if not tracing_enabled():
             return invoke(event, context)
         if "fn" not in traced:
+            # cold start: the tracer on the first invoke, not at init
             from aws_lambda_powertools import Tracer
 
             traced["fn"] = Tracer(service=service).capture_lambda_handler(invoke, capture_response=False)

@@ -11,8 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from isthmus.adapters.memory_responses import MemoryResponseStore
-from isthmus.routing.default_backend import DefaultAgentResolver
+from isthmus import wiring
 from isthmus.web import create_app, json_response, versioned
 from local_runtime.agent.server import AgentState
 
@@ -49,7 +48,7 @@ def models_app(state: AgentState) -> ASGIApp:
 def serve_api_app(agent: ASGIApp, state: AgentState, self_url: str) -> ASGIApp:
     from functions.inference import routes as inference
 
-    inference.configure(resolver=DefaultAgentResolver(self_url), store=MemoryResponseStore(), gate=None)
+    wiring.use_single_mac(self_url)  # the composition root serves this agent only, no tenancy, memory responses
     models = models_app(state)
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:

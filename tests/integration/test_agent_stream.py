@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from isthmus.adapters.agent_stream import generate, open_stream
+from isthmus.backends.first_byte import first_connecting
 from isthmus.routing.affinity import NodeTracker
-from isthmus.routing.failover import NoNodeAvailable, first_connecting
+from isthmus.routing.failover import NoNodeAvailable
 from isthmus.routing.resolver import NodeTarget
 from isthmus_contracts.internal import InternalRequest
 from local_runtime.ddb import free_port

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from isthmus import wiring
+from isthmus.backends.first_byte import first_connecting
 from isthmus.errors import ApiError
 from isthmus.routing.affinity import tracker
-from isthmus.routing.failover import first_connecting
 from isthmus.routing.resolver import NodeTarget, Route
-from isthmus.services.routing import RoutingService
 from local_runtime.process import stop
 from tests.conftest import start_edge
 from tests.support.control_agents import AgentSpec, RunningAgent, start_agent
@@ -81,7 +81,7 @@ def plane(ddb_tables: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def route(model: str, **kw: Any) -> Route:
-    return asyncio.run(RoutingService.default().route(model, **kw))
+    return asyncio.run(wiring.new_routing_service().route(model, **kw))
 
 
 def generate(route_: Route, session_id: str | None = None) -> tuple[str, str]:
@@ -97,7 +97,7 @@ def generate(route_: Route, session_id: str | None = None) -> tuple[str, str]:
 
     async def run() -> tuple[str, str]:
         target, text = await first_connecting(route_.nodes, attempt)
-        await RoutingService.default().pin_session(session_id, route_, target.node_id)
+        await wiring.new_routing_service().pin_session(session_id, route_, target.node_id)
         return target.node_id, text
 
     return asyncio.run(run())
@@ -256,7 +256,7 @@ def test_telemak_cluster_discovers_its_upstream_models(plane: Plane) -> None:
 
 def test_failover_when_an_agent_stops(plane: Plane) -> None:
     # given a session pinned to b, and b's agent stopped (its record may still look fresh)
-    asyncio.run(RoutingService.default().pin_session("s-b", route("chat"), "b"))
+    asyncio.run(wiring.new_routing_service().pin_session("s-b", route("chat"), "b"))
     plane.agents["b"].stop()
     # when the session's next turn is routed; then the resolver and failover land on a
     node, text = generate(route("chat", session_id="s-b"), "s-b")

@@ -12,9 +12,9 @@ import pytest
 from isthmus.errors import ApiError
 from isthmus.services import credentials
 from isthmus.services import money as m
-from isthmus.services.credentials import Credentials, bootstrap_master_key, default_stores
+from isthmus.services.credentials import Credentials, default_stores
 from isthmus.services.gate import TenancyGate
-from isthmus.services.keys import CreateKey, KeyService, UpdateKey
+from isthmus.services.keys import CreateKey, KeyService, UpdateKey, bootstrap_master_key
 from isthmus.services.users import CreateUser, UpdateUser, UserService
 
 pytestmark = pytest.mark.integration

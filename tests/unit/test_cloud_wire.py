@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from isthmus.adapters.cloud import anthropic_provider, openai_provider, transport
-from isthmus.adapters.cloud.transport import ProviderTarget
+from isthmus.ports.providers import ProviderTarget
 from isthmus_contracts.internal import (
     FinishEvent,
     ImagePart,

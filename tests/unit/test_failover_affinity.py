@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from isthmus.adapters.agent_client import AgentUnreachable
+from isthmus.backends.first_byte import first_connecting
 from isthmus.control.models import Node, Snapshot
-from isthmus.errors import ApiError
+from isthmus.errors import AgentUnreachable, ApiError
 from isthmus.routing.affinity import NodeTracker, order_candidates
-from isthmus.routing.failover import NoNodeAvailable, first_connecting
+from isthmus.routing.failover import NoNodeAvailable
 from isthmus.routing.resolver import NodeTarget
 from isthmus_contracts.control import NodeLoad
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from isthmus.adapters import agent_http, agent_stream
-from isthmus.adapters.agent_client import AgentUnreachable
+from isthmus.backends.first_byte import first_connecting
 from isthmus.control.models import Cluster, GlobalSettings, Node, Pool
-from isthmus.errors import ApiError
+from isthmus.errors import AgentUnreachable, ApiError
 from isthmus.routing.affinity import NodeTracker
-from isthmus.routing.failover import NoNodeAvailable, first_connecting
+from isthmus.routing.failover import NoNodeAvailable
 from isthmus.routing.resolver import NodeTarget, resolve
 from isthmus.services.routing import RoutingService
 from isthmus_contracts.control import NodeLoad

@@ -5,19 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from isthmus.errors import ApiError
+from isthmus.adapters import agent_http
+from isthmus.errors import AgentUnreachable, ApiError
 
 LOAD_TIMEOUT_S = 900.0
-
-
-class AgentUnreachable(ApiError):
-    """The agent could not take the request (no connection, no answer in time, or a 503: not serving);
-    ``agent_code`` is the code of the agent's own 503 when it sent one (``model_loading``, ``queue_full``...)."""
-
-    def __init__(self, base_url: str, reason: str, *, agent_code: str | None = None) -> None:
-        super().__init__(502, f"node agent at {base_url} is unreachable ({reason})", code="agent_unreachable")
-        self.base_url = base_url
-        self.agent_code = agent_code
 
 
 class AgentClient:
@@ -27,8 +18,6 @@ class AgentClient:
 
     async def request(self, method: str, base_url: str, path: str, body: Any = None,
                       timeout: float | None = None, api_key: str | None = None) -> tuple[int, Any]:
-        from isthmus.adapters import agent_http
-
         headers = {"authorization": f"Bearer {api_key}"} if api_key else None
         try:
             resp = await agent_http.request(method, base_url.rstrip("/") + path, json_body=body, headers=headers,

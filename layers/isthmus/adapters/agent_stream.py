@@ -5,7 +5,7 @@ helper then tries the next node). After that, a broken stream raises :class:`Age
 ``events()``: the caller renders the in-band error event and the usage row. An agent that answers 503 (not serving)
 counts as unreachable; other agent errors (400 context too long, ...) propagate with their status.
 
-    async def attempt(target):                      # isthmus.routing.failover.first_connecting
+    async def attempt(target):                      # isthmus.backends.first_byte.first_connecting
         return await open_stream(target.base_url, request)
     target, stream = await first_connecting(route.nodes, attempt)
     async with stream:
@@ -25,6 +25,7 @@ generations are read as a stream too and folded into one answer, so the same bou
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,8 +33,8 @@ from typing import Any
 from pydantic import ConfigDict, TypeAdapter
 
 from isthmus.adapters import agent_http
-from isthmus.adapters.agent_client import AgentUnreachable
-from isthmus.errors import ApiError
+from isthmus.errors import AgentUnreachable, ApiError
+from isthmus.services.accumulate import StreamAccumulator, fold
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
@@ -76,8 +77,6 @@ def _agent_error(status: int, raw: bytes, base_url: str) -> ApiError:
 
 def _error_body(status: int, raw: bytes, base_url: str) -> ApiError:
     try:
-        import json
-
         data = json.loads(raw)
     except ValueError:
         data = {}
@@ -86,18 +85,6 @@ def _error_body(status: int, raw: bytes, base_url: str) -> ApiError:
     message = (data.get("detail") if isinstance(data, dict) else None) or error.get("message")
     code = error.get("code")
     return ApiError(status, str(message or f"node agent at {base_url} answered {status}"), code=code or "agent_error")
-
-
-_tls: list[Any] = []
-
-
-def shared_tls() -> Any:
-    """One TLS context for every agent client: a fresh one loads the CA bundle, ~40 ms of CPU on the loop."""
-    import ssl
-
-    if not _tls:
-        _tls.append(ssl.create_default_context())
-    return _tls[0]
 
 
 class AgentStream:
@@ -164,8 +151,6 @@ async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
     like any other stream (isthmus.services.accumulate.fold). Failures before the first event are
     :class:`AgentUnreachable`; an agent that breaks or goes silent after it is a 502 (not retried on another
     node: it may have done the work); an error event is the agent's error."""
-    from isthmus.services.accumulate import StreamAccumulator, fold
-
     stream = await open_stream(base_url, request)
     async with stream:
         try:

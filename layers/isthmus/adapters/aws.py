@@ -40,10 +40,12 @@ def client(service: str, **kwargs: Any) -> Any:
     bounded by :func:`call_limits` unless the caller passes its own ``config``."""
     with _lock:  # botocore sessions are not thread-safe; the clients they make are
         if not _session:
+            # cold start: botocore (~100 ms) only on the first AWS call
             import botocore.session
 
             _session.append(botocore.session.get_session())
         if "config" not in kwargs:
+            # cold start: botocore only on the first AWS call
             from botocore.config import Config
 
             connect_s, read_s, attempts = call_limits()

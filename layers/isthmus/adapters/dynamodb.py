@@ -32,6 +32,7 @@ def client(*, fast_fail: bool = False) -> Any:
     with _lock:
         if key not in _clients:
             quiet_request_logs()
+            # cold start: botocore only on the first DynamoDB call
             from botocore.config import Config
 
             connect_s, read_s, attempts = aws.call_limits()
@@ -77,6 +78,7 @@ class DynamoStoreProbe:
         self.tables = tables
 
     def problems(self) -> list[str]:
+        # cold start: botocore only when the store is checked
         from botocore.exceptions import BotoCoreError, ClientError
 
         ddb = client(fast_fail=True)

@@ -19,6 +19,7 @@ _lock = threading.Lock()
 
 
 def _aesgcm(key: bytes) -> Any:
+    # cold start: cryptography only when a key is sealed or opened
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     return AESGCM(key)
@@ -63,6 +64,7 @@ class KmsKeyWrapper:
 
     def _kms(self) -> Any:
         if self._client is None:
+            # cold start: the AWS client stack only when KMS wraps a key
             from isthmus.adapters import aws
 
             self._client = aws.client("kms", region_name=settings.region())

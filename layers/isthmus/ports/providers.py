@@ -1,7 +1,9 @@
-"""Ports of the cloud providers: where provider records live and what wraps their data keys."""
+"""Ports of the cloud providers: where provider records live, what wraps their data keys, and the target a
+provider protocol's backend is built for (isthmus.adapters.cloud.protocols)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -21,3 +23,22 @@ class ProviderStore(Protocol):
     def list_all(self) -> list[dict[str, Any]]: ...
     def put(self, record: dict[str, Any]) -> None: ...
     def delete(self, provider_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ProviderTarget:
+    """One published alias of one provider, ready to call (the key only in memory, never repr'd)."""
+
+    provider_id: str
+    protocol: str
+    api_base: str
+    alias: str
+    upstream_model: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold sealed-at-rest secret headers
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 60.0  # streamed calls: until the status line and headers
+    idle_timeout: float = 60.0
+    whole_timeout: float = 600.0  # non-streamed calls: the headers come with the whole answer
+    max_retries: int = 2
+    fallbacks: tuple[str, ...] = ()  # aliases tried next when this one fails before the first byte

@@ -1,23 +1,15 @@
-"""Failover before the first byte: try the ordered candidate nodes until one connects.
+"""Failover before the first byte, the pure part: which failures move on to the next node, and the 503 when
+no node took the request. The loop that tries the nodes is :func:`isthmus.backends.first_byte.first_connecting`.
 
-``attempt(target)`` opens the backend call (connect, send, read the status / first line) and returns
-whatever the caller streams from. A connection failure (refused, reset, connect timeout, agent
-unreachable) moves on to the next node; any other error propagates unchanged. Once ``attempt`` has
-returned, bytes may have reached the client, so mid-stream failures are the caller's to report (the
-inference handler renders the in-band error event and writes the usage row).
+A connection failure (refused, reset, connect timeout, agent unreachable) moves on to the next node; any other
+error propagates unchanged. Once a node has answered, bytes may have reached the client, so mid-stream failures
+are the caller's to report (the inference service renders the in-band error event and writes the usage row).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from isthmus.errors import AgentUnreachable, ApiError
 
-from isthmus.adapters.agent_client import AgentUnreachable
-from isthmus.errors import ApiError
-from isthmus.routing.affinity import NodeTracker, tracker
-from isthmus.routing.resolver import NodeTarget
-
-T = TypeVar("T")
 _CONNECT_ERRORS = {"ConnectError", "ConnectTimeout", "PoolTimeout", "RemoteProtocolError"}
 
 
@@ -46,21 +38,8 @@ class NoNodeAvailable(ApiError):
         self.failures = failures
 
 
-async def first_connecting(candidates: Sequence[NodeTarget], attempt: Callable[[NodeTarget], Awaitable[T]], *,
-                           nodes: NodeTracker = tracker) -> tuple[NodeTarget, T]:
-    """The first candidate whose ``attempt`` connects, with its result; 503 when none does."""
-    failures: list[tuple[str, str]] = []
-    loading = 0
-    for target in candidates:
-        try:
-            result = await attempt(target)
-        except Exception as exc:
-            if not is_connect_failure(exc):
-                raise
-            nodes.mark_failed(target.node_id)
-            failures.append((target.node_id, getattr(exc, "message", None) or type(exc).__name__))
-            loading += getattr(exc, "agent_code", None) == "model_loading"
-            continue
-        nodes.mark_ok(target.node_id)
-        return target, result
-    raise NoNodeAvailable(failures, loading=bool(failures) and loading == len(failures))
+def no_node_available(failures: list[tuple[str, BaseException]]) -> NoNodeAvailable:
+    """The 503 for these (node id, failure) pairs: ``model_loading`` when every node said it is loading."""
+    loading = bool(failures) and all(getattr(exc, "agent_code", None) == "model_loading" for _, exc in failures)
+    return NoNodeAvailable([(node, getattr(exc, "message", None) or type(exc).__name__) for node, exc in failures],
+                           loading=loading)

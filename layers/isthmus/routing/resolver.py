@@ -36,7 +36,7 @@ class Route(BaseModel):
     alias: str | None = None
     nodes: list[NodeTarget] = Field(default_factory=list)  # candidates, best first (mlx)
     upstream_url: str | None = None  # telemak: the upstream base URL
-    provider: str | None = None  # cloud: the provider publishing the alias (isthmus.routing.cloud serves it)
+    provider: str | None = None  # cloud: the provider publishing the alias (isthmus.backends.cloud serves it)
     upstream_api_key: str | None = Field(default=None, repr=False, exclude=True)  # never serialized or logged
     via: str = "alias"  # how the id matched: telemak, cloud, cluster, alias, model, fallback, claude_tier, coeos
     enable_thinking: bool | None = None  # defaults the caller applies when the client did not set them

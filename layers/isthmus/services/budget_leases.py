@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from isthmus import settings
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.services import holds, hot_cache
@@ -56,8 +57,6 @@ def leases_enabled() -> bool:
     mode = os.environ.get("ISTHMUS_BUDGET_LEASES", "auto").lower()
     if mode in ("on", "off"):
         return mode == "on"
-    from isthmus import settings
-
     return not settings.in_lambda()
 
 

@@ -8,35 +8,12 @@ import dataclasses
 import os
 import threading
 import time
-from typing import Any
 
-from isthmus.adapters.cloud.transport import ProviderTarget
 from isthmus.observability import get_logger
-from isthmus.services.providers import ProviderRecord, ProviderService, Published
+from isthmus.ports.providers import ProviderTarget
+from isthmus.services.providers import ProviderRecord, ProviderService, target_for
 
 logger = get_logger("cloud")
-
-
-def target_for(record: ProviderRecord, entry: Published, api_key: str | None,
-               secret_headers: dict[str, str] | None = None) -> ProviderTarget:
-    t = record.timeouts
-    return ProviderTarget(provider_id=record.provider_id, protocol=record.protocol, api_base=record.api_base,
-                          alias=entry.alias, upstream_model=entry.upstream_model, api_key=api_key,
-                          headers={**record.headers, **(secret_headers or {})},
-                          connect_timeout=t.connect, first_byte_timeout=t.first_byte,
-                          idle_timeout=t.idle, whole_timeout=t.whole, max_retries=record.max_retries,
-                          fallbacks=tuple(entry.fallbacks))
-
-
-def backend_for(target: ProviderTarget) -> Any:
-    """OpenAIProviderBackend or AnthropicProviderBackend for the target's protocol."""
-    if target.protocol == "anthropic":
-        from isthmus.adapters.cloud.anthropic_provider import AnthropicProviderBackend
-
-        return AnthropicProviderBackend(target)
-    from isthmus.adapters.cloud.openai_provider import OpenAIProviderBackend
-
-    return OpenAIProviderBackend(target)
 
 
 def _cache_seconds() -> float:
@@ -144,27 +121,3 @@ class ProvidersCatalog:
                 continue
             queue += list(targets[name].fallbacks)
         return out
-
-
-_shared: ProvidersCatalog | None = None
-
-
-def provider_service() -> ProviderService:
-    from isthmus.adapters.keywrap import default_wrapper
-    from isthmus.adapters.providers_table import DynamoProviderStore
-
-    return ProviderService(DynamoProviderStore(), default_wrapper())
-
-
-def shared_catalog() -> ProvidersCatalog:
-    """One catalog per process (its cache is shared by the routing snapshot and the inference resolver)."""
-    global _shared
-    if _shared is None:
-        _shared = ProvidersCatalog(provider_service())
-    return _shared
-
-
-def invalidate_shared() -> None:
-    """After a provider changed in this process (the admin API): the next read sees it at once."""
-    if _shared is not None:
-        _shared.invalidate()

@@ -1,6 +1,6 @@
 """The stores in use, the key pepper, the master key (keyed vs open mode) and management auth.
 
-Modes: *keyed* when ``ISTHMUS_MASTER_KEY`` is set or ``bootstrap_master_key()`` stored a master key hash
+Modes: *keyed* when ``ISTHMUS_MASTER_KEY`` is set or ``keys.bootstrap_master_key()`` stored a master key hash
 in the settings table; *open* otherwise (LAN mode: inference needs no key, and management endpoints
 answer only callers on loopback).
 """
@@ -48,6 +48,7 @@ def default_stores() -> Stores:
     """The DynamoDB adapters (one set per process; they resolve table names and clients per call)."""
     with _lock:
         if "s" not in _default:
+            # cold start: the DynamoDB adapters on the first request that needs the tables
             from isthmus.adapters.ledger_ddb import DynamoPricingStore, DynamoRateLimiter, DynamoUsageStore
             from isthmus.adapters.tenancy_ddb import (
                 DynamoBudgetStore,
@@ -68,6 +69,7 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except ApiError:
         raise
     except Exception as exc:
+        # cold start: the DynamoDB item helpers only when a store call failed
         from isthmus.adapters.ddb_items import store_failure
 
         failure = store_failure(exc)
@@ -138,29 +140,3 @@ def default_credentials() -> Credentials:
         if where not in _creds:
             _creds[where] = Credentials(default_stores())
         return _creds[where]
-
-
-@dataclass
-class Bootstrap:
-    master_key: str
-    api_key: str
-    api_key_id: str
-
-
-def bootstrap_master_key(stores: Stores | None = None) -> Bootstrap | None:
-    """For ``isthmus dev``'s first start: when no master key is configured (env or stored), generate one,
-    store only its SHA-256 in the settings table, and mint a first-use API key for the ``default`` user.
-    Returns both secrets for the caller to print once; None when a master key already exists (also when
-    another instance won the race to create it)."""
-    from isthmus.services.keys import KeyService
-
-    stores = stores or default_stores()
-    if auth.env_master_key() is not None or stores.settings.value(MASTER_HASH_SETTING) is not None:
-        return None
-    master = auth.new_master_key()
-    if stores.settings.put_if_absent(MASTER_HASH_SETTING, auth.sha256_hex(master)) != auth.sha256_hex(master):
-        return None
-    creds = Credentials(stores)
-    created = KeyService(stores, creds).create_sync({"key_name": "first-use"})
-    log.info("master key bootstrapped", extra={"api_key_id": created["id"]})
-    return Bootstrap(master_key=master, api_key=created["key"], api_key_id=created["id"])

@@ -149,6 +149,7 @@ async def start_keeper(*, heartbeat: bool) -> HoldKeeper | None:
     tenancy off (no holds, no settlements)."""
     if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off":
         return None
+    # cold start: the hold keeper's parts on the first request that holds budget
     from isthmus import lifecycle
     from isthmus.adapters.holds_ddb import DynamoHoldStore
     from isthmus.services.credentials import call, default_stores

@@ -17,12 +17,12 @@ import os
 import time
 from typing import Generic, TypeVar
 
+from isthmus import settings
+
 V = TypeVar("V")
 
 
 def _store_location() -> str:
-    from isthmus import settings
-
     return f"{settings.dynamodb_endpoint()}|{settings.table_prefix()}"
 
 

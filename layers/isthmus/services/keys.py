@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,7 +14,7 @@ from isthmus.fields import FutureTime, Metadata, ModelList, Name, SafeId, Strict
 from isthmus.observability import get_logger
 from isthmus.services import hot_cache
 from isthmus.services import money as m
-from isthmus.services.credentials import Credentials, Stores
+from isthmus.services.credentials import MASTER_HASH_SETTING, Credentials, Stores
 from isthmus.services.users import DEFAULT_USER, UserService
 from isthmus.services.views import DEFAULT_WORKSPACE, patch_fields, wire
 
@@ -143,3 +144,26 @@ class KeyService:
             raise ApiError(404, f"API key {key_id} not found")
         log.info("api key rotated", extra={"key_id": key_id})
         return key_view(updated, secret)
+
+
+@dataclass
+class Bootstrap:
+    master_key: str
+    api_key: str
+    api_key_id: str
+
+
+def bootstrap_master_key(stores: Stores) -> Bootstrap | None:
+    """For ``isthmus dev``'s first start: when no master key is configured (env or stored), generate one,
+    store only its SHA-256 in the settings table, and mint a first-use API key for the ``default`` user.
+    Returns both secrets for the caller to print once; None when a master key already exists (also when
+    another instance won the race to create it)."""
+    if auth.env_master_key() is not None or stores.settings.value(MASTER_HASH_SETTING) is not None:
+        return None
+    master = auth.new_master_key()
+    if stores.settings.put_if_absent(MASTER_HASH_SETTING, auth.sha256_hex(master)) != auth.sha256_hex(master):
+        return None
+    creds = Credentials(stores)
+    created = KeyService(stores, creds).create_sync({"key_name": "first-use"})
+    log.info("master key bootstrapped", extra={"api_key_id": created["id"]})
+    return Bootstrap(master_key=master, api_key=created["key"], api_key_id=created["id"])

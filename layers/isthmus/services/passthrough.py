@@ -18,7 +18,7 @@ from isthmus.ports.gate import Gate
 from isthmus.services.token_bounds import TokenBound, fixed, passthrough_bound
 
 if TYPE_CHECKING:
-    from isthmus.routing.cloud import CloudResolver
+    from isthmus.backends.cloud import CloudResolver
     from isthmus.services.gate import Principal
 
 _KEPT_HEADERS = ("content-type", "openai-processing-ms")

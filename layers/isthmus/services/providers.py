@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from isthmus.adapters.cloud.protocols import backend_for, check_protocol
+from isthmus.adapters.keywrap import open_sealed, seal
 from isthmus.errors import ApiError
 from isthmus.fields import (
     MAX_LIST_ITEMS,
@@ -28,11 +30,10 @@ from isthmus.fields import (
     Secret,
     StrictFlag,
 )
-from isthmus.ports.providers import KeyWrapper, ProviderStore
+from isthmus.ports.providers import KeyWrapper, ProviderStore, ProviderTarget
 from isthmus.validation import clean_errors
 from isthmus_contracts.internal import InternalRequest, Message, Sampling, TextPart
 
-Protocol_ = Literal["openai", "anthropic"]
 _SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_TIMEOUT_S = 3600.0
@@ -98,7 +99,7 @@ class ProviderRecord(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
     provider_id: str
-    protocol: Protocol_
+    protocol: str  # a module of isthmus.adapters.cloud (protocols.py); checked on write and on call
     api_base: str
     api_key_sealed: dict[str, str] | None = None
     secret_headers_sealed: dict[str, str] | None = None  # Authorization-like extra headers, sealed as JSON
@@ -118,6 +119,17 @@ class ProviderRecord(BaseModel):
         out["api_key_set"] = bool(self.api_key_sealed) or bool(self.api_key_env and os.environ.get(self.api_key_env))
         out["api_key_source"] = "config" if self.api_key_sealed else ("env" if self.api_key_env else None)
         return out
+
+
+def target_for(record: ProviderRecord, entry: Published, api_key: str | None,
+               secret_headers: dict[str, str] | None = None) -> ProviderTarget:
+    t = record.timeouts
+    return ProviderTarget(provider_id=record.provider_id, protocol=record.protocol, api_base=record.api_base,
+                          alias=entry.alias, upstream_model=entry.upstream_model, api_key=api_key,
+                          headers={**record.headers, **(secret_headers or {})},
+                          connect_timeout=t.connect, first_byte_timeout=t.first_byte,
+                          idle_timeout=t.idle, whole_timeout=t.whole, max_retries=record.max_retries,
+                          fallbacks=tuple(entry.fallbacks))
 
 
 class ProviderService:
@@ -149,8 +161,7 @@ class ProviderService:
     def _merge(self, provider_id: str, config: ProviderConfig, existing: dict[str, Any] | None) -> ProviderRecord:
         template = TEMPLATES.get(config.template or "", {})
         protocol: Any = config.protocol or template.get("protocol")
-        if protocol not in ("openai", "anthropic"):
-            raise ApiError(400, f"protocol: must be 'openai' or 'anthropic' (got {protocol!r})", param="protocol")
+        protocol = check_protocol(protocol)
         api_base = (config.api_base or template.get("api_base") or "").rstrip("/")
         if not api_base.startswith(("http://", "https://")):
             raise ApiError(400, "api_base: an http(s) URL is required", param="api_base")
@@ -164,8 +175,6 @@ class ProviderService:
             seen.add(p.alias)
         sealed = None
         if config.api_key:
-            from isthmus.adapters.keywrap import seal
-
             sealed = seal(config.api_key, self.wrapper, self._context(provider_id))
         elif existing and not config.api_key_env:
             sealed = existing.get("api_key_sealed")  # a PUT without a key keeps the stored one
@@ -173,8 +182,6 @@ class ProviderService:
         secret = {k: v for k, v in headers.items() if k.lower() in _SECRET_HEADERS}
         secret_sealed = (existing or {}).get("secret_headers_sealed")
         if secret:
-            from isthmus.adapters.keywrap import seal
-
             secret_sealed = seal(json.dumps(secret), self.wrapper, self._context(provider_id) + ":headers")
         now = datetime.now(UTC).isoformat()
         return ProviderRecord(
@@ -215,23 +222,17 @@ class ProviderService:
     def api_key(self, record: ProviderRecord) -> str | None:
         """The plaintext key, for the backend only (never logged, never returned)."""
         if record.api_key_sealed:
-            from isthmus.adapters.keywrap import open_sealed
-
             return open_sealed(record.api_key_sealed, self.wrapper, self._context(record.provider_id))
         return os.environ.get(record.api_key_env) if record.api_key_env else None
 
     def secret_headers(self, record: ProviderRecord) -> dict[str, str]:
         if not record.secret_headers_sealed:
             return {}
-        from isthmus.adapters.keywrap import open_sealed
-
         opened = open_sealed(record.secret_headers_sealed, self.wrapper, self._context(record.provider_id) + ":headers")
         return dict(json.loads(opened))
 
     async def test(self, provider_id: str) -> dict[str, Any]:
         """A tiny real call: the first published model asked for one token (the error, if any, is reported)."""
-        from isthmus.services.cloud_catalog import backend_for, target_for
-
         record = await self._record(provider_id)
         if not record.published:
             raise ApiError(400, "published: the provider publishes no model to test", param="published")

@@ -1,10 +1,10 @@
 """The routing service the inference handler calls: snapshot -> CoeOS -> resolver -> node order.
 
-    service = RoutingService.shared()
+    service = wiring.routing_service()                                   # isthmus.wiring builds it
     route = await service.route(model, dialect="openai", session_id=sid, axis_header=hdr, last_user_message=txt)
     request = apply_route_defaults(request, route)                       # concrete model, thinking/effort
     attempt = lambda t: open_stream(t.base_url, request)                # isthmus.adapters.agent_stream
-    target, stream = await first_connecting(route.nodes, attempt)      # isthmus.routing.failover
+    target, stream = await first_connecting(route.nodes, attempt)      # isthmus.backends.first_byte
     with tracker.track(target.node_id): ...                              # in-flight count while it streams
     await service.pin_session(sid, route, target.node_id)               # after the call went through
 """
@@ -19,6 +19,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from isthmus.adapters.ddb_items import store_failure
 from isthmus.background import SingleFlight
 from isthmus.control.models import Snapshot, stale_seconds, utcnow
 from isthmus.errors import ApiError
@@ -34,7 +35,6 @@ SESSION_TTL_DEFAULT_S = 3600
 DECISIONS_KEPT = 100
 _decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)
 logger = get_logger("routing")
-_shared: RoutingService | None = None
 
 
 def _cache_seconds() -> float:
@@ -56,23 +56,6 @@ class RoutingService:
         self.cache_seconds = _cache_seconds() if cache_seconds is None else cache_seconds
         self._cached: tuple[float, Snapshot] | None = None
         self._refreshes = SingleFlight("routing snapshot")
-
-    @classmethod
-    def shared(cls) -> RoutingService:
-        """One service per process (handlers): its snapshot cache and node tracker are shared by requests."""
-        global _shared
-        if _shared is None:
-            _shared = cls.default()
-        return _shared
-
-    @classmethod
-    def default(cls) -> RoutingService:
-        """A fresh service over DynamoDB and HTTP agents (tests; handlers use :meth:`shared`)."""
-        from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionStore
-        from isthmus.adapters.decider import AgentDecider
-        from isthmus.services.cloud_catalog import shared_catalog
-
-        return cls(DynamoControlStore(), DynamoSessionStore(), AgentDecider(), catalog=shared_catalog())
 
     async def snapshot(self) -> Snapshot:
         """Clusters, nodes, settings and cloud aliases, read concurrently; reused for ``cache_seconds``
@@ -216,12 +199,8 @@ class RoutingService:
 
 
 def _store_error(exc: Exception) -> Exception:
-    """A store failure as the 503 + Retry-After the caller answers (never a 500, never an empty answer);
-    anything else unchanged."""
-    if isinstance(exc, ApiError):
-        return exc
-    from isthmus.adapters.ddb_items import store_failure
-
+    """A store failure as the 503 + Retry-After the caller answers (never a 500, never an empty answer), judged
+    by the one classifier credentials.call uses; anything else unchanged."""
     return store_failure(exc) or exc
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from isthmus import settings
 from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
@@ -39,8 +40,6 @@ LAMBDA_RETRY_PAUSES_S = (0.2, 0.5, 1.0)  # within one invoke, before the dead-le
 
 
 def default_delay_s() -> float:
-    from isthmus import settings
-
     if settings.in_lambda():
         return 0.0
     return float(os.environ.get("ISTHMUS_SETTLE_BATCH_MS", "200")) / 1000
@@ -81,8 +80,6 @@ class SettlementWriter:
     def __init__(self, usage: UsageStore, users: UserStore, call: Callable[..., Awaitable[Any]],
                  delay_s: float | None = None, spool: SettlementSpool | None = None,
                  dead_letter: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
-        from isthmus import settings
-
         self.usage, self.users, self.call = usage, users, call
         self.delay_s = default_delay_s() if delay_s is None else delay_s
         self.in_lambda = settings.in_lambda()
@@ -168,6 +165,7 @@ class SettlementWriter:
 def default_dead_letter() -> Callable[[list[dict[str, Any]]], None] | None:
     """The SQS dead-letter queue when configured; the local edge's lambda mode (a long-running process that
     only plays at being a sandbox, with no queue) keeps them in the spool its HoldKeeper replays."""
+    # cold start: the SQS client only when a dead-letter queue is configured
     from isthmus.adapters.settlement_queue import SqsDeadLetter, queue_url
 
     if url := queue_url():

@@ -11,7 +11,7 @@ import pytest
 
 from isthmus.adapters.cloud.anthropic_provider import AnthropicProviderBackend
 from isthmus.adapters.cloud.openai_provider import OpenAIProviderBackend
-from isthmus.adapters.cloud.transport import ProviderTarget
+from isthmus.ports.providers import ProviderTarget
 from isthmus_contracts.internal import (
     FinishEvent,
     InternalRequest,

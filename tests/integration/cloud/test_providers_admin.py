@@ -35,7 +35,7 @@ def apps(ddb_tables: str, key_file: Path, monkeypatch: pytest.MonkeyPatch) -> It
     import functions.admin.routes as admin_app
     import functions.inference.routes as inference_app
     from functions.models.app import app as models
-    from isthmus.services import cloud_catalog
+    from isthmus import wiring
 
     monkeypatch.setenv("ISTHMUS_LOCAL_KEY_FILE", str(key_file))
     monkeypatch.setenv("ISTHMUS_CLOUD_CATALOG_SECONDS", "0")
@@ -43,16 +43,13 @@ def apps(ddb_tables: str, key_file: Path, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.delenv("ISTHMUS_MASTER_KEY", raising=False)
     for name in ("ODYSSAI_X_ADMIN_TOKEN", "ISTHMUS_ADMIN_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    admin_app._services.cache_clear()
-    monkeypatch.setattr(cloud_catalog, "_shared", None)
-    inference_app.configure()
+    wiring.reset()
     # As context managers: one event loop per client for the whole test, so a usage row settled off the
     # answer's path (a detached task) is not cancelled with a per-request loop.
     with TestClient(admin_app.app) as admin, TestClient(models) as listing, \
             TestClient(inference_app.app) as inference:
         yield {"admin": admin, "models": listing, "inference": inference}
-    admin_app._services.cache_clear()
-    inference_app._service = None
+    wiring.reset()
 
 
 def usage_row(model: str) -> dict[str, Any]:

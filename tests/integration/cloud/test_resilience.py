@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from isthmus.adapters.cloud.openai_provider import OpenAIProviderBackend
-from isthmus.adapters.cloud.transport import ProviderTarget
+from isthmus.backends.cloud import FallbackBackend
 from isthmus.errors import ApiError
-from isthmus.routing.cloud import FallbackBackend
+from isthmus.ports.providers import ProviderTarget
 from isthmus_contracts.internal import FinishEvent, TextDelta, TextPart
 from local_runtime.ddb import free_port
 from tests.integration.cloud.test_backends import ask, backend, collect

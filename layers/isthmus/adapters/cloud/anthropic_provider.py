@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from isthmus.adapters.cloud import transport
-from isthmus.adapters.cloud.transport import ProviderTarget
 from isthmus.dialects.common import new_id, now, parse_arguments, split_data_url
 from isthmus.errors import ApiError
+from isthmus.ports.providers import ProviderTarget
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import (
     ErrorEvent,
@@ -225,3 +225,6 @@ class AnthropicProviderBackend:
 
     async def count_tokens(self, request: TokenizeRequest) -> int | None:
         return None
+
+
+BACKEND = AnthropicProviderBackend  # the protocol registry (isthmus.adapters.cloud.protocols) builds this

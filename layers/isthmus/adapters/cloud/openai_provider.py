@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from isthmus.adapters.cloud import transport
-from isthmus.adapters.cloud.transport import ProviderTarget
 from isthmus.dialects.common import new_id, now
 from isthmus.errors import ApiError
+from isthmus.ports.providers import ProviderTarget
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import (
     ErrorEvent,
@@ -222,3 +222,6 @@ class OpenAIProviderBackend:
         """Forward a raw OpenAI call (embeddings, moderations, images, audio) with the model rewritten."""
         return await transport.send(self.target, path, {**body, "model": self.target.upstream_model},
                                     self._headers(), whole=True)
+
+
+BACKEND = OpenAIProviderBackend  # the protocol registry (isthmus.adapters.cloud.protocols) builds this

@@ -11,14 +11,15 @@ import importlib.util
 import json
 import random
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
+from isthmus.ports.providers import ProviderTarget
 
 if TYPE_CHECKING:
+    # cold start: httpx on the first cloud call (module docstring)
     import httpx
 
 logger = get_logger("cloud")
@@ -28,27 +29,9 @@ _clients: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], httpx.AsyncClien
 sleep = asyncio.sleep  # tests swap this to record the delays instead of waiting them out
 
 
-@dataclass(frozen=True)
-class ProviderTarget:
-    """One published alias of one provider, ready to call (the key only in memory, never repr'd)."""
-
-    provider_id: str
-    protocol: str
-    api_base: str
-    alias: str
-    upstream_model: str
-    api_key: str | None = field(default=None, repr=False)
-    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold sealed-at-rest secret headers
-    connect_timeout: float = 5.0
-    first_byte_timeout: float = 60.0  # streamed calls: until the status line and headers
-    idle_timeout: float = 60.0
-    whole_timeout: float = 600.0  # non-streamed calls: the headers come with the whole answer
-    max_retries: int = 2
-    fallbacks: tuple[str, ...] = ()  # aliases tried next when this one fails before the first byte
-
-
 def client(target: ProviderTarget) -> httpx.AsyncClient:
     """The provider's pooled client on the running loop (see isthmus.background.per_loop)."""
+    # cold start: httpx on the first cloud call (module docstring)
     import httpx
 
     clients = per_loop(_clients, dict)
@@ -117,6 +100,7 @@ async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, 
     not yet read). Retries before that; raises :class:`ApiError` (mapped) when out of attempts. ``whole``:
     a non-streamed answer, whose first byte may wait for the whole generation (``whole_timeout``)."""
     first_byte = target.whole_timeout if whole else target.first_byte_timeout
+    # cold start: httpx on the first cloud call (module docstring)
     import httpx
 
     timeout = httpx.Timeout(connect=target.connect_timeout, read=target.idle_timeout, write=30.0, pool=10.0)
@@ -164,6 +148,7 @@ async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, 
 @contextlib.contextmanager
 def _mid_answer(target: ProviderTarget, *, idle: str, broke: str) -> Iterator[None]:
     """Transport failures once the answer has begun (no retry): idle -> 504, broken -> 502."""
+    # cold start: httpx on the first cloud call (module docstring)
     import httpx
 
     try:

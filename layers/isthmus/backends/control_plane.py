@@ -1,16 +1,21 @@
-"""The gateway's BackendResolver: control-plane routing (clusters, pools, telemak, CoeOS) turned into a
+"""The gateway's control-plane BackendResolver: control-plane routing (clusters, pools, telemak, CoeOS) turned into a
 backend; a model the control plane does not serve goes to the default node agent (ISTHMUS_DEFAULT_AGENT_URL)
 when one is set, else it is the control plane's 404 listing the ready models."""
 
 from __future__ import annotations
 
-from isthmus.adapters.pool_backend import PoolBackend
+from typing import TYPE_CHECKING
+
+from isthmus.backends.default_agent import DefaultAgentResolver, default_agent_url
+from isthmus.backends.pool import PoolBackend
 from isthmus.errors import ApiError
 from isthmus.ports.backend import InferenceBackend
-from isthmus.routing.default_backend import DefaultAgentResolver, default_agent_url
 from isthmus.routing.resolver import NodeTarget, Route
 from isthmus.services.routing import RoutingService, apply_route_defaults
 from isthmus_contracts.internal import InternalRequest, Message, TextPart
+
+if TYPE_CHECKING:
+    from isthmus.backends.cloud import CloudResolver
 
 
 def _last_user_text(request: InternalRequest) -> str:
@@ -30,16 +35,15 @@ def _with_system_prefix(request: InternalRequest, prefix: str | None) -> Interna
     return request.model_copy(update={"messages": messages})
 
 
-class RoutingResolver:
-    def __init__(self, routing: RoutingService | None = None, fallback: DefaultAgentResolver | None = None) -> None:
-        self._routing = routing
-        self.fallback = fallback or DefaultAgentResolver()
+class ControlPlaneResolver:
+    """A :class:`~isthmus.ports.backend.BackendResolver` over the routing service's routes; ``cloud`` (set by the
+    composition root, isthmus.wiring) serves a route that names a cloud alias."""
 
-    @property
-    def routing(self) -> RoutingService:
-        if self._routing is None:
-            self._routing = RoutingService.shared()
-        return self._routing
+    def __init__(self, routing: RoutingService, fallback: DefaultAgentResolver | None = None,
+                 cloud: CloudResolver | None = None) -> None:
+        self.routing = routing
+        self.fallback = fallback or DefaultAgentResolver()
+        self.cloud = cloud
 
     async def resolve(self, request: InternalRequest, *, endpoint: str,
                       axis_header: str | None = None) -> tuple[InferenceBackend, InternalRequest]:
@@ -53,11 +57,8 @@ class RoutingResolver:
                 return await self.fallback.resolve(request, endpoint=endpoint)
             raise
         routed = _with_system_prefix(apply_route_defaults(request, route), route.system_prefix)
-        if route.backend == "cloud":  # a CoeOS pick or fallback alias that names a cloud alias
-            from isthmus.routing.cloud import CloudResolver
-            from isthmus.services.cloud_catalog import shared_catalog
-
-            cloud = await CloudResolver(shared_catalog(), self).backend(route.model)
+        if route.backend == "cloud" and self.cloud is not None:  # a CoeOS pick or fallback alias naming one
+            cloud = await self.cloud.backend(route.model)
             if cloud is not None:
                 return cloud, routed
         return self._backend(route, request.session_id), routed

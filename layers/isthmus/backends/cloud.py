@@ -10,11 +10,13 @@ byte (after retries) with 429, 5xx or a timeout; once a stream has begun it neve
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from isthmus.adapters.cloud.protocols import backend_for
+from isthmus.backends.first_byte import first_answering
 from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
@@ -25,8 +27,29 @@ from isthmus_contracts.internal import InternalRequest, InternalResponse, Stream
 logger = get_logger("cloud")
 
 
-def _falls_back(exc: ApiError) -> bool:
-    return exc.status == 429 or exc.status >= 500
+def _falls_back(exc: Exception) -> bool:
+    return isinstance(exc, ApiError) and (exc.status == 429 or exc.status >= 500)
+
+
+def _log_fallback(backend: Any, exc: Exception) -> None:
+    logger.warning("cloud alias failed, trying its fallback",
+                   extra={"backend": backend.name, "status": getattr(exc, "status", None)})
+
+
+def _last_failure(failures: list[tuple[Any, Exception]]) -> Exception:
+    return failures[-1][1]
+
+
+async def _first_event(backend: Any, request: InternalRequest) -> tuple[StreamEvent, AsyncGenerator[StreamEvent]]:
+    """The backend's stream opened up to its first event (what decides whether the chain moves on)."""
+    events = backend.stream(request)
+    try:
+        return await anext(events), events
+    except StopAsyncIteration:
+        raise ApiError(502, "the provider closed the stream without answering", code="upstream_error") from None
+    except BaseException:
+        await events.aclose()
+        raise
 
 
 class FallbackBackend:
@@ -37,49 +60,23 @@ class FallbackBackend:
         self.name = backends[0].name
 
     async def generate(self, request: InternalRequest) -> InternalResponse:
-        error: ApiError | None = None
-        for backend in self.backends:
-            try:
-                answer = await backend.generate(request)
-            except ApiError as exc:
-                if not _falls_back(exc):
-                    raise
-                error = exc
-                logger.warning("cloud alias failed, trying its fallback",
-                               extra={"backend": backend.name, "status": exc.status})
-                continue
-            self.name = backend.name  # the usage row names the provider that answered
-            return answer
-        assert error is not None
-        raise error
+        backend, answer = await first_answering(self.backends, lambda b: b.generate(request),
+                                                fails_over=_falls_back, none_answered=_last_failure,
+                                                on_failure=_log_fallback)
+        self.name = backend.name  # the usage row names the provider that answered
+        return answer
 
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
-        error: ApiError | None = None
-        for backend in self.backends:
-            events = backend.stream(request)
-            try:
-                first = await anext(events)
-            except ApiError as exc:
-                await events.aclose()
-                if not _falls_back(exc):
-                    raise
-                error = exc
-                logger.warning("cloud alias failed, trying its fallback",
-                               extra={"backend": backend.name, "status": exc.status})
-                continue
-            except StopAsyncIteration:
-                error = ApiError(502, "the provider closed the stream without answering", code="upstream_error")
-                continue
-            self.name = backend.name
-            try:
-                yield first
-                async for event in events:
-                    yield event
-            finally:
-                await events.aclose()
-            return
-        assert error is not None
-        raise error
+        backend, (first, events) = await first_answering(self.backends, lambda b: _first_event(b, request),
+                                                         fails_over=_falls_back, none_answered=_last_failure,
+                                                         on_failure=_log_fallback)
+        self.name = backend.name
+        try:
+            yield first
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
 
     async def count_tokens(self, request: TokenizeRequest) -> int | None:
         return None
@@ -110,8 +107,6 @@ class CloudResolver:
             return False
 
     async def backend(self, model: str) -> FallbackBackend | None:
-        from isthmus.services.cloud_catalog import backend_for
-
         known = self._known()
         if known is not None and model.strip() not in known[0]:
             return None  # the common case, a local model: answered from the cache without a thread hop

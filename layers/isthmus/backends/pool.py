@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from isthmus.adapters import agent_stream
 from isthmus.adapters.agent_stream import AgentStreamBroken
+from isthmus.backends.first_byte import first_connecting
 from isthmus.errors import ApiError
 from isthmus.routing.affinity import tracker
-from isthmus.routing.failover import first_connecting
 from isthmus.routing.resolver import NodeTarget
 from isthmus.services.accumulate import StreamAccumulator, fold
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse

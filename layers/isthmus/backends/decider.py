@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from isthmus.adapters.agent_stream import generate
-from isthmus.routing.failover import first_connecting
+from isthmus.backends.first_byte import first_connecting
 from isthmus.routing.resolver import NodeTarget
 from isthmus_contracts.internal import InternalRequest, Message, Sampling, TextPart
 

@@ -12,11 +12,11 @@ import os
 import time
 from dataclasses import dataclass
 
-from isthmus.adapters.agent_client import AgentClient, AgentUnreachable
+from isthmus.adapters.agent_client import AgentClient
 from isthmus.adapters.agent_stream import first_byte_seconds
-from isthmus.adapters.pool_backend import single_agent
+from isthmus.backends.pool import single_agent
 from isthmus.background import SingleFlight
-from isthmus.errors import ApiError
+from isthmus.errors import AgentUnreachable, ApiError
 from isthmus.ports.backend import InferenceBackend
 from isthmus_contracts.internal import InternalRequest
 
