@@ -3,9 +3,9 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus.auth_http import require_master
+from isthmus.handlers import MASTER, OffLoop, authorized, off_loop
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import call, default_stores
+from isthmus.services.credentials import default_stores
 from isthmus.services.usage import UsageService
 from isthmus.services.views import paging
 from isthmus.web import create_app, json_response, versioned
@@ -13,21 +13,21 @@ from isthmus.web import create_app, json_response, versioned
 SERVICE = "usage"
 
 
-def _service() -> UsageService:
-    return UsageService(default_stores())
+def _service() -> OffLoop[UsageService]:
+    return off_loop(UsageService(default_stores()))
 
 
+@authorized(MASTER)
 async def list_usage(request: Request) -> Response:
-    await require_master(request)
     skip, limit = paging(request.query_params)
     user_ids = request.query_params.getlist("user_id")
-    return json_response(await call(_service().list, request.query_params, user_ids, skip, limit))
+    return json_response(await _service().list(request.query_params, user_ids, skip, limit))
 
 
+@authorized(MASTER)
 async def usage_summary(request: Request) -> Response:
-    await require_master(request)
     user_ids = request.query_params.getlist("user_id")
-    return json_response(await call(_service().summary, request.query_params, user_ids))
+    return json_response(await _service().summary(request.query_params, user_ids))
 
 
 app = create_app(
