@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -33,7 +34,7 @@ from isthmus.services.responses import ResponsesService
 from isthmus.streaming import RelayResponse, relay_frames, sse_response
 from isthmus.web import Endpoint, create_app, json_response, read_json, versioned
 from isthmus_contracts.agent import TokenizeRequest
-from isthmus_contracts.internal import InternalRequest, InternalResponse
+from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
 SERVICE = "inference"
 PING_INTERVAL_S = 10.0
@@ -128,20 +129,30 @@ def _sse(frames: AsyncIterator[str], call: Call) -> RelayResponse:
     return sse_response(frames, headers=_headers(call))
 
 
+async def _answer(request: Request, internal: InternalRequest, endpoint: str,
+                  whole: Callable[[InternalResponse], dict[str, Any]],
+                  frames: Callable[[Call, AsyncIterator[StreamEvent]], AsyncIterator[str]]) -> Response:
+    """Admit ``internal``, then the whole answer rendered by ``whole``, or the stream relayed as ``frames``."""
+    call = await _begin(request, internal, endpoint)
+    if not internal.stream:
+        resp, settle = await _complete(request, call)
+        return JSONResponse(whole(resp), headers=_headers(call), background=settle)
+    return _sse(frames(call, await service().open_stream(call)), call)
+
+
 # ---- OpenAI chat completions ----------------------------------------------------------------------------
 
 @authorized(api_key("/v1/chat/completions"))
 async def chat_completions(request: Request) -> Response:
     req = openai_chat.parse(await read_json(request))
-    internal = openai_chat.to_internal(req, header_session_id=_session(request))
-    call = await _begin(request, internal, "/v1/chat/completions")
-    if not internal.stream:
-        resp, settle = await _complete(request, call)
-        return JSONResponse(openai_chat.to_chat_completion(resp), headers=_headers(call), background=settle)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    encoder = openai_chat.ChatStreamEncoder(include_usage=include_usage, model=call.request.model)
-    events = await service().open_stream(call)
-    return _sse(relay_frames(events, encoder.feed, encoder.close, sse_data, Dialect.OPENAI, done=SSE_DONE), call)
+
+    def frames(call: Call, events: AsyncIterator[StreamEvent]) -> AsyncIterator[str]:
+        encoder = openai_chat.ChatStreamEncoder(include_usage=include_usage, model=call.request.model)
+        return relay_frames(events, encoder.feed, encoder.close, sse_data, Dialect.OPENAI, done=SSE_DONE)
+
+    internal = openai_chat.to_internal(req, header_session_id=_session(request))
+    return await _answer(request, internal, "/v1/chat/completions", openai_chat.to_chat_completion, frames)
 
 
 # ---- Anthropic messages -----------------------------------------------------------------------------------
@@ -149,15 +160,14 @@ async def chat_completions(request: Request) -> Response:
 @authorized(api_key("/v1/messages"))
 async def messages(request: Request) -> Response:
     req = anthropic_messages.parse(await read_json(request))
+
+    def frames(call: Call, events: AsyncIterator[StreamEvent]) -> AsyncIterator[str]:
+        encoder = anthropic_messages.MessagesStreamEncoder(model=call.request.model)
+        return relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
+                            ping=sse_event(anthropic_messages.ping_event()), ping_interval=PING_INTERVAL_S)
+
     internal = anthropic_messages.to_internal(req, header_session_id=_session(request))
-    call = await _begin(request, internal, "/v1/messages")
-    if not internal.stream:
-        resp, settle = await _complete(request, call)
-        return JSONResponse(anthropic_messages.to_message(resp), headers=_headers(call), background=settle)
-    encoder = anthropic_messages.MessagesStreamEncoder(model=call.request.model)
-    events = await service().open_stream(call)
-    return _sse(relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
-                             ping=sse_event(anthropic_messages.ping_event()), ping_interval=PING_INTERVAL_S), call)
+    return await _answer(request, internal, "/v1/messages", anthropic_messages.to_message, frames)
 
 
 @authorized(api_key())  # no budget hold and no usage row: counting is free, but keyed mode needs a valid key
