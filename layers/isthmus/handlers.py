@@ -44,6 +44,10 @@ class Check:
         return await endpoint(request)
 
 
+# Which rule guards each handler (tests check that every route of functions/ has one, or is public on purpose).
+RULES: dict[Endpoint, Rule] = {}
+
+
 def authorized(rule: Rule) -> Callable[[Endpoint], Endpoint]:
     """The handler runs only once ``rule`` lets the request through."""
 
@@ -52,6 +56,7 @@ def authorized(rule: Rule) -> Callable[[Endpoint], Endpoint]:
             return await rule.guard(request, endpoint)
 
         guarded.__name__, guarded.__doc__ = endpoint.__name__, endpoint.__doc__
+        RULES[guarded] = rule
         return guarded
 
     return wrap
