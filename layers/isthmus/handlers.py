@@ -123,6 +123,10 @@ class Authenticator(Protocol):
                      request_id: str) -> None: ...
 
 
+class _NeverRaised(Exception):
+    """ApiKey's ``hung_up`` when the service has none."""
+
+
 def request_id(request: Request) -> str:
     return str(request.state.request_id) if hasattr(request.state, "request_id") else ""
 
@@ -140,10 +144,10 @@ class ApiKey:
     """
 
     def __init__(self, service: Callable[[], Authenticator], *, endpoint: str | None = None,
-                 hung_up: type[Exception] = ApiError) -> None:
+                 hung_up: type[Exception] | None = None) -> None:
         self.service = service
         self.endpoint = endpoint
-        self.hung_up = hung_up
+        self.hung_up = hung_up or _NeverRaised
 
     async def guard(self, request: Request, endpoint: Endpoint) -> Response:
         if self.endpoint is None:
@@ -159,7 +163,7 @@ class ApiKey:
                 await self.service().refuse(principal, model=getattr(request.state, "model", ""),
                                             endpoint=self.endpoint, error=exc, request_id=request_id(request))
             raise
-        except self.hung_up:  # settled as cancelled; nobody is left to read this (never ApiError, caught above)
+        except self.hung_up:  # settled as cancelled; nobody is left to read this
             return Response(status_code=499)
 
 
