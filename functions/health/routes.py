@@ -6,7 +6,6 @@ from starlette.routing import Route
 
 from isthmus.adapters.dynamodb import DynamoStoreProbe
 from isthmus.errors import ApiError, allowed_methods, method_not_allowed
-from isthmus.handlers import off_loop
 from isthmus.observability import lambda_entry
 from isthmus.services import health
 from isthmus.web import ALL_METHODS, create_app, json_response
@@ -24,8 +23,7 @@ async def liveness(request: Request) -> Response:
 
 
 async def readiness(request: Request) -> Response:
-    # The probe blocks on the store (up to its timeouts when the store hangs): never on the event loop.
-    status, body = await off_loop(health).readiness(_probe)
+    status, body = await health.ready(_probe)
     return json_response(body, status=status)
 
 

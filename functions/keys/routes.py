@@ -3,9 +3,10 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus.handlers import MASTER, OffLoop, authorized, off_loop
+from isthmus.auth_http import MASTER
+from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import default_credentials, default_stores
+from isthmus.services.credentials import OffLoop, default_credentials, default_stores, off_loop
 from isthmus.services.keys import CreateKey, KeyService, UpdateKey
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned

@@ -5,7 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus.handlers import LISTING_KEY, authorized
+from isthmus.auth_http import LISTING_KEY
+from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
 from isthmus.services import models_listing
 from isthmus.web import create_app, json_response, versioned

@@ -6,10 +6,11 @@ Model keys contain ``/`` and ``:`` (percent-encoded by clients), so the routes t
 from starlette.requests import Request
 from starlette.responses import Response
 
+from isthmus.auth_http import ANY_KEY, MASTER
 from isthmus.errors import ApiError
-from isthmus.handlers import ANY_KEY, MASTER, OffLoop, authorized, off_loop
+from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import default_stores
+from isthmus.services.credentials import OffLoop, default_stores, off_loop
 from isthmus.services.pricing import PricingService, SetPricing
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned

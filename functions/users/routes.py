@@ -3,9 +3,10 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus.handlers import MASTER, OffLoop, authorized, off_loop
+from isthmus.auth_http import MASTER
+from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import default_stores
+from isthmus.services.credentials import OffLoop, default_stores, off_loop
 from isthmus.services.usage import UsageService
 from isthmus.services.users import CreateUser, UpdateUser, UserService
 from isthmus.services.views import page, paging

@@ -1,32 +1,31 @@
-"""The one handler idiom of ``functions/``: ``@authorized(<rule>)`` in front of every route, and services the
-handler awaits (``off_loop`` puts a blocking service behind ``await``).
+"""The one handler idiom of ``functions/``: ``@authorized(<rule>)`` in front of every route; the handler then
+parses, awaits a service and shapes the answer (a blocking service is awaited through
+``credentials.off_loop``: no handler threads a call itself).
 
     @authorized(MASTER)
     async def get_budget(request: Request) -> Response:
         return json_response(await _service().get(request.path_params["budget_id"]))
 
-Each rule documents what it checks; a refusal is an ``ApiError`` rendered in the caller's dialect by the app.
+The rules, each documenting what it checks: here ``ADMIN_TOKEN``, ``ENROLL_TOKEN`` and ``ApiKey`` (inference);
+in isthmus.auth_http the ones over the tenancy tables, ``MASTER``, ``ANY_KEY`` and ``LISTING_KEY`` (apart so
+that the admin function does not import the tenancy gate). A refusal is an ``ApiError``, rendered in the
+caller's dialect by the app.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Awaitable, Callable, Mapping
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from isthmus.control.admin_auth import check_admin, check_enroll_token
 from isthmus.errors import ApiError
-from isthmus.services.credentials import call, default_credentials
 from isthmus.web import Endpoint
 
 if TYPE_CHECKING:
     from isthmus.services.gate import Principal
-
-S = TypeVar("S")
 
 
 class Rule(Protocol):
@@ -60,42 +59,6 @@ def authorized(rule: Rule) -> Callable[[Endpoint], Endpoint]:
         return guarded
 
     return wrap
-
-
-def _auth() -> ModuleType:
-    # Imported on first use: the tenancy gate costs ~50 ms of cold start that the admin and health functions
-    # (which never check a master or API key) should not pay.
-    from isthmus import auth_http
-
-    return auth_http
-
-
-class MasterKey(Check):
-    """Management (/v1/keys, users, budgets, usage, pricing writes): the master key whenever one is configured
-    (401 + ``WWW-Authenticate: Bearer`` when missing or wrong); with none configured, loopback callers only."""
-
-    async def check(self, request: Request) -> None:
-        await _auth().require_master(request)
-
-
-class AnyKey(Check):
-    """Read endpoints (pricing): any valid API key or the master key; open mode lets anyone read. The principal
-    is left on ``request.state.principal``."""
-
-    async def check(self, request: Request) -> None:
-        request.state.principal = await _auth().require_reader(request)
-
-
-class ListingKey(Check):
-    """``/v1/models``: keyed mode is keyed everywhere, so a valid API key (or the master key) is needed, as for
-    inference, with the same 401 for none, an unknown, inactive, expired or rotated-out key. Open mode (and
-    ``ISTHMUS_TENANCY=off``) lists for anyone, whatever key is sent."""
-
-    async def check(self, request: Request) -> None:
-        if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off":
-            return
-        if await default_credentials().keyed():
-            await _auth().gate().authenticate(request.headers)
 
 
 class AdminToken(Check):
@@ -167,30 +130,5 @@ class ApiKey:
             return Response(status_code=499)
 
 
-MASTER = MasterKey()
-ANY_KEY = AnyKey()
-LISTING_KEY = ListingKey()
 ADMIN_TOKEN = AdminToken()
 ENROLL_TOKEN = EnrollToken()
-
-
-class OffLoop(Generic[S]):
-    """A blocking service behind ``await``: every method runs in the threadpool through ``credentials.call``
-    (an unreachable or failing store is a 503 + Retry-After, never a silent allow), so handlers see one kind
-    of service and never thread a call themselves."""
-
-    def __init__(self, target: S) -> None:
-        self._target = target
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(self._target, name)
-
-        async def awaited(*args: Any, **kwargs: Any) -> Any:
-            return await call(method, *args, **kwargs)
-
-        awaited.__name__ = name
-        return awaited
-
-
-def off_loop(target: S) -> OffLoop[S]:
-    return OffLoop(target)

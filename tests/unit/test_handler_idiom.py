@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from starlette.routing import Route
 
-from isthmus.handlers import ADMIN_TOKEN, ENROLL_TOKEN, LISTING_KEY, MASTER, RULES, ApiKey
+from isthmus.auth_http import LISTING_KEY, MASTER
+from isthmus.handlers import ADMIN_TOKEN, ENROLL_TOKEN, RULES, ApiKey
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUPS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/routes.py"))
