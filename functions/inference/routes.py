@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -35,6 +35,9 @@ from isthmus.streaming import RelayResponse, relay_frames, sse_response
 from isthmus.web import Endpoint, create_app, json_response, read_json, versioned
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
+
+if TYPE_CHECKING:
+    from isthmus.services.passthrough import PassthroughService
 
 SERVICE = "inference"
 PING_INTERVAL_S = 10.0
@@ -77,6 +80,15 @@ def store() -> ResponseStore:
 
 def responses() -> ResponsesService:
     return ResponsesService(store())
+
+
+def passthrough_service() -> PassthroughService:
+    # Imported on first use: only cloud aliases take these routes.
+    from isthmus.routing.cloud import CloudResolver
+    from isthmus.services.cloud_catalog import shared_catalog
+    from isthmus.services.passthrough import PassthroughService
+
+    return PassthroughService(CloudResolver(shared_catalog(), RoutingResolver()), service().gate)
 
 
 def api_key(endpoint: str | None = None) -> ApiKey:
@@ -225,16 +237,11 @@ def passthrough(path: str) -> Endpoint:
 
     @authorized(api_key(f"/v1{path}"))
     async def endpoint(request: Request) -> Response:
-        from isthmus.routing.cloud import CloudResolver
-        from isthmus.services.cloud_catalog import shared_catalog
-        from isthmus.services.passthrough import PassthroughService
-
         body = await read_json(request)
         request.state.model = body.get("model", "") if isinstance(body, dict) else ""
-        forwarder = PassthroughService(CloudResolver(shared_catalog(), RoutingResolver()), service().gate)
-        out = await forwarder.forward(request.state.principal, path, body, endpoint=f"/v1{path}",
-                                      request_id=request_id(request),
-                                      on_admitted=lambda: setattr(request.state, "call", "passthrough"))
+        out = await passthrough_service().forward(
+            request.state.principal, path, body, endpoint=f"/v1{path}", request_id=request_id(request),
+            on_admitted=lambda: setattr(request.state, "call", "passthrough"))
         return Response(out.content, status_code=out.status, headers=out.headers)
 
     return endpoint
