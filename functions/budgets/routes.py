@@ -4,53 +4,54 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from isthmus import wiring
-from isthmus.auth_http import require_master
+from isthmus.auth_http import MASTER
+from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
 from isthmus.services.budgets import BudgetService, CreateBudget, UpdateBudget
-from isthmus.services.credentials import call
+from isthmus.services.credentials import OffLoop, off_loop
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
 
 SERVICE = "budgets"
 
 
-def _service() -> BudgetService:
-    return BudgetService(wiring.stores())
+def _service() -> OffLoop[BudgetService]:
+    return off_loop(BudgetService(wiring.stores()))
 
 
+@authorized(MASTER)
 async def create_budget(request: Request) -> Response:
-    await require_master(request)
     body = await parse_body(request, CreateBudget)
-    return json_response(await call(_service().create, body))
+    return json_response(await _service().create(body))
 
 
+@authorized(MASTER)
 async def list_budgets(request: Request) -> Response:
-    await require_master(request)
     skip, limit = paging(request.query_params)
-    return json_response(page(await call(_service().list), skip, limit))
+    return json_response(page(await _service().list(), skip, limit))
 
 
+@authorized(MASTER)
 async def get_budget(request: Request) -> Response:
-    await require_master(request)
-    return json_response(await call(_service().get, request.path_params["budget_id"]))
+    return json_response(await _service().get(request.path_params["budget_id"]))
 
 
+@authorized(MASTER)
 async def update_budget(request: Request) -> Response:
-    await require_master(request)
     body = await parse_body(request, UpdateBudget)
-    return json_response(await call(_service().update, request.path_params["budget_id"], body))
+    return json_response(await _service().update(request.path_params["budget_id"], body))
 
 
+@authorized(MASTER)
 async def delete_budget(request: Request) -> Response:
-    await require_master(request)
-    await call(_service().delete, request.path_params["budget_id"])
+    await _service().delete(request.path_params["budget_id"])
     return Response(status_code=204)
 
 
+@authorized(MASTER)
 async def reset_logs(request: Request) -> Response:
-    await require_master(request)
     skip, limit = paging(request.query_params)
-    return json_response(page(await call(_service().reset_logs, request.path_params["budget_id"]), skip, limit))
+    return json_response(page(await _service().reset_logs(request.path_params["budget_id"]), skip, limit))
 
 
 app = create_app(

@@ -1,6 +1,5 @@
 """Health probes, and the catch-all that answers unknown routes with a 404 in the caller's dialect."""
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,8 +23,7 @@ async def liveness(request: Request) -> Response:
 
 
 async def readiness(request: Request) -> Response:
-    # The probe blocks on the store (up to its timeouts when the store hangs): never on the event loop.
-    status, body = await run_in_threadpool(health.readiness, _probe)
+    status, body = await health.ready(_probe)
     return json_response(body, status=status)
 
 

@@ -8,7 +8,7 @@ streams are relayed through the coalescer and stop the backend when the client g
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -20,14 +20,19 @@ from isthmus.dialects.common import SSE_DONE, sse_data, sse_event
 from isthmus.dialects.openai_responses_stream import ResponsesStreamEncoder
 from isthmus.errors import ApiError, Dialect
 from isthmus.fields import MAX_NAME_CHARS
+from isthmus.handlers import ApiKey, authorized, request_id
 from isthmus.observability import get_logger, lambda_entry
-from isthmus.ports.responses import ResponseStore, StoredResponse
+from isthmus.ports.responses import ResponseStore
 from isthmus.services.accumulate import StreamAccumulator
 from isthmus.services.inference import Call, ClientGone, InferenceService
+from isthmus.services.responses import ResponsesService
 from isthmus.streaming import RelayResponse, relay_frames, sse_response
 from isthmus.web import Endpoint, create_app, json_response, read_json, versioned
 from isthmus_contracts.agent import TokenizeRequest
-from isthmus_contracts.internal import InternalRequest, InternalResponse
+from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
+
+if TYPE_CHECKING:
+    from isthmus.services.passthrough import PassthroughService
 
 SERVICE = "inference"
 PING_INTERVAL_S = 10.0
@@ -41,6 +46,19 @@ def store() -> ResponseStore:
     return wiring.response_store()
 
 
+def responses() -> ResponsesService:
+    return ResponsesService(store())
+
+
+def passthrough_service() -> PassthroughService:
+    return wiring.passthrough_service()
+
+
+def api_key(endpoint: str | None = None) -> ApiKey:
+    """``@authorized(api_key(endpoint))``: a billed route (refusals get their usage row); no endpoint: free."""
+    return ApiKey(service, endpoint=endpoint, hung_up=ClientGone)
+
+
 def _session(request: Request) -> str | None:
     session = request.headers.get("x-session-id") or None
     if session is not None and len(session) > MAX_NAME_CHARS:
@@ -49,37 +67,10 @@ def _session(request: Request) -> str | None:
     return session
 
 
-def _request_id(request: Request) -> str:
-    return str(request.state.request_id) if hasattr(request.state, "request_id") else ""
-
-
-def gated(endpoint: str) -> Callable[[Endpoint], Endpoint]:
-    """Authenticate first; a request turned away before admission still gets its usage row."""
-
-    def wrap(fn: Endpoint) -> Endpoint:
-        async def inner(request: Request) -> Response:
-            principal = None
-            try:
-                principal = await service().authenticate(request.headers)
-                request.state.principal = principal
-                return await fn(request)
-            except ClientGone:  # settled as cancelled; nobody is left to read this
-                return Response(status_code=499)
-            except ApiError as exc:
-                if getattr(request.state, "call", None) is None:
-                    await service().refuse(principal, model=getattr(request.state, "model", ""), endpoint=endpoint,
-                                           error=exc, request_id=_request_id(request))
-                raise
-
-        return inner
-
-    return wrap
-
-
 async def _begin(request: Request, internal: InternalRequest, endpoint: str) -> Call:
     request.state.model = internal.model
     call = await service().begin(request.state.principal, internal, endpoint=endpoint,
-                                 request_id=_request_id(request), detach_settle="aws.event" not in request.scope,
+                                 request_id=request_id(request), detach_settle="aws.event" not in request.scope,
                                  axis_header=request.headers.get("x-coeos-axis"))
     request.state.call = call
     return call
@@ -113,41 +104,49 @@ def _sse(frames: AsyncIterator[str], call: Call) -> RelayResponse:
     return sse_response(frames, headers=_headers(call))
 
 
-# ---- OpenAI chat completions ----------------------------------------------------------------------------
-
-@gated("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    req = openai_chat.parse(await read_json(request))
-    internal = openai_chat.to_internal(req, header_session_id=_session(request))
-    call = await _begin(request, internal, "/v1/chat/completions")
+async def _answer(request: Request, internal: InternalRequest, endpoint: str,
+                  whole: Callable[[InternalResponse], dict[str, Any]],
+                  frames: Callable[[Call, AsyncIterator[StreamEvent]], AsyncIterator[str]]) -> Response:
+    """Admit ``internal``, then the whole answer rendered by ``whole``, or the stream relayed as ``frames``."""
+    call = await _begin(request, internal, endpoint)
     if not internal.stream:
         resp, settle = await _complete(request, call)
-        return JSONResponse(openai_chat.to_chat_completion(resp), headers=_headers(call), background=settle)
+        return JSONResponse(whole(resp), headers=_headers(call), background=settle)
+    return _sse(frames(call, await service().open_stream(call)), call)
+
+
+# ---- OpenAI chat completions ----------------------------------------------------------------------------
+
+@authorized(api_key("/v1/chat/completions"))
+async def chat_completions(request: Request) -> Response:
+    req = openai_chat.parse(await read_json(request))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    encoder = openai_chat.ChatStreamEncoder(include_usage=include_usage, model=call.request.model)
-    events = await service().open_stream(call)
-    return _sse(relay_frames(events, encoder.feed, encoder.close, sse_data, Dialect.OPENAI, done=SSE_DONE), call)
+
+    def frames(call: Call, events: AsyncIterator[StreamEvent]) -> AsyncIterator[str]:
+        encoder = openai_chat.ChatStreamEncoder(include_usage=include_usage, model=call.request.model)
+        return relay_frames(events, encoder.feed, encoder.close, sse_data, Dialect.OPENAI, done=SSE_DONE)
+
+    internal = openai_chat.to_internal(req, header_session_id=_session(request))
+    return await _answer(request, internal, "/v1/chat/completions", openai_chat.to_chat_completion, frames)
 
 
 # ---- Anthropic messages -----------------------------------------------------------------------------------
 
-@gated("/v1/messages")
+@authorized(api_key("/v1/messages"))
 async def messages(request: Request) -> Response:
     req = anthropic_messages.parse(await read_json(request))
+
+    def frames(call: Call, events: AsyncIterator[StreamEvent]) -> AsyncIterator[str]:
+        encoder = anthropic_messages.MessagesStreamEncoder(model=call.request.model)
+        return relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
+                            ping=sse_event(anthropic_messages.ping_event()), ping_interval=PING_INTERVAL_S)
+
     internal = anthropic_messages.to_internal(req, header_session_id=_session(request))
-    call = await _begin(request, internal, "/v1/messages")
-    if not internal.stream:
-        resp, settle = await _complete(request, call)
-        return JSONResponse(anthropic_messages.to_message(resp), headers=_headers(call), background=settle)
-    encoder = anthropic_messages.MessagesStreamEncoder(model=call.request.model)
-    events = await service().open_stream(call)
-    return _sse(relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
-                             ping=sse_event(anthropic_messages.ping_event()), ping_interval=PING_INTERVAL_S), call)
+    return await _answer(request, internal, "/v1/messages", anthropic_messages.to_message, frames)
 
 
+@authorized(api_key())  # no budget hold and no usage row: counting is free, but keyed mode needs a valid key
 async def messages_count_tokens(request: Request) -> Response:
-    # No budget hold and no usage row: counting is free. It still needs a valid key in keyed mode.
-    await service().authenticate(request.headers)
     req = count_tokens.parse(await read_json(request))
     msgs, tools = count_tokens.to_internal(req)
     exact = None
@@ -162,61 +161,36 @@ async def messages_count_tokens(request: Request) -> Response:
 
 # ---- OpenAI Responses ---------------------------------------------------------------------------------------
 
-@gated("/v1/responses")
+@authorized(api_key("/v1/responses"))
 async def responses_create(request: Request) -> Response:
     req = openai_responses.parse(await read_json(request))
     internal = openai_responses.to_internal(req, header_session_id=_session(request))
-    if req.previous_response_id:
-        previous = await store().get(req.previous_response_id)
-        if previous is None:
-            raise ApiError(404, f"Previous response '{req.previous_response_id}' not found.",
-                           param="previous_response_id", code="previous_response_not_found")
-        internal = openai_responses.prepend_previous(internal, previous.messages, previous.output)
+    internal = await responses().continue_from(internal, req.previous_response_id, openai_responses.prepend_previous)
     call = await _begin(request, internal, "/v1/responses")
-    history = [m for m in call.request.messages if m.role != "system"]
-    keep = req.store is not False
-
-    async def remember(output: Any, response_id: str) -> None:
-        if keep:
-            await store().put(StoredResponse(response_id=response_id, model=call.request.model,
-                                             messages=history, output=output, created_at=output.created))
-
+    memory = responses().memory(call.request, keep=req.store is not False)
     if not internal.stream:
         resp, settle = await _complete(request, call)
         body = openai_responses.to_response(resp, req)
-        await remember(resp, body["id"])
+        await memory.remember(resp, body["id"])
         return JSONResponse(body, headers=_headers(call), background=settle)
     encoder = ResponsesStreamEncoder(req, model=call.request.model)
-    acc = StreamAccumulator(call.request.model)
+    folded = StreamAccumulator(call.request.model)
     events = await service().open_stream(call)
-
-    async def frames() -> AsyncIterator[str]:
-        async for frame in relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.OPENAI,
-                                  on_event=acc.feed):
-            yield frame
-        if acc.finished and acc.error is None:
-            await remember(acc.response, encoder.id)
-
-    return _sse(frames(), call)
+    frames = relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.OPENAI, on_event=folded.feed)
+    return _sse(memory.after_stream(frames, folded, lambda: encoder.id), call)
 
 
+@authorized(api_key())
 async def responses_get(request: Request) -> Response:
-    await service().authenticate(request.headers)
-    stored = await store().get(request.path_params["response_id"])
-    if stored is None:
-        raise ApiError(404, f"Response '{request.path_params['response_id']}' not found.", code="not_found")
-    req = openai_responses.parse({"model": stored.model, "input": "-"})
-    body = openai_responses.to_response(stored.output, req)
-    body["id"] = stored.response_id
-    return json_response(body)
+    stored = await responses().get(request.path_params["response_id"])
+    body = openai_responses.to_response(stored.output, openai_responses.parse({"model": stored.model, "input": "-"}))
+    return json_response({**body, "id": stored.response_id})
 
 
+@authorized(api_key())
 async def responses_delete(request: Request) -> Response:
-    await service().authenticate(request.headers)
-    response_id = request.path_params["response_id"]
-    if not await store().delete(response_id):
-        raise ApiError(404, f"Response '{response_id}' not found.", code="not_found")
-    return json_response({"id": response_id, "object": "response", "deleted": True})
+    await responses().delete(request.path_params["response_id"])
+    return json_response({"id": request.path_params["response_id"], "object": "response", "deleted": True})
 
 
 # ---- raw OpenAI passthrough (OpenAI-protocol providers only) --------------------------------------------
@@ -224,13 +198,13 @@ async def responses_delete(request: Request) -> Response:
 def passthrough(path: str) -> Endpoint:
     """Forward the body as-is to the alias's provider with the model rewritten; the answer comes back as-is."""
 
-    @gated(f"/v1{path}")
+    @authorized(api_key(f"/v1{path}"))
     async def endpoint(request: Request) -> Response:
         body = await read_json(request)
         request.state.model = body.get("model", "") if isinstance(body, dict) else ""
-        out = await wiring.passthrough_service().forward(request.state.principal, path, body, endpoint=f"/v1{path}",
-                                      request_id=_request_id(request),
-                                      on_admitted=lambda: setattr(request.state, "call", "passthrough"))
+        out = await passthrough_service().forward(
+            request.state.principal, path, body, endpoint=f"/v1{path}", request_id=request_id(request),
+            on_admitted=lambda: setattr(request.state, "call", "passthrough"))
         return Response(out.content, status_code=out.status, headers=out.headers)
 
     return endpoint

@@ -4,9 +4,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from isthmus import wiring
-from isthmus.auth_http import require_master
+from isthmus.auth_http import MASTER
+from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import call
+from isthmus.services.credentials import OffLoop, off_loop
 from isthmus.services.keys import CreateKey, KeyService, UpdateKey
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
@@ -14,42 +15,42 @@ from isthmus.web import create_app, json_response, parse_body, versioned
 SERVICE = "keys"
 
 
-def _service() -> KeyService:
-    return KeyService(wiring.stores(), wiring.credentials())
+def _service() -> OffLoop[KeyService]:
+    return off_loop(KeyService(wiring.stores(), wiring.credentials()))
 
 
+@authorized(MASTER)
 async def create_key(request: Request) -> Response:
-    await require_master(request)
     body = await parse_body(request, CreateKey)
-    return json_response(await call(_service().create, body))
+    return json_response(await _service().create(body))
 
 
+@authorized(MASTER)
 async def list_keys(request: Request) -> Response:
-    await require_master(request)
     skip, limit = paging(request.query_params)
-    return json_response(page(await call(_service().list), skip, limit))
+    return json_response(page(await _service().list(), skip, limit))
 
 
+@authorized(MASTER)
 async def get_key(request: Request) -> Response:
-    await require_master(request)
-    return json_response(await call(_service().get, request.path_params["key_id"]))
+    return json_response(await _service().get(request.path_params["key_id"]))
 
 
+@authorized(MASTER)
 async def update_key(request: Request) -> Response:
-    await require_master(request)
     body = await parse_body(request, UpdateKey)
-    return json_response(await call(_service().update, request.path_params["key_id"], body))
+    return json_response(await _service().update(request.path_params["key_id"], body))
 
 
+@authorized(MASTER)
 async def delete_key(request: Request) -> Response:
-    await require_master(request)
-    await call(_service().delete, request.path_params["key_id"])
+    await _service().delete(request.path_params["key_id"])
     return Response(status_code=204)
 
 
+@authorized(MASTER)
 async def rotate_key(request: Request) -> Response:
-    await require_master(request)
-    return json_response(await call(_service().rotate, request.path_params["key_id"]))
+    return json_response(await _service().rotate(request.path_params["key_id"]))
 
 
 app = create_app(

@@ -7,10 +7,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from isthmus import wiring
-from isthmus.auth_http import require_master, require_reader
+from isthmus.auth_http import ANY_KEY, MASTER
 from isthmus.errors import ApiError
+from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import call
+from isthmus.services.credentials import OffLoop, off_loop
 from isthmus.services.pricing import PricingService, SetPricing
 from isthmus.services.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
@@ -19,8 +20,8 @@ SERVICE = "pricing"
 HISTORY = "/history"
 
 
-def _service() -> PricingService:
-    return PricingService(wiring.stores())
+def _service() -> OffLoop[PricingService]:
+    return off_loop(PricingService(wiring.stores()))
 
 
 def _model_key(request: Request) -> str:
@@ -30,29 +31,29 @@ def _model_key(request: Request) -> str:
     return str(key)
 
 
+@authorized(MASTER)
 async def set_pricing(request: Request) -> Response:
-    await require_master(request)
     body = await parse_body(request, SetPricing)
-    return json_response(await call(_service().set, body))
+    return json_response(await _service().set(body))
 
 
+@authorized(ANY_KEY)
 async def list_pricing(request: Request) -> Response:
-    await require_reader(request)
     skip, limit = paging(request.query_params)
-    return json_response(page(await call(_service().list), skip, limit))
+    return json_response(page(await _service().list(), skip, limit))
 
 
+@authorized(ANY_KEY)
 async def get_pricing(request: Request) -> Response:
-    await require_reader(request)
     key = _model_key(request)
     if key.endswith(HISTORY) and len(key) > len(HISTORY):
-        return json_response(await call(_service().history, key[: -len(HISTORY)]))
-    return json_response(await call(_service().get, key, request.query_params.get("as_of")))
+        return json_response(await _service().history(key[: -len(HISTORY)]))
+    return json_response(await _service().get(key, request.query_params.get("as_of")))
 
 
+@authorized(MASTER)
 async def delete_pricing(request: Request) -> Response:
-    await require_master(request)
-    await call(_service().delete, _model_key(request), request.query_params.get("effective_at"))
+    await _service().delete(_model_key(request), request.query_params.get("effective_at"))
     return Response(status_code=204)
 
 

@@ -4,9 +4,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from isthmus import wiring
-from isthmus.auth_http import require_master
+from isthmus.auth_http import MASTER
+from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import call
+from isthmus.services.credentials import OffLoop, off_loop
 from isthmus.services.usage import UsageService
 from isthmus.services.views import paging
 from isthmus.web import create_app, json_response, versioned
@@ -14,21 +15,21 @@ from isthmus.web import create_app, json_response, versioned
 SERVICE = "usage"
 
 
-def _service() -> UsageService:
-    return UsageService(wiring.stores())
+def _service() -> OffLoop[UsageService]:
+    return off_loop(UsageService(wiring.stores()))
 
 
+@authorized(MASTER)
 async def list_usage(request: Request) -> Response:
-    await require_master(request)
     skip, limit = paging(request.query_params)
     user_ids = request.query_params.getlist("user_id")
-    return json_response(await call(_service().list, request.query_params, user_ids, skip, limit))
+    return json_response(await _service().list(request.query_params, user_ids, skip, limit))
 
 
+@authorized(MASTER)
 async def usage_summary(request: Request) -> Response:
-    await require_master(request)
     user_ids = request.query_params.getlist("user_id")
-    return json_response(await call(_service().summary, request.query_params, user_ids))
+    return json_response(await _service().summary(request.query_params, user_ids))
 
 
 app = create_app(

@@ -4,9 +4,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from isthmus import wiring
-from isthmus.auth_http import require_master
+from isthmus.auth_http import MASTER
+from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import call
+from isthmus.services.credentials import OffLoop, off_loop
 from isthmus.services.usage import UsageService
 from isthmus.services.users import CreateUser, UpdateUser, UserService
 from isthmus.services.views import page, paging
@@ -15,46 +16,49 @@ from isthmus.web import create_app, json_response, parse_body, versioned
 SERVICE = "users"
 
 
-def _service() -> UserService:
-    return UserService(wiring.stores())
+def _service() -> OffLoop[UserService]:
+    return off_loop(UserService(wiring.stores()))
 
 
+def _usage() -> OffLoop[UsageService]:
+    return off_loop(UsageService(wiring.stores()))
+
+
+@authorized(MASTER)
 async def create_user(request: Request) -> Response:
-    await require_master(request)
     body = await parse_body(request, CreateUser)
-    return json_response(await call(_service().create, body))
+    return json_response(await _service().create(body))
 
 
+@authorized(MASTER)
 async def list_users(request: Request) -> Response:
-    await require_master(request)
     skip, limit = paging(request.query_params)
-    return json_response(page(await call(_service().list), skip, limit))
+    return json_response(page(await _service().list(), skip, limit))
 
 
+@authorized(MASTER)
 async def get_user(request: Request) -> Response:
-    await require_master(request)
-    return json_response(await call(_service().get, request.path_params["user_id"]))
+    return json_response(await _service().get(request.path_params["user_id"]))
 
 
+@authorized(MASTER)
 async def update_user(request: Request) -> Response:
-    await require_master(request)
     body = await parse_body(request, UpdateUser)
-    return json_response(await call(_service().update, request.path_params["user_id"], body))
+    return json_response(await _service().update(request.path_params["user_id"], body))
 
 
+@authorized(MASTER)
 async def delete_user(request: Request) -> Response:
-    await require_master(request)
-    await call(_service().delete, request.path_params["user_id"])
+    await _service().delete(request.path_params["user_id"])
     return Response(status_code=204)
 
 
+@authorized(MASTER)
 async def user_usage(request: Request) -> Response:
-    await require_master(request)
     user_id = request.path_params["user_id"]
     skip, limit = paging(request.query_params)
-    await call(_service().live, user_id)
-    rows = await call(UsageService(wiring.stores()).list, request.query_params, [user_id], skip, limit)
-    return json_response(rows)
+    await _service().live(user_id)
+    return json_response(await _usage().list(request.query_params, [user_id], skip, limit))
 
 
 app = create_app(

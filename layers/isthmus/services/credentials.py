@@ -10,9 +10,9 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +22,7 @@ from isthmus.observability import get_logger
 from isthmus.ports.tenancy import BudgetStore, KeyStore, PricingStore, RateLimiter, SettingsStore, UsageStore, UserStore
 
 T = TypeVar("T")
+S = TypeVar("S")
 log = get_logger("tenancy")
 
 PEPPER_SETTING = "key_pepper"
@@ -78,6 +79,27 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", type(exc).__name__)
         log.warning("store call failed", extra={"store_error": code, "op": getattr(fn, "__name__", "?")})
         raise failure from None
+
+
+class OffLoop(Generic[S]):
+    """A blocking service behind ``await``: every method runs through :func:`call` (in the threadpool; a failing
+    store is a 503 + Retry-After), so handlers see one kind of service and never thread a call themselves."""
+
+    def __init__(self, target: S) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self._target, name)
+
+        async def awaited(*args: Any, **kwargs: Any) -> Any:
+            return await call(method, *args, **kwargs)
+
+        awaited.__name__ = name
+        return awaited
+
+
+def off_loop(target: S) -> OffLoop[S]:
+    return OffLoop(target)
 
 
 class Credentials:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from isthmus import __version__
 from isthmus.observability import inflight
 from isthmus.ports.health import StoreProbe
@@ -18,3 +20,9 @@ def readiness(probe: StoreProbe) -> tuple[int, dict[str, Any]]:
     if problems:
         return 503, {"status": "unavailable", "detail": "; ".join(problems), "checks": {"dynamodb": problems}}
     return 200, {"status": "ready", "checks": {"dynamodb": "ok"}}
+
+
+async def ready(probe: StoreProbe) -> tuple[int, dict[str, Any]]:
+    """:func:`readiness` in a worker thread: the probe may block on a hung store for its timeouts, never on the
+    event loop."""
+    return await run_in_threadpool(readiness, probe)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import hmac
-import os
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -15,17 +13,6 @@ from isthmus.ports.control import ControlStore, PoolsBusy
 from isthmus_contracts.control import EnrollRequest, HeartbeatRequest, NodeLoad
 
 HEARTBEAT_INTERVAL_S = 5.0
-
-
-def check_enroll_token(authorization: str | None) -> None:
-    """``ISTHMUS_ENROLL_TOKEN`` guards enrollment and heartbeats; open when unset."""
-    expected = os.environ.get("ISTHMUS_ENROLL_TOKEN") or ""
-    if not expected:
-        return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise ApiError(401, "A valid enrollment token is required (Authorization: Bearer <token>).",
-                       code="invalid_enroll_token", headers={"WWW-Authenticate": "Bearer"})
 
 
 def heartbeat_interval() -> float:
