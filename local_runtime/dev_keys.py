@@ -49,8 +49,8 @@ def prepare_keys(data_dir: Path, *, want_keyed: bool, say: Callable[[str], None]
     """Make the keys on the first ``--keyed`` start, or report the ones this data dir already has. Needs the
     tables (the settings table holds the master key's hash)."""
     from isthmus import auth
-    from isthmus.services.credentials import MASTER_HASH_SETTING, default_stores
-    from isthmus.services.keys import bootstrap_master_key
+    from isthmus.services.tenancy.credentials import MASTER_HASH_SETTING, default_stores
+    from isthmus.services.tenancy.keys import bootstrap_master_key
 
     path = keys_path(data_dir)
     env_master = auth.env_master_key()

@@ -7,7 +7,7 @@ from starlette.routing import Route
 from isthmus.adapters.dynamodb import DynamoStoreProbe
 from isthmus.errors import ApiError, allowed_methods, method_not_allowed
 from isthmus.observability import lambda_entry
-from isthmus.services import health
+from isthmus.services.control import health
 from isthmus.web import ALL_METHODS, create_app, json_response
 
 SERVICE = "health"

@@ -1,12 +1,12 @@
 """Scheduled Lambda (template: HoldsSweeperFunction, every minute): expired holds and leases of dead processes
-go back to their users' headroom (isthmus.services.holds.sweep_once)."""
+go back to their users' headroom (isthmus.services.tenancy.holds.sweep_once)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from isthmus.adapters.holds_ddb import DynamoHoldStore
-from isthmus.services.holds import sweep_once
+from isthmus.services.tenancy.holds import sweep_once
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:

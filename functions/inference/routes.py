@@ -23,16 +23,16 @@ from isthmus.fields import MAX_NAME_CHARS
 from isthmus.handlers import ApiKey, authorized, request_id
 from isthmus.observability import get_logger, lambda_entry
 from isthmus.ports.responses import ResponseStore
-from isthmus.services.accumulate import StreamAccumulator
-from isthmus.services.inference import Call, ClientGone, InferenceService
-from isthmus.services.responses import ResponsesService
+from isthmus.services.inference.accumulate import StreamAccumulator
+from isthmus.services.inference.inference import Call, ClientGone, InferenceService
+from isthmus.services.inference.responses import ResponsesService
 from isthmus.streaming import RelayResponse, relay_frames, sse_response
 from isthmus.web import Endpoint, create_app, json_response, read_json, versioned
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
 if TYPE_CHECKING:
-    from isthmus.services.passthrough import PassthroughService
+    from isthmus.services.inference.passthrough import PassthroughService
 
 SERVICE = "inference"
 PING_INTERVAL_S = 10.0

@@ -7,9 +7,9 @@ from isthmus import wiring
 from isthmus.auth_http import MASTER
 from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import OffLoop, off_loop
-from isthmus.services.keys import CreateKey, KeyService, UpdateKey
-from isthmus.services.views import page, paging
+from isthmus.services.tenancy.credentials import OffLoop, off_loop
+from isthmus.services.tenancy.keys import CreateKey, KeyService, UpdateKey
+from isthmus.services.tenancy.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
 
 SERVICE = "keys"

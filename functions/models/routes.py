@@ -9,7 +9,7 @@ from isthmus import wiring
 from isthmus.auth_http import LISTING_KEY
 from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services import models_listing
+from isthmus.services.inference import models_listing
 from isthmus.web import create_app, json_response, versioned
 
 SERVICE = "models"

@@ -11,9 +11,9 @@ from isthmus.auth_http import ANY_KEY, MASTER
 from isthmus.errors import ApiError
 from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import OffLoop, off_loop
-from isthmus.services.pricing import PricingService, SetPricing
-from isthmus.services.views import page, paging
+from isthmus.services.tenancy.credentials import OffLoop, off_loop
+from isthmus.services.tenancy.pricing import PricingService, SetPricing
+from isthmus.services.tenancy.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
 
 SERVICE = "pricing"

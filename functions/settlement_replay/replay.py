@@ -8,8 +8,8 @@ from typing import Any
 
 from isthmus import wiring
 from isthmus.observability import get_logger
-from isthmus.services.settlements import replay_entry
-from isthmus.services.spool import loads
+from isthmus.services.tenancy.settlements import replay_entry
+from isthmus.services.tenancy.spool import loads
 
 log = get_logger("settlement-replay")
 

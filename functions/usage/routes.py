@@ -7,9 +7,9 @@ from isthmus import wiring
 from isthmus.auth_http import MASTER
 from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import OffLoop, off_loop
-from isthmus.services.usage import UsageService
-from isthmus.services.views import paging
+from isthmus.services.tenancy.credentials import OffLoop, off_loop
+from isthmus.services.tenancy.usage import UsageService
+from isthmus.services.tenancy.views import paging
 from isthmus.web import create_app, json_response, versioned
 
 SERVICE = "usage"

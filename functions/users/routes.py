@@ -7,10 +7,10 @@ from isthmus import wiring
 from isthmus.auth_http import MASTER
 from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
-from isthmus.services.credentials import OffLoop, off_loop
-from isthmus.services.usage import UsageService
-from isthmus.services.users import CreateUser, UpdateUser, UserService
-from isthmus.services.views import page, paging
+from isthmus.services.tenancy.credentials import OffLoop, off_loop
+from isthmus.services.tenancy.usage import UsageService
+from isthmus.services.tenancy.users import CreateUser, UpdateUser, UserService
+from isthmus.services.tenancy.views import page, paging
 from isthmus.web import create_app, json_response, parse_body, versioned
 
 SERVICE = "users"

@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from isthmus import wiring
 from isthmus.handlers import Check
-from isthmus.services.gate import Principal
+from isthmus.services.tenancy.gate import Principal
 
 gate = wiring.gate  # the one tenancy gate of the process (isthmus.wiring)
 

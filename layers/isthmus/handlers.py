@@ -25,7 +25,7 @@ from isthmus.errors import ApiError
 from isthmus.web import Endpoint
 
 if TYPE_CHECKING:
-    from isthmus.services.gate import Principal
+    from isthmus.services.tenancy.gate import Principal
 
 
 class Rule(Protocol):

@@ -22,17 +22,17 @@ if TYPE_CHECKING:
     from isthmus.ports.backend import BackendResolver
     from isthmus.ports.control import ControlStore
     from isthmus.ports.responses import ResponseStore
-    from isthmus.services.admin_settings import SettingsService
-    from isthmus.services.cloud_catalog import ProvidersCatalog
-    from isthmus.services.clusters import ClusterService
-    from isthmus.services.credentials import Credentials, Stores
-    from isthmus.services.gate import TenancyGate
-    from isthmus.services.inference import InferenceService
-    from isthmus.services.nodes import NodeService
-    from isthmus.services.passthrough import PassthroughService
-    from isthmus.services.providers import ProviderService
-    from isthmus.services.routing import RoutingService
-    from isthmus.services.sync_jobs import SyncService
+    from isthmus.services.cloud.cloud_catalog import ProvidersCatalog
+    from isthmus.services.cloud.providers import ProviderService
+    from isthmus.services.control.admin_settings import SettingsService
+    from isthmus.services.control.clusters import ClusterService
+    from isthmus.services.control.nodes import NodeService
+    from isthmus.services.control.sync_jobs import SyncService
+    from isthmus.services.inference.inference import InferenceService
+    from isthmus.services.inference.passthrough import PassthroughService
+    from isthmus.services.inference.routing import RoutingService
+    from isthmus.services.tenancy.credentials import Credentials, Stores
+    from isthmus.services.tenancy.gate import TenancyGate
 
 # Single-Mac mode's composition when it asked for one: (inference service, response store).
 _single_mac: list[tuple[InferenceService, ResponseStore]] = []
@@ -42,14 +42,14 @@ _single_mac: list[tuple[InferenceService, ResponseStore]] = []
 
 def stores() -> Stores:
     """The tenancy tables (one set per process)."""
-    from isthmus.services.credentials import default_stores
+    from isthmus.services.tenancy.credentials import default_stores
 
     return default_stores()
 
 
 def credentials() -> Credentials:
     """Master-key and pepper state of the settings table in use."""
-    from isthmus.services.credentials import default_credentials
+    from isthmus.services.tenancy.credentials import default_credentials
 
     return default_credentials()
 
@@ -57,7 +57,7 @@ def credentials() -> Credentials:
 @cache
 def gate() -> TenancyGate:
     """The tenancy gate: authentication, budgets, rate limits, usage rows (one per process)."""
-    from isthmus.services.gate import TenancyGate
+    from isthmus.services.tenancy.gate import TenancyGate
 
     return TenancyGate()
 
@@ -79,7 +79,7 @@ def control_store() -> ControlStore:
 def provider_service() -> ProviderService:
     from isthmus.adapters.keywrap import default_wrapper
     from isthmus.adapters.providers_table import DynamoProviderStore
-    from isthmus.services.providers import ProviderService
+    from isthmus.services.cloud.providers import ProviderService
 
     return ProviderService(DynamoProviderStore(), default_wrapper())
 
@@ -87,7 +87,7 @@ def provider_service() -> ProviderService:
 @cache
 def cloud_catalog() -> ProvidersCatalog:
     """One catalog per process: its cache is shared by the routing snapshot and the inference resolver."""
-    from isthmus.services.cloud_catalog import ProvidersCatalog
+    from isthmus.services.cloud.cloud_catalog import ProvidersCatalog
 
     return ProvidersCatalog(provider_service())
 
@@ -102,7 +102,7 @@ def new_routing_service() -> RoutingService:
     """A routing service with its own snapshot cache (the models listing reads the tables as they are now)."""
     from isthmus.adapters.control_tables import DynamoSessionStore
     from isthmus.backends.decider import AgentDecider
-    from isthmus.services.routing import RoutingService
+    from isthmus.services.inference.routing import RoutingService
 
     return RoutingService(control_store(), DynamoSessionStore(), AgentDecider(), catalog=cloud_catalog())
 
@@ -116,21 +116,21 @@ def routing_service() -> RoutingService:
 @cache
 def cluster_service() -> ClusterService:
     from isthmus.adapters.agent_client import AgentClient
-    from isthmus.services.clusters import ClusterService
+    from isthmus.services.control.clusters import ClusterService
 
     return ClusterService(control_store(), AgentClient())
 
 
 @cache
 def node_service() -> NodeService:
-    from isthmus.services.nodes import NodeService
+    from isthmus.services.control.nodes import NodeService
 
     return NodeService(control_store())
 
 
 @cache
 def settings_service() -> SettingsService:
-    from isthmus.services.admin_settings import SettingsService
+    from isthmus.services.control.admin_settings import SettingsService
 
     return SettingsService(control_store())
 
@@ -138,7 +138,7 @@ def settings_service() -> SettingsService:
 @cache
 def sync_service() -> SyncService:
     from isthmus.adapters.agent_client import AgentClient
-    from isthmus.services.sync_jobs import SyncService
+    from isthmus.services.control.sync_jobs import SyncService
 
     return SyncService(control_store(), AgentClient())
 
@@ -159,7 +159,7 @@ def cloud_resolver() -> CloudResolver:
 
 @cache
 def _gateway_inference() -> InferenceService:
-    from isthmus.services.inference import InferenceService
+    from isthmus.services.inference.inference import InferenceService
 
     return InferenceService(cloud_resolver(), gate() if tenancy_on() else None)
 
@@ -182,7 +182,7 @@ def response_store() -> ResponseStore:
 
 
 def passthrough_service() -> PassthroughService:
-    from isthmus.services.passthrough import PassthroughService
+    from isthmus.services.inference.passthrough import PassthroughService
 
     return PassthroughService(cloud_resolver(), inference_service().gate)
 
@@ -192,7 +192,7 @@ def use_single_mac(agent_url: str) -> None:
     or usage rows), responses kept in memory."""
     from isthmus.adapters.memory_responses import MemoryResponseStore
     from isthmus.backends.default_agent import DefaultAgentResolver
-    from isthmus.services.inference import InferenceService
+    from isthmus.services.inference.inference import InferenceService
 
     resolver: BackendResolver = DefaultAgentResolver(agent_url)
     _single_mac[:] = [(InferenceService(resolver, None), MemoryResponseStore())]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from isthmus.services.accumulate import StreamAccumulator
+from isthmus.services.inference.accumulate import StreamAccumulator
 from isthmus_contracts.internal import InternalResponse
 
 

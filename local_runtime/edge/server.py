@@ -141,7 +141,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             from isthmus import settings
-            from isthmus.services import holds
+            from isthmus.services.tenancy import holds
 
             # heartbeat (this process's holds and leases live while it does), sweep dead processes' holds,
             # replay spooled settlements; a lambda-mode edge plays sandboxes, which cannot heartbeat

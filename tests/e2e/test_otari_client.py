@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from isthmus.services.credentials import default_stores
+from isthmus.services.tenancy.credentials import default_stores
 from local_runtime.process import stop
 from tests.conftest import ROOT, start_edge
 
@@ -52,9 +52,9 @@ def keyed_edge(request: pytest.FixtureRequest, ddb_tables: str) -> Iterator[tupl
 def seed_usage(user_id: str) -> None:
     """Two requests through the gate for ``user_id``: one settled, one refused."""
     from isthmus.errors import ApiError
-    from isthmus.services.credentials import Credentials, default_stores
-    from isthmus.services.gate import TenancyGate
-    from isthmus.services.keys import CreateKey, KeyService
+    from isthmus.services.tenancy.credentials import Credentials, default_stores
+    from isthmus.services.tenancy.gate import TenancyGate
+    from isthmus.services.tenancy.keys import CreateKey, KeyService
 
     stores = default_stores()
     secret = KeyService(stores, Credentials(stores)).create(CreateKey(user_id=user_id, allowed_models=["ok:*"]))["key"]

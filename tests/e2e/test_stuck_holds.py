@@ -143,7 +143,7 @@ def test_a_killed_edge_leaves_no_stuck_holds_and_a_late_settlement_is_charged_on
 def test_the_scheduled_sweeper_reclaims_an_ownerless_hold_only_after_its_expiry(ddb_tables: str) -> None:
     from functions.holds_sweeper.sweeper import handler
     from isthmus.ports.tenancy import HoldTag
-    from isthmus.services.holds import sweep_once
+    from isthmus.services.tenancy.holds import sweep_once
 
     # given a user with an exact hold of a sandbox (no heartbeat) that expires in a moment
     users, user_id = DynamoUserStore(), f"sandbox-{uuid.uuid4().hex[:6]}"

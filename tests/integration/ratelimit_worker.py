@@ -10,7 +10,7 @@ from typing import Any
 def run(env: dict[str, str], secret: str, model: str, attempts: int, now: float, barrier: Any, out: Any) -> None:
     os.environ.update(env)
     from isthmus.errors import ApiError
-    from isthmus.services.gate import TenancyGate
+    from isthmus.services.tenancy.gate import TenancyGate
 
     gate = TenancyGate(clock=lambda: now)  # every process in the same minute bucket
 

@@ -14,9 +14,9 @@ import pytest
 
 from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionStore
 from isthmus.control.models import Cluster, Node, Pool, utcnow
-from isthmus.services import pool_usage
-from isthmus.services.clusters import ClusterService
-from isthmus.services.nodes import NodeService
+from isthmus.services.control import pool_usage
+from isthmus.services.control.clusters import ClusterService
+from isthmus.services.control.nodes import NodeService
 from isthmus_contracts.control import EnrollRequest, NodeLoad
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 from starlette.testclient import TestClient
 
-from isthmus.services.credentials import Credentials, default_stores
-from isthmus.services.gate import TenancyGate
+from isthmus.services.tenancy.credentials import Credentials, default_stores
+from isthmus.services.tenancy.gate import TenancyGate
 
 pytestmark = pytest.mark.integration
 MASTER = "sk-master-control"

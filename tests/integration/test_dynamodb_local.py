@@ -10,7 +10,7 @@ import pytest
 from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.dynamodb import DynamoStoreProbe
-from isthmus.services import health
+from isthmus.services.control import health
 from local_runtime.ddb import DynamoLocal, free_port, use_local_endpoint
 from local_runtime.tables import create_tables
 

@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 import pytest
 
 from isthmus.errors import ApiError
-from isthmus.services import credentials
-from isthmus.services import money as m
-from isthmus.services.credentials import Credentials, default_stores
-from isthmus.services.gate import TenancyGate
-from isthmus.services.keys import CreateKey, KeyService, UpdateKey, bootstrap_master_key
-from isthmus.services.users import CreateUser, UpdateUser, UserService
+from isthmus.services.tenancy import credentials
+from isthmus.services.tenancy import money as m
+from isthmus.services.tenancy.credentials import Credentials, default_stores
+from isthmus.services.tenancy.gate import TenancyGate
+from isthmus.services.tenancy.keys import CreateKey, KeyService, UpdateKey, bootstrap_master_key
+from isthmus.services.tenancy.users import CreateUser, UpdateUser, UserService
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -135,7 +135,7 @@ def test_bootstrap_master_key_once(ddb_tables: str, monkeypatch: pytest.MonkeyPa
 
 def test_a_key_revoked_elsewhere_is_refused_after_one_background_refresh(ddb_tables: str, keyed: str,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from isthmus.services import hot_cache
+    from isthmus.services.tenancy import hot_cache
 
     monkeypatch.setattr(hot_cache.principals, "ttl_s", 0.2)
     gate = TenancyGate()

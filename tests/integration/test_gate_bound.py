@@ -10,11 +10,11 @@ from decimal import Decimal
 import pytest
 
 from isthmus.observability import get_metrics
-from isthmus.services.credentials import Credentials, default_stores
-from isthmus.services.gate import ANONYMOUS, MASTER, TenancyGate
-from isthmus.services.keys import CreateKey, KeyService
-from isthmus.services.token_bounds import TokenBound
-from isthmus.services.usage import usage_view
+from isthmus.services.inference.token_bounds import TokenBound
+from isthmus.services.tenancy.credentials import Credentials, default_stores
+from isthmus.services.tenancy.gate import ANONYMOUS, MASTER, TenancyGate
+from isthmus.services.tenancy.keys import CreateKey, KeyService
+from isthmus.services.tenancy.usage import usage_view
 from tests.integration.test_gate_money import tenant, usage_rows
 
 pytestmark = pytest.mark.integration

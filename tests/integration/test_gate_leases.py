@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from isthmus.services import budget_leases
-from isthmus.services.credentials import default_stores
-from isthmus.services.gate import Admission, Principal, TenancyGate
+from isthmus.services.tenancy import budget_leases
+from isthmus.services.tenancy.credentials import default_stores
+from isthmus.services.tenancy.gate import Admission, Principal, TenancyGate
 
 from .test_gate_money import HOLD, admit_or_refuse, tenant, usage_rows
 
@@ -134,7 +134,7 @@ def test_a_row_settled_by_two_processes_is_written_and_billed_once(ddb_tables: s
 
 
 def test_a_budget_cut_in_this_process_sends_the_leases_back(ddb_tables: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from isthmus.services.budgets import BudgetService, UpdateBudget
+    from isthmus.services.tenancy.budgets import BudgetService, UpdateBudget
 
     monkeypatch.setenv("ISTHMUS_SETTLE_BATCH_MS", "5")
     # given a user served from a lease, 40 requests spent at worst case

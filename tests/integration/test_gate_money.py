@@ -14,12 +14,12 @@ from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.ddb_items import query_all
 from isthmus.errors import ApiError
-from isthmus.services.budgets import BudgetService, CreateBudget
-from isthmus.services.credentials import Credentials, default_stores
-from isthmus.services.gate import Admission, Principal, TenancyGate
-from isthmus.services.keys import CreateKey, KeyService
-from isthmus.services.pricing import PricingService, SetPricing
-from isthmus.services.users import CreateUser, UserService
+from isthmus.services.tenancy.budgets import BudgetService, CreateBudget
+from isthmus.services.tenancy.credentials import Credentials, default_stores
+from isthmus.services.tenancy.gate import Admission, Principal, TenancyGate
+from isthmus.services.tenancy.keys import CreateKey, KeyService
+from isthmus.services.tenancy.pricing import PricingService, SetPricing
+from isthmus.services.tenancy.users import CreateUser, UserService
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import pytest
 from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.ddb_items import query_all
-from isthmus.services.credentials import default_stores
-from isthmus.services.token_bounds import byte_bound, passthrough_bound
+from isthmus.services.inference.token_bounds import byte_bound, passthrough_bound
+from isthmus.services.tenancy.credentials import default_stores
 from isthmus_contracts.internal import InternalRequest
 from local_runtime.process import stop
 from tests.conftest import start_edge

@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 
 from isthmus import settings
 from isthmus.adapters import dynamodb
-from isthmus.services import credentials
-from isthmus.services.gate import TenancyGate
+from isthmus.services.tenancy import credentials
+from isthmus.services.tenancy.gate import TenancyGate
 
 pytestmark = pytest.mark.integration
 

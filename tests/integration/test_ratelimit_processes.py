@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.services.credentials import Credentials, default_stores
-from isthmus.services.keys import CreateKey, KeyService
+from isthmus.services.tenancy.credentials import Credentials, default_stores
+from isthmus.services.tenancy.keys import CreateKey, KeyService
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from isthmus import settings, wiring
 from isthmus.adapters import dynamodb
 from isthmus.adapters.responses_table import DynamoResponseStore
 from isthmus.backends.default_agent import DefaultAgentResolver
-from isthmus.services.inference import InferenceService
+from isthmus.services.inference.inference import InferenceService
 from tests.support.control_agents import AgentSpec, RunningAgent, fake_agent_command, start_agent
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ from isthmus.adapters.ddb_items import scan_all
 from isthmus.adapters.ledger_ddb import DynamoUsageStore
 from isthmus.adapters.tenancy_ddb import DynamoUserStore
 from isthmus.ports.tenancy import Charge, HoldTag
-from isthmus.services.credentials import call
-from isthmus.services.settlements import Settlement, SettlementWriter
-from isthmus.services.spool import dumps
+from isthmus.services.tenancy.credentials import call
+from isthmus.services.tenancy.settlements import Settlement, SettlementWriter
+from isthmus.services.tenancy.spool import dumps
 from local_runtime.ddb import free_port
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from typing import Any, cast
 import pytest
 
 from isthmus.errors import ApiError
-from isthmus.services.accumulate import StreamAccumulator, fold
-from isthmus.services.inference import Call, ClientGone, InferenceService
+from isthmus.services.inference.accumulate import StreamAccumulator, fold
+from isthmus.services.inference.inference import Call, ClientGone, InferenceService
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,

@@ -17,12 +17,12 @@ from starlette.types import Message, Scope
 
 from isthmus.dialects import anthropic_messages, openai_chat, openai_responses
 from isthmus.errors import ApiError, Dialect, allowed_methods
-from isthmus.services.budgets import CreateBudget
-from isthmus.services.clusters import ClusterConfig, LoadBody
-from isthmus.services.keys import CreateKey, UpdateKey
-from isthmus.services.pricing import SetPricing
-from isthmus.services.providers import ProviderService
-from isthmus.services.users import CreateUser
+from isthmus.services.cloud.providers import ProviderService
+from isthmus.services.control.clusters import ClusterConfig, LoadBody
+from isthmus.services.tenancy.budgets import CreateBudget
+from isthmus.services.tenancy.keys import CreateKey, UpdateKey
+from isthmus.services.tenancy.pricing import SetPricing
+from isthmus.services.tenancy.users import CreateUser
 from isthmus.validation import validate
 from isthmus.web import create_app, json_response, parse_body, read_json, versioned
 from local_runtime.template import functions_with_routes, load_template

@@ -11,7 +11,7 @@ import pytest
 from isthmus.control.models import Cluster, GlobalSettings, Node, Pool, Snapshot
 from isthmus.errors import ApiError
 from isthmus.routing import coeos
-from isthmus.services.routing import RoutingService
+from isthmus.services.inference.routing import RoutingService
 
 
 def config(**kw: Any) -> coeos.CoeosConfig:
@@ -157,7 +157,7 @@ def test_unservable_pick_is_503_from_the_service() -> None:
 
 
 def test_decisions_are_recorded() -> None:
-    from isthmus.services.routing import recent_decisions
+    from isthmus.services.inference.routing import recent_decisions
 
     svc = service(config(), ScriptedDecider("AXIS: code"))
     route(svc, axis_header="chat")

@@ -7,7 +7,7 @@ from moto import mock_aws
 from isthmus import settings
 from isthmus.adapters import dynamodb
 from isthmus.adapters.dynamodb import DynamoStoreProbe
-from isthmus.services import health
+from isthmus.services.control import health
 from local_runtime.tables import create_tables
 
 

@@ -10,8 +10,8 @@ from isthmus.control.models import Cluster, Node, Pool, Snapshot
 from isthmus.errors import ApiError
 from isthmus.routing.coeos import CoeosConfig
 from isthmus.routing.resolver import Route
-from isthmus.services.models_listing import get_model, list_models
-from isthmus.services.routing import apply_route_defaults
+from isthmus.services.inference.models_listing import get_model, list_models
+from isthmus.services.inference.routing import apply_route_defaults
 from isthmus_contracts.control import ModelOnDisk
 from isthmus_contracts.internal import InternalRequest
 

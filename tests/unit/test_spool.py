@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 
 from isthmus.adapters import aws, settlement_queue
-from isthmus.services.spool import SettlementSpool, loads
+from isthmus.services.tenancy.spool import SettlementSpool, loads
 
 ENTRY = {"row": {"id": "r1", "cost": Decimal("0.000123"), "metadata": {"n": Decimal(2)}},
          "charge": {"user_id": "u", "cost": Decimal("0.000123"), "hold": Decimal("0.5"), "leased": True}}
@@ -55,7 +55,7 @@ def test_a_replay_that_fails_keeps_the_segment_for_the_next_one(tmp_path: Path) 
 def test_an_entry_the_store_rejects_for_what_it_is_is_set_aside_and_the_rest_replayed(tmp_path: Path) -> None:
     from botocore.exceptions import ClientError
 
-    from isthmus.services.spool import is_poison
+    from isthmus.services.tenancy.spool import is_poison
 
     # given three spooled entries, the middle one malformed in a way the store refuses
     spool = SettlementSpool(tmp_path)

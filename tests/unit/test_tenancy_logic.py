@@ -9,8 +9,8 @@ import pytest
 
 from isthmus.auth import constant_time_equal, extract_token, hash_key, is_loopback
 from isthmus.errors import ApiError
-from isthmus.services.money import cost, model_allowed, next_reset, parse_when, worst_case
-from isthmus.services.views import paging
+from isthmus.services.tenancy.money import cost, model_allowed, next_reset, parse_when, worst_case
+from isthmus.services.tenancy.views import paging
 
 # ------------------------------------------------------------------ headers
 

@@ -19,7 +19,7 @@ from isthmus.errors import AgentUnreachable, ApiError
 from isthmus.routing.affinity import NodeTracker
 from isthmus.routing.failover import NoNodeAvailable
 from isthmus.routing.resolver import NodeTarget, resolve
-from isthmus.services.routing import RoutingService
+from isthmus.services.inference.routing import RoutingService
 from isthmus_contracts.control import NodeLoad
 from isthmus_contracts.internal import InternalRequest, Message, TextPart
 from tests.unit.test_agent_http import read_request, serve

@@ -1,5 +1,5 @@
-"""Token bounds of a budget hold (isthmus.services.token_bounds) and the money rules around them
-(isthmus.services.money.worst_case, capped): fast, no store, no model."""
+"""Token bounds of a budget hold (isthmus.services.inference.token_bounds) and the money rules around them
+(isthmus.services.tenancy.money.worst_case, capped): fast, no store, no model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from isthmus.services import money as m
-from isthmus.services import token_bounds as tb
+from isthmus.services.inference import token_bounds as tb
+from isthmus.services.tenancy import money as m
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest
 

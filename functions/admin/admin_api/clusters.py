@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from isthmus.handlers import ADMIN_TOKEN, authorized
-from isthmus.services.clusters import ClusterConfig, LoadBody, UnloadBody
+from isthmus.services.control.clusters import ClusterConfig, LoadBody, UnloadBody
 from isthmus.web import json_response, parse_body, read_body
 
 from . import services

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 from isthmus import wiring
 
 if TYPE_CHECKING:
-    from isthmus.services.admin_settings import SettingsService
-    from isthmus.services.clusters import ClusterService
-    from isthmus.services.nodes import NodeService
-    from isthmus.services.providers import ProviderService
-    from isthmus.services.sync_jobs import SyncService
+    from isthmus.services.cloud.providers import ProviderService
+    from isthmus.services.control.admin_settings import SettingsService
+    from isthmus.services.control.clusters import ClusterService
+    from isthmus.services.control.nodes import NodeService
+    from isthmus.services.control.sync_jobs import SyncService
 
 
 def clusters() -> ClusterService:

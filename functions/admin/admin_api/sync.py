@@ -14,7 +14,7 @@ from . import services
 
 @authorized(ADMIN_TOKEN)
 async def rsync(request: Request) -> Response:
-    from isthmus.services.sync_jobs import RsyncBody  # with the service, on the first call (cold start)
+    from isthmus.services.control.sync_jobs import RsyncBody  # with the service, on the first call (cold start)
 
     return json_response(await services.sync().start(await parse_body(request, RsyncBody)))
 

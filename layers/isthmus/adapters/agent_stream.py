@@ -34,7 +34,7 @@ from pydantic import ConfigDict, TypeAdapter
 
 from isthmus.adapters import agent_http
 from isthmus.errors import AgentUnreachable, ApiError
-from isthmus.services.accumulate import StreamAccumulator, fold
+from isthmus.services.inference.accumulate import StreamAccumulator, fold
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
@@ -148,7 +148,7 @@ async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
 
 async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
     """A whole (non-streamed) generation, read as a stream (so the first-byte and idle bounds hold) and folded
-    like any other stream (isthmus.services.accumulate.fold). Failures before the first event are
+    like any other stream (isthmus.services.inference.accumulate.fold). Failures before the first event are
     :class:`AgentUnreachable`; an agent that breaks or goes silent after it is a 502 (not retried on another
     node: it may have done the work); an error event is the agent's error."""
     stream = await open_stream(base_url, request)

@@ -1,5 +1,5 @@
 """The settlements dead-letter queue (SQS): where a Lambda sandbox sends settlements the store would not take
-within the invoke. One message per settlement, its body the spool's JSON form (isthmus.services.spool); the
+within the invoke. One message per settlement, its body the spool's JSON form (isthmus.services.tenancy.spool); the
 template's SettlementReplayFunction consumes them (functions/settlement_replay/replay.py)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from isthmus import settings
 from isthmus.adapters import aws
-from isthmus.services.spool import dumps
+from isthmus.services.tenancy.spool import dumps
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}

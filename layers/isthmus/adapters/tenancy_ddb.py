@@ -203,7 +203,7 @@ class DynamoUserStore(_Table):
 
     def lease(self, user_id: str, amount: Decimal, need: Decimal, tag: HoldTag | None = None,
               new: bool = True) -> str:
-        """A budget lease (see isthmus.services.budget_leases): ``amount`` moves from headroom to reserved,
+        """A budget lease (see isthmus.services.tenancy.budget_leases): ``amount`` moves from headroom to reserved,
         only while the user has at least ``need`` of headroom (or no budget limit), and onto the lease record
         ``tag`` in the same transaction. ``"ok"``; ``"refused"`` (no room); ``"lost"``: the existing record
         (``new=False``) is gone, reclaimed by the sweeper."""

@@ -11,7 +11,7 @@ from isthmus.backends.pool import PoolBackend
 from isthmus.errors import ApiError
 from isthmus.ports.backend import InferenceBackend
 from isthmus.routing.resolver import NodeTarget, Route
-from isthmus.services.routing import RoutingService, apply_route_defaults
+from isthmus.services.inference.routing import RoutingService, apply_route_defaults
 from isthmus_contracts.internal import InternalRequest, Message, TextPart
 
 if TYPE_CHECKING:

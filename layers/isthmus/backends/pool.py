@@ -12,7 +12,7 @@ from isthmus.backends.first_byte import first_connecting
 from isthmus.errors import ApiError
 from isthmus.routing.affinity import tracker
 from isthmus.routing.resolver import NodeTarget
-from isthmus.services.accumulate import StreamAccumulator, fold
+from isthmus.services.inference.accumulate import StreamAccumulator, fold
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 

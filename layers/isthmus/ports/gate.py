@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from isthmus.services.gate import Admission, Principal
-    from isthmus.services.token_bounds import TokenBound
+    from isthmus.services.inference.token_bounds import TokenBound
+    from isthmus.services.tenancy.gate import Admission, Principal
 
 
 class Gate(Protocol):

@@ -89,7 +89,7 @@ class UsageStore(Protocol):
 
 
 class HoldStore(Protocol):
-    """Hold, lease and owner records (isthmus.services.holds)."""
+    """Hold, lease and owner records (isthmus.services.tenancy.holds)."""
 
     def heartbeat(self, owner: str, expires_at: Decimal) -> None: ...
     def records(self) -> list[Item]: ...

@@ -3,7 +3,7 @@
 Axis pick: the ``x-coeos-axis`` header, else the decider model's ``AXIS: <key>`` answer, else the default
 axis. Model pick: the operator's pin (``axis.model``), else the best score among servable non-reference
 models, ties to the cheaper. An unservable pick is a 503, never a silent fallback. Pure functions here;
-the I/O (decider call, decision log) lives in :mod:`isthmus.services.routing`.
+the I/O (decider call, decision log) lives in :mod:`isthmus.services.inference.routing`.
 """
 
 from __future__ import annotations

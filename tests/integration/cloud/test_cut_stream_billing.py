@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from isthmus.errors import ApiError
-from isthmus.services.gate import TenancyGate
-from isthmus.services.inference import InferenceService, input_estimate
+from isthmus.services.inference.inference import InferenceService, input_estimate
+from isthmus.services.tenancy.gate import TenancyGate
 from isthmus_contracts.internal import InternalRequest, StartEvent, TextDelta
 from tests.integration.cloud.test_backends import ask, backend
 from tests.integration.test_gate_money import tenant, usage_rows

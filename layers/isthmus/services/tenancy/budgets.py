@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus.errors import ApiError
 from isthmus.fields import MAX_DURATION_SEC, Money, Name, SafeId
-from isthmus.services import hot_cache
-from isthmus.services import money as m
-from isthmus.services.credentials import Stores
-from isthmus.services.users import budget_terms
-from isthmus.services.views import money, patch_fields, wire
+from isthmus.services.tenancy import hot_cache
+from isthmus.services.tenancy import money as m
+from isthmus.services.tenancy.credentials import Stores
+from isthmus.services.tenancy.users import budget_terms
+from isthmus.services.tenancy.views import money, patch_fields, wire
 
 Alignment = Literal["calendar_day", "calendar_week", "calendar_month"]
 

@@ -11,7 +11,7 @@ import time
 
 from isthmus.observability import get_logger
 from isthmus.ports.providers import ProviderTarget
-from isthmus.services.providers import ProviderRecord, ProviderService, target_for
+from isthmus.services.cloud.providers import ProviderRecord, ProviderService, target_for
 
 logger = get_logger("cloud")
 

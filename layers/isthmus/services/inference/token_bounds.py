@@ -17,7 +17,7 @@ cover the largest count the backend can report for this request:
   leaves, or ISTHMUS_DEFAULT_MAX_OUTPUT_TOKENS; that number is then sent to the backend, which stops there.
 
 Should a backend still report more (a provider's change, an unknown multimodal cost), the gate charges no
-more than the hold and records the rest as ``unbilled_cost`` (isthmus.services.gate).
+more than the hold and records the rest as ``unbilled_cost`` (isthmus.services.tenancy.gate).
 """
 
 from __future__ import annotations

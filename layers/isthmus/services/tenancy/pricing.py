@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus.errors import ApiError
 from isthmus.fields import INT64_MAX, ModelName, Name, Price
-from isthmus.services import hot_cache
-from isthmus.services import money as m
-from isthmus.services.credentials import Stores
-from isthmus.services.views import wire
+from isthmus.services.tenancy import hot_cache
+from isthmus.services.tenancy import money as m
+from isthmus.services.tenancy.credentials import Stores
+from isthmus.services.tenancy.views import wire
 
 
 class PricingTier(BaseModel):

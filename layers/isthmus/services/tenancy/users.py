@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict
 
 from isthmus.errors import ApiError
 from isthmus.fields import Metadata, ModelList, Name, SafeId, StrictFlag
-from isthmus.services import hot_cache
-from isthmus.services import money as m
-from isthmus.services.credentials import Stores
-from isthmus.services.views import money, patch_fields, wire
+from isthmus.services.tenancy import hot_cache
+from isthmus.services.tenancy import money as m
+from isthmus.services.tenancy.credentials import Stores
+from isthmus.services.tenancy.views import money, patch_fields, wire
 
 DEFAULT_USER = "default"
 

@@ -24,7 +24,7 @@ from isthmus.control.models import (
 from isthmus.errors import ApiError
 from isthmus.fields import URL, Alias, ModelList, ModelName, Secret, Text
 from isthmus.ports.control import AgentPort, ControlStore
-from isthmus.services import pool_usage
+from isthmus.services.control import pool_usage
 
 LOAD_LEASE = timedelta(minutes=15)
 RAM_FRACTION = 0.75  # weights beyond this share of a node's RAM leave no room for the KV cache

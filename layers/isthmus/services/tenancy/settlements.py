@@ -29,7 +29,7 @@ from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.ports.tenancy import Charge, UsageStore, UserStore
-from isthmus.services.spool import SettlementSpool, default_spool
+from isthmus.services.tenancy.spool import SettlementSpool, default_spool
 
 log = get_logger("settlements")
 

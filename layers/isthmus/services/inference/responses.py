@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.ports.responses import ResponseStore, StoredResponse
-from isthmus.services.accumulate import StreamAccumulator
+from isthmus.services.inference.accumulate import StreamAccumulator
 from isthmus_contracts.internal import InternalRequest, InternalResponse, Message, Part
 
 log = get_logger("inference")

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 from isthmus.errors import ApiError
 from isthmus.ports.backend import BackendResolver, InferenceBackend
 from isthmus.ports.gate import Gate
-from isthmus.services.accumulate import StreamAccumulator, fold
-from isthmus.services.token_bounds import RequestBound, default_output_tokens
+from isthmus.services.inference.accumulate import StreamAccumulator, fold
+from isthmus.services.inference.token_bounds import RequestBound, default_output_tokens
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import ErrorEvent, InternalRequest, InternalResponse, StreamEvent, Usage
 
 if TYPE_CHECKING:
-    from isthmus.services.gate import Admission, Principal
+    from isthmus.services.tenancy.gate import Admission, Principal
 
 # A whole answer starts watching for its client's disconnect after this long (sooner costs every answer a task).
 WATCH_DISCONNECT_AFTER_S = 0.05
@@ -95,7 +95,7 @@ _settling: set[asyncio.Task[None]] = set()  # strong references: a detached sett
 
 def input_estimate(request: InternalRequest) -> int:
     """Prompt tokens, estimated at 4 characters a token: what the tokens-per-minute limit takes. Never the
-    budget hold's count, which is an upper bound (isthmus.services.token_bounds)."""
+    budget hold's count, which is an upper bound (isthmus.services.inference.token_bounds)."""
     chars = sum(len(part.model_dump_json()) for m in request.messages for part in m.content)
     chars += sum(len(t.model_dump_json()) for t in request.tools)
     return max(1, math.ceil(chars / 4))

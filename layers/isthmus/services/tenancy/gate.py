@@ -3,12 +3,12 @@
 
 Money never overspends: ``admit`` reserves the worst-case cost with one conditional UpdateItem on the user
 row (see isthmus.adapters.tenancy_ddb), or carves it out of this process's budget lease, itself taken
-with such a write (isthmus.services.budget_leases); ``settle`` moves the hold into spend with the real cost
+with such a write (isthmus.services.tenancy.budget_leases); ``settle`` moves the hold into spend with the real cost
 and writes the usage row in one transaction keyed by the admission id (batched with other settlements by
-isthmus.services.settlements), so it is idempotent and cannot be half-done.
+isthmus.services.tenancy.settlements), so it is idempotent and cannot be half-done.
 
 Keys and prices are cached a few seconds per process and refreshed in the background once stale
-(isthmus.services.hot_cache): in steady state no request waits on the store.
+(isthmus.services.tenancy.hot_cache): in steady state no request waits on the store.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger, get_metrics
 from isthmus.ports.tenancy import Charge
-from isthmus.services import holds, hot_cache
-from isthmus.services import money as m
-from isthmus.services.budget_leases import BudgetLeases, leases_enabled
-from isthmus.services.credentials import Credentials, Stores, call, default_credentials, default_stores
-from isthmus.services.pricing import require_pricing, unpriced_error
-from isthmus.services.settlements import Settlement, SettlementWriter
+from isthmus.services.tenancy import holds, hot_cache
+from isthmus.services.tenancy import money as m
+from isthmus.services.tenancy.budget_leases import BudgetLeases, leases_enabled
+from isthmus.services.tenancy.credentials import Credentials, Stores, call, default_credentials, default_stores
+from isthmus.services.tenancy.pricing import require_pricing, unpriced_error
+from isthmus.services.tenancy.settlements import Settlement, SettlementWriter
 
 if TYPE_CHECKING:
-    from isthmus.services.token_bounds import TokenBound
+    from isthmus.services.inference.token_bounds import TokenBound
 
 log = get_logger("gate")
 
@@ -174,7 +174,7 @@ class TenancyGate:
     async def admit(self, principal: Principal, *, model: str, endpoint: str, input_tokens_estimate: int = 0,
                     max_output_tokens: int = 0, bound: Callable[[], Awaitable[TokenBound]] | None = None) -> Admission:
         """``input_tokens_estimate`` + ``max_output_tokens`` feed the tokens-per-minute limit, and the hold when
-        no ``bound`` is given. ``bound`` (isthmus.services.token_bounds) is the upper bound of what settlement
+        no ``bound`` is given. ``bound`` (isthmus.services.inference.token_bounds) is the upper bound of what settlement
         can charge; it is awaited only when a hold is needed (a priced model, a principal whose spend counts),
         so open mode and free models never pay for a token count."""
         if not m.model_allowed(model, principal.allowed_models):

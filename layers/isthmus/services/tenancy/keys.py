@@ -12,11 +12,11 @@ from isthmus import auth
 from isthmus.errors import ApiError
 from isthmus.fields import FutureTime, Metadata, ModelList, Name, SafeId, StrictFlag
 from isthmus.observability import get_logger
-from isthmus.services import hot_cache
-from isthmus.services import money as m
-from isthmus.services.credentials import MASTER_HASH_SETTING, Credentials, Stores
-from isthmus.services.users import DEFAULT_USER, UserService
-from isthmus.services.views import DEFAULT_WORKSPACE, patch_fields, wire
+from isthmus.services.tenancy import hot_cache
+from isthmus.services.tenancy import money as m
+from isthmus.services.tenancy.credentials import MASTER_HASH_SETTING, Credentials, Stores
+from isthmus.services.tenancy.users import DEFAULT_USER, UserService
+from isthmus.services.tenancy.views import DEFAULT_WORKSPACE, patch_fields, wire
 
 log = get_logger("keys")
 

@@ -4,7 +4,7 @@ that died (records: isthmus.adapters.holds_ddb).
 A long-running process (the edge) runs a :class:`HoldKeeper`: it writes its owner heartbeat every third of
 ``ISTHMUS_HOLD_EXPIRY_S`` (one write per process, however many holds and leases it has: the records point at
 their owner, so the heartbeat extends them all), sweeps every ``ISTHMUS_HOLD_SWEEP_S``, and replays the
-settlement spool (isthmus.services.spool) while it has entries. A record is reclaimed once its own expiry has
+settlement spool (isthmus.services.tenancy.spool) while it has entries. A record is reclaimed once its own expiry has
 passed and its owner's heartbeat is stale (or it has no owner): so at most ``ISTHMUS_HOLD_EXPIRY_S`` plus
 one sweep after its process died. A process that cannot heartbeat (a Lambda sandbox, frozen between invokes)
 writes records with no owner that expire after ``ISTHMUS_HOLD_MAX_S``, longer than any invoke can run; the
@@ -152,9 +152,9 @@ async def start_keeper(*, heartbeat: bool) -> HoldKeeper | None:
     # cold start: the hold keeper's parts on the first request that holds budget
     from isthmus import lifecycle
     from isthmus.adapters.holds_ddb import DynamoHoldStore
-    from isthmus.services.credentials import call, default_stores
-    from isthmus.services.settlements import replay_entry
-    from isthmus.services.spool import default_spool, is_poison
+    from isthmus.services.tenancy.credentials import call, default_stores
+    from isthmus.services.tenancy.settlements import replay_entry
+    from isthmus.services.tenancy.spool import default_spool, is_poison
 
     spool, usage = default_spool(), default_stores().usage
 

@@ -2,7 +2,7 @@
 ``/v1/audio/speech``) to a published alias of an OpenAI-protocol provider: the body is forwarded as-is with
 the model rewritten, the answer comes back as-is; admitted and billed like any call (prompt tokens from the
 upstream's ``usage`` when it reports one, never more than the hold: an upper bound of them, see
-isthmus.services.token_bounds)."""
+isthmus.services.inference.token_bounds)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from isthmus.errors import ApiError
 from isthmus.ports.gate import Gate
-from isthmus.services.token_bounds import TokenBound, fixed, passthrough_bound
+from isthmus.services.inference.token_bounds import TokenBound, fixed, passthrough_bound
 
 if TYPE_CHECKING:
     from isthmus.backends.cloud import CloudResolver
-    from isthmus.services.gate import Principal
+    from isthmus.services.tenancy.gate import Principal
 
 _KEPT_HEADERS = ("content-type", "openai-processing-ms")
 

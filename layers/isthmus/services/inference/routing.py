@@ -28,7 +28,7 @@ from isthmus.ports.control import CloudCatalog, ControlStore, Decider, NoCloudCa
 from isthmus.routing import coeos
 from isthmus.routing.affinity import NodeTracker, order_candidates, tracker
 from isthmus.routing.resolver import Route, is_coeos, resolve, servable
-from isthmus.services import pool_usage
+from isthmus.services.control import pool_usage
 from isthmus_contracts.internal import InternalRequest
 
 SESSION_TTL_DEFAULT_S = 3600

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from isthmus.control.models import GlobalSettings, SettingsUpdate, utcnow
 from isthmus.ports.control import ControlStore
 from isthmus.routing.coeos import CoeosConfig
-from isthmus.services.routing import recent_decisions
+from isthmus.services.inference.routing import recent_decisions
 
 _NOT_NULLABLE = {"kv_q8_default", "system_prefix_text"}
 

@@ -19,7 +19,7 @@ killed without notice (AWS Lambda), unless ``ISTHMUS_BUDGET_LEASES=on``.
 
 A lease is also written down as one record per (process, user) in the holds table (isthmus.adapters.holds_ddb),
 moved in the same transaction as every lease, release and settlement carved from it, and owned by this
-process's heartbeat (isthmus.services.holds): if the process dies, the sweeper gives it back after the expiry.
+process's heartbeat (isthmus.services.tenancy.holds): if the process dies, the sweeper gives it back after the expiry.
 A record found gone on a top-up was reclaimed (the heartbeat lagged): its balance is dropped, a new one is taken.
 """
 
@@ -37,7 +37,7 @@ from typing import Any
 from isthmus import settings
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
-from isthmus.services import holds, hot_cache
+from isthmus.services.tenancy import holds, hot_cache
 
 log = get_logger("budget-leases")
 

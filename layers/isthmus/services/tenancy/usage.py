@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from isthmus.services import money as m
-from isthmus.services.credentials import Stores
-from isthmus.services.views import money, page, wire
+from isthmus.services.tenancy import money as m
+from isthmus.services.tenancy.credentials import Stores
+from isthmus.services.tenancy.views import money, page, wire
 
 SOURCE = "gateway"
 _EXACT_FILTERS = ("model", "api_key_id", "status", "endpoint", "provider", "source")

@@ -1,0 +1,1 @@
+"""Cloud providers: their configuration (sealed keys, published aliases) and the catalog inference reads."""
