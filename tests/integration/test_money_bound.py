@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from isthmus import settings
+from isthmus import settings, wiring
 from isthmus.adapters import dynamodb
 from isthmus.adapters.ddb_items import query_all
-from isthmus.services.credentials import default_stores
 from isthmus.services.token_bounds import byte_bound, passthrough_bound
 from isthmus_contracts.internal import InternalRequest
 from local_runtime.process import stop
@@ -108,7 +107,7 @@ def settled(user_id: str, requests: int) -> tuple[dict[str, Any], list[dict[str,
         return rows if len(rows) >= requests else None
 
     def released() -> dict[str, Any] | None:
-        user = default_stores().users.get(user_id)
+        user = wiring.stores().users.get(user_id)
         return user if user is not None and user["reserved"] == 0 else None
 
     rows = poll(all_rows, timeout=60)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from isthmus.adapters.ddb_items import StoreCircuitOpen
+from isthmus.errors import StoreCircuitOpen
 
 TRIP_AFTER = 2
 

@@ -23,8 +23,12 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+from isthmus import lifecycle
 from isthmus.observability import get_logger
-from isthmus.ports.tenancy import HoldStore, HoldTag
+from isthmus.ports.tenancy import HoldStore, HoldTag, UsageStore
+from isthmus.services.credentials import call
+from isthmus.services.settlements import replay_entry
+from isthmus.services.spool import SettlementSpool, is_poison
 
 log = get_logger("holds")
 
@@ -144,26 +148,15 @@ class HoldKeeper:
             await asyncio.sleep(min(1.0, max(0.2, expiry_s() / 3)))
 
 
-async def start_keeper(*, heartbeat: bool) -> HoldKeeper | None:
-    """The edge's keeper over the default stores and spool (stopped by isthmus.lifecycle.shutdown); none with
-    tenancy off (no holds, no settlements)."""
-    if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off":
-        return None
-    # cold start: the hold keeper's parts on the first request that holds budget
-    from isthmus import lifecycle
-    from isthmus.adapters.holds_ddb import DynamoHoldStore
-    from isthmus.services.credentials import call, default_stores
-    from isthmus.services.settlements import replay_entry
-    from isthmus.services.spool import default_spool, is_poison
-
-    spool, usage = default_spool(), default_stores().usage
-
+def start_keeper(store: HoldStore, spool: SettlementSpool, usage: UsageStore, *, heartbeat: bool) -> HoldKeeper:
+    """A running keeper over ``store`` that also replays ``spool`` into ``usage`` (stopped by
+    isthmus.lifecycle.shutdown). Built by isthmus.wiring.start_hold_keeper."""
     async def replay() -> int:
         if not spool.pending():
             return 0
         return int(await call(spool.replay, lambda entry: replay_entry(usage, entry), is_poison))
 
-    keeper = HoldKeeper(DynamoHoldStore(), call, heartbeat=heartbeat, replay=replay)
+    keeper = HoldKeeper(store, call, heartbeat=heartbeat, replay=replay)
     keeper.start()
     lifecycle.on_shutdown(keeper.close)
     return keeper

@@ -19,10 +19,9 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from isthmus.adapters.ddb_items import store_failure
 from isthmus.background import SingleFlight
 from isthmus.control.models import Snapshot, stale_seconds, utcnow
-from isthmus.errors import ApiError
+from isthmus.errors import ApiError, store_failure
 from isthmus.observability import get_logger
 from isthmus.ports.control import CloudCatalog, ControlStore, Decider, NoCloudCatalog, SessionStore
 from isthmus.routing import coeos

@@ -84,7 +84,7 @@ class SettlementWriter:
         self.delay_s = default_delay_s() if delay_s is None else delay_s
         self.in_lambda = settings.in_lambda()
         self.spool = spool if spool is not None or self.in_lambda else default_spool()
-        self.dead_letter = dead_letter if dead_letter is not None or not self.in_lambda else default_dead_letter()
+        self.dead_letter = dead_letter  # under Lambda: isthmus.wiring.settlement_dead_letter
         self._queues: dict[asyncio.AbstractEventLoop, _Queue] = {}
 
     def _queue(self) -> _Queue:
@@ -160,16 +160,3 @@ class SettlementWriter:
         await run_in_threadpool(self.dead_letter, entries)
         log.warning("settlements sent to the dead-letter queue", extra={"count": len(entries)})
         return True
-
-
-def default_dead_letter() -> Callable[[list[dict[str, Any]]], None] | None:
-    """The SQS dead-letter queue when configured; the local edge's lambda mode (a long-running process that
-    only plays at being a sandbox, with no queue) keeps them in the spool its HoldKeeper replays."""
-    # cold start: the SQS client only when a dead-letter queue is configured
-    from isthmus.adapters.settlement_queue import SqsDeadLetter, queue_url
-
-    if url := queue_url():
-        return SqsDeadLetter(url).send
-    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        return default_spool().append
-    return None
