@@ -168,6 +168,11 @@ _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "s
                  "tool_calls": "tool_use", "error": "end_turn"}
 
 
+# An upstream's stop_reason read back (isthmus.adapters.cloud.anthropic_provider); stop_reason() writes it.
+FINISH_REASONS: dict[str, FinishReason] = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                                           "stop_sequence": "stop_sequence", "pause_turn": "stop", "refusal": "stop"}
+
+
 def stop_reason(reason: FinishReason, has_tool_calls: bool) -> str:
     if has_tool_calls and reason in ("stop", "tool_calls"):
         return "tool_use"
@@ -180,6 +185,22 @@ def usage_json(usage: Usage) -> dict[str, Any]:
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
 
 
+def usage_from_json(data: Any, prompt_tokens: int = 0) -> Usage:
+    """The usage object usage_json() writes, read back from an upstream: the prompt is input plus cache reads and
+    writes (``prompt_tokens`` when the upstream reports none)."""
+    data = data if isinstance(data, dict) else {}
+    cached = data.get("cache_read_input_tokens")
+    prompt = int(data.get("input_tokens") or 0) + int(cached or 0) + int(data.get("cache_creation_input_tokens") or 0)
+    return Usage(prompt_tokens=prompt or prompt_tokens, completion_tokens=int(data.get("output_tokens") or 0),
+                 cached_tokens=int(cached) if cached else None)
+
+
+def tool_use_block(part: ToolCallPart) -> dict[str, Any]:
+    """A tool call as a ``tool_use`` block (answers to clients, and requests to an Anthropic upstream)."""
+    return {"type": "tool_use", "id": part.id or new_id("tool_use"), "name": part.name,
+            "input": parse_arguments(part.arguments)}
+
+
 def _block(part: Part) -> dict[str, Any] | None:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
@@ -187,8 +208,7 @@ def _block(part: Part) -> dict[str, Any] | None:
         return {"type": "thinking", "thinking": part.text,
                 "signature": part.signature or thinking_signature(part.text)}
     if isinstance(part, ToolCallPart):
-        return {"type": "tool_use", "id": part.id or new_id("tool_use"), "name": part.name,
-                "input": parse_arguments(part.arguments)}
+        return tool_use_block(part)
     return None
 
 

@@ -1,7 +1,8 @@
 """OpenAIProviderBackend: an InferenceBackend over ``POST {api_base}/chat/completions`` (OpenAI, OpenRouter and
 other OpenAI-protocol providers). The internal request becomes an OpenAI body (model rewritten to the
 upstream model, ``stream_options.include_usage`` forced, Isthmus-only fields such as session_id dropped);
-the answer and the stream map back to internal responses and events."""
+the answer and the stream map back to internal responses and events. The wire's shared pieces (tool calls,
+usage, finish reasons) are the dialect's (isthmus.dialects.openai_chat), read and written in one place."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from isthmus.adapters.cloud import transport
 from isthmus.dialects.common import new_id, now
+from isthmus.dialects.openai_chat import FINISH_REASONS, tool_call_json, usage_from_json
 from isthmus.errors import ApiError
 from isthmus.ports.providers import ProviderTarget
 from isthmus_contracts.agent import TokenizeRequest
@@ -36,9 +38,6 @@ from isthmus_contracts.internal import (
     UsageEvent,
 )
 
-_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
-                                    "function_call": "tool_calls", "content_filter": "stop"}
-
 
 def _image_url(part: ImagePart) -> str:
     return part.url or f"data:{part.media_type or 'image/png'};base64,{part.data or ''}"
@@ -52,8 +51,7 @@ def _message(msg: Message) -> list[dict[str, Any]]:
         return out + ([_message(Message(role="user", content=rest))[0]] if rest else [])
     if msg.role == "assistant":
         entry: dict[str, Any] = {"role": "assistant", "content": msg.text() or None}
-        calls = [{"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
-                 for p in msg.content if isinstance(p, ToolCallPart)]
+        calls = [tool_call_json(p.id, p.name, p.arguments) for p in msg.content if isinstance(p, ToolCallPart)]
         if calls:
             entry["tool_calls"] = calls
         return [entry]
@@ -96,16 +94,6 @@ def to_body(request: InternalRequest, upstream_model: str, *, stream: bool) -> d
     return body
 
 
-def usage_from(data: Any) -> Usage:
-    data = data if isinstance(data, dict) else {}
-    details = data.get("prompt_tokens_details") or {}
-    out_details = data.get("completion_tokens_details") or {}
-    return Usage(prompt_tokens=int(data.get("prompt_tokens") or 0),
-                 completion_tokens=int(data.get("completion_tokens") or 0),
-                 cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
-                 reasoning_tokens=out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None)
-
-
 def to_response(data: dict[str, Any], model: str) -> InternalResponse:
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
@@ -119,9 +107,9 @@ def to_response(data: dict[str, Any], model: str) -> InternalResponse:
         fn = call.get("function") or {}
         content.append(ToolCallPart(id=call.get("id") or new_id("call"), name=fn.get("name", ""),
                                     arguments=fn.get("arguments") or "{}"))
+    finish = FINISH_REASONS.get(choice.get("finish_reason") or "stop", "stop")
     return InternalResponse(id=data.get("id") or new_id("chatcmpl"), model=model, created=data.get("created") or now(),
-                            content=content, finish_reason=_FINISH.get(choice.get("finish_reason") or "stop", "stop"),
-                            usage=usage_from(data.get("usage")))
+                            content=content, finish_reason=finish, usage=usage_from_json(data.get("usage")))
 
 
 class _StreamDecoder:
@@ -158,9 +146,9 @@ class _StreamDecoder:
                 slot["name"] += fn.get("name") or ""
                 slot["arguments"] += fn.get("arguments") or ""
             if choice.get("finish_reason"):
-                self.finish = _FINISH.get(choice["finish_reason"], "stop")
+                self.finish = FINISH_REASONS.get(choice["finish_reason"], "stop")
         if chunk.get("usage"):
-            self.usage = usage_from(chunk["usage"])
+            self.usage = usage_from_json(chunk["usage"])
             # Providers that report usage on every chunk (continuous usage stats): the deltas carry the count,
             # so a stream cut before the end bills what the provider reported, not the byte-length bound.
             for event in out:
