@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Dialect(StrEnum):
@@ -171,6 +173,13 @@ def validation_error(errors: Sequence[Mapping[str, Any]], dialect: Dialect) -> A
                   for e in errors]
         return ApiError(422, message, param=loc or None, detail=detail)
     return ApiError(400, message, param=loc or None, code="invalid_value")
+
+
+def found(item: T | None, message: str) -> T:
+    """``item``, or the 404 ``message`` when the store has none (a record looked up by the id in the path)."""
+    if item is None:
+        raise ApiError(404, message)
+    return item
 
 
 # ---- the store ----------------------------------------------------------------------------------------------

@@ -57,20 +57,20 @@ def cancellation_codes(exc: BaseException) -> list[str]:
     return [str(r.get("Code", "None")) for r in reasons]
 
 
-def scan_all(client: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    for page in client.get_paginator("scan").paginate(TableName=table, **kwargs):
+def _all_pages(client: Any, operation: str, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    for page in client.get_paginator(operation).paginate(TableName=table, **kwargs):
         for item in page.get("Items", []):
             decoded = from_item(item)
             assert decoded is not None
             yield decoded
+
+
+def scan_all(client: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    return _all_pages(client, "scan", table, **kwargs)
 
 
 def query_all(client: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    for page in client.get_paginator("query").paginate(TableName=table, **kwargs):
-        for item in page.get("Items", []):
-            decoded = from_item(item)
-            assert decoded is not None
-            yield decoded
+    return _all_pages(client, "query", table, **kwargs)
 
 
 def dumps(value: Any) -> str:

@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from isthmus.errors import bad_request
+from isthmus.errors import ApiError, bad_request
 from isthmus.validation import validate as parse_request  # noqa: F401 - the dialects' name for it
+from isthmus_contracts.internal import Tool
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -62,6 +63,16 @@ def now() -> int:
 def require(condition: bool, message: str, param: str) -> None:
     if not condition:
         raise bad_request(message, param=param)
+
+
+def internal_tool(name: str, description: str | None, schema: dict[str, Any] | None) -> Tool:
+    """A function tool as every dialect declares it (no schema: the contract's default, an empty object)."""
+    return Tool(name=name, description=description, **({"parameters": schema} if schema else {}))
+
+
+def refused_tool(index: int, why: str) -> ApiError:
+    """The 400 for a tool this gateway cannot run (a server tool, a non-function tool)."""
+    return bad_request(f"tools.{index}.type: {why}", param=f"tools.{index}.type")
 
 
 def dump_json(value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from isthmus.dialects.common import (
+    internal_tool,
     new_id,
     now,
     parse_request,
@@ -38,7 +39,6 @@ from isthmus_contracts.internal import (
     TextDelta,
     TextPart,
     ThinkingPart,
-    Tool,
     ToolCallEvent,
     ToolCallPart,
     ToolChoice,
@@ -63,9 +63,7 @@ def to_internal(req: ChatCompletionRequest, *, header_session_id: str | None = N
     return InternalRequest(
         model=req.model,
         messages=[_message(m, i) for i, m in enumerate(req.messages)],
-        tools=[Tool(name=t.function.name, description=t.function.description,
-                    **({"parameters": t.function.parameters} if t.function.parameters else {}))
-               for t in req.tools or []],
+        tools=[internal_tool(t.function.name, t.function.description, t.function.parameters) for t in req.tools or []],
         tool_choice=_tool_choice(req),
         sampling=Sampling(
             max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,

@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import deque
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from isthmus import settings
 from isthmus.background import SingleFlight
 from isthmus.control.models import Snapshot, stale_seconds, utcnow
 from isthmus.errors import ApiError, store_failure
@@ -37,10 +37,7 @@ logger = get_logger("routing")
 
 
 def _cache_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get("ISTHMUS_ROUTING_CACHE_SECONDS", "1")))
-    except ValueError:
-        return 1.0
+    return settings.env_number("ISTHMUS_ROUTING_CACHE_SECONDS", 1.0)
 
 
 class RoutingService:

@@ -13,8 +13,6 @@ from isthmus.adapters.cloud import transport
 from isthmus.dialects.anthropic_messages import FINISH_REASONS, tool_use_block, usage_from_json
 from isthmus.dialects.common import new_id, now, split_data_url
 from isthmus.errors import ApiError
-from isthmus.ports.providers import ProviderTarget
-from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
@@ -179,10 +177,10 @@ class _StreamDecoder:
         return []
 
 
-class AnthropicProviderBackend:
-    def __init__(self, target: ProviderTarget) -> None:
-        self.target = target
-        self.name = f"cloud:{target.provider_id}"
+class AnthropicProviderBackend(transport.ProviderBackend):
+    PATH = "/messages"
+    to_body = staticmethod(to_body)  # this module's wire mapping, used by the base class
+    to_response = staticmethod(to_response)
 
     def _headers(self) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
@@ -190,17 +188,10 @@ class AnthropicProviderBackend:
             headers["x-api-key"] = self.target.api_key
         return headers
 
-    async def generate(self, request: InternalRequest) -> InternalResponse:
-        body = to_body(request, self.target.upstream_model, stream=False)
-        resp = await transport.send(self.target, "/messages", body, self._headers(), whole=True)
-        return to_response(await transport.read_json(self.target, resp), request.model)
-
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
-        body = to_body(request, self.target.upstream_model, stream=True)
-        resp = await transport.send(self.target, "/messages", body, self._headers())
         decoder = _StreamDecoder(request.model)
         ended = False
-        async for event, data in transport.sse(self.target, resp):
+        async for event, data in await self._events(request):
             try:
                 payload = json.loads(data)
             except ValueError:
@@ -211,10 +202,7 @@ class AnthropicProviderBackend:
                     ended = True
             if ended:
                 return
-        raise ApiError(502, f"provider '{self.target.provider_id}' ended the stream early", code="upstream_error")
-
-    async def count_tokens(self, request: TokenizeRequest) -> int | None:
-        return None
+        raise self._ended_early()
 
 
 BACKEND = AnthropicProviderBackend  # the protocol registry (isthmus.adapters.cloud.protocols) builds this

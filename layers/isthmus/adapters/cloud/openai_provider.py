@@ -14,8 +14,6 @@ from isthmus.adapters.cloud import transport
 from isthmus.dialects.common import new_id, now
 from isthmus.dialects.openai_chat import FINISH_REASONS, tool_call_json, usage_from_json
 from isthmus.errors import ApiError
-from isthmus.ports.providers import ProviderTarget
-from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
@@ -94,15 +92,18 @@ def to_body(request: InternalRequest, upstream_model: str, *, stream: bool) -> d
     return body
 
 
+def _said(message: dict[str, Any]) -> list[tuple[bool, str]]:
+    """(is reasoning, text) of an answer's message or a stream's delta, reasoning first: ``reasoning_content``,
+    or ``reasoning`` as OpenRouter names it, then ``content``."""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return [(thinking, text) for thinking, text in ((True, reasoning), (False, message.get("content"))) if text]
+
+
 def to_response(data: dict[str, Any], model: str) -> InternalResponse:
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[Part] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if reasoning:
-        content.append(ThinkingPart(text=reasoning))
-    if message.get("content"):
-        content.append(TextPart(text=message["content"]))
+    content += [ThinkingPart(text=text) if thinking else TextPart(text=text) for thinking, text in _said(message)]
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
         content.append(ToolCallPart(id=call.get("id") or new_id("call"), name=fn.get("name", ""),
@@ -134,11 +135,7 @@ class _StreamDecoder:
             return out
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                out.append(ReasoningDelta(text=reasoning))
-            if delta.get("content"):
-                out.append(TextDelta(text=delta["content"]))
+            out += [ReasoningDelta(text=text) if thinking else TextDelta(text=text) for thinking, text in _said(delta)]
             for call in delta.get("tool_calls") or []:
                 slot = self.calls.setdefault(int(call.get("index", 0)), {"id": "", "name": "", "arguments": ""})
                 fn = call.get("function") or {}
@@ -168,25 +165,18 @@ class _StreamDecoder:
         return out
 
 
-class OpenAIProviderBackend:
-    def __init__(self, target: ProviderTarget) -> None:
-        self.target = target
-        self.name = f"cloud:{target.provider_id}"
+class OpenAIProviderBackend(transport.ProviderBackend):
+    PATH = "/chat/completions"
+    to_body = staticmethod(to_body)  # this module's wire mapping, used by the base class
+    to_response = staticmethod(to_response)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.target.api_key}"} if self.target.api_key else {}
 
-    async def generate(self, request: InternalRequest) -> InternalResponse:
-        body = to_body(request, self.target.upstream_model, stream=False)
-        resp = await transport.send(self.target, "/chat/completions", body, self._headers(), whole=True)
-        return to_response(await transport.read_json(self.target, resp), request.model)
-
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
-        body = to_body(request, self.target.upstream_model, stream=True)
-        resp = await transport.send(self.target, "/chat/completions", body, self._headers())
         decoder = _StreamDecoder(request.model)
         done = False
-        async for _event, data in transport.sse(self.target, resp):
+        async for _event, data in await self._events(request):
             if data.strip() == "[DONE]":
                 done = True
                 break
@@ -199,12 +189,9 @@ class OpenAIProviderBackend:
                 if isinstance(event, ErrorEvent):
                     return
         if not done:
-            raise ApiError(502, f"provider '{self.target.provider_id}' ended the stream early", code="upstream_error")
+            raise self._ended_early()
         for event in decoder.close():
             yield event
-
-    async def count_tokens(self, request: TokenizeRequest) -> int | None:
-        return None
 
     async def raw(self, path: str, body: dict[str, Any]) -> Any:
         """Forward a raw OpenAI call (embeddings, moderations, images, audio) with the model rewritten."""
