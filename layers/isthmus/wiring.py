@@ -134,11 +134,12 @@ def control_store() -> ControlStore:
 
 @cache
 def provider_service() -> ProviderService:
-    from isthmus.adapters.keywrap import default_wrapper
+    from isthmus.adapters.cloud.protocols import ProtocolRegistry
+    from isthmus.adapters.keywrap import EnvelopeSealer, default_wrapper
     from isthmus.adapters.providers_table import DynamoProviderStore
     from isthmus.services.providers import ProviderService
 
-    return ProviderService(DynamoProviderStore(), default_wrapper())
+    return ProviderService(DynamoProviderStore(), EnvelopeSealer(default_wrapper()), ProtocolRegistry())
 
 
 @cache
