@@ -111,12 +111,18 @@ async def start_hold_keeper(*, heartbeat: bool) -> HoldKeeper | None:
     isthmus.lifecycle.shutdown); none with tenancy off (no holds, no settlements)."""
     if not tenancy_on():
         return None
-    # cold start: the hold keeper's parts on the first request that holds budget
+    from isthmus import lifecycle
     from isthmus.adapters.holds_ddb import DynamoHoldStore
-    from isthmus.services.holds import start_keeper
+    from isthmus.services.credentials import call
+    from isthmus.services.holds import HoldKeeper
+    from isthmus.services.settlements import spool_replayer
     from isthmus.services.spool import default_spool
 
-    return start_keeper(DynamoHoldStore(), default_spool(), stores().usage, heartbeat=heartbeat)
+    replay = spool_replayer(default_spool(), stores().usage, call)
+    keeper = HoldKeeper(DynamoHoldStore(), call, heartbeat=heartbeat, replay=replay)
+    keeper.start()
+    lifecycle.on_shutdown(keeper.close)
+    return keeper
 
 
 def tenancy_on() -> bool:

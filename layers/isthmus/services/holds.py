@@ -23,12 +23,8 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
-from isthmus import lifecycle
 from isthmus.observability import get_logger
-from isthmus.ports.tenancy import HoldStore, HoldTag, UsageStore
-from isthmus.services.credentials import call
-from isthmus.services.settlements import replay_entry
-from isthmus.services.spool import SettlementSpool, is_poison
+from isthmus.ports.tenancy import HoldStore, HoldTag
 
 log = get_logger("holds")
 
@@ -146,17 +142,3 @@ class HoldKeeper:
                     self._last_warning = time.monotonic()
                     log.warning("hold keeper round failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(min(1.0, max(0.2, expiry_s() / 3)))
-
-
-def start_keeper(store: HoldStore, spool: SettlementSpool, usage: UsageStore, *, heartbeat: bool) -> HoldKeeper:
-    """A running keeper over ``store`` that also replays ``spool`` into ``usage`` (stopped by
-    isthmus.lifecycle.shutdown). Built by isthmus.wiring.start_hold_keeper."""
-    async def replay() -> int:
-        if not spool.pending():
-            return 0
-        return int(await call(spool.replay, lambda entry: replay_entry(usage, entry), is_poison))
-
-    keeper = HoldKeeper(store, call, heartbeat=heartbeat, replay=replay)
-    keeper.start()
-    lifecycle.on_shutdown(keeper.close)
-    return keeper

@@ -29,7 +29,7 @@ from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.ports.tenancy import Charge, UsageStore, UserStore
-from isthmus.services.spool import SettlementSpool, default_spool
+from isthmus.services.spool import SettlementSpool, default_spool, is_poison
 
 log = get_logger("settlements")
 
@@ -54,6 +54,17 @@ class Settlement:
     def entry(self) -> dict[str, Any]:
         """The spool / dead-letter form (see replay_entry)."""
         return {"row": self.row, "charge": None if self.charge is None else asdict(self.charge)}
+
+
+def spool_replayer(spool: SettlementSpool, usage: UsageStore,
+                   call: Callable[..., Awaitable[Any]]) -> Callable[[], Awaitable[int]]:
+    """The hold keeper's replay round: spooled settlements into the usage table (poison entries set aside), or
+    nothing at once while the spool is empty."""
+    async def replay() -> int:
+        if not spool.pending():
+            return 0
+        return int(await call(spool.replay, lambda entry: replay_entry(usage, entry), is_poison))
+    return replay
 
 
 def replay_entry(usage: UsageStore, entry: dict[str, Any]) -> bool:
