@@ -18,6 +18,7 @@ from isthmus.dialects.anthropic_models import (
     ToolUseBlock,
 )
 from isthmus.dialects.common import (
+    EndsAfterUsage,
     dump_json,
     internal_tool,
     new_id,
@@ -28,7 +29,6 @@ from isthmus.dialects.common import (
     thinking_signature,
     with_prefix,
 )
-from isthmus.dialects.stream_ending import EndsAfterUsage
 from isthmus.errors import Dialect, error_body
 from isthmus_contracts.internal import (
     ErrorEvent,

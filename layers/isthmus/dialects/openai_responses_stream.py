@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from isthmus.dialects.common import new_id, now, with_prefix
+from isthmus.dialects.common import EndsAfterUsage, new_id, now, with_prefix
 from isthmus.dialects.openai_responses import (
     function_call_item,
     item_id,
@@ -16,7 +16,6 @@ from isthmus.dialects.openai_responses import (
     response_json,
 )
 from isthmus.dialects.openai_responses_models import ResponsesRequest
-from isthmus.dialects.stream_ending import EndsAfterUsage
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
