@@ -48,8 +48,8 @@ def _read_keys(path: Path) -> dict[str, str] | None:
 def prepare_keys(data_dir: Path, *, want_keyed: bool, say: Callable[[str], None]) -> KeyedState:
     """Make the keys on the first ``--keyed`` start, or report the ones this data dir already has. Needs the
     tables (the settings table holds the master key's hash)."""
-    from isthmus import auth
-    from isthmus.services.tenancy.credentials import MASTER_HASH_SETTING, default_stores
+    from isthmus import auth, wiring
+    from isthmus.services.tenancy.credentials import MASTER_HASH_SETTING
     from isthmus.services.tenancy.keys import bootstrap_master_key
 
     path = keys_path(data_dir)
@@ -57,7 +57,7 @@ def prepare_keys(data_dir: Path, *, want_keyed: bool, say: Callable[[str], None]
     if env_master is not None:
         say("Keyed mode: the master key comes from ISTHMUS_MASTER_KEY in the environment")
         return KeyedState(True, env_master)
-    stores = default_stores()
+    stores = wiring.stores()
     if stores.settings.value(MASTER_HASH_SETTING) is None:
         if not want_keyed:
             return KeyedState(False, None)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Dialect(StrEnum):
@@ -171,3 +173,36 @@ def validation_error(errors: Sequence[Mapping[str, Any]], dialect: Dialect) -> A
                   for e in errors]
         return ApiError(422, message, param=loc or None, detail=detail)
     return ApiError(400, message, param=loc or None, code="invalid_value")
+
+
+def found(item: T | None, message: str) -> T:
+    """``item``, or the 404 ``message`` when the store has none (a record looked up by the id in the path)."""
+    if item is None:
+        raise ApiError(404, message)
+    return item
+
+
+# ---- the store ----------------------------------------------------------------------------------------------
+# Here, not in the DynamoDB adapters, so that services and the web layer judge a store error without importing
+# an adapter (the import-graph test keeps services on ports).
+
+STORE_RETRY_AFTER_S = "2"
+
+
+def store_unavailable(exc: BaseException) -> ApiError:
+    """A store error we cannot answer around: 503 + Retry-After (never a silent allow)."""
+    return ApiError(503, f"The metadata store is unavailable ({type(exc).__name__}); try again.",
+                    code="store_unavailable", headers={"Retry-After": STORE_RETRY_AFTER_S})
+
+
+class StoreCircuitOpen(Exception):
+    """The store did not answer its last attempts; this one was not sent (isthmus.adapters.store_breaker)."""
+
+
+def store_failure(exc: BaseException) -> ApiError | None:
+    """The 503 for an error raised by the store's client (botocore: timeouts, connection errors, throttling,
+    service errors; or its open circuit breaker), else None. Judged by the exception's module so that callers
+    need not import botocore."""
+    if not isinstance(exc, StoreCircuitOpen) and type(exc).__module__.partition(".")[0] != "botocore":
+        return None
+    return store_unavailable(exc)

@@ -34,3 +34,12 @@ def in_lambda() -> bool:
     """Running as an AWS Lambda function (or the local edge's lambda mode, which sets ISTHMUS_RUNTIME): a
     sandbox can be frozen between invocations and reaped unannounced, so nothing may wait in memory."""
     return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) or os.environ.get("ISTHMUS_RUNTIME") == "lambda"
+
+
+def env_number(name: str, default: float, floor: float = 0.0) -> float:
+    """A number from the environment (a duration, a limit): at least ``floor``; ``default`` when unset or not a
+    number (a typo in a variable must not stop the gateway)."""
+    try:
+        return max(floor, float(os.environ.get(name, default)))
+    except ValueError:
+        return default

@@ -18,8 +18,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from isthmus import limits
-from isthmus.adapters.ddb_items import store_failure
-from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body, method_not_allowed
+from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body, method_not_allowed, store_failure
 from isthmus.observability import get_logger, inflight, request_id_var
 from isthmus.validation import validate
 

@@ -14,8 +14,10 @@ inference service over the one local agent, no tenancy gate, responses kept in m
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from isthmus.backends.cloud import CloudResolver
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from isthmus.services.inference.routing import RoutingService
     from isthmus.services.tenancy.credentials import Credentials, Stores
     from isthmus.services.tenancy.gate import TenancyGate
+    from isthmus.services.tenancy.holds import HoldKeeper
 
 # Single-Mac mode's composition when it asked for one: (inference service, response store).
 _single_mac: list[tuple[InferenceService, ResponseStore]] = []
@@ -40,26 +43,86 @@ _single_mac: list[tuple[InferenceService, ResponseStore]] = []
 
 # ---- tenancy ------------------------------------------------------------------------------------------------
 
+@cache
 def stores() -> Stores:
-    """The tenancy tables (one set per process)."""
-    from isthmus.services.tenancy.credentials import default_stores
+    """The tenancy tables: the DynamoDB adapters (one set per process; they resolve table names and clients
+    per call, so one set serves whatever endpoint and table names the environment says)."""
+    from isthmus.adapters.ledger_ddb import DynamoPricingStore, DynamoRateLimiter, DynamoUsageStore
+    from isthmus.adapters.tenancy_ddb import DynamoBudgetStore, DynamoKeyStore, DynamoSettingsStore, DynamoUserStore
+    from isthmus.services.tenancy.credentials import Stores
 
-    return default_stores()
+    return Stores(DynamoKeyStore(), DynamoUserStore(), DynamoBudgetStore(), DynamoSettingsStore(),
+                  DynamoUsageStore(), DynamoPricingStore(), DynamoRateLimiter())
+
+
+_credentials: dict[str, Credentials] = {}
+_credentials_lock = threading.Lock()
 
 
 def credentials() -> Credentials:
-    """Master-key and pepper state of the settings table in use."""
-    from isthmus.services.tenancy.credentials import default_credentials
+    """Master-key and pepper state, one per store location: they belong to the settings table they came from
+    (tests point one process at several stores)."""
+    from isthmus import settings
+    from isthmus.services.tenancy.credentials import Credentials
 
-    return default_credentials()
+    where = f"{settings.dynamodb_endpoint()}|{settings.table_name('settings')}"
+    with _credentials_lock:
+        if where not in _credentials:
+            _credentials[where] = Credentials(stores())
+        return _credentials[where]
 
 
 @cache
 def gate() -> TenancyGate:
     """The tenancy gate: authentication, budgets, rate limits, usage rows (one per process)."""
+    return new_gate()
+
+
+def new_gate(**options: Any) -> TenancyGate:
+    """A gate of its own over this process's stores (``clock``, ``leases``: tests where several gates play
+    several processes)."""
     from isthmus.services.tenancy.gate import TenancyGate
 
-    return TenancyGate()
+    return TenancyGate(stores(), credentials(), dead_letter=settlement_dead_letter(), **options)
+
+
+def settlement_dead_letter() -> Callable[[list[dict[str, Any]]], None] | None:
+    """Where settlements the store would not take go under Lambda: the SQS dead-letter queue when configured;
+    the local edge's lambda mode (a long-running process that only plays at being a sandbox, with no queue)
+    keeps them in the spool its HoldKeeper replays. None outside Lambda (the writer spools them itself)."""
+    from isthmus import settings
+
+    if not settings.in_lambda():
+        return None
+    # cold start: the SQS client only when a dead-letter queue is configured
+    from isthmus.adapters.settlement_queue import SqsDeadLetter, queue_url
+
+    if url := queue_url():
+        return SqsDeadLetter(url).send
+    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        from isthmus.services.tenancy.spool import default_spool
+
+        return default_spool().append
+    return None
+
+
+async def start_hold_keeper(*, heartbeat: bool) -> HoldKeeper | None:
+    """The long-running process's hold keeper over the holds table, the spool and the usage table (stopped by
+    isthmus.lifecycle.shutdown); none with tenancy off (no holds, no settlements)."""
+    if not tenancy_on():
+        return None
+    from isthmus import lifecycle
+    from isthmus.adapters.holds_ddb import DynamoHoldStore
+    from isthmus.services.tenancy.credentials import call
+    from isthmus.services.tenancy.holds import HoldKeeper
+    from isthmus.services.tenancy.settlements import spool_replayer
+    from isthmus.services.tenancy.spool import default_spool
+
+    replay = spool_replayer(default_spool(), stores().usage, call)
+    keeper = HoldKeeper(DynamoHoldStore(), call, heartbeat=heartbeat, replay=replay)
+    keeper.start()
+    lifecycle.on_shutdown(keeper.close)
+    return keeper
 
 
 def tenancy_on() -> bool:
@@ -77,11 +140,12 @@ def control_store() -> ControlStore:
 
 @cache
 def provider_service() -> ProviderService:
-    from isthmus.adapters.keywrap import default_wrapper
+    from isthmus.adapters.cloud.protocols import ProtocolRegistry
+    from isthmus.adapters.keywrap import EnvelopeSealer, default_wrapper
     from isthmus.adapters.providers_table import DynamoProviderStore
     from isthmus.services.cloud.providers import ProviderService
 
-    return ProviderService(DynamoProviderStore(), default_wrapper())
+    return ProviderService(DynamoProviderStore(), EnvelopeSealer(default_wrapper()), ProtocolRegistry())
 
 
 @cache

@@ -140,12 +140,11 @@ async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            from isthmus import settings
-            from isthmus.services.tenancy import holds
+            from isthmus import settings, wiring
 
             # heartbeat (this process's holds and leases live while it does), sweep dead processes' holds,
             # replay spooled settlements; a lambda-mode edge plays sandboxes, which cannot heartbeat
-            await holds.start_keeper(heartbeat=not settings.in_lambda())
+            await wiring.start_hold_keeper(heartbeat=not settings.in_lambda())
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             from isthmus import lifecycle

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from isthmus.services.tenancy.credentials import default_stores
+from isthmus import wiring
 from local_runtime.process import stop
 from tests.conftest import ROOT, start_edge
 
@@ -52,11 +52,11 @@ def keyed_edge(request: pytest.FixtureRequest, ddb_tables: str) -> Iterator[tupl
 def seed_usage(user_id: str) -> None:
     """Two requests through the gate for ``user_id``: one settled, one refused."""
     from isthmus.errors import ApiError
-    from isthmus.services.tenancy.credentials import Credentials, default_stores
+    from isthmus.services.tenancy.credentials import Credentials
     from isthmus.services.tenancy.gate import TenancyGate
     from isthmus.services.tenancy.keys import CreateKey, KeyService
 
-    stores = default_stores()
+    stores = wiring.stores()
     secret = KeyService(stores, Credentials(stores)).create(CreateKey(user_id=user_id, allowed_models=["ok:*"]))["key"]
     gate = TenancyGate(stores, Credentials(stores))
 
@@ -122,7 +122,7 @@ def test_models_listing_is_keyed_in_keyed_mode(keyed_edge: tuple[str, str]) -> N
                        headers=admin).status_code == 200
     expired = httpx.post(f"{base}/v1/keys", json={}, headers=admin).json()
     # (the API refuses an expiry in the past, so the key is aged in the store, as time would)
-    default_stores().keys.update(expired["id"], {"expires_at": "2020-01-01T00:00:00+00:00"})
+    wiring.stores().keys.update(expired["id"], {"expires_at": "2020-01-01T00:00:00+00:00"})
     rotated = httpx.post(f"{base}/v1/keys", json={}, headers=admin).json()
     assert httpx.get(f"{base}/v1/models", headers={"x-api-key": rotated["key"]}).status_code == 200
     assert httpx.post(f"{base}/v1/keys/{rotated['id']}/rotate", headers=admin).status_code == 200

@@ -9,10 +9,10 @@ from typing import Any
 
 def run(env: dict[str, str], secret: str, model: str, attempts: int, now: float, barrier: Any, out: Any) -> None:
     os.environ.update(env)
+    from isthmus import wiring
     from isthmus.errors import ApiError
-    from isthmus.services.tenancy.gate import TenancyGate
 
-    gate = TenancyGate(clock=lambda: now)  # every process in the same minute bucket
+    gate = wiring.new_gate(clock=lambda: now)  # every process in the same minute bucket
 
     async def race() -> int:
         principal = await gate.authenticate({"Authorization": f"Bearer {secret}"})

@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 from starlette.testclient import TestClient
 
-from isthmus.services.tenancy.credentials import Credentials, default_stores
+from isthmus import wiring
+from isthmus.services.tenancy.credentials import Credentials
 from isthmus.services.tenancy.gate import TenancyGate
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def test_budget_limits_follow_the_budget_onto_its_users(clients: dict[str, TestC
     assert u.post("/v1/users", headers=AUTH, json={"user_id": "x", "budget_id": "nope"}).status_code == 404
     # when the budget's limit changes, the copy on each user row (and its headroom) follows
     assert b.patch(f"/v1/budgets/{budget['budget_id']}", headers=AUTH, json={"max_budget": 7.5}).status_code == 200
-    row = default_stores().users.get(uid)
+    row = wiring.stores().users.get(uid)
     assert row is not None and row["max_budget"] == Decimal("7.5") and row["headroom"] == Decimal("7.5")
     assert b.get(f"/v1/budgets/{budget['budget_id']}", headers=AUTH).json()["user_count"] == 1
     # when the budget is deleted, its users are detached
@@ -77,7 +78,7 @@ def test_pricing_paths_take_encoded_model_keys_and_versions(clients: dict[str, T
 
 
 def test_usage_filters_order_and_summary(clients: dict[str, TestClient]) -> None:
-    stores = default_stores()
+    stores = wiring.stores()
     uid = f"us-{uuid.uuid4().hex[:6]}"
     key = clients["keys"].post("/v1/keys", headers=AUTH, json={"user_id": uid, "key_name": "usage"}).json()
     gate = TenancyGate(stores, Credentials(stores))

@@ -9,10 +9,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from isthmus import wiring
 from isthmus.errors import ApiError
 from isthmus.services.tenancy import credentials
 from isthmus.services.tenancy import money as m
-from isthmus.services.tenancy.credentials import Credentials, default_stores
+from isthmus.services.tenancy.credentials import Credentials
 from isthmus.services.tenancy.gate import TenancyGate
 from isthmus.services.tenancy.keys import CreateKey, KeyService, UpdateKey, bootstrap_master_key
 from isthmus.services.tenancy.users import CreateUser, UpdateUser, UserService
@@ -29,7 +30,7 @@ def run(coro: Awaitable[T]) -> T:
 
 
 def new_key(**fields: Any) -> dict[str, Any]:
-    stores = default_stores()
+    stores = wiring.stores()
     return KeyService(stores, Credentials(stores)).create(CreateKey(**fields))
 
 
@@ -48,8 +49,8 @@ def keyed(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_key_states_map_to_401_and_403(ddb_tables: str, keyed: str) -> None:
-    gate = TenancyGate()
-    stores = default_stores()
+    gate = wiring.new_gate()
+    stores = wiring.stores()
     ks = KeyService(stores, Credentials(stores))
     inactive = new_key()
     ks.update(inactive["id"], UpdateKey(is_active=False))
@@ -67,30 +68,30 @@ def test_key_states_map_to_401_and_403(ddb_tables: str, keyed: str) -> None:
 
 
 def test_soft_deleted_user_keys_go_inactive(ddb_tables: str, keyed: str) -> None:
-    stores = default_stores()
+    stores = wiring.stores()
     UserService(stores).create(CreateUser(user_id="leaver"))
     key = new_key(user_id="leaver")
     UserService(stores).delete("leaver")
-    assert status_of(TenancyGate().authenticate({"x-api-key": key["key"]}))[:2] == (401, "API key is inactive")
+    assert status_of(wiring.new_gate().authenticate({"x-api-key": key["key"]}))[:2] == (401, "API key is inactive")
     with pytest.raises(ApiError) as err:
         UserService(stores).get("leaver")
     assert err.value.status == 404
 
 
 def test_allow_lists_from_key_or_user(ddb_tables: str, keyed: str) -> None:
-    gate = TenancyGate()
+    gate = wiring.new_gate()
     key = new_key(allowed_models=["openai:*"])
     p = run(gate.authenticate({"x-api-key": key["key"]}))
     assert run(gate.admit(p, model="openai:gpt-4o", endpoint="e", input_tokens_estimate=1, max_output_tokens=1))
     assert status_of(gate.admit(p, model="anthropic:claude", endpoint="e", input_tokens_estimate=1,
                                 max_output_tokens=1))[0] == 403
-    UserService(default_stores()).create(CreateUser(user_id="narrow", allowed_models=[]))
+    UserService(wiring.stores()).create(CreateUser(user_id="narrow", allowed_models=[]))
     p = run(gate.authenticate({"x-api-key": new_key(user_id="narrow")["key"]}))
     assert status_of(gate.admit(p, model="any", endpoint="e", input_tokens_estimate=1, max_output_tokens=1))[0] == 403
 
 
 def test_rpm_and_tpm_limits_answer_429_with_headers(ddb_tables: str, keyed: str) -> None:
-    gate = TenancyGate(clock=lambda: 1_800_000_030.0)  # 30 s into a minute
+    gate = wiring.new_gate(clock=lambda: 1_800_000_030.0)  # 30 s into a minute
     p = run(gate.authenticate({"x-api-key": new_key(rpm_limit=2, tpm_limit=1000)["key"]}))
     ok = run(gate.admit(p, model="m", endpoint="e", input_tokens_estimate=100, max_output_tokens=100))
     assert ok.headers["X-RateLimit-Remaining-Requests"] == "1"
@@ -107,7 +108,7 @@ def test_rpm_and_tpm_limits_answer_429_with_headers(ddb_tables: str, keyed: str)
 
 def test_open_mode_lets_anyone_in_as_anonymous(ddb_tables: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ISTHMUS_MASTER_KEY", raising=False)
-    gate = TenancyGate(default_stores(), Credentials(default_stores()))
+    gate = TenancyGate(wiring.stores(), Credentials(wiring.stores()))
     if run(gate.creds.keyed()):
         pytest.skip("a stored master key exists in this session's tables")
     assert run(gate.authenticate({})).kind == "anonymous"
@@ -118,7 +119,7 @@ def test_open_mode_lets_anyone_in_as_anonymous(ddb_tables: str, monkeypatch: pyt
 
 def test_bootstrap_master_key_once(ddb_tables: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ISTHMUS_MASTER_KEY", raising=False)
-    stores = default_stores()
+    stores = wiring.stores()
     first = bootstrap_master_key(stores)
     assert first is not None and first.master_key.startswith("sk-master-") and first.api_key.startswith("gw-")
     # the store holds only the hash; a second start prints nothing new
@@ -130,7 +131,7 @@ def test_bootstrap_master_key_once(ddb_tables: str, monkeypatch: pytest.MonkeyPa
     assert status_of(gate.authenticate({}))[0] == 401
     # leave the session's tables in open mode for the other tests
     stores.settings.delete(credentials.MASTER_HASH_SETTING)
-    credentials._creds.clear()
+    wiring._credentials.clear()
 
 
 def test_a_key_revoked_elsewhere_is_refused_after_one_background_refresh(ddb_tables: str, keyed: str,
@@ -138,7 +139,7 @@ def test_a_key_revoked_elsewhere_is_refused_after_one_background_refresh(ddb_tab
     from isthmus.services.tenancy import hot_cache
 
     monkeypatch.setattr(hot_cache.principals, "ttl_s", 0.2)
-    gate = TenancyGate()
+    gate = wiring.new_gate()
     key = new_key()
     headers = {"x-api-key": key["key"]}
 
@@ -147,7 +148,7 @@ def test_a_key_revoked_elsewhere_is_refused_after_one_background_refresh(ddb_tab
         # given a key this process has just seen (cached)
         await gate.authenticate(headers)
         # when another instance deactivates it (straight in the table: this process's cache is not told)
-        default_stores().keys.update(key["id"], {"is_active": False})
+        wiring.stores().keys.update(key["id"], {"is_active": False})
         await asyncio.sleep(0.3)
         for _ in range(2):
             try:

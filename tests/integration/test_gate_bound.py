@@ -9,10 +9,11 @@ from decimal import Decimal
 
 import pytest
 
+from isthmus import wiring
 from isthmus.observability import get_metrics
 from isthmus.services.inference.token_bounds import TokenBound
-from isthmus.services.tenancy.credentials import Credentials, default_stores
-from isthmus.services.tenancy.gate import ANONYMOUS, MASTER, TenancyGate
+from isthmus.services.tenancy.credentials import Credentials
+from isthmus.services.tenancy.gate import ANONYMOUS, MASTER
 from isthmus.services.tenancy.keys import CreateKey, KeyService
 from isthmus.services.tenancy.usage import usage_view
 from tests.integration.test_gate_money import tenant, usage_rows
@@ -35,9 +36,9 @@ class Bound:
 def test_the_bound_is_only_computed_when_a_hold_is_needed(ddb_tables: str) -> None:
     # given a priced model, a user with a budget, and a key of that user excluded from budgets
     model, user_id, secret = tenant(Decimal(1))
-    excluded = KeyService(default_stores(), Credentials(default_stores())).create(
+    excluded = KeyService(wiring.stores(), Credentials(wiring.stores())).create(
         CreateKey(user_id=user_id, exclude_from_budget=True))["key"]
-    gate = TenancyGate(leases=False)
+    gate = wiring.new_gate(leases=False)
 
     async def scenario() -> tuple[int, int, Decimal]:
         free, unpaid = Bound(1000, 1000), Bound(1000, 1000)
@@ -64,7 +65,7 @@ def test_usage_above_the_hold_is_charged_the_hold_and_the_rest_is_unbilled(
     # given a user whose budget fits exactly two holds of 100 prompt + 50 output tokens
     hold = (100 * Decimal(1) + 50 * Decimal(2)) / Decimal(1_000_000)
     model, user_id, secret = tenant(hold * 2)
-    gate = TenancyGate(leases=False)
+    gate = wiring.new_gate(leases=False)
     metrics = get_metrics("gate")
     metrics.clear_metrics()
     caplog.set_level(logging.WARNING, logger="gate")
@@ -91,7 +92,7 @@ def test_usage_above_the_hold_is_charged_the_hold_and_the_rest_is_unbilled(
     views = {v["request_id"]: v for v in map(usage_view, rows.values())}
     assert views["over"]["unbilled_cost"] == float(reported - hold) and views["under"]["unbilled_cost"] is None
     # and the spend stays within the budget, nothing left reserved
-    user = default_stores().users.get(user_id)
+    user = wiring.stores().users.get(user_id)
     assert user is not None
     assert user["spend"] == hold + rows["under"]["cost"] <= user["max_budget"] and user["reserved"] == 0
     # and a warning and a metric say so (with no secret in the line)
@@ -105,7 +106,7 @@ def test_usage_above_the_hold_is_charged_the_hold_and_the_rest_is_unbilled(
 def test_a_counted_request_admitted_with_nothing_held_is_charged_nothing(ddb_tables: str) -> None:
     # given a priced model and a bound of zero tokens (nothing to hold, so nothing reserved)
     model, user_id, secret = tenant(Decimal("0.001"))
-    gate = TenancyGate(leases=False)
+    gate = wiring.new_gate(leases=False)
 
     async def scenario() -> None:
         principal = await gate.authenticate({"Authorization": f"Bearer {secret}"})
@@ -119,5 +120,5 @@ def test_a_counted_request_admitted_with_nothing_held_is_charged_nothing(ddb_tab
     # then nothing unreserved reaches the spend: it is all unbilled
     (row,) = usage_rows(user_id)
     assert row["cost"] == 0 and row["unbilled_cost"] == (5000 + 10000) / Decimal(1_000_000)
-    user = default_stores().users.get(user_id)
+    user = wiring.stores().users.get(user_id)
     assert user is not None and user["spend"] == 0 <= user["max_budget"]

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
+from isthmus import wiring
 from isthmus.services.tenancy import budget_leases
-from isthmus.services.tenancy.credentials import default_stores
 from isthmus.services.tenancy.gate import Admission, Principal, TenancyGate
 
 from .test_gate_money import HOLD, admit_or_refuse, tenant, usage_rows
@@ -29,8 +29,8 @@ def test_a_steady_user_is_served_from_a_lease_and_gets_it_back_at_close(ddb_tabl
     monkeypatch.setenv("ISTHMUS_SETTLE_BATCH_MS", "5")  # settled one by one here: no need to wait for company
     # given a user with room for 10,000 holds and a gate with leases on
     model, user_id, secret = tenant(HOLD * 10_000)
-    gate = TenancyGate(leases=True)
-    users = default_stores().users
+    gate = wiring.new_gate(leases=True)
+    users = wiring.stores().users
 
     async def scenario() -> tuple[list[Admission], Decimal, Decimal]:
         principal = await gate.authenticate({"Authorization": f"Bearer {secret}"})
@@ -67,7 +67,7 @@ def test_a_steady_user_is_served_from_a_lease_and_gets_it_back_at_close(ddb_tabl
 def test_four_processes_racing_one_budget_with_leases_never_overspend(ddb_tables: str) -> None:
     # given a budget that fits exactly 600 worst-case holds, and four gateway processes with leases on
     model, user_id, secret = tenant(HOLD * 600)
-    gates = [TenancyGate(leases=True) for _ in range(4)]
+    gates = [wiring.new_gate(leases=True) for _ in range(4)]
 
     async def scenario() -> list[Admission | None]:
         principals: list[Principal] = [await g.authenticate({"Authorization": f"Bearer {secret}"}) for g in gates]
@@ -93,7 +93,7 @@ def test_four_processes_racing_one_budget_with_leases_never_overspend(ddb_tables
 
     results = asyncio.run(scenario())
     admitted = [a for a in results if a is not None]
-    user = default_stores().users.get(user_id)
+    user = wiring.stores().users.get(user_id)
     assert user is not None
     # then leases did serve part of the race
     assert any(a.leased for a in admitted)
@@ -111,7 +111,7 @@ def test_four_processes_racing_one_budget_with_leases_never_overspend(ddb_tables
 def test_a_row_settled_by_two_processes_is_written_and_billed_once(ddb_tables: str) -> None:
     # given two admissions, the first already settled by one process
     model, user_id, secret = tenant(HOLD * 10)
-    first_gate, second_gate = TenancyGate(leases=False), TenancyGate(leases=False)
+    first_gate, second_gate = wiring.new_gate(leases=False), wiring.new_gate(leases=False)
 
     async def scenario() -> None:
         principal = await first_gate.authenticate({"Authorization": f"Bearer {secret}"})
@@ -128,7 +128,7 @@ def test_a_row_settled_by_two_processes_is_written_and_billed_once(ddb_tables: s
     asyncio.run(scenario())
     # then there are two rows, and the user paid for two requests
     assert len(usage_rows(user_id)) == 2
-    user = default_stores().users.get(user_id)
+    user = wiring.stores().users.get(user_id)
     assert user is not None
     assert user["spend"] == 2 * HOLD and user["reserved"] == 0 and user["current_requests"] == 2
 
@@ -139,8 +139,8 @@ def test_a_budget_cut_in_this_process_sends_the_leases_back(ddb_tables: str, mon
     monkeypatch.setenv("ISTHMUS_SETTLE_BATCH_MS", "5")
     # given a user served from a lease, 40 requests spent at worst case
     model, user_id, secret = tenant(HOLD * 10_000)
-    gate = TenancyGate(leases=True)
-    stores = default_stores()
+    gate = wiring.new_gate(leases=True)
+    stores = wiring.stores()
 
     async def scenario() -> int:
         principal = await gate.authenticate({"Authorization": f"Bearer {secret}"})

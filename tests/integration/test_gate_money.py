@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from isthmus import settings
+from isthmus import settings, wiring
 from isthmus.adapters import dynamodb
 from isthmus.adapters.ddb_items import query_all
 from isthmus.errors import ApiError
 from isthmus.services.tenancy.budgets import BudgetService, CreateBudget
-from isthmus.services.tenancy.credentials import Credentials, default_stores
+from isthmus.services.tenancy.credentials import Credentials
 from isthmus.services.tenancy.gate import Admission, Principal, TenancyGate
 from isthmus.services.tenancy.keys import CreateKey, KeyService
 from isthmus.services.tenancy.pricing import PricingService, SetPricing
@@ -29,7 +29,7 @@ HOLD = Decimal("0.003")
 
 def tenant(max_budget: Decimal | None, **key: Any) -> tuple[str, str, str]:
     """A priced model, a budget, a user on it and a key: (model, user_id, secret)."""
-    stores = default_stores()
+    stores = wiring.stores()
     tag = uuid.uuid4().hex[:8]
     model = f"test:model-{tag}"
     PricingService(stores).set(SetPricing(model_key=model, input_price_per_million=Decimal(1),
@@ -60,7 +60,7 @@ async def admit_or_refuse(gate: TenancyGate, principal: Principal, model: str, i
 def test_200_concurrent_admissions_never_overspend(ddb_tables: str) -> None:
     # given a user whose budget fits exactly 50 worst-case holds
     model, user_id, secret = tenant(HOLD * 50)
-    gate = TenancyGate()
+    gate = wiring.new_gate()
 
     async def scenario() -> list[Admission | None]:
         principal = await gate.authenticate({"Authorization": f"Bearer {secret}"})
@@ -77,7 +77,7 @@ def test_200_concurrent_admissions_never_overspend(ddb_tables: str) -> None:
     # then exactly 50 were admitted and 150 refused with 403 "budget exceeded"
     admitted = [a for a in results if a is not None]
     assert len(admitted) == 50
-    user = default_stores().users.get(user_id)
+    user = wiring.stores().users.get(user_id)
     assert user is not None
     # and the final spend is within the budget, with every hold released to exactly zero
     assert user["spend"] == 50 * (Decimal(900) * 1 + Decimal(700) * 2) / Decimal(1_000_000)
@@ -95,7 +95,7 @@ def test_200_concurrent_admissions_never_overspend(ddb_tables: str) -> None:
 
 def test_settle_after_a_disconnect_writes_the_row_and_releases_the_hold(ddb_tables: str) -> None:
     model, user_id, secret = tenant(HOLD * 10)
-    gate = TenancyGate()
+    gate = wiring.new_gate()
 
     async def scenario() -> None:
         principal = await gate.authenticate({"x-api-key": secret})
@@ -119,7 +119,7 @@ def test_settle_after_a_disconnect_writes_the_row_and_releases_the_hold(ddb_tabl
         # and a second settle of the same admission (another finally, a retry) changes nothing
         await gate.settle(admission, prompt_tokens=1000, completion_tokens=10, cached_tokens=0, status="cancelled",
                           status_code=499, latency_ms=5, backend="test", request_id="gone")
-        await TenancyGate().settle(admission, prompt_tokens=1000, completion_tokens=10, cached_tokens=0,
+        await wiring.new_gate().settle(admission, prompt_tokens=1000, completion_tokens=10, cached_tokens=0,
                                    status="cancelled", status_code=499, latency_ms=5, backend="test",
                                    request_id="gone")
 
@@ -127,7 +127,7 @@ def test_settle_after_a_disconnect_writes_the_row_and_releases_the_hold(ddb_tabl
     # then the usage row is there, once, and the hold went back (only the real cost is spent)
     rows = usage_rows(user_id)
     assert [r["status"] for r in rows] == ["cancelled"]
-    user = default_stores().users.get(user_id)
+    user = wiring.stores().users.get(user_id)
     assert user is not None
     assert user["reserved"] == 0
     assert user["spend"] == (Decimal(1000) + Decimal(20)) / Decimal(1_000_000)
@@ -136,9 +136,9 @@ def test_settle_after_a_disconnect_writes_the_row_and_releases_the_hold(ddb_tabl
 def test_free_models_and_excluded_keys_pass_over_budget(ddb_tables: str) -> None:
     # given a user with a zero budget, and a key excluded from budgets
     model, user_id, secret = tenant(Decimal(0))
-    excluded = KeyService(default_stores(), Credentials(default_stores())).create(
+    excluded = KeyService(wiring.stores(), Credentials(wiring.stores())).create(
         CreateKey(user_id=user_id, exclude_from_budget=True))["key"]
-    gate = TenancyGate()
+    gate = wiring.new_gate()
 
     async def scenario() -> None:
         principal = await gate.authenticate({"Otari-Key": f"Bearer {secret}"})
@@ -161,14 +161,14 @@ def test_free_models_and_excluded_keys_pass_over_budget(ddb_tables: str) -> None
     asyncio.run(scenario())
     rows = usage_rows(user_id)
     assert len(rows) == 1 and rows[0]["counts_toward_budget"] is False and rows[0]["cost"] > 0
-    user = default_stores().users.get(user_id)
+    user = wiring.stores().users.get(user_id)
     assert user is not None and user["spend"] == 0
 
 
 def test_require_pricing_refuses_unpriced_models_with_402(ddb_tables: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ISTHMUS_REQUIRE_PRICING", "1")
     _, _, secret = tenant(Decimal(1))
-    gate = TenancyGate()
+    gate = wiring.new_gate()
 
     async def scenario() -> ApiError:
         principal = await gate.authenticate({"Authorization": f"Bearer {secret}"})
@@ -184,9 +184,9 @@ def test_require_pricing_refuses_unpriced_models_with_402(ddb_tables: str, monke
 def test_lazy_reset_zeroes_spend_once_and_logs_it(ddb_tables: str) -> None:
     # given a user with spend whose period ended
     model, user_id, secret = tenant(HOLD * 2)
-    stores = default_stores()
+    stores = wiring.stores()
     stores.users.update(user_id, {"next_budget_reset_at": "2000-01-01T00:00:00.000000+00:00"})
-    gate = TenancyGate()
+    gate = wiring.new_gate()
 
     async def scenario() -> None:
         principal = await gate.authenticate({"Authorization": f"Bearer {secret}"})
@@ -215,7 +215,7 @@ def test_store_down_during_auth_is_503_not_allow(ddb_tables: str, monkeypatch: p
     monkeypatch.setenv("ISTHMUS_MASTER_KEY", "sk-master-down")
     dynamodb.reset_clients()
     try:
-        gate = TenancyGate(default_stores(), Credentials(default_stores()))
+        gate = TenancyGate(wiring.stores(), Credentials(wiring.stores()))
         # when a key must be checked, then the answer is 503
         with pytest.raises(ApiError) as err:
             asyncio.run(gate.authenticate({"Authorization": "Bearer gw-something"}))

@@ -16,11 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from isthmus import settings
+from isthmus import settings, wiring
 from isthmus.adapters import dynamodb
 from isthmus.adapters.ddb_items import query_all
 from isthmus.services.inference.token_bounds import byte_bound, passthrough_bound
-from isthmus.services.tenancy.credentials import default_stores
 from isthmus_contracts.internal import InternalRequest
 from local_runtime.process import stop
 from tests.conftest import start_edge
@@ -108,7 +107,7 @@ def settled(user_id: str, requests: int) -> tuple[dict[str, Any], list[dict[str,
         return rows if len(rows) >= requests else None
 
     def released() -> dict[str, Any] | None:
-        user = default_stores().users.get(user_id)
+        user = wiring.stores().users.get(user_id)
         return user if user is not None and user["reserved"] == 0 else None
 
     rows = poll(all_rows, timeout=60)

@@ -9,10 +9,9 @@ import secrets
 import pytest
 from starlette.testclient import TestClient
 
-from isthmus import settings
+from isthmus import settings, wiring
 from isthmus.adapters import dynamodb
 from isthmus.services.tenancy import credentials
-from isthmus.services.tenancy.gate import TenancyGate
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +26,7 @@ def test_key_lifecycle_logs_no_secret(ddb_tables: str, monkeypatch: pytest.Monke
     # a pepper generated inside the captured window, so its one write is under watch too
     dynamodb.client().delete_item(TableName=settings.table_name("settings"),
                                   Key={"name": {"S": credentials.PEPPER_SETTING}})
-    credentials._creds.clear()
+    wiring._credentials.clear()
     caplog.set_level(logging.DEBUG)
     auth = {"Authorization": f"Bearer {master}"}
     wrong = "sk-master-" + secrets.token_urlsafe(16)
@@ -44,7 +43,7 @@ def test_key_lifecycle_logs_no_secret(ddb_tables: str, monkeypatch: pytest.Monke
         new_key = rotated.json()["key"]
 
         async def use() -> None:
-            gate = TenancyGate()
+            gate = wiring.new_gate()
             principal = await gate.authenticate({"Otari-Key": f"Bearer {new_key}"})
             a = await gate.admit(principal, model="m", endpoint="/v1/chat/completions", input_tokens_estimate=3,
                                  max_output_tokens=3)
@@ -56,7 +55,7 @@ def test_key_lifecycle_logs_no_secret(ddb_tables: str, monkeypatch: pytest.Monke
         asyncio.run(use())
         assert client.get("/v1/keys", headers=auth).status_code == 200
         assert client.delete(f"/v1/keys/{key_id}", headers=auth).status_code == 204
-    pepper = credentials.default_credentials().pepper_sync()
+    pepper = wiring.credentials().pepper_sync()
     # then no captured line, structured record or printed output holds any of the secrets
     text = "\n".join([capsys.readouterr().out, capsys.readouterr().err, caplog.text,
                       *(repr(r.__dict__) for r in caplog.records)])

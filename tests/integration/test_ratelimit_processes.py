@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.services.tenancy.credentials import Credentials, default_stores
+from isthmus import wiring
+from isthmus.services.tenancy.credentials import Credentials
 from isthmus.services.tenancy.keys import CreateKey, KeyService
 
 pytestmark = pytest.mark.integration
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_rpm_limit_holds_across_4_processes(ddb_tables: str) -> None:
     # given a key limited to 25 requests per minute
-    stores = default_stores()
+    stores = wiring.stores()
     secret = KeyService(stores, Credentials(stores)).create(CreateKey(key_name="rl", rpm_limit=25))["key"]
     sys.path.insert(0, str(Path(__file__).parent))
     import ratelimit_worker

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.testclient import TestClient
 from starlette.types import Message, Scope
 
+from isthmus.adapters.cloud.protocols import ProtocolRegistry
 from isthmus.dialects import anthropic_messages, openai_chat, openai_responses
 from isthmus.errors import ApiError, Dialect, allowed_methods
 from isthmus.services.cloud.providers import ProviderService
@@ -148,7 +149,7 @@ def test_records_are_bounded_by_dynamodb_and_http_rules() -> None:
 ])
 def test_provider_headers_and_aliases_are_refused_before_anything_is_stored(body: Any) -> None:
     # given a service whose store would fail the test if reached
-    service = ProviderService(store=None, wrapper=None)  # type: ignore[arg-type]
+    service = ProviderService(store=None, sealer=None, protocols=ProtocolRegistry())  # type: ignore[arg-type]
     # when the PUT body breaks HTTP's rules or the alias charset, then a 400 and no store call
     with pytest.raises(ApiError) as err:
         asyncio.run(service.put("p1", body))

@@ -147,3 +147,12 @@ def test_the_routing_layer_is_pure() -> None:
     # then they import nothing of the layer but plain data and each other
     climbing = {m: sorted(t for t in targets if not t.startswith(ROUTING_MAY_IMPORT)) for m, targets in routing.items()}
     assert routing and not any(climbing.values()), climbing
+
+
+def test_services_import_ports_not_adapters() -> None:
+    # given the import graph; when the modules of isthmus.services are read (function-local imports included)
+    graph = import_graph()
+    services = {m: targets for m, targets in graph.items() if m.startswith("isthmus.services.")}
+    # then none imports an adapter: the composition root (isthmus.wiring) builds the adapters and passes them in
+    reaching = {m: sorted(t for t in targets if t.startswith("isthmus.adapters")) for m, targets in services.items()}
+    assert services and not any(reaching.values()), {m: t for m, t in reaching.items() if t}

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from isthmus.adapters import dynamodb
-from isthmus.adapters.ddb_items import StoreCircuitOpen, store_failure
+from isthmus.errors import StoreCircuitOpen, store_failure
 
 
 class FrozenStore:

@@ -26,12 +26,12 @@ generations are read as a stream too and folded into one answer, so the same bou
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
 
+from isthmus import settings
 from isthmus.adapters import agent_http
 from isthmus.errors import AgentUnreachable, ApiError
 from isthmus.services.inference.accumulate import StreamAccumulator, fold
@@ -45,10 +45,7 @@ IDLE_DEFAULT_S = 20.0
 
 
 def _seconds(name: str, default: float) -> float:
-    try:
-        return max(0.1, float(os.environ.get(name, default)))
-    except ValueError:
-        return default
+    return settings.env_number(name, default, floor=0.1)
 
 
 def first_byte_seconds() -> float:

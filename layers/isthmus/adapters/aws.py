@@ -7,19 +7,13 @@ botocore is imported on first use, never at module import (it is ~400 M instruct
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
+from isthmus.settings import env_number
+
 _lock = threading.Lock()
 _session: list[Any] = []  # the one botocore session, once made
-
-
-def _env_number(name: str, default: float, floor: float) -> float:
-    try:
-        return max(floor, float(os.environ.get(name, default)))
-    except ValueError:
-        return default
 
 
 def call_limits() -> tuple[float, float, int]:
@@ -30,9 +24,9 @@ def call_limits() -> tuple[float, float, int]:
     botocore's defaults (60 s connect, 60 s read, retried) let a frozen store hold a request for minutes; a
     DynamoDB call answers in milliseconds, so a few seconds per attempt is generous, and the whole call is
     bounded by about attempts x (read timeout + backoff): ~10 s by default, then the caller's 503."""
-    return (_env_number("ISTHMUS_STORE_CONNECT_TIMEOUT_SECONDS", 2.0, 0.1),
-            _env_number("ISTHMUS_STORE_READ_TIMEOUT_SECONDS", 3.0, 0.1),
-            int(_env_number("ISTHMUS_STORE_MAX_ATTEMPTS", 3, 1)))
+    return (env_number("ISTHMUS_STORE_CONNECT_TIMEOUT_SECONDS", 2.0, 0.1),
+            env_number("ISTHMUS_STORE_READ_TIMEOUT_SECONDS", 3.0, 0.1),
+            int(env_number("ISTHMUS_STORE_MAX_ATTEMPTS", 3, 1)))
 
 
 def client(service: str, **kwargs: Any) -> Any:

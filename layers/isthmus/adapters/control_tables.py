@@ -43,6 +43,19 @@ class DynamoControlStore:
     def ddb(self) -> Any:
         return dynamodb.client()  # cached per endpoint; looked up per call so tests can repoint it
 
+    def _raw_items(self, operation: str, table: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item of a scan or query of ``table``, as raw attribute values (these tables have their own
+        encoding: JSON documents in string attributes)."""
+        items: list[dict[str, Any]] = []
+        for page in self.ddb.get_paginator(operation).paginate(TableName=settings.table_name(table), **kwargs):
+            items += page.get("Items", [])
+        return items
+
+    def _raw_item(self, table: str, key: str, value: str) -> dict[str, Any] | None:
+        item: dict[str, Any] | None = self.ddb.get_item(TableName=settings.table_name(table), Key={key: _s(value)},
+                                                        ConsistentRead=True).get("Item")
+        return item
+
     # ---- clusters ------------------------------------------------------------------------------------
     @staticmethod
     def _cluster(item: dict[str, Any]) -> Cluster:
@@ -53,15 +66,11 @@ class DynamoControlStore:
                                        "loading_until": float(loading) if loading else None})
 
     def list_clusters(self) -> list[Cluster]:
-        items: list[dict[str, Any]] = []
-        for page in self.ddb.get_paginator("scan").paginate(TableName=settings.table_name("clusters"),
-                                                             ConsistentRead=True):
-            items += page.get("Items", [])
+        items = self._raw_items("scan", "clusters", ConsistentRead=True)
         return sorted((self._cluster(i) for i in items), key=lambda c: c.cluster_id)
 
     def get_cluster(self, cluster_id: str) -> Cluster | None:
-        item = self.ddb.get_item(TableName=settings.table_name("clusters"), Key={"cluster_id": _s(cluster_id)},
-                                 ConsistentRead=True).get("Item")
+        item = self._raw_item("clusters", "cluster_id", cluster_id)
         return self._cluster(item) if item else None
 
     def put_cluster_config(self, cluster: Cluster) -> Cluster:
@@ -154,21 +163,15 @@ class DynamoControlStore:
         })
 
     def list_nodes(self, cluster_id: str | None = None) -> list[Node]:
-        table = settings.table_name("nodes")
-        items: list[dict[str, Any]] = []
         if cluster_id is None:
-            pages = self.ddb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+            items = self._raw_items("scan", "nodes", ConsistentRead=True)
         else:
-            pages = self.ddb.get_paginator("query").paginate(
-                TableName=table, IndexName="by_cluster", KeyConditionExpression="cluster_id = :c",
-                ExpressionAttributeValues={":c": _s(cluster_id)})
-        for page in pages:
-            items += page.get("Items", [])
+            items = self._raw_items("query", "nodes", IndexName="by_cluster", KeyConditionExpression="cluster_id = :c",
+                                    ExpressionAttributeValues={":c": _s(cluster_id)})
         return sorted((self._node(i) for i in items), key=lambda n: n.node_id)
 
     def get_node(self, node_id: str) -> Node | None:
-        item = self.ddb.get_item(TableName=settings.table_name("nodes"), Key={"node_id": _s(node_id)},
-                                 ConsistentRead=True).get("Item")
+        item = self._raw_item("nodes", "node_id", node_id)
         return self._node(item) if item else None
 
     def put_node(self, node: Node) -> None:
@@ -207,8 +210,7 @@ class DynamoControlStore:
 
     # ---- settings documents ----------------------------------------------------------------------------
     def get_doc(self, name: str) -> Any:
-        item = self.ddb.get_item(TableName=settings.table_name("settings"), Key={"name": _s(name)},
-                                 ConsistentRead=True).get("Item")
+        item = self._raw_item("settings", "name", name)
         return json.loads(item["value"]["S"]) if item and "value" in item else None
 
     def put_doc(self, name: str, value: Any) -> None:
@@ -216,12 +218,9 @@ class DynamoControlStore:
                           Item={"name": _s(name), "value": _s(json.dumps(value))})
 
     def list_docs(self, prefix: str) -> list[Any]:
-        items: list[dict[str, Any]] = []
-        for page in self.ddb.get_paginator("scan").paginate(
-                TableName=settings.table_name("settings"), FilterExpression="begins_with(#n, :p)",
-                ExpressionAttributeNames={"#n": "name"}, ExpressionAttributeValues={":p": _s(prefix)},
-                ConsistentRead=True):
-            items += page.get("Items", [])
+        items = self._raw_items("scan", "settings", FilterExpression="begins_with(#n, :p)",
+                                ExpressionAttributeNames={"#n": "name"}, ExpressionAttributeValues={":p": _s(prefix)},
+                                ConsistentRead=True)
         return [json.loads(i["value"]["S"]) for i in items if "value" in i]
 
     def get_settings(self) -> GlobalSettings:

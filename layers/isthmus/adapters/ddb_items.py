@@ -1,4 +1,4 @@
-"""Plain-Python <-> DynamoDB attribute values, and the one place store errors become ApiError 503.
+"""Plain-Python <-> DynamoDB attribute values (store errors become ApiError 503 in isthmus.errors.store_failure).
 
 Numbers come back as ``Decimal`` (money stays exact); floats going in (JSON metadata) become Decimal too.
 The attribute-value codec is isthmus.adapters.ddb_values (boto3's rules, without importing boto3).
@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from isthmus.adapters.ddb_values import deserialize, serialize
-from isthmus.errors import ApiError
+from isthmus.wire import jsonable
 
 
 def exact(value: Any) -> Any:
@@ -46,17 +46,6 @@ def from_item(item: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: deserialize(v) for k, v in item.items()}
 
 
-def jsonable(value: Any) -> Any:
-    """Decimal -> int when integral else float (the otari client parses JSON numbers); sets -> lists."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, Mapping):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def is_conditional_failure(exc: BaseException) -> bool:
     code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
     return code == "ConditionalCheckFailedException"
@@ -68,42 +57,20 @@ def cancellation_codes(exc: BaseException) -> list[str]:
     return [str(r.get("Code", "None")) for r in reasons]
 
 
-STORE_RETRY_AFTER_S = "2"
-
-
-def store_unavailable(exc: BaseException) -> ApiError:
-    """A store error we cannot answer around: 503 + Retry-After (never a silent allow)."""
-    return ApiError(503, f"The metadata store is unavailable ({type(exc).__name__}); try again.",
-                    code="store_unavailable", headers={"Retry-After": STORE_RETRY_AFTER_S})
-
-
-class StoreCircuitOpen(Exception):
-    """The store did not answer its last attempts; this one was not sent (isthmus.adapters.store_breaker)."""
-
-
-def store_failure(exc: BaseException) -> ApiError | None:
-    """The 503 for an error raised by the store's client (botocore: timeouts, connection errors, throttling,
-    service errors; or its open circuit breaker), else None. Judged by the exception's module so that callers
-    need not import botocore."""
-    if not isinstance(exc, StoreCircuitOpen) and type(exc).__module__.partition(".")[0] != "botocore":
-        return None
-    return store_unavailable(exc)
+def _all_pages(client: Any, operation: str, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    for page in client.get_paginator(operation).paginate(TableName=table, **kwargs):
+        for item in page.get("Items", []):
+            decoded = from_item(item)
+            assert decoded is not None
+            yield decoded
 
 
 def scan_all(client: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    for page in client.get_paginator("scan").paginate(TableName=table, **kwargs):
-        for item in page.get("Items", []):
-            decoded = from_item(item)
-            assert decoded is not None
-            yield decoded
+    return _all_pages(client, "scan", table, **kwargs)
 
 
 def query_all(client: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    for page in client.get_paginator("query").paginate(TableName=table, **kwargs):
-        for item in page.get("Items", []):
-            decoded = from_item(item)
-            assert decoded is not None
-            yield decoded
+    return _all_pages(client, "query", table, **kwargs)
 
 
 def dumps(value: Any) -> str:

@@ -12,8 +12,8 @@ from typing import Any
 
 from isthmus import settings
 from isthmus.adapters import aws
-from isthmus.adapters.ddb_items import StoreCircuitOpen
 from isthmus.adapters.store_breaker import StoreBreaker
+from isthmus.errors import StoreCircuitOpen
 
 _lock = threading.Lock()
 _clients: dict[tuple[str | None, str], Any] = {}

@@ -97,3 +97,16 @@ def open_sealed(envelope: dict[str, str], wrapper: KeyWrapper, context: str) -> 
     data_key = wrapper.unwrap(b64d(envelope["wrapped_key"]))
     plain = _aesgcm(data_key).decrypt(b64d(envelope["nonce"]), b64d(envelope["ciphertext"]), context.encode())
     return bytes(plain).decode()
+
+
+class EnvelopeSealer:
+    """The :class:`~isthmus.ports.providers.SecretSealer` of this module, under one key wrapper."""
+
+    def __init__(self, wrapper: KeyWrapper) -> None:
+        self.wrapper = wrapper
+
+    def seal(self, secret: str, context: str) -> dict[str, str]:
+        return seal(secret, self.wrapper, context)
+
+    def open(self, envelope: dict[str, str], context: str) -> str:
+        return open_sealed(envelope, self.wrapper, context)

@@ -15,22 +15,19 @@ every call of the client is covered without wrapping the adapters' code.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from isthmus.adapters.ddb_items import StoreCircuitOpen
+from isthmus import settings
+from isthmus.errors import StoreCircuitOpen
 
 TRIP_AFTER = 2
 
 
 def open_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get("ISTHMUS_STORE_BREAKER_SECONDS", "2")))
-    except ValueError:
-        return 2.0
+    return settings.env_number("ISTHMUS_STORE_BREAKER_SECONDS", 2.0)
 
 
 class StoreBreaker:

@@ -18,15 +18,18 @@ from isthmus.dialects.anthropic_models import (
     ToolUseBlock,
 )
 from isthmus.dialects.common import (
+    EndsAfterUsage,
     dump_json,
+    internal_tool,
     new_id,
     parse_arguments,
     parse_request,
+    refused_tool,
     require,
     thinking_signature,
     with_prefix,
 )
-from isthmus.errors import Dialect, bad_request, error_body
+from isthmus.errors import Dialect, error_body
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
@@ -49,7 +52,6 @@ from isthmus_contracts.internal import (
     ToolChoice,
     ToolResultPart,
     Usage,
-    UsageEvent,
 )
 
 # ---- request ------------------------------------------------------------------------------------------
@@ -90,14 +92,10 @@ def thinking_fields(config: ThinkingConfig | None) -> tuple[bool | None, Any]:
 
 
 def to_internal_tools(req: CountTokensRequest) -> list[Tool]:
-    tools = []
     for i, tool in enumerate(req.tools or []):
         if tool.type not in (None, "custom"):
-            raise bad_request(f"tools.{i}.type: server tool {tool.type!r} is not supported",
-                              param=f"tools.{i}.type")
-        schema = {"parameters": tool.input_schema} if tool.input_schema else {}
-        tools.append(Tool(name=tool.name, description=tool.description, **schema))
-    return tools
+            raise refused_tool(i, f"server tool {tool.type!r} is not supported")
+    return [internal_tool(t.name, t.description, t.input_schema) for t in req.tools or []]
 
 
 def _tool_choice(req: MessagesRequest) -> ToolChoice | None:
@@ -168,6 +166,11 @@ _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "s
                  "tool_calls": "tool_use", "error": "end_turn"}
 
 
+# An upstream's stop_reason read back (isthmus.adapters.cloud.anthropic_provider); stop_reason() writes it.
+FINISH_REASONS: dict[str, FinishReason] = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                                           "stop_sequence": "stop_sequence", "pause_turn": "stop", "refusal": "stop"}
+
+
 def stop_reason(reason: FinishReason, has_tool_calls: bool) -> str:
     if has_tool_calls and reason in ("stop", "tool_calls"):
         return "tool_use"
@@ -180,6 +183,22 @@ def usage_json(usage: Usage) -> dict[str, Any]:
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
 
 
+def usage_from_json(data: Any, prompt_tokens: int = 0) -> Usage:
+    """The usage object usage_json() writes, read back from an upstream: the prompt is input plus cache reads and
+    writes (``prompt_tokens`` when the upstream reports none)."""
+    data = data if isinstance(data, dict) else {}
+    cached = data.get("cache_read_input_tokens")
+    prompt = int(data.get("input_tokens") or 0) + int(cached or 0) + int(data.get("cache_creation_input_tokens") or 0)
+    return Usage(prompt_tokens=prompt or prompt_tokens, completion_tokens=int(data.get("output_tokens") or 0),
+                 cached_tokens=int(cached) if cached else None)
+
+
+def tool_use_block(part: ToolCallPart) -> dict[str, Any]:
+    """A tool call as a ``tool_use`` block (answers to clients, and requests to an Anthropic upstream)."""
+    return {"type": "tool_use", "id": part.id or new_id("tool_use"), "name": part.name,
+            "input": parse_arguments(part.arguments)}
+
+
 def _block(part: Part) -> dict[str, Any] | None:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
@@ -187,8 +206,7 @@ def _block(part: Part) -> dict[str, Any] | None:
         return {"type": "thinking", "thinking": part.text,
                 "signature": part.signature or thinking_signature(part.text)}
     if isinstance(part, ToolCallPart):
-        return {"type": "tool_use", "id": part.id or new_id("tool_use"), "name": part.name,
-                "input": parse_arguments(part.arguments)}
+        return tool_use_block(part)
     return None
 
 
@@ -212,7 +230,7 @@ def ping_event() -> dict[str, Any]:
     return dict(PING)
 
 
-class MessagesStreamEncoder:
+class MessagesStreamEncoder(EndsAfterUsage):
     """Feed internal stream events, get Anthropic stream event dicts (frame them with ``sse_event``).
 
     The ending (``message_delta`` + ``message_stop``) goes out once both the finish and the usage are
@@ -220,63 +238,44 @@ class MessagesStreamEncoder:
     """
 
     def __init__(self, *, model: str = "", message_id: str = "") -> None:
+        super().__init__()
         self.id = with_prefix(message_id, "message")
         self.model = model
-        self.usage = Usage()
-        self._started = False
+        self._opened = False
         self._index = -1
         self._open: str | None = None  # type of the open content block
         self._thinking = ""
         self._tool_calls = 0
-        self._finish: FinishEvent | None = None
-        self._usage_seen = False
-        self._ended = False
 
-    def feed(self, event: StreamEvent) -> list[dict[str, Any]]:
-        if self._ended:
-            return []
-        if isinstance(event, StartEvent):
-            self.id, self.model = with_prefix(event.id, "message"), event.model or self.model
-            self.usage = Usage(prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens)
-            return self._ensure_started()
-        if isinstance(event, ErrorEvent):
-            self._ended = True
-            return [error_body(Dialect.ANTHROPIC, event.status, event.message)]
-        if isinstance(event, UsageEvent):
-            self.usage, self._usage_seen = event.usage, True
-            return self._end() if self._finish else []
-        out = self._ensure_started()
+    def _on_start(self, event: StartEvent) -> None:
+        self.id, self.model = with_prefix(event.id, "message"), event.model or self.model
+
+    def _error(self, event: ErrorEvent) -> dict[str, Any]:
+        return error_body(Dialect.ANTHROPIC, event.status, event.message)
+
+    def _content(self, event: StreamEvent) -> list[dict[str, Any]]:
         if isinstance(event, TextDelta):
-            out += self._switch("text", {"type": "text", "text": ""})
-            out.append(self._delta({"type": "text_delta", "text": event.text}))
-        elif isinstance(event, ReasoningDelta):
-            out += self._switch("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+            return [*self._switch("text", {"type": "text", "text": ""}),
+                    self._delta({"type": "text_delta", "text": event.text})]
+        if isinstance(event, ReasoningDelta):
+            out = self._switch("thinking", {"type": "thinking", "thinking": "", "signature": ""})
             self._thinking += event.text
-            out.append(self._delta({"type": "thinking_delta", "thinking": event.text}))
-        elif isinstance(event, ToolCallEvent):
-            self._tool_calls += 1
-            block = {"type": "tool_use", "id": event.id or new_id("tool_use"), "name": event.name,
-                     "input": {}}
-            out += self._switch("tool_use", block, force=True)
-            out.append(self._delta({"type": "input_json_delta", "partial_json": event.arguments}))
-            out += self._close_block()
-        elif isinstance(event, FinishEvent):
-            self._finish = event
-            out += self._close_block()
-            if self._usage_seen:
-                out += self._end()
-        return out
-
-    def close(self) -> list[dict[str, Any]]:
-        """Events still owed when the backend stream ends."""
-        if self._ended or not self._finish:
+            return [*out, self._delta({"type": "thinking_delta", "thinking": event.text})]
+        if not isinstance(event, ToolCallEvent):
             return []
-        return self._end()
+        self._tool_calls += 1
+        block = {"type": "tool_use", "id": event.id or new_id("tool_use"), "name": event.name, "input": {}}
+        out = self._switch("tool_use", block, force=True)
+        out.append(self._delta({"type": "input_json_delta", "partial_json": event.arguments}))
+        return out + self._close_block()
 
-    def _ensure_started(self) -> list[dict[str, Any]]:
-        if self._started:
+    def _close_open(self) -> list[dict[str, Any]]:
+        return self._close_block()
+
+    def _started(self) -> list[dict[str, Any]]:
+        if self._opened:
             return []
-        self._started = True
+        self._opened = True
         usage = {**usage_json(self.usage), "output_tokens": 0}
         message: dict[str, Any] = {
             "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
@@ -305,11 +304,8 @@ class MessagesStreamEncoder:
     def _delta(self, delta: dict[str, Any]) -> dict[str, Any]:
         return {"type": "content_block_delta", "index": self._index, "delta": delta}
 
-    def _end(self) -> list[dict[str, Any]]:
-        assert self._finish is not None
-        self._ended = True
-        reason = stop_reason(self._finish.reason, self._tool_calls > 0)
-        delta = {"stop_reason": reason,
-                 "stop_sequence": self._finish.stop_sequence if reason == "stop_sequence" else None}
+    def _ending(self, finish: FinishEvent) -> list[dict[str, Any]]:
+        reason = stop_reason(finish.reason, self._tool_calls > 0)
+        delta = {"stop_reason": reason, "stop_sequence": finish.stop_sequence if reason == "stop_sequence" else None}
         usage = {"output_tokens": self.usage.completion_tokens}
         return [{"type": "message_delta", "delta": delta, "usage": usage}, {"type": "message_stop"}]

@@ -1,4 +1,5 @@
-"""Helpers shared by the dialect modules: ids, time, request parsing, JSON arguments, SSE framing."""
+"""Helpers shared by the dialect modules: ids, time, request parsing, JSON arguments, tools, SSE framing, the end of
+a stream."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from isthmus.errors import bad_request
+from isthmus.errors import ApiError, bad_request
 from isthmus.validation import validate as parse_request  # noqa: F401 - the dialects' name for it
+from isthmus_contracts.internal import ErrorEvent, FinishEvent, StartEvent, StreamEvent, Tool, Usage, UsageEvent
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,6 +66,16 @@ def require(condition: bool, message: str, param: str) -> None:
         raise bad_request(message, param=param)
 
 
+def internal_tool(name: str, description: str | None, schema: dict[str, Any] | None) -> Tool:
+    """A function tool as every dialect declares it (no schema: the contract's default, an empty object)."""
+    return Tool(name=name, description=description, **({"parameters": schema} if schema else {}))
+
+
+def refused_tool(index: int, why: str) -> ApiError:
+    """The 400 for a tool this gateway cannot run (a server tool, a non-function tool)."""
+    return bad_request(f"tools.{index}.type: {why}", param=f"tools.{index}.type")
+
+
 def dump_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -113,3 +125,71 @@ def thinking_fields(effort: str | None, enable_thinking: bool | None) -> dict[st
                 "reasoning_effort": None}
     internal = "high" if effort == "xhigh" else effort
     return {"enable_thinking": enable_thinking, "reasoning_effort": internal}
+
+
+# ---- the end of a stream ------------------------------------------------------------------------------------
+# What the Anthropic Messages and OpenAI Responses stream encoders share: their terminal events carry both the
+# finish reason and the final usage, and a backend may report the usage before or after the finish; so the ending
+# goes out once both are known, close() flushes it when the backend never reported usage, and nothing follows it
+# (nor an in-band error).
+
+
+class EndsAfterUsage:
+    """A stream encoder: internal events in, the dialect's event dicts out. Subclasses render the dialect:
+    ``_started`` (the opening events, once), ``_error`` (an in-band error, which ends the stream), ``_content``
+    (text, reasoning, a tool call), ``_close_open`` (what closes an open block at the finish), ``_ending``."""
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self._finish: FinishEvent | None = None
+        self._usage_seen = False
+        self._ended = False
+
+    def feed(self, event: StreamEvent) -> list[dict[str, Any]]:
+        if self._ended:
+            return []
+        if isinstance(event, StartEvent):
+            self.usage = Usage(prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens)
+            self._on_start(event)
+            return self._started()
+        if isinstance(event, ErrorEvent):
+            self._ended = True
+            return [self._error(event)]
+        if isinstance(event, UsageEvent):
+            self.usage, self._usage_seen = event.usage, True
+            return self._end() if self._finish else []
+        out = self._started()
+        if isinstance(event, FinishEvent):
+            self._finish = event
+            out += self._close_open()
+            return out + self._end() if self._usage_seen else out
+        return out + self._content(event)
+
+    def close(self) -> list[dict[str, Any]]:
+        """Events still owed when the backend stream ends."""
+        return self._end() if self._finish and not self._ended else []
+
+    def _end(self) -> list[dict[str, Any]]:
+        assert self._finish is not None
+        self._ended = True
+        return self._ending(self._finish)
+
+    # ---- the dialect's part ----
+
+    def _on_start(self, event: StartEvent) -> None:
+        """Take the stream's id and model from its start."""
+
+    def _started(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _error(self, event: ErrorEvent) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _content(self, event: StreamEvent) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _close_open(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _ending(self, finish: FinishEvent) -> list[dict[str, Any]]:
+        raise NotImplementedError

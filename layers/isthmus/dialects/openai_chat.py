@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from isthmus.dialects.common import (
+    internal_tool,
     new_id,
     now,
     parse_request,
@@ -38,7 +39,6 @@ from isthmus_contracts.internal import (
     TextDelta,
     TextPart,
     ThinkingPart,
-    Tool,
     ToolCallEvent,
     ToolCallPart,
     ToolChoice,
@@ -63,9 +63,7 @@ def to_internal(req: ChatCompletionRequest, *, header_session_id: str | None = N
     return InternalRequest(
         model=req.model,
         messages=[_message(m, i) for i, m in enumerate(req.messages)],
-        tools=[Tool(name=t.function.name, description=t.function.description,
-                    **({"parameters": t.function.parameters} if t.function.parameters else {}))
-               for t in req.tools or []],
+        tools=[internal_tool(t.function.name, t.function.description, t.function.parameters) for t in req.tools or []],
         tool_choice=_tool_choice(req),
         sampling=Sampling(
             max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,
@@ -142,6 +140,11 @@ def _message(msg: ChatMessage, index: int) -> Message:
 # ---- response -----------------------------------------------------------------------------------------
 
 
+# An upstream's finish_reason read back (isthmus.adapters.cloud.openai_provider); finish_reason() writes it.
+FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+                                           "function_call": "tool_calls", "content_filter": "stop"}
+
+
 def finish_reason(reason: FinishReason, has_tool_calls: bool) -> str:
     if reason == "length":
         return "length"
@@ -163,6 +166,17 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     return out
 
 
+def usage_from_json(data: Any) -> Usage:
+    """The usage object usage_json() writes, read back from an upstream (missing or odd fields count 0)."""
+    data = data if isinstance(data, dict) else {}
+    details = data.get("prompt_tokens_details") or {}
+    out_details = data.get("completion_tokens_details") or {}
+    return Usage(prompt_tokens=int(data.get("prompt_tokens") or 0),
+                 completion_tokens=int(data.get("completion_tokens") or 0),
+                 cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
+                 reasoning_tokens=out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None)
+
+
 def to_chat_completion(resp: InternalResponse) -> dict[str, Any]:
     text = "".join(p.text for p in resp.content if isinstance(p, TextPart))
     reasoning = "".join(p.text for p in resp.content if isinstance(p, ThinkingPart))
@@ -171,7 +185,7 @@ def to_chat_completion(resp: InternalResponse) -> dict[str, Any]:
     if reasoning:
         message["reasoning_content"] = reasoning
     if calls:
-        message["tool_calls"] = [_tool_call_json(c.id, c.name, c.arguments) for c in calls]
+        message["tool_calls"] = [tool_call_json(c.id, c.name, c.arguments) for c in calls]
     return {
         "id": with_prefix(resp.id, "chat"),
         "object": "chat.completion",
@@ -183,7 +197,7 @@ def to_chat_completion(resp: InternalResponse) -> dict[str, Any]:
     }
 
 
-def _tool_call_json(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+def tool_call_json(call_id: str, name: str, arguments: str) -> dict[str, Any]:
     return {"id": call_id or new_id("tool_call"), "type": "function",
             "function": {"name": name, "arguments": arguments}}
 
@@ -228,7 +242,7 @@ class ChatStreamEncoder:
         elif isinstance(event, ReasoningDelta):
             out.append(self._chunk({"reasoning_content": event.text}))
         elif isinstance(event, ToolCallEvent):
-            call = {"index": self._tool_calls, **_tool_call_json(event.id, event.name, event.arguments)}
+            call = {"index": self._tool_calls, **tool_call_json(event.id, event.name, event.arguments)}
             self._tool_calls += 1
             out.append(self._chunk({"tool_calls": [call]}))
         elif isinstance(event, FinishEvent) and not self._finished:

@@ -8,7 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from isthmus.dialects.common import bare, parse_request, require, split_data_url, thinking_fields, with_prefix
+from isthmus.dialects.common import (
+    bare,
+    internal_tool,
+    parse_request,
+    refused_tool,
+    require,
+    split_data_url,
+    thinking_fields,
+    with_prefix,
+)
 from isthmus.dialects.openai_responses_models import (
     FunctionCallItem,
     FunctionCallOutputItem,
@@ -136,10 +145,8 @@ def _tools(req: ResponsesRequest) -> list[Tool]:
     tools = []
     for i, tool in enumerate(req.tools or []):
         if tool.type != "function" or not tool.name:
-            raise bad_request(f"tools.{i}.type: only function tools are supported (got {tool.type!r})",
-                              param=f"tools.{i}.type")
-        schema = {"parameters": tool.parameters} if tool.parameters else {}
-        tools.append(Tool(name=tool.name, description=tool.description, **schema))
+            raise refused_tool(i, f"only function tools are supported (got {tool.type!r})")
+        tools.append(internal_tool(tool.name, tool.description, tool.parameters))
     return tools
 
 

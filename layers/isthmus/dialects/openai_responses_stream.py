@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from isthmus.dialects.common import new_id, now, with_prefix
+from isthmus.dialects.common import EndsAfterUsage, new_id, now, with_prefix
 from isthmus.dialects.openai_responses import (
     function_call_item,
     item_id,
@@ -25,11 +25,10 @@ from isthmus_contracts.internal import (
     TextDelta,
     ToolCallEvent,
     Usage,
-    UsageEvent,
 )
 
 
-class ResponsesStreamEncoder:
+class ResponsesStreamEncoder(EndsAfterUsage):
     """Feed internal stream events, get Responses stream events with increasing ``sequence_number``.
 
     The terminal ``response.completed`` / ``response.incomplete`` goes out once both the finish and the
@@ -37,61 +36,43 @@ class ResponsesStreamEncoder:
     """
 
     def __init__(self, req: ResponsesRequest, *, response_id: str = "", model: str = "") -> None:
+        super().__init__()
         self.req = req
         self.id = with_prefix(response_id, "response")
         self.model = model or req.model
         self.created = now()
-        self.usage = Usage()
         self.items: list[dict[str, Any]] = []  # finished output items
         self._seq = 0
-        self._started = False
+        self._opened = False
         self._open: dict[str, Any] | None = None  # the open item, as last sent in output_item.added
         self._text = ""  # text (or reasoning text) of the open item
-        self._finish: FinishEvent | None = None
-        self._usage_seen = False
-        self._ended = False
 
-    def feed(self, event: StreamEvent) -> list[dict[str, Any]]:
-        if self._ended:
-            return []
-        if isinstance(event, StartEvent):
-            self.id, self.created = with_prefix(event.id, "response"), event.created
-            self.model = event.model or self.model
-            self.usage = Usage(prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens)
-            return self._ensure_started()
-        if isinstance(event, ErrorEvent):
-            self._ended = True
-            error = {"type": "error", "code": event.code, "message": event.message, "param": None}
-            return [self._emit(error)]
-        if isinstance(event, UsageEvent):
-            self.usage, self._usage_seen = event.usage, True
-            return self._end() if self._finish else []
-        out = self._ensure_started()
+    def _on_start(self, event: StartEvent) -> None:
+        self.id, self.created = with_prefix(event.id, "response"), event.created
+        self.model = event.model or self.model
+
+    def _error(self, event: ErrorEvent) -> dict[str, Any]:
+        return self._emit({"type": "error", "code": event.code, "message": event.message, "param": None})
+
+    def _content(self, event: StreamEvent) -> list[dict[str, Any]]:
         if isinstance(event, TextDelta):
-            out += self._text_delta("message", event.text)
-        elif isinstance(event, ReasoningDelta):
-            out += self._text_delta("reasoning", event.text)
-        elif isinstance(event, ToolCallEvent):
-            out += self._close_item()
-            call_id = event.id or new_id("tool_call")
-            fc_id = item_id("fc", self.id, len(self.items))
-            out += self._open_item(function_call_item(fc_id, call_id, event.name, "", "in_progress"))
-            ref = self._ref()
-            out.append(self._emit({"type": "response.function_call_arguments.delta", **ref,
-                                   "delta": event.arguments}))
-            out.append(self._emit({"type": "response.function_call_arguments.done", **ref,
-                                   "arguments": event.arguments}))
-            out += self._done_item(function_call_item(fc_id, call_id, event.name, event.arguments))
-        elif isinstance(event, FinishEvent):
-            self._finish = event
-            out += self._close_item()
-            if self._usage_seen:
-                out += self._end()
-        return out
+            return self._text_delta("message", event.text)
+        if isinstance(event, ReasoningDelta):
+            return self._text_delta("reasoning", event.text)
+        if not isinstance(event, ToolCallEvent):
+            return []
+        out = self._close_item()
+        call_id = event.id or new_id("tool_call")
+        fc_id = item_id("fc", self.id, len(self.items))
+        out += self._open_item(function_call_item(fc_id, call_id, event.name, "", "in_progress"))
+        ref = self._ref()
+        out.append(self._emit({"type": "response.function_call_arguments.delta", **ref, "delta": event.arguments}))
+        out.append(self._emit({"type": "response.function_call_arguments.done", **ref,
+                               "arguments": event.arguments}))
+        return out + self._done_item(function_call_item(fc_id, call_id, event.name, event.arguments))
 
-    def close(self) -> list[dict[str, Any]]:
-        """Events still owed when the backend stream ends."""
-        return self._end() if self._finish and not self._ended else []
+    def _close_open(self) -> list[dict[str, Any]]:
+        return self._close_item()
 
     # ---- items ----
 
@@ -155,17 +136,15 @@ class ResponsesStreamEncoder:
         return response_json(self.req, response_id=self.id, created_at=self.created, model=self.model,
                              status=status, output=list(self.items), usage=usage)
 
-    def _ensure_started(self) -> list[dict[str, Any]]:
-        if self._started:
+    def _started(self) -> list[dict[str, Any]]:
+        if self._opened:
             return []
-        self._started = True
+        self._opened = True
         return [self._emit({"type": kind, "response": self._snapshot("in_progress", None)})
                 for kind in ("response.created", "response.in_progress")]
 
-    def _end(self) -> list[dict[str, Any]]:
-        assert self._finish is not None
-        self._ended = True
-        status = "incomplete" if self._finish.reason == "length" else "completed"
+    def _ending(self, finish: FinishEvent) -> list[dict[str, Any]]:
+        status = "incomplete" if finish.reason == "length" else "completed"
         return [self._emit({"type": f"response.{status}", "response": self._snapshot(status, self.usage)})]
 
     def _emit(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,21 @@ class KeyWrapper(Protocol):
     def unwrap(self, wrapped: bytes) -> bytes: ...
 
 
+class SecretSealer(Protocol):
+    """Seals a secret for the store (envelope encryption under a :class:`KeyWrapper`) and opens it again; the
+    context (the provider it belongs to) is bound in, so an envelope copied to another record does not open."""
+
+    def seal(self, secret: str, context: str) -> dict[str, str]: ...
+    def open(self, envelope: dict[str, str], context: str) -> str: ...
+
+
+class ProviderProtocols(Protocol):
+    """The cloud protocols this gateway can call (isthmus.adapters.cloud.protocols)."""
+
+    def check(self, protocol: object) -> str: ...  # the protocol, or a 400 naming the known ones
+    def backend_for(self, target: ProviderTarget) -> Any: ...  # an InferenceBackend; a 502 for an unknown one
+
+
 class ProviderStore(Protocol):
     """Provider records as plain dicts (the api_key only ever as an encrypted envelope). Blocking calls."""
 

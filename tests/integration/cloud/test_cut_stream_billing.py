@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from isthmus import wiring
 from isthmus.errors import ApiError
 from isthmus.services.inference.inference import InferenceService, input_estimate
-from isthmus.services.tenancy.gate import TenancyGate
 from isthmus_contracts.internal import InternalRequest, StartEvent, TextDelta
 from tests.integration.cloud.test_backends import ask, backend
 from tests.integration.test_gate_money import tenant, usage_rows
@@ -37,7 +37,7 @@ def test_a_cut_cloud_stream_bills_the_reported_prompt_and_the_delivered_bytes(
         ddb_tables: str, fake: FakeProviders, protocol: str) -> None:
     # given a priced model served by a provider that drops the connection after two deltas
     model, user_id, secret = tenant(Decimal(10))
-    gate = TenancyGate(leases=False)
+    gate = wiring.new_gate(leases=False)
     service = InferenceService(OneBackend(backend(fake, protocol, f"bill-{protocol}-cut")), gate)
     request = ask("one two three four", stream=True).model_copy(update={"model": model})
     got: list[Any] = []

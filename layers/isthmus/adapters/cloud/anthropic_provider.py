@@ -1,6 +1,7 @@
 """AnthropicProviderBackend: an InferenceBackend over ``POST {api_base}/messages`` (``x-api-key`` and
 ``anthropic-version``). The internal request becomes a Messages body (system hoisted, tool results as user
-``tool_result`` blocks, consecutive same-role turns merged); answers and SSE events map back."""
+``tool_result`` blocks, consecutive same-role turns merged); answers and SSE events map back. The wire's shared
+pieces (tool_use blocks, usage, stop reasons) are the dialect's (isthmus.dialects.anthropic_messages)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from isthmus.adapters.cloud import transport
-from isthmus.dialects.common import new_id, now, parse_arguments, split_data_url
+from isthmus.dialects.anthropic_messages import FINISH_REASONS, tool_use_block, usage_from_json
+from isthmus.dialects.common import new_id, now, split_data_url
 from isthmus.errors import ApiError
-from isthmus.ports.providers import ProviderTarget
-from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
@@ -37,10 +37,6 @@ from isthmus_contracts.internal import (
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 THINKING_BUDGET = 1024
-_FINISH: dict[str, FinishReason] = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-                                    "stop_sequence": "stop_sequence", "pause_turn": "stop", "refusal": "stop"}
-
-
 def _image(part: ImagePart) -> dict[str, Any]:
     if part.data:
         return {"type": "image", "source": {"type": "base64", "media_type": part.media_type or "image/png",
@@ -57,7 +53,7 @@ def _block(part: Part) -> dict[str, Any] | None:
     if isinstance(part, ImagePart):
         return _image(part)
     if isinstance(part, ToolCallPart):
-        return {"type": "tool_use", "id": part.id, "name": part.name, "input": parse_arguments(part.arguments)}
+        return tool_use_block(part)
     if isinstance(part, ToolResultPart):
         return {"type": "tool_result", "tool_use_id": part.tool_call_id, "content": part.content,
                 "is_error": part.is_error}
@@ -110,14 +106,6 @@ def to_body(request: InternalRequest, upstream_model: str, *, stream: bool) -> d
     return body
 
 
-def usage_from(data: Any, prompt_tokens: int = 0) -> Usage:
-    data = data if isinstance(data, dict) else {}
-    cached = data.get("cache_read_input_tokens")
-    prompt = int(data.get("input_tokens") or 0) + int(cached or 0) + int(data.get("cache_creation_input_tokens") or 0)
-    return Usage(prompt_tokens=prompt or prompt_tokens, completion_tokens=int(data.get("output_tokens") or 0),
-                 cached_tokens=int(cached) if cached else None)
-
-
 def to_response(data: dict[str, Any], model: str) -> InternalResponse:
     content: list[Part] = []
     for block in data.get("content") or []:
@@ -130,8 +118,8 @@ def to_response(data: dict[str, Any], model: str) -> InternalResponse:
         elif kind == "thinking":
             content.append(ThinkingPart(text=block.get("thinking", ""), signature=block.get("signature")))
     return InternalResponse(id=data.get("id") or new_id("msg"), model=model, created=now(), content=content,
-                            finish_reason=_FINISH.get(data.get("stop_reason") or "end_turn", "stop"),
-                            stop_sequence=data.get("stop_sequence"), usage=usage_from(data.get("usage")))
+                            finish_reason=FINISH_REASONS.get(data.get("stop_reason") or "end_turn", "stop"),
+                            stop_sequence=data.get("stop_sequence"), usage=usage_from_json(data.get("usage")))
 
 
 class _StreamDecoder:
@@ -147,7 +135,7 @@ class _StreamDecoder:
         kind = data.get("type") or event
         if kind == "message_start":
             msg = data.get("message") or {}
-            self.usage = usage_from(msg.get("usage"))
+            self.usage = usage_from_json(msg.get("usage"))
             return [StartEvent(id=msg.get("id") or new_id("msg"), model=self.model, created=now(),
                                prompt_tokens=self.usage.prompt_tokens, cached_tokens=self.usage.cached_tokens)]
         if kind == "content_block_start":
@@ -173,7 +161,7 @@ class _StreamDecoder:
         elif kind == "message_delta":
             delta = data.get("delta") or {}
             if delta.get("stop_reason"):
-                self.finish = _FINISH.get(delta["stop_reason"], "stop")
+                self.finish = FINISH_REASONS.get(delta["stop_reason"], "stop")
                 self.stop_sequence = delta.get("stop_sequence")
             out_tokens = (data.get("usage") or {}).get("output_tokens")
             if out_tokens is not None:
@@ -189,10 +177,10 @@ class _StreamDecoder:
         return []
 
 
-class AnthropicProviderBackend:
-    def __init__(self, target: ProviderTarget) -> None:
-        self.target = target
-        self.name = f"cloud:{target.provider_id}"
+class AnthropicProviderBackend(transport.ProviderBackend):
+    PATH = "/messages"
+    to_body = staticmethod(to_body)  # this module's wire mapping, used by the base class
+    to_response = staticmethod(to_response)
 
     def _headers(self) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
@@ -200,17 +188,10 @@ class AnthropicProviderBackend:
             headers["x-api-key"] = self.target.api_key
         return headers
 
-    async def generate(self, request: InternalRequest) -> InternalResponse:
-        body = to_body(request, self.target.upstream_model, stream=False)
-        resp = await transport.send(self.target, "/messages", body, self._headers(), whole=True)
-        return to_response(await transport.read_json(self.target, resp), request.model)
-
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
-        body = to_body(request, self.target.upstream_model, stream=True)
-        resp = await transport.send(self.target, "/messages", body, self._headers())
         decoder = _StreamDecoder(request.model)
         ended = False
-        async for event, data in transport.sse(self.target, resp):
+        async for event, data in await self._events(request):
             try:
                 payload = json.loads(data)
             except ValueError:
@@ -221,10 +202,7 @@ class AnthropicProviderBackend:
                     ended = True
             if ended:
                 return
-        raise ApiError(502, f"provider '{self.target.provider_id}' ended the stream early", code="upstream_error")
-
-    async def count_tokens(self, request: TokenizeRequest) -> int | None:
-        return None
+        raise self._ended_early()
 
 
 BACKEND = AnthropicProviderBackend  # the protocol registry (isthmus.adapters.cloud.protocols) builds this

@@ -1,7 +1,8 @@
 """OpenAIProviderBackend: an InferenceBackend over ``POST {api_base}/chat/completions`` (OpenAI, OpenRouter and
 other OpenAI-protocol providers). The internal request becomes an OpenAI body (model rewritten to the
 upstream model, ``stream_options.include_usage`` forced, Isthmus-only fields such as session_id dropped);
-the answer and the stream map back to internal responses and events."""
+the answer and the stream map back to internal responses and events. The wire's shared pieces (tool calls,
+usage, finish reasons) are the dialect's (isthmus.dialects.openai_chat), read and written in one place."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from typing import Any
 
 from isthmus.adapters.cloud import transport
 from isthmus.dialects.common import new_id, now
+from isthmus.dialects.openai_chat import FINISH_REASONS, tool_call_json, usage_from_json
 from isthmus.errors import ApiError
-from isthmus.ports.providers import ProviderTarget
-from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
@@ -36,9 +36,6 @@ from isthmus_contracts.internal import (
     UsageEvent,
 )
 
-_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
-                                    "function_call": "tool_calls", "content_filter": "stop"}
-
 
 def _image_url(part: ImagePart) -> str:
     return part.url or f"data:{part.media_type or 'image/png'};base64,{part.data or ''}"
@@ -52,8 +49,7 @@ def _message(msg: Message) -> list[dict[str, Any]]:
         return out + ([_message(Message(role="user", content=rest))[0]] if rest else [])
     if msg.role == "assistant":
         entry: dict[str, Any] = {"role": "assistant", "content": msg.text() or None}
-        calls = [{"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
-                 for p in msg.content if isinstance(p, ToolCallPart)]
+        calls = [tool_call_json(p.id, p.name, p.arguments) for p in msg.content if isinstance(p, ToolCallPart)]
         if calls:
             entry["tool_calls"] = calls
         return [entry]
@@ -96,32 +92,25 @@ def to_body(request: InternalRequest, upstream_model: str, *, stream: bool) -> d
     return body
 
 
-def usage_from(data: Any) -> Usage:
-    data = data if isinstance(data, dict) else {}
-    details = data.get("prompt_tokens_details") or {}
-    out_details = data.get("completion_tokens_details") or {}
-    return Usage(prompt_tokens=int(data.get("prompt_tokens") or 0),
-                 completion_tokens=int(data.get("completion_tokens") or 0),
-                 cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
-                 reasoning_tokens=out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None)
+def _said(message: dict[str, Any]) -> list[tuple[bool, str]]:
+    """(is reasoning, text) of an answer's message or a stream's delta, reasoning first: ``reasoning_content``,
+    or ``reasoning`` as OpenRouter names it, then ``content``."""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return [(thinking, text) for thinking, text in ((True, reasoning), (False, message.get("content"))) if text]
 
 
 def to_response(data: dict[str, Any], model: str) -> InternalResponse:
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[Part] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if reasoning:
-        content.append(ThinkingPart(text=reasoning))
-    if message.get("content"):
-        content.append(TextPart(text=message["content"]))
+    content += [ThinkingPart(text=text) if thinking else TextPart(text=text) for thinking, text in _said(message)]
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
         content.append(ToolCallPart(id=call.get("id") or new_id("call"), name=fn.get("name", ""),
                                     arguments=fn.get("arguments") or "{}"))
+    finish = FINISH_REASONS.get(choice.get("finish_reason") or "stop", "stop")
     return InternalResponse(id=data.get("id") or new_id("chatcmpl"), model=model, created=data.get("created") or now(),
-                            content=content, finish_reason=_FINISH.get(choice.get("finish_reason") or "stop", "stop"),
-                            usage=usage_from(data.get("usage")))
+                            content=content, finish_reason=finish, usage=usage_from_json(data.get("usage")))
 
 
 class _StreamDecoder:
@@ -146,11 +135,7 @@ class _StreamDecoder:
             return out
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                out.append(ReasoningDelta(text=reasoning))
-            if delta.get("content"):
-                out.append(TextDelta(text=delta["content"]))
+            out += [ReasoningDelta(text=text) if thinking else TextDelta(text=text) for thinking, text in _said(delta)]
             for call in delta.get("tool_calls") or []:
                 slot = self.calls.setdefault(int(call.get("index", 0)), {"id": "", "name": "", "arguments": ""})
                 fn = call.get("function") or {}
@@ -158,9 +143,9 @@ class _StreamDecoder:
                 slot["name"] += fn.get("name") or ""
                 slot["arguments"] += fn.get("arguments") or ""
             if choice.get("finish_reason"):
-                self.finish = _FINISH.get(choice["finish_reason"], "stop")
+                self.finish = FINISH_REASONS.get(choice["finish_reason"], "stop")
         if chunk.get("usage"):
-            self.usage = usage_from(chunk["usage"])
+            self.usage = usage_from_json(chunk["usage"])
             # Providers that report usage on every chunk (continuous usage stats): the deltas carry the count,
             # so a stream cut before the end bills what the provider reported, not the byte-length bound.
             for event in out:
@@ -180,25 +165,18 @@ class _StreamDecoder:
         return out
 
 
-class OpenAIProviderBackend:
-    def __init__(self, target: ProviderTarget) -> None:
-        self.target = target
-        self.name = f"cloud:{target.provider_id}"
+class OpenAIProviderBackend(transport.ProviderBackend):
+    PATH = "/chat/completions"
+    to_body = staticmethod(to_body)  # this module's wire mapping, used by the base class
+    to_response = staticmethod(to_response)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.target.api_key}"} if self.target.api_key else {}
 
-    async def generate(self, request: InternalRequest) -> InternalResponse:
-        body = to_body(request, self.target.upstream_model, stream=False)
-        resp = await transport.send(self.target, "/chat/completions", body, self._headers(), whole=True)
-        return to_response(await transport.read_json(self.target, resp), request.model)
-
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
-        body = to_body(request, self.target.upstream_model, stream=True)
-        resp = await transport.send(self.target, "/chat/completions", body, self._headers())
         decoder = _StreamDecoder(request.model)
         done = False
-        async for _event, data in transport.sse(self.target, resp):
+        async for _event, data in await self._events(request):
             if data.strip() == "[DONE]":
                 done = True
                 break
@@ -211,12 +189,9 @@ class OpenAIProviderBackend:
                 if isinstance(event, ErrorEvent):
                     return
         if not done:
-            raise ApiError(502, f"provider '{self.target.provider_id}' ended the stream early", code="upstream_error")
+            raise self._ended_early()
         for event in decoder.close():
             yield event
-
-    async def count_tokens(self, request: TokenizeRequest) -> int | None:
-        return None
 
     async def raw(self, path: str, body: dict[str, Any]) -> Any:
         """Forward a raw OpenAI call (embeddings, moderations, images, audio) with the model rewritten."""

@@ -53,3 +53,13 @@ def backend_for(target: ProviderTarget) -> Any:
         raise UnknownProtocol(target.protocol, target.provider_id)
     module = importlib.import_module(f"{__package__}.{target.protocol}{_SUFFIX}")
     return module.BACKEND(target)
+
+
+class ProtocolRegistry:
+    """This registry as the :class:`~isthmus.ports.providers.ProviderProtocols` the provider service is given."""
+
+    def check(self, protocol: object) -> str:
+        return check_protocol(protocol)
+
+    def backend_for(self, target: ProviderTarget) -> Any:
+        return backend_for(target)

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     # cold start: httpx on the first cloud call (module docstring)
     import httpx
 
+    from isthmus_contracts.agent import TokenizeRequest
+    from isthmus_contracts.internal import InternalRequest, InternalResponse
+
 logger = get_logger("cloud")
 MAX_RETRY_DELAY_S = 30.0
 BACKOFF_BASE_S = 0.25
@@ -192,3 +195,44 @@ async def sse(target: ProviderTarget, resp: httpx.Response) -> AsyncIterator[tup
                 yield event, "\n".join(data)
     finally:
         await resp.aclose()
+
+
+class ProviderBackend:
+    """What every protocol's backend does alike: the body posted at ``PATH`` with the protocol's headers, a whole
+    answer read as JSON, a stream read as SSE. A protocol module subclasses it with its wire mapping
+    (``_headers``, its module's ``to_body`` and ``to_response``) and its own ``stream`` over :meth:`_events`."""
+
+    PATH = ""
+
+    def __init__(self, target: ProviderTarget) -> None:
+        self.target = target
+        self.name = f"cloud:{target.provider_id}"
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    @staticmethod
+    def to_body(request: InternalRequest, upstream_model: str, *, stream: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def to_response(data: Any, model: str) -> InternalResponse:
+        raise NotImplementedError
+
+    def _body(self, request: InternalRequest, *, stream: bool) -> dict[str, Any]:
+        return self.to_body(request, self.target.upstream_model, stream=stream)
+
+    async def generate(self, request: InternalRequest) -> InternalResponse:
+        resp = await send(self.target, self.PATH, self._body(request, stream=False), self._headers(), whole=True)
+        return self.to_response(await read_json(self.target, resp), request.model)
+
+    async def _events(self, request: InternalRequest) -> AsyncIterator[tuple[str | None, str]]:
+        """The upstream's SSE events (name, data) for a streamed ``request``, once its headers came."""
+        resp = await send(self.target, self.PATH, self._body(request, stream=True), self._headers())
+        return sse(self.target, resp)
+
+    def _ended_early(self) -> ApiError:
+        return ApiError(502, f"provider '{self.target.provider_id}' ended the stream early", code="upstream_error")
+
+    async def count_tokens(self, request: TokenizeRequest) -> int | None:
+        return None  # no cloud protocol here counts tokens ahead of a call

@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 
+from isthmus import settings
 from isthmus.observability import get_logger
 from isthmus.ports.providers import ProviderTarget
 from isthmus.services.cloud.providers import ProviderRecord, ProviderService, target_for
@@ -17,10 +17,7 @@ logger = get_logger("cloud")
 
 
 def _cache_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get("ISTHMUS_CLOUD_CATALOG_SECONDS", "5")))
-    except ValueError:
-        return 5.0
+    return settings.env_number("ISTHMUS_CLOUD_CATALOG_SECONDS", 5.0)
 
 
 class ProvidersCatalog:

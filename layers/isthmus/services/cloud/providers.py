@@ -1,6 +1,6 @@
 """Cloud providers: configuration records (``PUT /admin/providers/{id}``), templates, sealed api keys.
 
-The api_key is sealed (envelope encryption, :mod:`isthmus.adapters.keywrap`) before it reaches the store
+The api_key is sealed (envelope encryption: the SecretSealer port, isthmus.adapters.keywrap) before it reaches the store
 and opened only when a backend is built; views answer ``api_key_set`` / ``api_key_source`` instead.
 """
 
@@ -15,8 +15,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from isthmus.adapters.cloud.protocols import backend_for, check_protocol
-from isthmus.adapters.keywrap import open_sealed, seal
 from isthmus.errors import ApiError
 from isthmus.fields import (
     MAX_LIST_ITEMS,
@@ -30,7 +28,7 @@ from isthmus.fields import (
     Secret,
     StrictFlag,
 )
-from isthmus.ports.providers import KeyWrapper, ProviderStore, ProviderTarget
+from isthmus.ports.providers import ProviderProtocols, ProviderStore, ProviderTarget, SecretSealer
 from isthmus.validation import clean_errors
 from isthmus_contracts.internal import InternalRequest, Message, Sampling, TextPart
 
@@ -133,9 +131,8 @@ def target_for(record: ProviderRecord, entry: Published, api_key: str | None,
 
 
 class ProviderService:
-    def __init__(self, store: ProviderStore, wrapper: KeyWrapper) -> None:
-        self.store = store
-        self.wrapper = wrapper
+    def __init__(self, store: ProviderStore, sealer: SecretSealer, protocols: ProviderProtocols) -> None:
+        self.store, self.sealer, self.protocols = store, sealer, protocols
 
     @staticmethod
     def _context(provider_id: str) -> str:
@@ -161,7 +158,7 @@ class ProviderService:
     def _merge(self, provider_id: str, config: ProviderConfig, existing: dict[str, Any] | None) -> ProviderRecord:
         template = TEMPLATES.get(config.template or "", {})
         protocol: Any = config.protocol or template.get("protocol")
-        protocol = check_protocol(protocol)
+        protocol = self.protocols.check(protocol)
         api_base = (config.api_base or template.get("api_base") or "").rstrip("/")
         if not api_base.startswith(("http://", "https://")):
             raise ApiError(400, "api_base: an http(s) URL is required", param="api_base")
@@ -175,14 +172,14 @@ class ProviderService:
             seen.add(p.alias)
         sealed = None
         if config.api_key:
-            sealed = seal(config.api_key, self.wrapper, self._context(provider_id))
+            sealed = self.sealer.seal(config.api_key, self._context(provider_id))
         elif existing and not config.api_key_env:
             sealed = existing.get("api_key_sealed")  # a PUT without a key keeps the stored one
         headers = {**template.get("headers", {}), **config.headers}
         secret = {k: v for k, v in headers.items() if k.lower() in _SECRET_HEADERS}
         secret_sealed = (existing or {}).get("secret_headers_sealed")
         if secret:
-            secret_sealed = seal(json.dumps(secret), self.wrapper, self._context(provider_id) + ":headers")
+            secret_sealed = self.sealer.seal(json.dumps(secret), self._context(provider_id) + ":headers")
         now = datetime.now(UTC).isoformat()
         return ProviderRecord(
             provider_id=provider_id, protocol=protocol, api_base=api_base, api_key_sealed=sealed,
@@ -222,13 +219,13 @@ class ProviderService:
     def api_key(self, record: ProviderRecord) -> str | None:
         """The plaintext key, for the backend only (never logged, never returned)."""
         if record.api_key_sealed:
-            return open_sealed(record.api_key_sealed, self.wrapper, self._context(record.provider_id))
+            return self.sealer.open(record.api_key_sealed, self._context(record.provider_id))
         return os.environ.get(record.api_key_env) if record.api_key_env else None
 
     def secret_headers(self, record: ProviderRecord) -> dict[str, str]:
         if not record.secret_headers_sealed:
             return {}
-        opened = open_sealed(record.secret_headers_sealed, self.wrapper, self._context(record.provider_id) + ":headers")
+        opened = self.sealer.open(record.secret_headers_sealed, self._context(record.provider_id) + ":headers")
         return dict(json.loads(opened))
 
     async def test(self, provider_id: str) -> dict[str, Any]:
@@ -243,7 +240,7 @@ class ProviderService:
         request = InternalRequest(model=entry.alias, messages=[Message(role="user", content=[TextPart(text="ping")])],
                                   sampling=Sampling(max_tokens=1))
         try:
-            resp = await backend_for(target).generate(request)
+            resp = await self.protocols.backend_for(target).generate(request)
         except ApiError as exc:
             return {"ok": False, "provider_id": provider_id, "alias": entry.alias, "status": exc.status,
                     "error": exc.message}

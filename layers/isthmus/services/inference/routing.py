@@ -12,17 +12,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import deque
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from isthmus.adapters.ddb_items import store_failure
+from isthmus import settings
 from isthmus.background import SingleFlight
 from isthmus.control.models import Snapshot, stale_seconds, utcnow
-from isthmus.errors import ApiError
+from isthmus.errors import ApiError, store_failure
 from isthmus.observability import get_logger
 from isthmus.ports.control import CloudCatalog, ControlStore, Decider, NoCloudCatalog, SessionStore
 from isthmus.routing import coeos
@@ -38,10 +37,7 @@ logger = get_logger("routing")
 
 
 def _cache_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get("ISTHMUS_ROUTING_CACHE_SECONDS", "1")))
-    except ValueError:
-        return 1.0
+    return settings.env_number("ISTHMUS_ROUTING_CACHE_SECONDS", 1.0)
 
 
 class RoutingService:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from isthmus.errors import ApiError
+from isthmus.errors import ApiError, found
 from isthmus.fields import MAX_DURATION_SEC, Money, Name, SafeId
 from isthmus.services.tenancy import hot_cache
 from isthmus.services.tenancy import money as m
@@ -60,10 +60,7 @@ class BudgetService:
         self.stores = stores
 
     def _get(self, budget_id: str) -> dict[str, Any]:
-        item = self.stores.budgets.get(budget_id)
-        if item is None:
-            raise ApiError(404, f"Budget {budget_id} not found")
-        return item
+        return found(self.stores.budgets.get(budget_id), f"Budget {budget_id} not found")
 
     def create(self, body: CreateBudget) -> dict[str, Any]:
         _one_period(body.budget_duration_sec, body.reset_alignment)

@@ -1,4 +1,5 @@
-"""The stores in use, the key pepper, the master key (keyed vs open mode) and management auth.
+"""The tenancy stores (built by isthmus.wiring), the key pepper, the master key (keyed vs open mode) and
+management auth.
 
 Modes: *keyed* when ``ISTHMUS_MASTER_KEY`` is set or ``keys.bootstrap_master_key()`` stored a master key hash
 in the settings table; *open* otherwise (LAN mode: inference needs no key, and management endpoints
@@ -8,7 +9,6 @@ answer only callers on loopback).
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -16,8 +16,8 @@ from typing import Any, Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from isthmus import auth, settings
-from isthmus.errors import ApiError
+from isthmus import auth
+from isthmus.errors import ApiError, store_failure
 from isthmus.observability import get_logger
 from isthmus.ports.tenancy import BudgetStore, KeyStore, PricingStore, RateLimiter, SettingsStore, UsageStore, UserStore
 
@@ -41,28 +41,6 @@ class Stores:
     ratelimits: RateLimiter
 
 
-_default: dict[str, Stores] = {}
-_lock = threading.RLock()
-
-
-def default_stores() -> Stores:
-    """The DynamoDB adapters (one set per process; they resolve table names and clients per call)."""
-    with _lock:
-        if "s" not in _default:
-            # cold start: the DynamoDB adapters on the first request that needs the tables
-            from isthmus.adapters.ledger_ddb import DynamoPricingStore, DynamoRateLimiter, DynamoUsageStore
-            from isthmus.adapters.tenancy_ddb import (
-                DynamoBudgetStore,
-                DynamoKeyStore,
-                DynamoSettingsStore,
-                DynamoUserStore,
-            )
-
-            _default["s"] = Stores(DynamoKeyStore(), DynamoUserStore(), DynamoBudgetStore(), DynamoSettingsStore(),
-                                   DynamoUsageStore(), DynamoPricingStore(), DynamoRateLimiter())
-        return _default["s"]
-
-
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """A store call off the event loop; an unreachable or failing store is a 503, never a silent allow."""
     try:
@@ -70,9 +48,6 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except ApiError:
         raise
     except Exception as exc:
-        # cold start: the DynamoDB item helpers only when a store call failed
-        from isthmus.adapters.ddb_items import store_failure
-
         failure = store_failure(exc)
         if failure is None:
             raise
@@ -149,16 +124,3 @@ class Credentials:
                            headers={"WWW-Authenticate": "Bearer"})
         if not await self.is_master(token):
             raise ApiError(401, "Invalid API key", headers={"WWW-Authenticate": "Bearer"})
-
-
-_creds: dict[str, Credentials] = {}
-
-
-def default_credentials() -> Credentials:
-    """One per store location: the pepper and master-key state belong to the settings table they came from
-    (tests point one process at several stores)."""
-    where = f"{settings.dynamodb_endpoint()}|{settings.table_name('settings')}"
-    with _lock:
-        if where not in _creds:
-            _creds[where] = Credentials(default_stores())
-        return _creds[where]

@@ -35,7 +35,7 @@ from isthmus.ports.tenancy import Charge
 from isthmus.services.tenancy import holds, hot_cache
 from isthmus.services.tenancy import money as m
 from isthmus.services.tenancy.budget_leases import BudgetLeases, leases_enabled
-from isthmus.services.tenancy.credentials import Credentials, Stores, call, default_credentials, default_stores
+from isthmus.services.tenancy.credentials import Credentials, Stores, call
 from isthmus.services.tenancy.pricing import require_pricing, unpriced_error
 from isthmus.services.tenancy.settlements import Settlement, SettlementWriter
 
@@ -86,17 +86,17 @@ KEY_TOUCH_INTERVAL_S = 60.0  # last_used_at is written at most this often per ke
 
 
 class TenancyGate:
-    def __init__(self, stores: Stores | None = None, creds: Credentials | None = None,
-                 clock: Callable[[], float] = time.time, leases: bool | None = None) -> None:
-        self.stores = stores or default_stores()
-        self.creds = creds or (default_credentials() if stores is None else Credentials(self.stores))
+    def __init__(self, stores: Stores, creds: Credentials, clock: Callable[[], float] = time.time,
+                 leases: bool | None = None,
+                 dead_letter: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        self.stores, self.creds = stores, creds
         self.clock = clock
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._key_touched: dict[str, float] = {}
         self._refreshes = SingleFlight("cache")  # stale keys and prices, read again off the request path
         use_leases = leases_enabled() if leases is None else leases
         self.leases = BudgetLeases(self.stores.users, call) if use_leases else None
-        self.settlements = SettlementWriter(self.stores.usage, self.stores.users, call)
+        self.settlements = SettlementWriter(self.stores.usage, self.stores.users, call, dead_letter=dead_letter)
         lifecycle.on_shutdown(self.close)
 
     async def close(self) -> None:

@@ -142,28 +142,3 @@ class HoldKeeper:
                     self._last_warning = time.monotonic()
                     log.warning("hold keeper round failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(min(1.0, max(0.2, expiry_s() / 3)))
-
-
-async def start_keeper(*, heartbeat: bool) -> HoldKeeper | None:
-    """The edge's keeper over the default stores and spool (stopped by isthmus.lifecycle.shutdown); none with
-    tenancy off (no holds, no settlements)."""
-    if os.environ.get("ISTHMUS_TENANCY", "on").lower() == "off":
-        return None
-    # cold start: the hold keeper's parts on the first request that holds budget
-    from isthmus import lifecycle
-    from isthmus.adapters.holds_ddb import DynamoHoldStore
-    from isthmus.services.tenancy.credentials import call, default_stores
-    from isthmus.services.tenancy.settlements import replay_entry
-    from isthmus.services.tenancy.spool import default_spool, is_poison
-
-    spool, usage = default_spool(), default_stores().usage
-
-    async def replay() -> int:
-        if not spool.pending():
-            return 0
-        return int(await call(spool.replay, lambda entry: replay_entry(usage, entry), is_poison))
-
-    keeper = HoldKeeper(DynamoHoldStore(), call, heartbeat=heartbeat, replay=replay)
-    keeper.start()
-    lifecycle.on_shutdown(keeper.close)
-    return keeper

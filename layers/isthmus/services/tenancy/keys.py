@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from isthmus import auth
-from isthmus.errors import ApiError
+from isthmus.errors import ApiError, found
 from isthmus.fields import FutureTime, Metadata, ModelList, Name, SafeId, StrictFlag
 from isthmus.observability import get_logger
 from isthmus.services.tenancy import hot_cache
@@ -104,10 +104,7 @@ class KeyService:
         return key_view(item, secret)
 
     def _get(self, key_id: str) -> dict[str, Any]:
-        item = self.stores.keys.get(key_id)
-        if item is None:
-            raise ApiError(404, f"API key {key_id} not found")
-        return item
+        return found(self.stores.keys.get(key_id), f"API key {key_id} not found")
 
     def get(self, key_id: str) -> dict[str, Any]:
         return key_view(self._get(key_id))

@@ -29,7 +29,7 @@ from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.ports.tenancy import Charge, UsageStore, UserStore
-from isthmus.services.tenancy.spool import SettlementSpool, default_spool
+from isthmus.services.tenancy.spool import SettlementSpool, default_spool, is_poison
 
 log = get_logger("settlements")
 
@@ -54,6 +54,17 @@ class Settlement:
     def entry(self) -> dict[str, Any]:
         """The spool / dead-letter form (see replay_entry)."""
         return {"row": self.row, "charge": None if self.charge is None else asdict(self.charge)}
+
+
+def spool_replayer(spool: SettlementSpool, usage: UsageStore,
+                   call: Callable[..., Awaitable[Any]]) -> Callable[[], Awaitable[int]]:
+    """The hold keeper's replay round: spooled settlements into the usage table (poison entries set aside), or
+    nothing at once while the spool is empty."""
+    async def replay() -> int:
+        if not spool.pending():
+            return 0
+        return int(await call(spool.replay, lambda entry: replay_entry(usage, entry), is_poison))
+    return replay
 
 
 def replay_entry(usage: UsageStore, entry: dict[str, Any]) -> bool:
@@ -84,7 +95,7 @@ class SettlementWriter:
         self.delay_s = default_delay_s() if delay_s is None else delay_s
         self.in_lambda = settings.in_lambda()
         self.spool = spool if spool is not None or self.in_lambda else default_spool()
-        self.dead_letter = dead_letter if dead_letter is not None or not self.in_lambda else default_dead_letter()
+        self.dead_letter = dead_letter  # under Lambda: isthmus.wiring.settlement_dead_letter
         self._queues: dict[asyncio.AbstractEventLoop, _Queue] = {}
 
     def _queue(self) -> _Queue:
@@ -160,16 +171,3 @@ class SettlementWriter:
         await run_in_threadpool(self.dead_letter, entries)
         log.warning("settlements sent to the dead-letter queue", extra={"count": len(entries)})
         return True
-
-
-def default_dead_letter() -> Callable[[list[dict[str, Any]]], None] | None:
-    """The SQS dead-letter queue when configured; the local edge's lambda mode (a long-running process that
-    only plays at being a sandbox, with no queue) keeps them in the spool its HoldKeeper replays."""
-    # cold start: the SQS client only when a dead-letter queue is configured
-    from isthmus.adapters.settlement_queue import SqsDeadLetter, queue_url
-
-    if url := queue_url():
-        return SqsDeadLetter(url).send
-    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        return default_spool().append
-    return None

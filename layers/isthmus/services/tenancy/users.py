@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from isthmus.errors import ApiError
+from isthmus.errors import ApiError, found
 from isthmus.fields import Metadata, ModelList, Name, SafeId, StrictFlag
 from isthmus.services.tenancy import hot_cache
 from isthmus.services.tenancy import money as m
@@ -78,10 +78,7 @@ class UserService:
         self.stores = stores
 
     def _budget(self, budget_id: str) -> dict[str, Any]:
-        budget = self.stores.budgets.get(budget_id)
-        if budget is None:
-            raise ApiError(404, f"Budget {budget_id} not found")
-        return budget
+        return found(self.stores.budgets.get(budget_id), f"Budget {budget_id} not found")
 
     def ensure(self, user_id: str) -> None:
         """The user exists afterwards (created bare when missing; a soft-deleted one is left alone)."""
@@ -100,10 +97,7 @@ class UserService:
 
     def _assign(self, user_id: str, budget: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
         limit, fields = budget_terms(budget, m.utcnow())
-        updated = self.stores.users.set_limit(user_id, limit, {**fields, **extra})
-        if updated is None:
-            raise ApiError(404, f"User {user_id} not found")
-        return updated
+        return found(self.stores.users.set_limit(user_id, limit, {**fields, **extra}), f"User {user_id} not found")
 
     def live(self, user_id: str) -> dict[str, Any]:
         item = self.stores.users.get(user_id)

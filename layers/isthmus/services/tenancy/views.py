@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from isthmus.adapters.ddb_items import jsonable
 from isthmus.errors import ApiError
+from isthmus.wire import jsonable
 
 T = TypeVar("T")
 DEFAULT_WORKSPACE = str(uuid.uuid5(uuid.NAMESPACE_URL, "isthmus:workspace:default"))
