@@ -70,6 +70,14 @@ def test_a_child_that_keeps_crashing_is_restarted_then_given_up_on_with_its_log(
     assert log.read_text().count("starting ") == 3
 
 
+def ticked_until(child: Supervised, condition: Callable[[], bool]) -> Callable[[], bool]:
+    """A poll condition that first lets the supervisor look at its child (what `isthmus dev`'s loop does)."""
+    def check() -> bool:
+        child.tick()
+        return condition()
+    return check
+
+
 def test_a_killed_child_is_restarted_and_reported_back_when_ready(tmp_path: Path) -> None:
     # given a long-running child that is ready as soon as it runs
     said: list[str] = []
@@ -80,18 +88,12 @@ def test_a_killed_child_is_restarted_and_reported_back_when_ready(tmp_path: Path
     first = child.proc
     assert first is not None
 
-    def ticked_until(condition: Callable[[], bool]) -> Callable[[], bool]:
-        def check() -> bool:
-            child.tick()
-            return condition()
-        return check
-
     try:
-        poll(ticked_until(lambda: child.ready), timeout=10)
+        poll(ticked_until(child, lambda: child.ready), timeout=10)
         # when it is killed from outside
         first.kill()
         # then it is restarted under a new pid and reported back
-        poll(ticked_until(lambda: child.ready and child.pid != first.pid), timeout=10)
+        poll(ticked_until(child, lambda: child.ready and child.pid != first.pid), timeout=10)
         assert any("was killed by SIGKILL" in line and "restarting in 0.1 s" in line for line in said)
         assert said[-1] == f"sleeper is back (pid {child.pid})"
     finally:
@@ -193,18 +195,12 @@ def test_a_hung_child_is_killed_and_restarted_once_it_misses_its_probes(tmp_path
     first = child.proc
     assert first is not None
 
-    def ticked_until(condition: Callable[[], bool]) -> Callable[[], bool]:
-        def check() -> bool:
-            child.tick()
-            return condition()
-        return check
-
     try:
-        poll(ticked_until(lambda: child.ready), timeout=20)
+        poll(ticked_until(child, lambda: child.ready), timeout=20)
         # when it hangs without exiting
         os.kill(first.pid, signal.SIGSTOP)
         # then after three unanswered probes it is killed, said so, restarted and serves again
-        poll(ticked_until(lambda: child.ready and child.pid != first.pid), timeout=30)
+        poll(ticked_until(child, lambda: child.ready and child.pid != first.pid), timeout=30)
         assert first.poll() == -signal.SIGKILL
         assert f"server (pid {first.pid}) did not answer {url} 3 times in a row (0.5 s each): killing it (SIGKILL)" \
             in said
