@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from typing import Any
 
+from isthmus import settings
 from isthmus.errors import ApiError, Dialect, dialect_for_path
 
 MIB = 1024 * 1024
@@ -27,14 +27,6 @@ MAX_CONTROL_STRING_CHARS = 64 * 1024  # one field of a control record (names, me
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _env_bytes(name: str, default: int) -> int:
-    try:
-        value = int(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-    return value if value > 0 else default
-
-
 def is_inference_path(path: str) -> bool:
     """Public inference routes and the node agent's own routes (which carry the same conversations)."""
     return dialect_for_path(path) is not Dialect.CONTROL or path.startswith("/agent/")
@@ -43,8 +35,8 @@ def is_inference_path(path: str) -> bool:
 def body_limit(path: str) -> int:
     """``ISTHMUS_MAX_BODY_BYTES`` on inference routes, ``ISTHMUS_MAX_CONTROL_BODY_BYTES`` elsewhere."""
     if is_inference_path(path):
-        return _env_bytes("ISTHMUS_MAX_BODY_BYTES", DEFAULT_INFERENCE_BODY_BYTES)
-    return _env_bytes("ISTHMUS_MAX_CONTROL_BODY_BYTES", DEFAULT_CONTROL_BODY_BYTES)
+        return settings.env_positive_int("ISTHMUS_MAX_BODY_BYTES", DEFAULT_INFERENCE_BODY_BYTES)
+    return settings.env_positive_int("ISTHMUS_MAX_CONTROL_BODY_BYTES", DEFAULT_CONTROL_BODY_BYTES)
 
 
 def too_large(limit: int, path: str) -> ApiError:

@@ -36,6 +36,16 @@ def in_lambda() -> bool:
     return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) or os.environ.get("ISTHMUS_RUNTIME") == "lambda"
 
 
+def env_positive_int(name: str, default: int) -> int:
+    """A positive whole number from the environment (a size, a count); ``default`` when unset, not a number, or
+    not above 0."""
+    try:
+        value = int(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 def env_number(name: str, default: float, floor: float = 0.0) -> float:
     """A number from the environment (a duration, a limit): at least ``floor``; ``default`` when unset or not a
     number (a typo in a variable must not stop the gateway)."""

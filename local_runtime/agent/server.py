@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from isthmus import settings
 from isthmus.errors import ApiError
 from isthmus.web import create_app, parse_body
 from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, TokenizeRequest, TokenizeResponse
@@ -89,14 +90,6 @@ def _loaded(state: AgentState) -> Any:
     return loaded
 
 
-def _env_int(name: str, default: int) -> int:
-    try:
-        value = int(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-    return value if value > 0 else default
-
-
 def _text_chars(body: InternalRequest | TokenizeRequest) -> int:
     """Characters of text the prompt will hold at least (what the template adds only makes it longer)."""
     total = 0
@@ -113,13 +106,13 @@ def _check_bounds(loaded: Any, body: InternalRequest | TokenizeRequest) -> None:
     """Refuse what cannot fit before rendering or tokenizing any of it: a 50 MB prompt is a 400 in
     microseconds, not 55 s of tokenizing and gigabytes of RSS. No token of a real vocabulary spans more than
     ``ISTHMUS_AGENT_MAX_CHARS_PER_TOKEN`` characters, so more characters than context x that cannot fit."""
-    max_parts = _env_int("ISTHMUS_AGENT_MAX_PARTS", DEFAULT_MAX_PARTS)
+    max_parts = settings.env_positive_int("ISTHMUS_AGENT_MAX_PARTS", DEFAULT_MAX_PARTS)
     parts = len(body.messages) + sum(len(m.content) for m in body.messages) + len(body.tools)
     if parts > max_parts:
         raise ApiError(400, f"the prompt has {parts} messages, content blocks and tools; this agent takes at most "
                             f"{max_parts} (ISTHMUS_AGENT_MAX_PARTS)", code="too_many_parts", param="messages")
     if loaded.context_length:
-        per_token = _env_int("ISTHMUS_AGENT_MAX_CHARS_PER_TOKEN", DEFAULT_MAX_CHARS_PER_TOKEN)
+        per_token = settings.env_positive_int("ISTHMUS_AGENT_MAX_CHARS_PER_TOKEN", DEFAULT_MAX_CHARS_PER_TOKEN)
         chars = _text_chars(body)
         if chars > loaded.context_length * per_token:
             raise ApiError(400, f"the prompt's text is {chars} characters, more than the model's context of "
