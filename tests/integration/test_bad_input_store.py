@@ -73,6 +73,19 @@ def test_the_key_list_survives_rows_stored_before_input_was_checked(apps: dict[s
     assert keys.delete(f"/v1/keys/{broken}", headers=AUTH).status_code == 204
 
 
+def test_the_user_list_survives_a_row_written_around_the_api(apps: dict[str, TestClient]) -> None:
+    # given a user row with no time stamps (as a ledger write to a user never created through the API leaves)
+    bare = f"bare-{uuid.uuid4().hex[:6]}"
+    dynamodb.client().put_item(TableName=settings.table_name("users"), Item={
+        "user_id": {"S": bare}, "spend": {"N": "0.5"}, "reserved": {"N": "0"}})
+    # when the users are listed, then 200 with that row in it (so it can be seen and deleted)
+    listed = apps["users"].get("/v1/users?limit=1000", headers=AUTH)
+    assert listed.status_code == 200
+    rows = {u["user_id"]: u for u in listed.json()}
+    assert bare in rows and rows[bare]["spend"] == 0.5 and rows[bare]["created_at"] == ""
+    assert apps["users"].delete(f"/v1/users/{bare}", headers=AUTH).status_code in (200, 204)
+
+
 def test_records_too_big_for_dynamodb_are_4xx_not_store_unavailable(apps: dict[str, TestClient]) -> None:
     price = {"input_price_per_million": 1, "output_price_per_million": 1}
     # a 1 MB model key, a price of 1e308, a user id that is a path, a 100k alias

@@ -48,12 +48,15 @@ def new_user_item(user_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def user_view(item: dict[str, Any]) -> dict[str, Any]:
+    # A row written around the API (a ledger write to a user that was never created through it) may lack the
+    # time stamps: it is listed with what it has rather than failing the whole list.
+    created = str(item.get("created_at") or item.get("updated_at") or "")
     return wire({
         "user_id": item["user_id"], "alias": item.get("alias"), "blocked": bool(item.get("blocked", False)),
         "spend": money(item.get("spend")), "reserved": money(item.get("reserved")),
         "budget_id": item.get("budget_id"), "budget_started_at": item.get("budget_started_at"),
         "next_budget_reset_at": item.get("next_budget_reset_at"), "max_budget": item.get("max_budget"),
-        "created_at": item["created_at"], "updated_at": item.get("updated_at", item["created_at"]),
+        "created_at": created, "updated_at": str(item.get("updated_at") or created),
         "metadata": item.get("metadata") or {}, "allowed_models": item.get("allowed_models"),
         "current_requests": int(item.get("current_requests", 0)), "current_tokens": int(item.get("current_tokens", 0)),
         "reserved_requests": int(item.get("reserved_requests", 0)),
