@@ -73,6 +73,15 @@ def priced(edge: httpx.Client, model: str) -> None:
                                    "output_price_per_million": str(RATE)}).raise_for_status()
 
 
+def priced_alias(edge: httpx.Client, fake: FakeProviders, name: str, alias: str, upstream: str) -> None:
+    """An OpenAI-protocol provider on the loopback fake publishing ``alias`` for ``upstream``, priced at RATE."""
+    resp = edge.put(f"/admin/providers/{name}", json={
+        "template": "openai", "api_base": fake.openai_base, "api_key": f"sk-{name}",
+        "published": [{"alias": alias, "upstream_model": upstream}], "max_retries": 0})
+    assert resp.status_code == 200, resp.text
+    priced(edge, alias)
+
+
 def tenant(edge: httpx.Client, max_budget: Decimal) -> tuple[str, str]:
     """A budget, a user on it and a key for that user: (user_id, key)."""
     budget = edge.post("/v1/budgets", json={"max_budget": str(max_budget), "budget_duration_sec": 86400}).json()
@@ -184,11 +193,7 @@ def test_cloud_alias_billing_more_than_sent_is_capped_at_the_hold(edge: httpx.Cl
     # given an OpenAI-protocol alias whose upstream reports 5000 prompt tokens more than it was sent
     tag = uuid.uuid4().hex[:6]
     alias, upstream = f"{tag}:gpt", f"gpt-{tag}-over5000"
-    resp = edge.put(f"/admin/providers/bound-{tag}", json={
-        "template": "openai", "api_base": fake.openai_base, "api_key": "sk-bound-" + tag,
-        "published": [{"alias": alias, "upstream_model": upstream}], "max_retries": 0})
-    assert resp.status_code == 200, resp.text
-    priced(edge, alias)
+    priced_alias(edge, fake, f"bound-{tag}", alias, upstream)
     text = "q 000"
     held_tokens = byte_bound(InternalRequest.model_validate(
         {"model": alias, "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]})) + MAX_TOKENS
@@ -222,10 +227,7 @@ def test_a_request_naming_no_max_sends_the_held_max(edge: httpx.Client, fake: Fa
     # given a priced cloud alias and a user with room for one default-sized answer
     tag = uuid.uuid4().hex[:6]
     alias, upstream = f"{tag}:gpt", f"gpt-{tag}"
-    assert edge.put(f"/admin/providers/nomax-{tag}", json={
-        "template": "openai", "api_base": fake.openai_base, "api_key": "sk-nomax-" + tag,
-        "published": [{"alias": alias, "upstream_model": upstream}], "max_retries": 0}).status_code == 200
-    priced(edge, alias)
+    priced_alias(edge, fake, f"nomax-{tag}", alias, upstream)
     _, key = tenant(edge, Decimal(100))
     # when a chat names no max_tokens
     resp = httpx.post(f"{edge.base_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
@@ -245,10 +247,7 @@ def test_passthrough_billing_more_than_sent_is_capped_at_the_hold(edge: httpx.Cl
     # given an embeddings alias whose upstream reports 5000 prompt tokens more than it was sent
     tag = uuid.uuid4().hex[:6]
     alias, upstream = f"{tag}:embed", f"embed-{tag}-over5000"
-    assert edge.put(f"/admin/providers/embed-{tag}", json={
-        "template": "openai", "api_base": fake.openai_base, "api_key": "sk-embed-" + tag,
-        "published": [{"alias": alias, "upstream_model": upstream}], "max_retries": 0}).status_code == 200
-    priced(edge, alias)
+    priced_alias(edge, fake, f"embed-{tag}", alias, upstream)
     bodies = [{"model": alias, "input": f"q {i:03d}"} for i in range(40)]
     hold = passthrough_bound(bodies[0]) * RATE / MILLION
     user_id, key = tenant(edge, hold * 3 + hold / 2)
