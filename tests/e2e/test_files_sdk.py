@@ -90,7 +90,7 @@ def test_files_crud_with_the_openai_sdk(edge: Edge, tmp_path: Path) -> None:
     for call in (bob.files.retrieve, bob.files.content, bob.files.delete):
         with pytest.raises(openai.NotFoundError) as refused:
             call(batch_file.id)
-        assert refused.value.body["message"] == f"No such File object: {batch_file.id}"  # type: ignore[index]
+        assert refused.value.body["message"] == f"No such File object: {batch_file.id}"
     assert bob.files.list().data == []
     # and the master sees it
     assert edge.sdk(edge.master).files.retrieve(batch_file.id).id == batch_file.id
@@ -125,8 +125,8 @@ def test_expiry_limit_and_bad_input(edge: Edge) -> None:
     assert alice.files.list().data == []
     # and bad form fields are 400s naming the field
     with pytest.raises(openai.BadRequestError) as bad:
-        alice.files.create(file=("a.txt", b"a"), purpose="nonsense")  # type: ignore[arg-type]
-    assert bad.value.body["param"] == "purpose"  # type: ignore[index]
+        alice.files.create(file=("a.txt", b"a"), purpose="nonsense")
+    assert bad.value.body["param"] == "purpose"
     no_file = httpx.post(f"{edge.base}/v1/files", data={"purpose": "batch"}, files={"other": ("x", b"x")},
                          headers={"Authorization": f"Bearer {alice.api_key}"}, timeout=30)
     assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
