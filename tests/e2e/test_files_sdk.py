@@ -43,8 +43,8 @@ class Edge:
         return str(answer.json()["key"])
 
 
-def _edge(mode: str, tmp: Path, limit: int) -> Iterator[Edge]:
-    master = "sk-master-" + secrets.token_urlsafe(16)
+def _edge(mode: str, tmp: Path, limit: int, *, keyed: bool = True) -> Iterator[Edge]:
+    master = "sk-master-" + secrets.token_urlsafe(16) if keyed else ""
     proc, base = start_edge(mode, env={"ISTHMUS_MASTER_KEY": master, "ISTHMUS_FILES_DIR": str(tmp / "files"),
                                        "ISTHMUS_MAX_FILE_BYTES": str(limit)})
     try:
@@ -131,6 +131,17 @@ def test_expiry_limit_and_bad_input(edge: Edge) -> None:
                          headers={"Authorization": f"Bearer {alice.api_key}"}, timeout=30)
     assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
     assert httpx.get(f"{edge.base}/v1/files").status_code == 401  # keyed mode: no key, no files
+
+
+def test_open_mode_is_one_shared_caller(ddb_tables: str, tmp_path: Path) -> None:
+    # given an edge in open mode (no master key: a trusted LAN where nobody is told apart)
+    for open_edge in _edge("asgi", tmp_path, SMALL_LIMIT, keyed=False):
+        # when one client uploads, with whatever key its SDK insists on sending
+        made = open_edge.sdk("anything").files.create(file=("lan.txt", b"shared"), purpose="user_data")
+        # then every other client on the LAN sees and reads it, as it sees everything else in open mode
+        other = open_edge.sdk("something-else")
+        assert made.id in {f.id for f in other.files.list()}
+        assert other.files.content(made.id).content == b"shared"
 
 
 @pytest.fixture(scope="module")

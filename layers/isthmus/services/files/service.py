@@ -116,7 +116,11 @@ class FileService:
         while True:  # expired rows linger until the TTL sweep: skip them and read on to fill the page
             rows, more = await self.meta.list_for_owner(owner_id, purpose=purpose, limit=limit - len(page),
                                                         after=cursor, order=order)
-            page.extend(r for r in rows if not self.expired(r))
+            for row in rows:
+                if self.expired(row):
+                    await self._sweep(row)  # the owner's own listing clears what has expired since
+                else:
+                    page.append(row)
             if not more or len(page) >= limit or not rows:
                 return page, more
             cursor = rows[-1].file_id
