@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,30 @@ def test_s3_objects_are_encrypted_and_a_failed_multipart_upload_is_aborted(s3_en
         asyncio.run(run())
     finally:
         client.meta.events.unregister("before-send.s3", record)
+
+
+def test_the_scheduled_sweeper_removes_expired_rows_and_bytes(ddb_tables: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions.files import sweeper
+    from isthmus import wiring
+
+    monkeypatch.setenv("ISTHMUS_FILES_DIR", str(tmp_path / "swept"))
+    monkeypatch.delenv("ISTHMUS_FILES_BUCKET", raising=False)
+    wiring.reset()
+    service = wiring.file_access()
+    owner = f"u-{os.urandom(4).hex()}"
+
+    async def upload(name: str, seconds: int | None) -> Any:
+        return await service.create(owner_id=owner, filename=name, purpose="user_data", content_type="text/plain",
+                                    chunks=chunks_of(name.encode()), expires_after_seconds=seconds)
+
+    # given a file that expired an hour ago (nobody read it since) and one that lives on
+    service.clock = lambda: time.time() - 7200
+    old = asyncio.run(upload("old.txt", 3600))
+    service.clock = time.time
+    kept = asyncio.run(upload("kept.txt", 3600))
+    # when the scheduled sweeper runs, then the expired file's row and bytes are gone, the other untouched
+    assert sweeper.handler({}, None)["swept"] >= 1
+    assert asyncio.run(service.meta.get(old.file_id)) is None
+    assert sorted(p.name for p in (tmp_path / "swept").iterdir()) == [kept.file_id]
+    wiring.reset()

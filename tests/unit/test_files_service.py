@@ -139,3 +139,19 @@ def test_delete_removes_row_and_bytes(tmp_path: Path) -> None:
             await service.delete(record.file_id, owner_id="alice")
 
     asyncio.run(run())
+
+
+def test_sweep_removes_only_expired_files(tmp_path: Path) -> None:
+    service, meta, clock = _service(tmp_path)
+
+    async def run() -> None:
+        gone = await service.create(owner_id="alice", filename="g", purpose="user_data", content_type="text/plain",
+                                    chunks=chunks_of(b"g"), expires_after_seconds=60)
+        kept = await service.create(owner_id="alice", filename="k", purpose="user_data", content_type="text/plain",
+                                    chunks=chunks_of(b"k"), expires_after_seconds=3600)
+        clock.now += 61
+        assert await service.sweep_expired() == 1
+        assert list(meta.rows) == [kept.file_id] and _blobs(tmp_path) == [kept.file_id]
+        assert gone.file_id not in meta.rows
+
+    asyncio.run(run())

@@ -125,6 +125,16 @@ class FileService:
                 return page, more
             cursor = rows[-1].file_id
 
+    async def sweep_expired(self, *, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired files nobody read since (row, then bytes); returns how many went. Run on
+        a schedule (functions/files/sweeper.py): the table's TTL drops rows on its own, but never the bytes."""
+        swept = 0
+        for record in await self.meta.list_expired(int(self.clock()), limit=limit):
+            if await self.meta.delete(record.file_id):
+                await self._forget_blob(record.file_id)
+                swept += 1
+        return swept
+
     def expired(self, record: FileRecord) -> bool:
         return record.expires_at is not None and record.expires_at <= self.clock()
 
