@@ -122,6 +122,10 @@ def test_expiry_limit_and_bad_input(edge: Edge) -> None:
     with pytest.raises(openai.APIStatusError) as refused:
         alice.files.create(file=("big.bin", b"x" * (SMALL_LIMIT + 1)), purpose="user_data")
     assert refused.value.status_code == 413 and refused.value.code in ("file_too_large", "request_too_large")
+    # and one whose declared length is already past the limit is refused before it is read
+    with pytest.raises(openai.APIStatusError) as declared:
+        alice.files.create(file=("bigger.bin", b"x" * (2 * SMALL_LIMIT)), purpose="user_data")
+    assert declared.value.status_code == 413
     assert alice.files.list().data == []
     # and bad form fields are 400s naming the field
     with pytest.raises(openai.BadRequestError) as bad:
@@ -188,15 +192,20 @@ def test_a_200_mb_upload_and_download_stream_through_the_edge(big_edge: Edge, tm
             digest.update(chunk)
             out.write(chunk)
     # when 200 MB are uploaded
+    started = time.monotonic()
     with PeakRss(big_edge.pid) as upload, source.open("rb") as handle:
         record = alice.files.create(file=handle, purpose="batch")
+    upload_s = time.monotonic() - started
     assert record.bytes == 200 * MIB
     # and downloaded again
     got = hashlib.sha256()
+    started = time.monotonic()
     with PeakRss(big_edge.pid) as download, alice.files.with_streaming_response.content(record.id) as answer:
         for chunk in answer.iter_bytes(MIB):
             got.update(chunk)
-    print(f"edge RSS rise: upload {upload.rise_mb:.1f} MB, download {download.rise_mb:.1f} MB")
+    download_s = time.monotonic() - started
+    print(f"200 MB: upload {upload_s:.1f} s, RSS rise {upload.rise_mb:.1f} MB; "
+          f"download {download_s:.1f} s, RSS rise {download.rise_mb:.1f} MB")
     # then the bytes are the same and the edge never held them: its RSS rose by less than 64 MB each way
     assert got.hexdigest() == digest.hexdigest()
     assert upload.rise_mb < 64 and download.rise_mb < 64
