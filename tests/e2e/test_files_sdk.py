@@ -209,3 +209,29 @@ def test_a_200_mb_upload_and_download_stream_through_the_edge(big_edge: Edge, tm
     # then the bytes are the same and the edge never held them: its RSS rose by less than 64 MB each way
     assert got.hexdigest() == digest.hexdigest()
     assert upload.rise_mb < 64 and download.rise_mb < 64
+
+
+def test_bad_requests_get_openai_errors_never_a_500(edge: Edge) -> None:
+    key = edge.new_key()
+    auth = {"Authorization": f"Bearer {key}"}
+    cases = [
+        ("POST", "/v1/files", {"content": b"{}", "headers": {**auth, "content-type": "application/json"}}, 400),
+        ("POST", "/v1/files", {"content": b"", "headers": {**auth, "content-type": "multipart/form-data"}}, 400),
+        ("POST", "/v1/files", {"content": b"--b\r\ngarbage", "headers": {
+            **auth, "content-type": "multipart/form-data; boundary=b"}}, 400),
+        ("GET", "/v1/files?limit=0", {"headers": auth}, 400),
+        ("GET", "/v1/files?limit=abc", {"headers": auth}, 400),
+        ("GET", "/v1/files?limit=10001", {"headers": auth}, 400),
+        ("GET", "/v1/files?order=sideways", {"headers": auth}, 400),
+        ("GET", "/v1/files?after=file-nope", {"headers": auth}, 400),
+        ("GET", "/v1/files/file-nope", {"headers": auth}, 404),
+        ("GET", "/v1/files/not-a-file-id%00", {"headers": auth}, 404),
+        ("GET", "/api/v1/files/file-nope/content", {"headers": auth}, 404),
+        ("DELETE", "/v1/files/file-nope", {"headers": auth}, 404),
+        ("PUT", "/v1/files/file-nope", {"headers": auth}, 405),
+    ]
+    for method, path, kwargs, status in cases:
+        answer = httpx.request(method, f"{edge.base}{path}", timeout=30, **kwargs)
+        # then each is the expected 4xx with OpenAI's error object
+        assert answer.status_code == status, (method, path, answer.status_code, answer.text)
+        assert "message" in answer.json()["error"], (method, path, answer.text)
