@@ -20,6 +20,7 @@ from isthmus.settings import env_positive_int
 log = get_logger("files")
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+SWEEP_PER_LISTING = 100  # a listing clears at most this many expired rows (the scheduled sweeper does the rest)
 
 
 def max_file_bytes() -> int:
@@ -112,18 +113,20 @@ class FileService:
         if after is not None:
             await self.get(after, owner_id=owner_id)
         page: list[FileRecord] = []
+        expired: list[FileRecord] = []
         cursor = after
-        while True:  # expired rows linger until the TTL sweep: skip them and read on to fill the page
+        more = False
+        while True:  # expired rows linger until swept: skip them and read on to fill the page
             rows, more = await self.meta.list_for_owner(owner_id, purpose=purpose, limit=limit - len(page),
                                                         after=cursor, order=order)
             for row in rows:
-                if self.expired(row):
-                    await self._sweep(row)  # the owner's own listing clears what has expired since
-                else:
-                    page.append(row)
+                (expired if self.expired(row) else page).append(row)
             if not more or len(page) >= limit or not rows:
-                return page, more
+                break
             cursor = rows[-1].file_id
+        for row in expired[:SWEEP_PER_LISTING]:  # after the walk: a swept row can no longer be a cursor
+            await self._sweep(row)
+        return page, more
 
     async def sweep_expired(self, *, limit: int = 1000) -> int:
         """Remove up to ``limit`` expired files nobody read since (row, then bytes); returns how many went. Run on
