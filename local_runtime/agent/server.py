@@ -27,9 +27,10 @@ from starlette.types import ASGIApp
 
 from isthmus import settings
 from isthmus.errors import ApiError
-from isthmus.web import create_app, parse_body
+from isthmus.web import create_app, parse_body, read_json
 from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import ErrorEvent, InternalRequest
+from local_runtime.agent.embeddings.route import embeddings as embed_answer
 from local_runtime.agent.engine import Engine, QueueFull
 from local_runtime.agent.jobs import DEFAULT_MAX_TOKENS, Job
 from local_runtime.agent.models import registry
@@ -124,6 +125,9 @@ def _check_bounds(loaded: Any, body: InternalRequest | TokenizeRequest) -> None:
 
 
 async def _prompt(loaded: Any, body: InternalRequest | TokenizeRequest) -> Any:
+    if loaded.embedding is not None:
+        raise ApiError(400, f"'{loaded.name}' is an embedding model: it serves /v1/embeddings, not chat",
+                       code="model_not_chat", param="model")
     _check_bounds(loaded, body)
     tools = body.tools
     forced: str | None = None
@@ -208,6 +212,14 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
             if _declared_bytes(request) >= LARGE_BODY_BYTES:
                 engine.call(release_memory)
 
+    async def embeddings(request: Request) -> Response:
+        body = await read_json(request)
+        loaded = _loaded(state)
+        if loaded.embedding is None:
+            raise ApiError(400, f"'{loaded.name}' is a chat model: it does not serve /v1/embeddings",
+                           code="model_not_embedding", param="model")
+        return JSONResponse(await embed_answer(loaded.embedding, loaded.name, body, engine.call))
+
     async def load(request: Request) -> Response:
         body = await parse_body(request, LoadRequest)
         await state.load(body.model)
@@ -230,6 +242,7 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
     routes = [
         Route("/agent/v1/generate", generate, methods=["POST"]),
         Route("/agent/v1/tokenize", tokenize, methods=["POST"]),
+        Route("/agent/v1/embeddings", embeddings, methods=["POST"]),
         Route("/agent/v1/load", load, methods=["POST"]),
         Route("/agent/v1/unload", unload, methods=["POST"]),
         Route("/agent/v1/status", status, methods=["GET"]),

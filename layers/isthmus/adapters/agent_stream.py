@@ -162,6 +162,20 @@ async def tokenize(base_url: str, request: TokenizeRequest) -> int:
     return (await tokenize_response(base_url, request)).prompt_tokens
 
 
+async def call_json(base_url: str, path: str, body: Any, timeout: float) -> agent_http.Response:
+    """A whole JSON call to the agent's ``/agent/v1{path}`` (embeddings): a connection failure is
+    :class:`AgentUnreachable` (failover may try another node), an agent error an :class:`ApiError` with its
+    status."""
+    try:
+        resp = await agent_http.request("POST", _url(base_url, "/agent/v1" + path), json_body=body,
+                                        connect_timeout=CONNECT_TIMEOUT_S, timeout=timeout)
+    except agent_http.AgentHttpError as exc:
+        raise AgentUnreachable(base_url, exc.kind) from None
+    if resp.status >= 400:
+        raise _error_body(resp.status, resp.body, base_url)
+    return resp
+
+
 async def tokenize_response(base_url: str, request: TokenizeRequest) -> TokenizeResponse:
     """The node's whole tokenize answer: the exact prompt tokens and what bounds the output (answered at once
     by a live agent: bounded like a generation's first byte)."""
