@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from isthmus import settings
-from isthmus.errors import ApiError
+from isthmus.errors import ApiError, Dialect
 from isthmus.web import create_app, parse_body, read_json
 from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import ErrorEvent, InternalRequest
@@ -213,12 +213,15 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
                 engine.call(release_memory)
 
     async def embeddings(request: Request) -> Response:
-        body = await read_json(request)
-        loaded = _loaded(state)
-        if loaded.embedding is None:
-            raise ApiError(400, f"'{loaded.name}' is a chat model: it does not serve /v1/embeddings",
-                           code="model_not_embedding", param="model")
-        return JSONResponse(await embed_answer(loaded.embedding, loaded.name, body, engine.call))
+        try:
+            body = await read_json(request)
+            loaded = _loaded(state)
+            if loaded.embedding is None:
+                raise ApiError(400, f"'{loaded.name}' is a chat model: it does not serve /v1/embeddings",
+                               code="model_not_embedding", param="model")
+            return JSONResponse(await embed_answer(loaded.embedding, loaded.name, body, engine.call))
+        except ApiError as exc:  # OpenAI's route, OpenAI's error shape (its param and code reach the client)
+            return JSONResponse(exc.body(Dialect.OPENAI), status_code=exc.status, headers=exc.headers)
 
     async def load(request: Request) -> Response:
         body = await parse_body(request, LoadRequest)

@@ -111,7 +111,7 @@ def test_bad_input_is_a_400_in_openai_shape(edge: str, body: dict[str, object], 
     r = httpx.post(f"{edge}/v1/embeddings", json={"model": ALIAS, **body}, timeout=60)
     assert r.status_code == 400
     error = r.json()["error"]
-    assert error["message"].startswith(param) and error["type"] == "invalid_request_error"
+    assert error["message"].startswith(param) and error["type"] == "invalid_request_error" and error["param"] == param
 
 
 def test_the_listing_marks_the_embedding_pool_and_chat_is_refused(edge: str, client: openai.OpenAI) -> None:

@@ -80,8 +80,9 @@ def _error_body(status: int, raw: bytes, base_url: str) -> ApiError:
     error = data.get("error") if isinstance(data, dict) else None
     error = error if isinstance(error, dict) else {}
     message = (data.get("detail") if isinstance(data, dict) else None) or error.get("message")
-    code = error.get("code")
-    return ApiError(status, str(message or f"node agent at {base_url} answered {status}"), code=code or "agent_error")
+    code, param = error.get("code"), error.get("param")
+    return ApiError(status, str(message or f"node agent at {base_url} answered {status}"), code=code or "agent_error",
+                    param=param if isinstance(param, str) else None)
 
 
 class AgentStream:

@@ -86,8 +86,9 @@ def test_dimensions_truncate_and_renormalise_for_a_matryoshka_model(embed_agent:
 def test_bad_input_is_refused_naming_the_field(embed_agent: AgentProcess, body: dict[str, Any], param: str) -> None:
     r = embed(embed_agent, **body)
     assert r.status_code in (400, 413), r.text
-    if r.status_code == 400:
-        assert r.json()["detail"].startswith(param)
+    if r.status_code == 400:  # OpenAI's shape, as the gateway passes it on
+        error = r.json()["error"]
+        assert error["message"].startswith(param) and error["param"] == param
 
 
 def test_chat_and_embeddings_are_refused_on_the_wrong_kind_of_model(embed_agent: AgentProcess,
@@ -95,4 +96,4 @@ def test_chat_and_embeddings_are_refused_on_the_wrong_kind_of_model(embed_agent:
     chat = embed_agent.generate(text="hi")
     assert chat.status_code == 400 and "embedding model" in chat.json()["detail"]
     r = embed(tiny_agent, input="hi")
-    assert r.status_code == 400 and "chat model" in r.json()["detail"]
+    assert r.status_code == 400 and "chat model" in r.json()["error"]["message"]
