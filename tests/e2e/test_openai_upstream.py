@@ -17,6 +17,7 @@ import pytest
 
 from local_runtime.process import stop
 from tests.conftest import start_edge
+from tests.support.fake_providers import FakeProviders
 from tests.support.openai_upstream import KeyProxy, MlxLmServer
 
 pytestmark = pytest.mark.e2e
@@ -120,3 +121,24 @@ def test_a_refused_key_is_an_error_in_each_dialect(edge: str, upstream: tuple[Ml
         assert "credentials" in raw.json()["error"]["message"] and "sk-wrong" not in raw.text
     finally:
         httpx.delete(f"{edge}/admin/clusters/{bad}")
+
+
+def test_embeddings_go_to_an_openai_protocol_upstream_that_serves_them(edge: str) -> None:
+    # given an OpenAI-protocol upstream with an embedding model (mlx_lm.server has none: the fake provider stands in)
+    fake = FakeProviders().start()
+    cluster = CLUSTER + "-emb"
+    try:
+        r = httpx.put(f"{edge}/admin/clusters/{cluster}", json={
+            "kind": "telemak", "url": fake.base + "/openai", "api_key": "sk-emb", "protocol": "openai",
+            "models": ["emb-up"]}, timeout=30)
+        assert r.status_code == 200, r.text
+        # when the SDK asks the cluster for embeddings
+        answer = openai.OpenAI(base_url=f"{edge}/v1", api_key="unused", max_retries=0).embeddings.create(
+            model=cluster, input="hello", encoding_format="float")
+        # then the upstream answered, called with its model name and the cluster's key
+        assert answer.data[0].embedding == [0.1, 0.2, 0.3]
+        sent = fake.last("emb-up")
+        assert sent["path"].endswith("/v1/embeddings") and sent["headers"]["authorization"] == "Bearer sk-emb"
+    finally:
+        httpx.delete(f"{edge}/admin/clusters/{cluster}")
+        fake.stop()
