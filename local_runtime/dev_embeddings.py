@@ -43,19 +43,37 @@ def _load(base: str, model: str) -> tuple[int, str]:
         return 0, str(exc)
 
 
+def _routed(base: str, alias: str) -> bool:
+    """Whether the edge routes ``alias`` yet (its routing snapshot may be a second old): a one-word embedding; in
+    keyed mode a 401 is as far as a keyless probe gets."""
+    body = json.dumps({"model": alias, "input": "ok"}).encode()
+    request = urllib.request.Request(f"{base}/v1/embeddings", data=body, method="POST",
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code in (401, 402)
+    except OSError:
+        return False
+
+
 def publish(base: str, model: str, *, ready: Callable[[], bool], tick: Callable[[], None],
             stopping: Callable[[float], bool], say: Callable[[str], None]) -> bool:
     """Load ``model`` on the embeddings cluster once its agent is ready and enrolled (a 503 "no node up" until its
     first heartbeat arrives); False when it never could, or when the stack is stopping."""
     deadline = time.monotonic() + PUBLISH_TIMEOUT_S
     why = "the embedding agent is loading"
+    loaded = False
     while time.monotonic() < deadline:
         tick()
         if ready():
-            status, why = _load(base, model)
-            if status == 200:
+            status, why = (200, "") if loaded else _load(base, model)
+            loaded = status == 200
+            if loaded and _routed(base, embedding_alias(model)):
                 say(f"embeddings: POST {base}/v1/embeddings with model '{embedding_alias(model)}' ({model})")
                 return True
+            why = why or "the edge does not route the embedding model yet"
         if stopping(1.0):
             return False
     say(f"could not publish the embedding model {model}: {why}")
