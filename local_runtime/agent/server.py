@@ -52,12 +52,14 @@ class AgentState:
         self.node_id = node_id
         self.data_dir = data_dir
         self.loading: str | None = None  # the model being loaded (requests get 503 model_loading meanwhile)
+        self.embedding_calls = 0  # /embeddings requests admitted and not yet answered (on the event loop only)
 
     def status(self) -> AgentStatus:
         engine, loaded = self.engine, self.engine.loaded
         return AgentStatus(
             node_id=self.node_id, model=loaded.name if loaded else None, loaded=loaded is not None,
-            loading=self.loading, busy=engine.busy, active=engine.active, queue_depth=engine.queue_depth,
+            loading=self.loading, busy=engine.busy or self.embedding_calls > 0,
+            active=engine.active + self.embedding_calls, queue_depth=engine.queue_depth,
             max_queue=engine.config.max_queue, cache_entries=len(engine.cache),
             cache_bytes=engine.cache.nbytes, rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
             ram_total_bytes=psutil.virtual_memory().total,
@@ -219,7 +221,15 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
             if loaded.embedding is None:
                 raise ApiError(400, f"'{loaded.name}' is a chat model: it does not serve /v1/embeddings",
                                code="model_not_embedding", param="model")
-            return JSONResponse(await embed_answer(loaded.embedding, loaded.name, body, engine.call))
+            # Requests run one at a time on the engine thread; beyond the chat's bound on waiting work, a 503.
+            if state.embedding_calls >= engine.config.max_batch + engine.config.max_queue:
+                raise ApiError(503, f"agent is at capacity: {state.embedding_calls} embedding requests in progress",
+                               code="queue_full", headers={"Retry-After": RETRY_AFTER_S})
+            state.embedding_calls += 1
+            try:
+                return JSONResponse(await embed_answer(loaded.embedding, loaded.name, body, engine.call))
+            finally:
+                state.embedding_calls -= 1
         except ApiError as exc:  # OpenAI's route, OpenAI's error shape (its param and code reach the client)
             return JSONResponse(exc.body(Dialect.OPENAI), status_code=exc.status, headers=exc.headers)
 

@@ -104,6 +104,7 @@ def test_base64_is_the_same_floats(edge: str) -> None:
     ({"input": []}, "input"),
     ({"input": "word " * 400}, "input"),  # past MiniLM's 256 tokens
     ({"input": ["ok", ""]}, "input"),
+    ({"input": ["word " * 250] * 2048}, "input"),  # 516k tokens in all, past OpenAI's 300k per request
     ({"input": "ok", "dimensions": 128}, "dimensions"),  # MiniLM was not trained to be truncated
     ({"input": "ok", "encoding_format": "int8"}, "encoding_format"),
 ])

@@ -19,7 +19,7 @@ from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
 Served = Callable[[NodeTarget], Awaitable[None]]
-RAW_TIMEOUT_S = 120.0  # a whole embeddings answer: a large batch on a CPU node takes tens of seconds
+RAW_TIMEOUT_S = 600.0  # a whole embeddings answer: 300k tokens (OpenAI's cap) on a CPU node take minutes
 
 
 @dataclass

@@ -16,7 +16,8 @@ from isthmus import settings
 from isthmus.errors import ApiError
 from local_runtime.agent.embeddings.encoder import EmbeddingModel
 
-MAX_INPUTS = 2048  # OpenAI's limit per request
+MAX_INPUTS = 2048  # OpenAI's limits per request: inputs, and tokens summed over them
+MAX_TOTAL_TOKENS = 300_000
 DEFAULT_MAX_CHARS_PER_TOKEN = 32  # no WordPiece token spans more: longer text cannot fit, refused untokenized
 
 
@@ -81,6 +82,10 @@ def _token_lists(encoder: EmbeddingModel, inputs: list[str] | list[list[int]]) -
     if over is not None:
         raise _bad(f"input[{over}] is {len(tokens[over])} tokens; this model takes at most {limit}",
                    code="context_length_exceeded")
+    total = sum(len(ids) for ids in tokens)
+    if total > MAX_TOTAL_TOKENS:
+        raise _bad(f"input: {total} tokens in all; at most {MAX_TOTAL_TOKENS} per request",
+                   code="max_tokens_per_request")
     return tokens
 
 
