@@ -83,6 +83,18 @@ def test_sdk_embeddings_come_from_the_local_model(client: openai.OpenAI) -> None
     assert paraphrase > 0.5 and all(paraphrase > cosine(vectors[0], v) + 0.3 for v in vectors[2:])
 
 
+def test_the_similarities_are_the_ones_sentence_transformers_publishes(client: openai.OpenAI) -> None:
+    # given the example of sentence-transformers' README for all-MiniLM-L6-v2 (model.similarity of three sentences:
+    # 0.6660, 0.1046, 0.1411 with the reference PyTorch implementation)
+    sentences = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
+    # when our MLX encoder embeds them through the edge
+    v = [d.embedding for d in client.embeddings.create(model=ALIAS, input=sentences, encoding_format="float").data]
+    # then it gives the same similarities
+    assert cosine(v[0], v[1]) == pytest.approx(0.6660, abs=1e-3)
+    assert cosine(v[0], v[2]) == pytest.approx(0.1046, abs=1e-3)
+    assert cosine(v[1], v[2]) == pytest.approx(0.1411, abs=1e-3)
+
+
 def test_a_batch_equals_each_input_alone(client: openai.OpenAI) -> None:
     batch = [d.embedding for d in client.embeddings.create(model=ALIAS, input=SENTENCES,
                                                            encoding_format="float").data]
