@@ -23,7 +23,7 @@ from tests.conftest import start_edge
 from tests.support.agents import AgentProcess
 from tests.support.waiting import poll
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CLUSTER = "rag"
 ALIAS = "minilm"
 SENTENCES = ["A man is playing a guitar.", "Someone is strumming a guitar.",

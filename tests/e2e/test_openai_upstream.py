@@ -20,7 +20,7 @@ from tests.conftest import start_edge
 from tests.support.fake_providers import FakeProviders
 from tests.support.openai_upstream import KeyProxy, MlxLmServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 KEY = "sk-upstream-" + uuid.uuid4().hex
 CLUSTER = "mlxup" + uuid.uuid4().hex[:4]
 WEATHER = {"type": "function", "function": {
