@@ -46,6 +46,10 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=".isthmus", help="where every file of this stack lives")
     p.add_argument("--model", default="smollm2-135m", help="model name or path for the node agent")
     p.add_argument("--no-agent", action="store_true", help="do not start a node agent")
+    p.add_argument("--embedding-model", default=None, metavar="NAME|PATH",
+                   help="also start an agent with this embedding model (e.g. all-minilm-l6-v2) and publish it for "
+                        "/v1/embeddings under its name")
+    p.add_argument("--embedding-port", type=int, default=8101, help="the embedding agent's port (a free one if taken)")
     p.add_argument("--ddb-port", type=int, default=8001, help="DynamoDB Local's port (a free one if taken)")
     p.add_argument("--agent-port", type=int, default=8100, help="the node agent's port (a free one if taken)")
     p.add_argument("--mode", choices=["asgi", "lambda"], default="asgi",

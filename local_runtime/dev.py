@@ -26,6 +26,7 @@ from typing import IO
 
 from local_runtime.child_records import ChildRecords
 from local_runtime.ddb import DynamoLocal, use_local_endpoint
+from local_runtime.dev_embeddings import embedding_env, publish
 from local_runtime.dev_keys import KeyedState, prepare_keys
 from local_runtime.process import (
     GaveUp,
@@ -150,14 +151,15 @@ class DevStack:
         self.children.append(child)
         return child
 
-    def add_agent(self, port: int, env: dict[str, str]) -> Supervised:
+    def add_agent(self, port: int, env: dict[str, str], *, model: str | None = None, name: str = "node agent",
+                  log_name: str = "agent.log") -> Supervised:
         from local_runtime.agent.launcher import agent_env
 
-        cmd = [sys.executable, "-m", "local_runtime.cli", "agent", "--model", self.args.model, "--host",
+        cmd = [sys.executable, "-m", "local_runtime.cli", "agent", "--model", model or self.args.model, "--host",
                "127.0.0.1", "--port", str(port)]
         if not os.environ.get("ISTHMUS_MODELS_DIR"):
             cmd += ["--data-dir", str(self.data_dir)]  # models live in DATA_DIR/models
-        log = self.logs / "agent.log"
+        log = self.logs / log_name
 
         def start() -> subprocess.Popen[bytes]:
             if not port_free(port):
@@ -172,7 +174,7 @@ class DevStack:
                 return False
             return loaded and owns_port(proc.pid, port) is not False
 
-        child = Supervised("node agent", start, ready, policy=self.policy, say=say, log=log,
+        child = Supervised(name, start, ready, policy=self.policy, say=say, log=log,
                            alive_url=f"http://127.0.0.1:{port}/health")
         self.children.append(child)
         return child
@@ -269,6 +271,9 @@ def _check_ports(args: argparse.Namespace) -> str | None:
     taken.add(args.ddb_port)
     if not args.no_agent:
         args.agent_port = _pick_port("the node agent", args.agent_port, taken)
+        taken.add(args.agent_port)
+    if args.embedding_model:
+        args.embedding_port = _pick_port("the embedding agent", args.embedding_port, taken)
     return None
 
 
@@ -276,13 +281,18 @@ def _check_model(args: argparse.Namespace, data_dir: Path) -> str | None:
     """Refuse a model the agent could never load, rather than letting it crash until supervision gives up."""
     from local_runtime.agent.models.registry import FETCHABLE, resolve
 
-    if args.no_agent or args.model in FETCHABLE:
-        return None
     models_in = None if os.environ.get("ISTHMUS_MODELS_DIR") else str(data_dir)
-    try:
-        resolve(args.model, models_in, allow_fetch=False)
-    except FileNotFoundError as exc:
-        return f"{exc}. Use --model with a model name or mlx-lm model directory, or --no-agent."
+    wanted = ([] if args.no_agent else [("--model", args.model)]) + \
+        ([("--embedding-model", args.embedding_model)] if args.embedding_model else [])
+    for flag, model in wanted:
+        if model in FETCHABLE:
+            continue
+        try:
+            resolve(model, models_in, allow_fetch=False)
+        except FileNotFoundError as exc:
+            return f"{exc}. Use {flag} with a model name or model directory" + (", or --no-agent." if
+                                                                                flag == "--model" else ".")
+    return None
     return None
 
 
@@ -327,9 +337,17 @@ def run_dev(args: argparse.Namespace) -> int:
         env = _child_env(args, data_dir)
         if not args.no_agent:
             stack.add_agent(args.agent_port, env).launch()
+        if args.embedding_model:
+            embedding = stack.add_agent(args.embedding_port, embedding_env(env, args.embedding_port),
+                                        model=args.embedding_model, name="embedding agent",
+                                        log_name="embedding-agent.log")
+            embedding.launch()
         stack.add_edge(env).launch()
         stack.record()
         if not stack.wait_servable(shutdown):
+            return 0 if shutdown.is_set() else 1
+        if args.embedding_model and not publish(stack.base, args.embedding_model, ready=lambda: embedding.ready,
+                                                tick=stack.tick, stopping=shutdown.wait, say=say):
             return 0 if shutdown.is_set() else 1
         if args.no_agent:
             served = "the edge and DynamoDB answer"

@@ -26,6 +26,7 @@ import os
 import platform
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,7 +47,10 @@ def _on_disk(item: Any) -> ModelOnDisk:
         return item
     if isinstance(item, tuple | list):
         name, path, size = item
-        return ModelOnDisk(name=str(name), path=str(path), size_bytes=int(size))
+        from local_runtime.agent.embeddings.encoder import is_embedding_dir
+
+        return ModelOnDisk(name=str(name), path=str(path), size_bytes=int(size),
+                           embedding=True if is_embedding_dir(Path(path)) else None)
     return ModelOnDisk.model_validate(item)
 
 

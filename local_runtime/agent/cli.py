@@ -41,7 +41,8 @@ def add_model_parser(sub: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=_run_list)
     tiny = msub.add_parser("tiny", help="a random-weight model with a small tokenizer, for tests")
     tiny.add_argument("out")
-    tiny.add_argument("--arch", choices=["qwen2", "qwen3", "llama"], default="qwen2")
+    tiny.add_argument("--arch", choices=["qwen2", "qwen3", "llama", "bert"], default="qwen2",
+                      help="bert: a sentence-embedding model (for /v1/embeddings)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(run=_run_tiny)
 
@@ -67,6 +68,11 @@ def _run_list(args: argparse.Namespace) -> int:
 def _run_tiny(args: argparse.Namespace) -> int:
     from local_runtime.agent.models.tiny import build_tiny_model
 
+    if args.arch == "bert":
+        from local_runtime.agent.embeddings.fetch import build_tiny_embedding_model
+
+        print(build_tiny_embedding_model(Path(args.out), seed=args.seed))
+        return 0
     print(build_tiny_model(Path(args.out), args.arch, seed=args.seed))
     return 0
 

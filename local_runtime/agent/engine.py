@@ -41,6 +41,7 @@ class LoadedModel:
     model: Any
     tokenizer: Any  # mlx-lm TokenizerWrapper
     context_length: int | None = None
+    embedding: Any = None  # an EmbeddingModel when the model embeds (it then serves /embeddings, not chat)
 
 
 @dataclass
@@ -124,7 +125,15 @@ class Engine:
     def _load(self, name: str, path: Path) -> LoadedModel:
         from mlx_lm import load
 
+        from local_runtime.agent.embeddings.encoder import EmbeddingModel, is_embedding_dir
+
         self._unload()
+        if is_embedding_dir(path):
+            encoder = EmbeddingModel.load(path)
+            self.loaded = LoadedModel(name=name, path=path, model=encoder.model, tokenizer=None,
+                                      context_length=encoder.recipe.max_tokens, embedding=encoder)
+            log.info("loaded embedding model %s from %s", name, path)
+            return self.loaded
         loaded: Any = load(str(path))
         model, tokenizer = loaded[0], loaded[1]
         self.loaded = LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer,
@@ -327,7 +336,7 @@ class Engine:
             self._waiting.clear()
         self._active.clear()
         # The old generator may hold half-finished state: start from a clean one.
-        self._generator = self._new_generator() if self.loaded else None
+        self._generator = self._new_generator() if self.loaded and self.loaded.embedding is None else None
         for job in jobs:
             job.fail(message, status)
 

@@ -26,10 +26,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from isthmus import settings
-from isthmus.errors import ApiError
-from isthmus.web import create_app, parse_body
+from isthmus.errors import ApiError, Dialect
+from isthmus.web import create_app, parse_body, read_json
 from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import ErrorEvent, InternalRequest
+from local_runtime.agent.embeddings.route import embeddings as embed_answer
 from local_runtime.agent.engine import Engine, QueueFull
 from local_runtime.agent.jobs import DEFAULT_MAX_TOKENS, Job
 from local_runtime.agent.models import registry
@@ -51,12 +52,14 @@ class AgentState:
         self.node_id = node_id
         self.data_dir = data_dir
         self.loading: str | None = None  # the model being loaded (requests get 503 model_loading meanwhile)
+        self.embedding_calls = 0  # /embeddings requests admitted and not yet answered (on the event loop only)
 
     def status(self) -> AgentStatus:
         engine, loaded = self.engine, self.engine.loaded
         return AgentStatus(
             node_id=self.node_id, model=loaded.name if loaded else None, loaded=loaded is not None,
-            loading=self.loading, busy=engine.busy, active=engine.active, queue_depth=engine.queue_depth,
+            loading=self.loading, busy=engine.busy or self.embedding_calls > 0,
+            active=engine.active + self.embedding_calls, queue_depth=engine.queue_depth,
             max_queue=engine.config.max_queue, cache_entries=len(engine.cache),
             cache_bytes=engine.cache.nbytes, rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
             ram_total_bytes=psutil.virtual_memory().total,
@@ -124,6 +127,9 @@ def _check_bounds(loaded: Any, body: InternalRequest | TokenizeRequest) -> None:
 
 
 async def _prompt(loaded: Any, body: InternalRequest | TokenizeRequest) -> Any:
+    if loaded.embedding is not None:
+        raise ApiError(400, f"'{loaded.name}' is an embedding model: it serves /v1/embeddings, not chat",
+                       code="model_not_chat", param="model")
     _check_bounds(loaded, body)
     tools = body.tools
     forced: str | None = None
@@ -208,6 +214,25 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
             if _declared_bytes(request) >= LARGE_BODY_BYTES:
                 engine.call(release_memory)
 
+    async def embeddings(request: Request) -> Response:
+        try:
+            body = await read_json(request)
+            loaded = _loaded(state)
+            if loaded.embedding is None:
+                raise ApiError(400, f"'{loaded.name}' is a chat model: it does not serve /v1/embeddings",
+                               code="model_not_embedding", param="model")
+            # Requests run one at a time on the engine thread; beyond the chat's bound on waiting work, a 503.
+            if state.embedding_calls >= engine.config.max_batch + engine.config.max_queue:
+                raise ApiError(503, f"agent is at capacity: {state.embedding_calls} embedding requests in progress",
+                               code="queue_full", headers={"Retry-After": RETRY_AFTER_S})
+            state.embedding_calls += 1
+            try:
+                return JSONResponse(await embed_answer(loaded.embedding, loaded.name, body, engine.call))
+            finally:
+                state.embedding_calls -= 1
+        except ApiError as exc:  # OpenAI's route, OpenAI's error shape (its param and code reach the client)
+            return JSONResponse(exc.body(Dialect.OPENAI), status_code=exc.status, headers=exc.headers)
+
     async def load(request: Request) -> Response:
         body = await parse_body(request, LoadRequest)
         await state.load(body.model)
@@ -230,6 +255,7 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
     routes = [
         Route("/agent/v1/generate", generate, methods=["POST"]),
         Route("/agent/v1/tokenize", tokenize, methods=["POST"]),
+        Route("/agent/v1/embeddings", embeddings, methods=["POST"]),
         Route("/agent/v1/load", load, methods=["POST"]),
         Route("/agent/v1/unload", unload, methods=["POST"]),
         Route("/agent/v1/status", status, methods=["GET"]),

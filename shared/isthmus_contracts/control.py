@@ -21,6 +21,7 @@ class ModelOnDisk(BaseModel):
     quantization: str | None = None
     supports_tools: bool | None = None
     supports_vision: bool | None = None
+    embedding: bool | None = None  # a sentence-embedding model (serves /v1/embeddings, not chat)
 
 
 class NodeLoad(BaseModel):

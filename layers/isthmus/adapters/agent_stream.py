@@ -80,8 +80,9 @@ def _error_body(status: int, raw: bytes, base_url: str) -> ApiError:
     error = data.get("error") if isinstance(data, dict) else None
     error = error if isinstance(error, dict) else {}
     message = (data.get("detail") if isinstance(data, dict) else None) or error.get("message")
-    code = error.get("code")
-    return ApiError(status, str(message or f"node agent at {base_url} answered {status}"), code=code or "agent_error")
+    code, param = error.get("code"), error.get("param")
+    return ApiError(status, str(message or f"node agent at {base_url} answered {status}"), code=code or "agent_error",
+                    param=param if isinstance(param, str) else None)
 
 
 class AgentStream:
@@ -160,6 +161,20 @@ async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
 async def tokenize(base_url: str, request: TokenizeRequest) -> int:
     """Exact prompt tokens with the node's tokenizer and chat template."""
     return (await tokenize_response(base_url, request)).prompt_tokens
+
+
+async def call_json(base_url: str, path: str, body: Any, timeout: float) -> agent_http.Response:
+    """A whole JSON call to the agent's ``/agent/v1{path}`` (embeddings): a connection failure is
+    :class:`AgentUnreachable` (failover may try another node), an agent error an :class:`ApiError` with its
+    status."""
+    try:
+        resp = await agent_http.request("POST", _url(base_url, "/agent/v1" + path), json_body=body,
+                                        connect_timeout=CONNECT_TIMEOUT_S, timeout=timeout)
+    except agent_http.AgentHttpError as exc:
+        raise AgentUnreachable(base_url, exc.kind) from None
+    if resp.status >= 400:
+        raise _error_body(resp.status, resp.body, base_url)
+    return resp
 
 
 async def tokenize_response(base_url: str, request: TokenizeRequest) -> TokenizeResponse:

@@ -22,7 +22,7 @@ from isthmus_contracts.control import ModelOnDisk, NodeLoad
 
 NODE_RECORD_TTL_S = 86400
 POOLS_UPDATE_ATTEMPTS = 12  # conflicts only come from concurrent enrollments/loads of one cluster
-_CLUSTER_CONFIG_FIELDS = ("kind", "default_alias", "fallback", "url", "api_key", "models", "description",
+_CLUSTER_CONFIG_FIELDS = ("kind", "default_alias", "fallback", "url", "api_key", "models", "protocol", "description",
                           "created_at", "updated_at")
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from isthmus.adapters.cloud.protocols import backend_for
 from isthmus.backends.default_agent import DefaultAgentResolver, default_agent_url
 from isthmus.backends.pool import PoolBackend
 from isthmus.errors import ApiError
 from isthmus.ports.backend import InferenceBackend
+from isthmus.ports.providers import ProviderTarget
 from isthmus.routing.resolver import NodeTarget, Route
 from isthmus.services.inference.routing import RoutingService, apply_route_defaults
 from isthmus_contracts.internal import InternalRequest, Message, TextPart
@@ -69,9 +71,24 @@ class ControlPlaneResolver:
                 await self.routing.pin_session(session_id, route, target.node_id)
 
             return PoolBackend(route.nodes, name=f"mlx:{route.cluster}", on_served=pin)
+        if route.backend == "telemak" and route.upstream_url and route.upstream_protocol == "openai":
+            return _openai_upstream(route, route.upstream_url)
         if route.backend == "telemak" and route.upstream_url:
             # An Isthmus single-Mac agent (`isthmus agent --serve-api`) speaks the agent protocol too.
             target = NodeTarget(node_id=route.cluster or route.upstream_url, base_url=route.upstream_url)
             return PoolBackend([target], name=f"telemak:{route.cluster}")
         raise ApiError(501, f"Model '{route.requested}' is served by a {route.backend} backend, which this "
                             "gateway cannot call yet.", code="backend_not_supported")
+
+
+def _openai_upstream(route: Route, url: str) -> InferenceBackend:
+    """A single-Mac upstream that speaks OpenAI's /v1/* (mlx_lm.server, LM Studio, Ollama, vLLM): the cloud
+    OpenAI-protocol client, pointed at ``{url}/v1`` with the cluster's stored key as its Bearer. Like a cloud
+    alias it has no tokenizer of ours, so its holds are bounded by the prompt's bytes."""
+    base = url.rstrip("/")
+    target = ProviderTarget(provider_id=f"telemak:{route.cluster}", protocol="openai",
+                            api_base=base if base.endswith("/v1") else base + "/v1", alias=route.requested,
+                            upstream_model=route.model, api_key=route.upstream_api_key)
+    backend: InferenceBackend = backend_for(target)
+    backend.name = f"telemak:{route.cluster}"  # the usage row names the cluster, as for an agent upstream
+    return backend

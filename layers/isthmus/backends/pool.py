@@ -5,6 +5,8 @@ first byte, in-flight counting per node while it streams, and a hook once a node
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from isthmus.adapters import agent_stream
 from isthmus.adapters.agent_stream import AgentStreamBroken
@@ -17,6 +19,22 @@ from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
 Served = Callable[[NodeTarget], Awaitable[None]]
+RAW_TIMEOUT_S = 600.0  # a whole embeddings answer: 300k tokens (OpenAI's cap) on a CPU node take minutes
+
+
+@dataclass
+class RawAnswer:
+    """An agent's whole JSON answer in the shape the raw passthrough reads (as an httpx response)."""
+
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    async def aread(self) -> bytes:
+        return self.content
+
+    async def aclose(self) -> None:
+        return None
 
 
 class PoolBackend:
@@ -55,6 +73,15 @@ class PoolBackend:
                                code="backend_stream_broken") from None
             finally:
                 await opened.aclose()
+
+    async def raw(self, path: str, body: dict[str, Any]) -> RawAnswer:
+        """An OpenAI raw call the agents serve themselves (``/embeddings``) at ``/agent/v1{path}``, from the first
+        node that connects; the body goes as given (its model already the pool's concrete one)."""
+        target, resp = await first_connecting(
+            self.targets, lambda t: agent_stream.call_json(t.base_url, path, body, RAW_TIMEOUT_S))
+        await self._served(target)
+        return RawAnswer(resp.status, {"content-type": resp.headers.get("content-type", "application/json")},
+                         resp.body)
 
     async def count_tokens(self, request: TokenizeRequest) -> int | None:
         _, count = await first_connecting(self.targets, lambda t: agent_stream.tokenize(t.base_url, request))

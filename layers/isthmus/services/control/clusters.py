@@ -19,6 +19,7 @@ from isthmus.control.models import (
     NullsAsAbsent,
     Pool,
     Snapshot,
+    UpstreamProtocol,
     utcnow,
 )
 from isthmus.errors import ApiError
@@ -41,6 +42,7 @@ class ClusterConfig(NullsAsAbsent):
     url: URL | None = None
     api_key: Secret | None = None
     models: ModelList = Field(default_factory=list)
+    protocol: UpstreamProtocol | None = None  # telemak: absent = asked of the upstream (_detect_protocol)
     description: Text = ""
 
 
@@ -118,17 +120,31 @@ class ClusterService:
             raise ApiError(409, f"cluster '{cluster_id}' has loaded pools; unload before changing its kind.",
                            code="conflict")
         try:
-            cluster = Cluster(cluster_id=cluster_id, **config.model_dump(),
+            cluster = Cluster(cluster_id=cluster_id, **config.model_dump(exclude={"protocol"}),
                               created_at=existing.created_at if existing else utcnow(), updated_at=utcnow())
         except ValueError:
             raise ApiError(400, _CLUSTER_ID_RULE, param="cluster_id") from None
         if config.api_key is None and existing is not None:
             cluster.api_key = existing.api_key  # a PUT without a key keeps the stored one
+        if cluster.kind == "telemak":
+            same_upstream = existing is not None and existing.kind == "telemak" and existing.url == cluster.url
+            cluster.protocol = config.protocol or (existing.protocol if existing is not None and same_upstream
+                                                   else await self._detect_protocol(cluster))
         if cluster.kind == "telemak" and not cluster.models:
             cluster.models = await self._discover_models(cluster)
         stored = await run_in_threadpool(self.store.put_cluster_config, cluster)
         snap = await self.snapshot()
         return self._summary(stored, snap)
+
+    async def _detect_protocol(self, cluster: Cluster) -> UpstreamProtocol:
+        """``agent`` when the upstream answers the node-agent status route (an Isthmus agent), else ``openai``:
+        every single-Mac server (mlx_lm.server, LM Studio, Ollama, vLLM; an Isthmus agent too) serves /v1/*."""
+        assert cluster.url
+        try:
+            status, data = await self.agents.request("GET", cluster.url, "/agent/v1/status", api_key=cluster.api_key)
+        except ApiError:
+            return "openai"
+        return "agent" if status == 200 and isinstance(data, dict) and "model" in data else "openai"
 
     async def _discover_models(self, cluster: Cluster) -> list[str]:
         """A telemak upstream's model ids from its ``/v1/models`` (best effort: empty when it does not answer)."""

@@ -17,7 +17,7 @@ def _entry(model_id: str, *, created: int, root: str, owned_by: str = OWNER, **x
     block: dict[str, Any] = {
         "ready": True, "loaded": True, "backend": None, "pool": None, "nodes": [], "alias_for": None, "kind": "model",
         "context_length": None, "quantization": None, "supports_tools": None,
-        "supports_vision": None, "supports_streaming": True}
+        "supports_vision": None, "supports_streaming": True, "supports_embeddings": None}
     block.update(x)
     return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by, "root": root,
             "x_odyssai": block}
@@ -30,7 +30,8 @@ def _meta(snap: Snapshot, model: str, nodes: list[str]) -> dict[str, Any]:
         for m in node.models:
             if model in (m.name, m.path):
                 return {"context_length": m.context_length, "quantization": m.quantization,
-                        "supports_tools": m.supports_tools, "supports_vision": m.supports_vision}
+                        "supports_tools": m.supports_tools, "supports_vision": m.supports_vision,
+                        **({"supports_embeddings": True, "supports_streaming": False} if m.embedding else {})}
     return {}
 
 

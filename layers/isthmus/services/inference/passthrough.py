@@ -2,7 +2,8 @@
 ``/v1/audio/speech``) to a published alias of an OpenAI-protocol provider: the body is forwarded as-is with
 the model rewritten, the answer comes back as-is; admitted and billed like any call (prompt tokens from the
 upstream's ``usage`` when it reports one, never more than the hold: an upper bound of them, see
-isthmus.services.inference.token_bounds)."""
+isthmus.services.inference.token_bounds). ``/v1/embeddings`` for any other model is routed like a chat, to a
+node pool (or the default agent) whose model is an embedding model, or to an OpenAI-protocol single-Mac upstream."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from isthmus.errors import ApiError
 from isthmus.ports.gate import Gate
 from isthmus.services.inference.token_bounds import TokenBound, fixed, passthrough_bound
+from isthmus_contracts.internal import InternalRequest, Message, TextPart
 
 if TYPE_CHECKING:
     from isthmus.backends.cloud import CloudResolver
@@ -46,6 +48,16 @@ class PassthroughService:
         self.resolver = resolver
         self.gate = gate
 
+    async def _routed_embeddings(self, model: str, body: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Embeddings for a model that is not a cloud alias: routed like a chat (pool alias, cluster, single-Mac
+        upstream, the default agent) to a backend that serves ``/embeddings`` itself (an agent whose model is an
+        embedding model, or an OpenAI-protocol upstream), with the model named as that backend knows it."""
+        probe = InternalRequest(model=model, messages=[Message(role="user", content=[TextPart(text="")])])
+        backend, routed = await self.resolver.resolve(probe, endpoint="/v1/embeddings")
+        if not hasattr(backend, "raw"):
+            return None, body
+        return backend, {**body, "model": routed.model}
+
     async def forward(self, principal: Principal | None, path: str, body: Any, *, endpoint: str,
                       request_id: str, on_admitted: Callable[[], None] | None = None) -> Forwarded:
         """``on_admitted`` runs once the call is admitted (from then on its usage row is this service's)."""
@@ -54,6 +66,8 @@ class PassthroughService:
             raise ApiError(400, "model is required", param="model", code="invalid_value")
         chain = await self.resolver.backend(model)
         backend = next((b for b in (chain.backends if chain else []) if hasattr(b, "raw")), None)
+        if backend is None and path == "/embeddings":
+            backend, body = await self._routed_embeddings(model.strip(), body)
         if backend is None:
             raise ApiError(404, f"'{model}' is not a published alias of an OpenAI-protocol provider.",
                            code="model_not_found", param="model")
