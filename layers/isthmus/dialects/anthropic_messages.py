@@ -7,11 +7,14 @@ from typing import Any
 from isthmus.dialects.anthropic_models import (
     Base64Source,
     CountTokensRequest,
+    DocumentBlock,
+    FileSource,
     ImageBlock,
     InputMessage,
     MessagesRequest,
     RedactedThinkingBlock,
     TextBlock,
+    TextSource,
     ThinkingBlock,
     ThinkingConfig,
     ToolResultBlock,
@@ -29,9 +32,10 @@ from isthmus.dialects.common import (
     thinking_signature,
     with_prefix,
 )
-from isthmus.errors import Dialect, error_body
+from isthmus.errors import Dialect, bad_request, error_body
 from isthmus_contracts.internal import (
     ErrorEvent,
+    FilePart,
     FinishEvent,
     FinishReason,
     ImagePart,
@@ -134,6 +138,8 @@ def _messages(msg: InputMessage) -> list[Message]:
             parts.append(TextPart(text=block.text))
         elif isinstance(block, ImageBlock):
             parts.append(_image(block))
+        elif isinstance(block, DocumentBlock):
+            parts.append(_document(block))
         elif isinstance(block, ToolUseBlock):
             parts.append(ToolCallPart(id=block.id, name=block.name, arguments=dump_json(block.input)))
         elif isinstance(block, ThinkingBlock):
@@ -150,6 +156,18 @@ def _image(block: ImageBlock) -> ImagePart:
     if isinstance(source, Base64Source):
         return ImagePart(media_type=source.media_type, data=source.data)
     return ImagePart(url=source.url)
+
+
+def _document(block: DocumentBlock) -> FilePart:
+    source = block.source
+    if isinstance(source, Base64Source):
+        return FilePart(data=source.data, media_type=source.media_type, filename=block.title)
+    if isinstance(source, TextSource):
+        return FilePart(text=source.data, media_type=source.media_type, filename=block.title)
+    if isinstance(source, FileSource):
+        return FilePart(file_id=source.file_id, filename=block.title)
+    raise bad_request("document.source: URL documents are not fetched; upload the file or send it as base64",
+                      param="source.url")
 
 
 def _tool_result(block: ToolResultBlock) -> ToolResultPart:
