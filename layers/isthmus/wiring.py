@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from isthmus.backends.cloud import CloudResolver
     from isthmus.ports.backend import BackendResolver
     from isthmus.ports.control import ControlStore
+    from isthmus.ports.files import FileAccess
     from isthmus.ports.responses import ResponseStore
     from isthmus.services.cloud.cloud_catalog import ProvidersCatalog
     from isthmus.services.cloud.providers import ProviderService
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from isthmus.services.control.clusters import ClusterService
     from isthmus.services.control.nodes import NodeService
     from isthmus.services.control.sync_jobs import SyncService
+    from isthmus.services.inference.file_parts import FileParts
     from isthmus.services.inference.inference import InferenceService
     from isthmus.services.inference.passthrough import PassthroughService
     from isthmus.services.inference.routing import RoutingService
@@ -221,11 +223,27 @@ def cloud_resolver() -> CloudResolver:
     return cloud
 
 
+def _attached_files() -> FileAccess | None:
+    """The file store attached files are read from; None until this process wires one (then only inline files
+    are taken)."""
+    builder: Callable[[], FileAccess] | None = globals().get("file_access")
+    return builder() if builder is not None else None
+
+
+@cache
+def file_parts() -> FileParts:
+    """File understanding: attached files extracted to text (markitdown) or inlined for native readers."""
+    from isthmus.adapters.extract_markitdown import MarkitdownExtractor
+    from isthmus.services.inference.file_parts import FileParts
+
+    return FileParts(_attached_files, MarkitdownExtractor())
+
+
 @cache
 def _gateway_inference() -> InferenceService:
     from isthmus.services.inference.inference import InferenceService
 
-    return InferenceService(cloud_resolver(), gate() if tenancy_on() else None)
+    return InferenceService(cloud_resolver(), gate() if tenancy_on() else None, file_parts())
 
 
 def inference_service() -> InferenceService:
@@ -259,7 +277,7 @@ def use_single_mac(agent_url: str) -> None:
     from isthmus.services.inference.inference import InferenceService
 
     resolver: BackendResolver = DefaultAgentResolver(agent_url)
-    _single_mac[:] = [(InferenceService(resolver, None), MemoryResponseStore())]
+    _single_mac[:] = [(InferenceService(resolver, None, file_parts()), MemoryResponseStore())]
 
 
 def reset() -> None:
@@ -267,5 +285,5 @@ def reset() -> None:
     _single_mac.clear()
     for built in (gate, control_store, provider_service, cloud_catalog, routing_service, cluster_service,
                   node_service, settings_service, sync_service, cloud_resolver, _gateway_inference,
-                  _table_responses):
+                  _table_responses, file_parts):
         built.cache_clear()
