@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from isthmus.backends.cloud import CloudResolver
     from isthmus.ports.backend import BackendResolver
     from isthmus.ports.control import ControlStore
-    from isthmus.ports.files import FileAccess
+    from isthmus.ports.files import BlobStore
     from isthmus.ports.responses import ResponseStore
     from isthmus.services.cloud.cloud_catalog import ProvidersCatalog
     from isthmus.services.cloud.providers import ProviderService
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from isthmus.services.control.clusters import ClusterService
     from isthmus.services.control.nodes import NodeService
     from isthmus.services.control.sync_jobs import SyncService
+    from isthmus.services.files import FileService
     from isthmus.services.inference.file_parts import FileParts
     from isthmus.services.inference.inference import InferenceService
     from isthmus.services.inference.passthrough import PassthroughService
@@ -223,20 +224,13 @@ def cloud_resolver() -> CloudResolver:
     return cloud
 
 
-def _attached_files() -> FileAccess | None:
-    """The file store attached files are read from; None until this process wires one (then only inline files
-    are taken)."""
-    builder: Callable[[], FileAccess] | None = globals().get("file_access")
-    return builder() if builder is not None else None
-
-
 @cache
 def file_parts() -> FileParts:
     """File understanding: attached files extracted to text (markitdown) or inlined for native readers."""
     from isthmus.adapters.extract_markitdown import MarkitdownExtractor
     from isthmus.services.inference.file_parts import FileParts
 
-    return FileParts(_attached_files, MarkitdownExtractor())
+    return FileParts(file_access, MarkitdownExtractor())
 
 
 @cache
@@ -280,10 +274,34 @@ def use_single_mac(agent_url: str) -> None:
     _single_mac[:] = [(InferenceService(resolver, None, file_parts()), MemoryResponseStore())]
 
 
+# ---- files --------------------------------------------------------------------------------------------------
+
+@cache
+def blob_store() -> BlobStore:
+    """Where uploaded bytes go: the S3 bucket when ``ISTHMUS_FILES_BUCKET`` is set (the cloud), else the data dir
+    (``ISTHMUS_FILES_DIR``, the local edge's default)."""
+    if bucket := os.environ.get("ISTHMUS_FILES_BUCKET"):
+        from isthmus.adapters.blob_s3 import S3BlobStore
+
+        return S3BlobStore(bucket)
+    from isthmus.adapters.blob_local import LocalBlobStore
+
+    return LocalBlobStore()
+
+
+@cache
+def file_access() -> FileService:
+    """The files service (isthmus.ports.files.FileAccess): the files endpoints, file understanding and batches."""
+    from isthmus.adapters.files_table import DynamoFileMetaStore
+    from isthmus.services.files import FileService
+
+    return FileService(blob_store(), DynamoFileMetaStore())
+
+
 def reset() -> None:
     """Forget every part built so far (tests that change tables or environment between cases)."""
     _single_mac.clear()
     for built in (gate, control_store, provider_service, cloud_catalog, routing_service, cluster_service,
                   node_service, settings_service, sync_service, cloud_resolver, _gateway_inference,
-                  _table_responses, file_parts):
+                  _table_responses, blob_store, file_access, file_parts):
         built.cache_clear()
