@@ -170,9 +170,9 @@ def test_a_document_capable_alias_receives_the_file_block(gateway: tuple[str, st
     inline = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf_b64}", "filename": "x.pdf"}}
     content = [{"type": "text", "text": "Read these."}, inline,
                {"type": "file", "file": {"file_id": uploaded["launch.pdf"].file_id}}]
+    messages: list[Any] = [{"role": "user", "content": content}]
     # when the openai SDK sends an inline file block and one of our file ids to a documents alias
-    answer = _oai(gateway).chat.completions.create(model=f"{tag}:gpt-docs", max_tokens=8,
-                                                   messages=[{"role": "user", "content": content}])
+    answer = _oai(gateway).chat.completions.create(model=f"{tag}:gpt-docs", max_tokens=8, messages=messages)
     assert answer.choices[0].message.content
     sent = fake.last(f"gpt-docs-{tag}")["body"]["messages"][0]["content"]
     # then the provider gets the inline block unchanged, and our file id as the file's own data
@@ -180,8 +180,7 @@ def test_a_document_capable_alias_receives_the_file_block(gateway: tuple[str, st
     assert sent[2] == {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf_b64}",
                                                 "filename": "launch.pdf"}}
     # when the same goes to an alias that does not read documents, then it gets the text instead
-    _oai(gateway).chat.completions.create(model=f"{tag}:gpt-text", max_tokens=8,
-                                          messages=[{"role": "user", "content": content}])
+    _oai(gateway).chat.completions.create(model=f"{tag}:gpt-text", max_tokens=8, messages=messages)
     sent_text = fake.last(f"gpt-text-{tag}")["body"]["messages"][0]["content"]
     assert isinstance(sent_text, str)  # text only: the adapter sends it as one string
     assert "[Attached file: launch.pdf]\nThe launch code is PELICAN-42.\n[End of launch.pdf]" in sent_text
