@@ -206,8 +206,13 @@ class OpenAIProviderBackend(transport.ProviderBackend):
         for event in decoder.close():
             yield event
 
-    async def raw(self, path: str, body: dict[str, Any]) -> Any:
-        """Forward a raw OpenAI call (embeddings, moderations, images, audio) with the model rewritten."""
+    async def raw(self, path: str, body: dict[str, Any], *, content: bytes | None = None,
+                  content_type: str | None = None) -> Any:
+        """Forward a raw OpenAI call (embeddings, moderations, images, audio, rerank) with the model rewritten;
+        ``content`` (with its ``content_type``): a body already encoded, the upstream model already in it."""
+        if content is not None:
+            headers = {**self._headers(), "content-type": content_type or "application/octet-stream"}
+            return await transport.send(self.target, path, None, headers, content=content, whole=True)
         return await transport.send(self.target, path, {**body, "model": self.target.upstream_model},
                                     self._headers(), whole=True)
 
