@@ -33,6 +33,7 @@ $(STAMP): pyproject.toml
 
 ddb-local: $(STAMP)
 	@$(BIN)/python -c "from local_runtime.ddb import ensure_jar; print('DynamoDB Local:', ensure_jar())"
+	@$(BIN)/python -c "from local_runtime.s3local import ensure_s3rver; print('s3rver:', ensure_s3rver())"
 
 check: lint typecheck sam-check
 

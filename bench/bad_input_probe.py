@@ -102,7 +102,7 @@ def shape_ok(path: str, status: int, body: Any) -> bool:
     if bare.startswith("/v1/messages"):
         return isinstance(body, dict) and body.get("type") == "error" and "message" in body.get("error", {})
     group = bare.removeprefix("/v1/").split("/", 1)[0] if bare.startswith("/v1/") else ""
-    if bare.startswith("/v1/") and group not in {"keys", "users", "budgets", "pricing", "usage", "files", "batches"}:
+    if bare.startswith("/v1/") and group not in {"keys", "users", "budgets", "pricing", "usage", "batches"}:
         return isinstance(body, dict) and "message" in body.get("error", {})
     return isinstance(body, dict) and "detail" in body
 

@@ -15,6 +15,7 @@ from local_runtime.agent.models.registry import fetch
 from local_runtime.agent.models.tiny import build_tiny_model
 from local_runtime.ddb import DynamoLocal, free_port, use_local_endpoint
 from local_runtime.process import stop, wait_http
+from local_runtime.s3local import S3Local
 from tests.support.agents import AgentProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,31 @@ def ddb_tables(ddb_local: DynamoLocal) -> Iterator[str]:
         else:
             os.environ[key] = value
     dynamodb.reset_clients()
+
+
+@pytest.fixture(scope="session")
+def s3_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Local]:
+    """One s3rver (an S3-protocol server from npm) for the session, on a free loopback port, with one bucket."""
+    s3 = S3Local(free_port(), tmp_path_factory.mktemp("s3rver"), "isthmus-files-test").start()
+    try:
+        yield s3
+    finally:
+        s3.stop()
+
+
+@pytest.fixture()
+def s3_endpoint(s3_local: S3Local, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Local]:
+    """This process's S3 clients pointed at the session's s3rver (with the credentials it accepts)."""
+    from isthmus.adapters import blob_s3
+    from local_runtime.s3local import ACCESS_KEY, SECRET_KEY
+
+    monkeypatch.setenv("ISTHMUS_S3_ENDPOINT", s3_local.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    blob_s3.reset_clients()
+    yield s3_local
+    blob_s3.reset_clients()
 
 
 def start_edge(mode: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:

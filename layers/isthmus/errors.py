@@ -24,7 +24,7 @@ class Dialect(StrEnum):
 
 
 # The control surface's groups under /v1; every other /v1 path (served or not) is the OpenAI API's.
-_CONTROL_GROUPS = frozenset({"keys", "users", "budgets", "pricing", "usage", "files", "batches"})
+_CONTROL_GROUPS = frozenset({"keys", "users", "budgets", "pricing", "usage", "batches"})  # files: OpenAI's wire
 
 
 def dialect_for_path(path: str) -> Dialect:

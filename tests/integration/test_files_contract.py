@@ -7,29 +7,30 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from isthmus.adapters.blob_local import LocalBlobStore
+from isthmus.adapters.blob_s3 import S3BlobStore, s3_client
 from isthmus.adapters.files_table import DynamoFileMetaStore
 from isthmus.ports.files import BlobStore, FileNotFound, FileTooLarge
 from isthmus.services.files import FileService
+from local_runtime.s3local import S3Local
 from tests.support.files_memory import chunks_of
 
 pytestmark = pytest.mark.integration
 
-STORES = ["local"]
-
-
-@pytest.fixture(params=STORES)
+@pytest.fixture(params=["local", "s3"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
     if request.param == "local":
         yield LocalBlobStore(tmp_path / "files")
     else:
-        yield request.getfixturevalue(f"{request.param}_blobs")
+        s3: S3Local = request.getfixturevalue("s3_endpoint")
+        yield S3BlobStore(s3.bucket, prefix=f"t-{os.urandom(4).hex()}/")
 
 
 async def _read(store: BlobStore, key: str) -> bytes:
@@ -128,3 +129,67 @@ def test_service_expiry_and_limit(service: FileService) -> None:
         assert page == []
 
     asyncio.run(run())
+
+
+def test_s3_objects_are_encrypted_and_a_failed_multipart_upload_is_aborted(s3_endpoint: S3Local) -> None:
+    store = S3BlobStore(s3_endpoint.bucket, prefix=f"t-{os.urandom(4).hex()}/")
+    client = s3_client()
+    sent: list[tuple[str, str | None]] = []  # (operation, its server-side-encryption header) as they go out
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        sse = request.headers.get("x-amz-server-side-encryption")
+        sent.append((event_name.rsplit(".", 1)[-1], sse.decode() if isinstance(sse, bytes) else sse))
+
+    client.meta.events.register("before-send.s3", record)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield os.urandom(9 * 1024 * 1024)  # one whole part goes out, then the client's stream breaks
+        raise ConnectionResetError("client went away")
+
+    async def run() -> None:
+        # when a small and a multipart body are stored, then each write asked S3 to encrypt it (AES256)
+        await store.put("enc", chunks_of(b"secret"), content_type="text/plain", max_bytes=100)
+        await store.put("enc-big", chunks_of(os.urandom(9 * 1024 * 1024)), content_type="text/plain",
+                        max_bytes=1 << 30)
+        creates = {op: sse for op, sse in sent if op in ("PutObject", "CreateMultipartUpload")}
+        assert creates == {"PutObject": "AES256", "CreateMultipartUpload": "AES256"}
+        assert client.head_object(Bucket=store.bucket, Key=store.prefix + "enc")["ContentType"] == "text/plain"
+        # when the client's stream breaks after a part went out, then the upload is aborted and no object is made
+        sent.clear()
+        with pytest.raises(ConnectionResetError):
+            await store.put("broken", broken(), content_type="text/plain", max_bytes=1 << 30)
+        assert [op for op, _ in sent] == ["CreateMultipartUpload", "UploadPart", "AbortMultipartUpload"]
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=store.bucket, Prefix=store.prefix)["Contents"]]
+        assert sorted(keys) == [store.prefix + "enc", store.prefix + "enc-big"]
+
+    try:
+        asyncio.run(run())
+    finally:
+        client.meta.events.unregister("before-send.s3", record)
+
+
+def test_the_scheduled_sweeper_removes_expired_rows_and_bytes(ddb_tables: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions.files import sweeper
+    from isthmus import wiring
+
+    monkeypatch.setenv("ISTHMUS_FILES_DIR", str(tmp_path / "swept"))
+    monkeypatch.delenv("ISTHMUS_FILES_BUCKET", raising=False)
+    wiring.reset()
+    service = wiring.file_access()
+    owner = f"u-{os.urandom(4).hex()}"
+
+    async def upload(name: str, seconds: int | None) -> Any:
+        return await service.create(owner_id=owner, filename=name, purpose="user_data", content_type="text/plain",
+                                    chunks=chunks_of(name.encode()), expires_after_seconds=seconds)
+
+    # given a file that expired an hour ago (nobody read it since) and one that lives on
+    service.clock = lambda: time.time() - 7200
+    old = asyncio.run(upload("old.txt", 3600))
+    service.clock = time.time
+    kept = asyncio.run(upload("kept.txt", 3600))
+    # when the scheduled sweeper runs, then the expired file's row and bytes are gone, the other untouched
+    assert sweeper.handler({}, None)["swept"] >= 1
+    assert asyncio.run(service.meta.get(old.file_id)) is None
+    assert sorted(p.name for p in (tmp_path / "swept").iterdir()) == [kept.file_id]
+    wiring.reset()

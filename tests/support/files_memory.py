@@ -34,6 +34,9 @@ class MemoryFileMetaStore:
     async def delete(self, file_id: str) -> bool:
         return self.rows.pop(file_id, None) is not None
 
+    async def list_expired(self, now: int, *, limit: int) -> list[FileRecord]:
+        return [r for r in self.rows.values() if r.expires_at is not None and r.expires_at <= now][:limit]
+
 
 async def chunks_of(data: bytes, size: int = 65536) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):

@@ -139,3 +139,40 @@ def test_delete_removes_row_and_bytes(tmp_path: Path) -> None:
             await service.delete(record.file_id, owner_id="alice")
 
     asyncio.run(run())
+
+
+def test_sweep_removes_only_expired_files(tmp_path: Path) -> None:
+    service, meta, clock = _service(tmp_path)
+
+    async def run() -> None:
+        gone = await service.create(owner_id="alice", filename="g", purpose="user_data", content_type="text/plain",
+                                    chunks=chunks_of(b"g"), expires_after_seconds=60)
+        kept = await service.create(owner_id="alice", filename="k", purpose="user_data", content_type="text/plain",
+                                    chunks=chunks_of(b"k"), expires_after_seconds=3600)
+        clock.now += 61
+        assert await service.sweep_expired() == 1
+        assert list(meta.rows) == [kept.file_id] and _blobs(tmp_path) == [kept.file_id]
+        assert gone.file_id not in meta.rows
+
+    asyncio.run(run())
+
+
+def test_pages_walk_past_expired_files_from_the_callers_cursor(tmp_path: Path) -> None:
+    service, meta, clock = _service(tmp_path)
+
+    async def run() -> None:
+        # given four files in time order, the middle two expiring after a minute
+        made = []
+        for i, seconds in enumerate((None, 60, 60, None)):
+            made.append(await service.create(owner_id="alice", filename=f"f{i}", purpose="user_data",
+                                             content_type="text/plain", chunks=chunks_of(b"x"),
+                                             expires_after_seconds=seconds))
+            clock.now += 1
+        clock.now += 60
+        # when the page after the first file is asked for, one at a time, then it is the fourth file
+        page, more = await service.list_files(owner_id="alice", limit=1, after=made[0].file_id, order="asc")
+        assert [r.file_id for r in page] == [made[3].file_id] and not more
+        # and the expired ones it walked past are swept
+        assert sorted(meta.rows) == sorted([made[0].file_id, made[3].file_id])
+
+    asyncio.run(run())

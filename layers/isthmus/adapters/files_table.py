@@ -60,6 +60,9 @@ class DynamoFileMetaStore:
     async def delete(self, file_id: str) -> bool:
         return await run_in_threadpool(self._delete, file_id)
 
+    async def list_expired(self, now: int, *, limit: int) -> list[FileRecord]:
+        return await run_in_threadpool(self._list_expired, now, limit)
+
     def _put(self, record: FileRecord) -> None:
         # ids are random; the condition only makes a (practically impossible) collision an error, not an overwrite
         dynamodb.client().put_item(TableName=self.table, Item=_item(record),
@@ -113,6 +116,16 @@ class DynamoFileMetaStore:
             items = [item for item in items if item["created_at"] != start_key
                      and (item["created_at"] > start_key) == (order == "asc")]
         return [_record(item) for item in items[:limit]], len(items) > limit
+
+    def _list_expired(self, now: int, limit: int) -> list[FileRecord]:
+        """Rows past their expiry, before the table's TTL drops them (it would drop the row, never the bytes)."""
+        out: list[FileRecord] = []
+        for item in scan_all(dynamodb.client(), self.table, FilterExpression="expires_at_epoch <= :now",
+                             ExpressionAttributeValues=values({":now": now})):
+            out.append(_record(item))
+            if len(out) >= limit:
+                break
+        return out
 
     def _delete(self, file_id: str) -> bool:
         client = dynamodb.client()

@@ -67,6 +67,8 @@ class FileMetaStore(Protocol):
 
     async def delete(self, file_id: str) -> bool: ...
 
+    async def list_expired(self, now: int, *, limit: int) -> list[FileRecord]: ...  # rows past expires_at
+
 
 class FileAccess(Protocol):
     """The files service as its other users see it. ``owner_id=None`` is the master key: every file is visible."""

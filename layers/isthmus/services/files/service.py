@@ -20,6 +20,7 @@ from isthmus.settings import env_positive_int
 log = get_logger("files")
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+SWEEP_PER_LISTING = 100  # a listing clears at most this many expired rows (the scheduled sweeper does the rest)
 
 
 def max_file_bytes() -> int:
@@ -50,15 +51,24 @@ class FileService:
                      chunks: AsyncIterable[bytes], expires_after_seconds: int | None = None) -> FileRecord:
         if expires_after_seconds is not None and expires_after_seconds <= 0:
             raise ValueError("expires_after.seconds must be a positive number of seconds")
+        return await self.upload(owner_id=owner_id, filename=filename, content_type=content_type, chunks=chunks,
+                                 terms=lambda: (purpose, expires_after_seconds))
+
+    async def upload(self, *, owner_id: str, filename: str, content_type: str, chunks: AsyncIterable[bytes],
+                     terms: Callable[[], tuple[str, int | None]]) -> FileRecord:
+        """:meth:`create` for a body whose purpose and expiry may arrive after its bytes (a form's fields in any
+        order): ``terms`` gives (purpose, expires_after_seconds) once the bytes are stored; if it raises (a bad
+        or missing field), the bytes are dropped and nothing is kept."""
         file_id = new_file_id()
         now = int(self.clock())
         # The blob store keeps nothing of a body that failed (over the limit, a broken stream): see BlobStore.
         size, digest = await self.blobs.put(blob_key(file_id), chunks, content_type=content_type,
                                             max_bytes=self.max_bytes)
-        record = FileRecord(file_id=file_id, owner_id=owner_id, filename=filename, purpose=purpose,
-                            content_type=content_type, size=size, created_at=now, sha256=digest,
-                            expires_at=now + expires_after_seconds if expires_after_seconds else None)
         try:
+            purpose, expires_after_seconds = terms()
+            record = FileRecord(file_id=file_id, owner_id=owner_id, filename=filename, purpose=purpose,
+                                content_type=content_type, size=size, created_at=now, sha256=digest,
+                                expires_at=now + expires_after_seconds if expires_after_seconds else None)
             await self.meta.put(record)
         except BaseException:
             await self._forget_blob(file_id)  # no row: the bytes would be an orphan nobody can reach
@@ -103,14 +113,30 @@ class FileService:
         if after is not None:
             await self.get(after, owner_id=owner_id)
         page: list[FileRecord] = []
+        expired: list[FileRecord] = []
         cursor = after
-        while True:  # expired rows linger until the TTL sweep: skip them and read on to fill the page
+        more = False
+        while True:  # expired rows linger until swept: skip them and read on to fill the page
             rows, more = await self.meta.list_for_owner(owner_id, purpose=purpose, limit=limit - len(page),
                                                         after=cursor, order=order)
-            page.extend(r for r in rows if not self.expired(r))
+            for row in rows:
+                (expired if self.expired(row) else page).append(row)
             if not more or len(page) >= limit or not rows:
-                return page, more
+                break
             cursor = rows[-1].file_id
+        for row in expired[:SWEEP_PER_LISTING]:  # after the walk: a swept row can no longer be a cursor
+            await self._sweep(row)
+        return page, more
+
+    async def sweep_expired(self, *, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired files nobody read since (row, then bytes); returns how many went. Run on
+        a schedule (functions/files/sweeper.py): the table's TTL drops rows on its own, but never the bytes."""
+        swept = 0
+        for record in await self.meta.list_expired(int(self.clock()), limit=limit):
+            if await self.meta.delete(record.file_id):
+                await self._forget_blob(record.file_id)
+                swept += 1
+        return swept
 
     def expired(self, record: FileRecord) -> bool:
         return record.expires_at is not None and record.expires_at <= self.clock()
