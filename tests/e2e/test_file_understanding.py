@@ -1,6 +1,6 @@
 """File understanding end to end: real documents made in the test (a PDF with a text layer, a DOCX, a scanned
-PDF) uploaded through the files service (the edge's own data dir and the files table on DynamoDB Local), then
-referenced from the official SDKs through the edge (asgi and lambda modes):
+PDF) uploaded with the openai SDK through the edge's /v1/files (its data dir, the files table on DynamoDB Local),
+then referenced from the official SDKs through the edge (asgi and lambda modes):
 
 - to the real SmolLM2 agent (text-only): the extracted text is what the agent received (observed by a recording
   relay between the edge and the agent, and the agent's own count of that prompt equals the answer's
@@ -12,7 +12,6 @@ referenced from the official SDKs through the edge (asgi and lambda modes):
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import uuid
 from collections.abc import Iterator
@@ -24,16 +23,11 @@ import httpx
 import openai
 import pytest
 
-from isthmus.adapters.blob_local import LocalBlobStore
-from isthmus.adapters.files_table import DynamoFileMetaStore
-from isthmus.ports.files import FileRecord
-from isthmus.services.files import FileService
 from local_runtime.process import stop
 from tests.conftest import start_edge
 from tests.support.agents import AgentProcess
 from tests.support.documents import docx, scanned_pdf, text_pdf
 from tests.support.fake_providers import FakeProviders
-from tests.support.files_memory import chunks_of
 from tests.support.recording_relay import RecordingRelay
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -61,27 +55,14 @@ def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("edge-files")
 
 
-@pytest.fixture(scope="module")
-def uploaded(ddb_tables: str, files_dir: Path) -> dict[str, FileRecord]:
-    """The documents, uploaded through the files service into the store the edge reads."""
-    service = FileService(LocalBlobStore(files_dir), DynamoFileMetaStore())
-
-    async def upload() -> dict[str, FileRecord]:
-        out = {}
-        for name, data, kind in (("launch.pdf", PDF, "application/pdf"),
-                                 ("meeting.docx", DOCX, "application/vnd.openxmlformats-officedocument."
-                                                        "wordprocessingml.document"),
-                                 ("scan.pdf", scanned_pdf(), "application/pdf")):
-            out[name] = await service.create(owner_id="__master__", filename=name, purpose="user_data",
-                                             content_type=kind, chunks=chunks_of(data))
-        return out
-
-    return asyncio.run(upload())
+DOCUMENTS = (("launch.pdf", PDF, "application/pdf"),
+             ("meeting.docx", DOCX, "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+             ("scan.pdf", scanned_pdf(), "application/pdf"))
 
 
 @pytest.fixture(scope="module", params=["asgi", "lambda"])
-def gateway(request: pytest.FixtureRequest, relay: RecordingRelay, fake: FakeProviders, files_dir: Path,
-            uploaded: dict[str, FileRecord], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def gateway(request: pytest.FixtureRequest, ddb_tables: str, relay: RecordingRelay, fake: FakeProviders,
+            files_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     key_file = tmp_path_factory.mktemp("edge-keys") / "provider.key"
     proc, base = start_edge(request.param, env={
         # The data dir, not the template's bucket (which the local edge would otherwise name as its S3 store).
@@ -106,6 +87,14 @@ def gateway(request: pytest.FixtureRequest, relay: RecordingRelay, fake: FakePro
         stop(proc)
 
 
+@pytest.fixture(scope="module")
+def uploaded(gateway: tuple[str, str]) -> dict[str, str]:
+    """The documents, uploaded with the openai SDK through the edge's /v1/files: name -> file id."""
+    client = _oai(gateway)
+    return {name: client.files.create(file=(name, data, kind), purpose="user_data").id
+            for name, data, kind in DOCUMENTS}
+
+
 def _oai(gateway: tuple[str, str]) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway[0]}/v1", api_key="dummy", max_retries=0, timeout=180)
 
@@ -121,10 +110,10 @@ def _user_texts(generated: dict[str, Any]) -> list[str]:
 
 
 def test_uploaded_pdf_and_docx_reach_the_local_models_prompt_as_text(
-        gateway: tuple[str, str], uploaded: dict[str, FileRecord], relay: RecordingRelay,
+        gateway: tuple[str, str], uploaded: dict[str, str], relay: RecordingRelay,
         smol_agent: AgentProcess) -> None:
     # given a PDF and a DOCX uploaded through the files service
-    pdf, doc = uploaded["launch.pdf"].file_id, uploaded["meeting.docx"].file_id
+    pdf, doc = uploaded["launch.pdf"], uploaded["meeting.docx"]
     # when a chat request references both by id, to the local text-only model
     answer = _oai(gateway).chat.completions.create(model="default", max_tokens=12, messages=[{
         "role": "user", "content": [{"type": "text", "text": "What is the launch code?"},
@@ -146,12 +135,12 @@ def test_uploaded_pdf_and_docx_reach_the_local_models_prompt_as_text(
 
 
 def test_anthropic_documents_and_a_scanned_pdf_reach_the_local_model(
-        gateway: tuple[str, str], uploaded: dict[str, FileRecord], relay: RecordingRelay) -> None:
+        gateway: tuple[str, str], uploaded: dict[str, str], relay: RecordingRelay) -> None:
     # given an inline PDF document block and an uploaded scanned PDF (no text layer)
     message = _claude(gateway).messages.create(model="default", max_tokens=8, messages=[{"role": "user", "content": [
         {"type": "document", "title": "inline.pdf",
          "source": {"type": "base64", "media_type": "application/pdf", "data": base64.b64encode(PDF).decode()}},
-        {"type": "document", "source": {"type": "file", "file_id": uploaded["scan.pdf"].file_id}},
+        {"type": "document", "source": {"type": "file", "file_id": uploaded["scan.pdf"]}},
         {"type": "text", "text": "Summarise."}]}],
         extra_headers={"anthropic-beta": "files-api-2025-04-14"})
     # then an answer is produced
@@ -164,12 +153,12 @@ def test_anthropic_documents_and_a_scanned_pdf_reach_the_local_model(
 
 
 def test_a_document_capable_alias_receives_the_file_block(gateway: tuple[str, str], fake: FakeProviders,
-                                                          uploaded: dict[str, FileRecord]) -> None:
+                                                          uploaded: dict[str, str]) -> None:
     tag = gateway[1]
     pdf_b64 = base64.b64encode(PDF).decode()
     inline = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf_b64}", "filename": "x.pdf"}}
     content = [{"type": "text", "text": "Read these."}, inline,
-               {"type": "file", "file": {"file_id": uploaded["launch.pdf"].file_id}}]
+               {"type": "file", "file": {"file_id": uploaded["launch.pdf"]}}]
     messages: list[Any] = [{"role": "user", "content": content}]
     # when the openai SDK sends an inline file block and one of our file ids to a documents alias
     answer = _oai(gateway).chat.completions.create(model=f"{tag}:gpt-docs", max_tokens=8, messages=messages)
@@ -186,7 +175,7 @@ def test_a_document_capable_alias_receives_the_file_block(gateway: tuple[str, st
     assert "[Attached file: launch.pdf]\nThe launch code is PELICAN-42.\n[End of launch.pdf]" in sent_text
     # when the anthropic SDK references our file in a document block to an Anthropic documents alias
     _claude(gateway).messages.create(model=f"{tag}:claude-docs", max_tokens=8, messages=[{"role": "user", "content": [
-        {"type": "document", "source": {"type": "file", "file_id": uploaded["launch.pdf"].file_id}},
+        {"type": "document", "source": {"type": "file", "file_id": uploaded["launch.pdf"]}},
         {"type": "text", "text": "Read it."}]}], extra_headers={"anthropic-beta": "files-api-2025-04-14"})
     block = fake.last(f"claude-docs-{tag}")["body"]["messages"][0]["content"][0]
     # then the provider gets a base64 document block (it cannot see our store)

@@ -31,6 +31,7 @@ from isthmus import settings
 from isthmus.errors import ApiError
 from isthmus.ports.extraction import ExtractedText, TextExtractor
 from isthmus.ports.files import FileAccess, FileNotFound, FileTooLarge
+from isthmus.services.files.wire import owner_of
 from isthmus_contracts.internal import FilePart, InternalRequest, Message, Part, TextPart
 
 if TYPE_CHECKING:
@@ -51,10 +52,9 @@ def reads_documents(backend: object) -> bool:
 
 
 def file_owner(principal: Principal | None) -> str | None:
-    """Whose files a request may attach: the key's user; None (every file) for the master key and open mode."""
-    if principal is None or principal.kind != "key":
-        return None
-    return principal.user_id or principal.key_id
+    """Whose files a request may attach: those the caller sees on /v1/files (its user's, a user-less key's own;
+    every file for the master key and in open mode)."""
+    return None if principal is None else owner_of(principal)[1]
 
 
 def wrapped(filename: str, extracted: ExtractedText) -> str:
@@ -187,7 +187,8 @@ class FileParts:
         try:
             record, data = await files.read_all(file_id, owner_id=owner_id, max_bytes=self.max_file_bytes)
         except FileNotFound:
-            raise ApiError(404, f"No such file: '{file_id}'.", code="file_not_found", param=where) from None
+            # OpenAI's own words, as /v1/files answers them
+            raise ApiError(404, f"No such File object: {file_id}", code="file_not_found", param=where) from None
         except FileTooLarge:
             self._check_size(self.max_file_bytes + 1, where)
             raise
