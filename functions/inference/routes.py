@@ -153,7 +153,8 @@ async def messages_count_tokens(request: Request) -> Response:
     msgs, tools = count_tokens.to_internal(req)
     exact = None
     try:
-        exact = await service().count_tokens(req.model, TokenizeRequest(messages=msgs, tools=tools))
+        exact = await service().count_tokens(req.model, TokenizeRequest(messages=msgs, tools=tools),
+                                             request.state.principal)
     except ApiError as exc:
         if exc.status == 404:
             raise

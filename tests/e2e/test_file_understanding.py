@@ -150,6 +150,14 @@ def test_anthropic_documents_and_a_scanned_pdf_reach_the_local_model(
     assert "The launch code is PELICAN-42." in texts[0] and "inline.pdf" in texts[0]
     assert texts[1].startswith("[Attached file: scan.pdf. No text could be extracted from it")
     assert "scanned or image-only PDF" in texts[1]
+    # and count_tokens counts the document as the model reads it (its text), not as nothing
+    question: list[Any] = [{"role": "user", "content": [{"type": "text", "text": "Summarise."}]}]
+    with_doc: list[Any] = [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "file", "file_id": uploaded["launch.pdf"]}},
+        {"type": "text", "text": "Summarise."}]}]
+    alone = _claude(gateway).messages.count_tokens(model="default", messages=question).input_tokens
+    attached = _claude(gateway).messages.count_tokens(model="default", messages=with_doc).input_tokens
+    assert attached - alone >= 10  # "[Attached file: launch.pdf] The launch code is PELICAN-42. [End of ...]"
 
 
 def test_a_document_capable_alias_receives_the_file_block(gateway: tuple[str, str], fake: FakeProviders,

@@ -216,6 +216,24 @@ def test_the_hold_bound_is_computed_over_the_extracted_text(files: FileService) 
     assert "PELICAN-42" in _texts(call.request)[1]
 
 
+def test_count_tokens_counts_the_extracted_text(files: FileService) -> None:
+    # given a backend that tokenizes, and alice's PDF
+    pdf = _upload(files, PDF, "launch.pdf", "application/pdf")
+
+    class Tokenizing(CountingBackend):
+        async def count_tokens(self, request: TokenizeRequest) -> int:
+            return (await self.prompt_count(request)).prompt_tokens
+
+    backend = Tokenizing()
+    service = InferenceService(OneBackend(backend), None, FileParts(lambda: files, MarkitdownExtractor()))
+    # when /v1/messages/count_tokens counts a message that attaches it
+    request = TokenizeRequest(messages=_request(FilePart(file_id=pdf.file_id)).messages)
+    counted = _run(service.count_tokens("m", request, Principal(kind="key", key_id="k1", user_id="alice")))
+    # then the count is over the text the model would read
+    texts = [p.text for p in backend.counted[0].messages[0].content if isinstance(p, TextPart)]
+    assert "PELICAN-42" in texts[1] and counted == sum(len(text) for text in texts)
+
+
 def test_a_bad_file_reference_is_refused_before_anything_is_held(files: FileService) -> None:
     backend, gate = CountingBackend(), BoundingGate()
     service = InferenceService(OneBackend(backend), gate,  # type: ignore[arg-type]

@@ -246,8 +246,13 @@ class InferenceService:
                 await rest.aclose()  # type: ignore[attr-defined]
             await self.settle(call, self._billable(call, acc), status=status, status_code=code)
 
-    async def count_tokens(self, model: str, request: TokenizeRequest) -> int | None:
-        """Exact count from a backend that tokenizes (local pools); None when it cannot."""
+    async def count_tokens(self, model: str, request: TokenizeRequest,
+                           principal: Principal | None = None) -> int | None:
+        """Exact count from a backend that tokenizes (local pools); None when it cannot. Attached files are
+        counted as the model would read them (their extracted text, for a text-only backend)."""
         probe = InternalRequest(model=model, messages=request.messages, tools=request.tools)
         backend, _ = await self.resolver.resolve(probe, endpoint="/v1/messages/count_tokens")
+        if has_files(probe):
+            probe = await self._with_files(principal, backend, probe)
+            request = request.model_copy(update={"messages": probe.messages})
         return await backend.count_tokens(request)
