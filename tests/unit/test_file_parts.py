@@ -87,6 +87,23 @@ def test_uploaded_pdf_and_docx_become_their_text_for_a_text_only_model(files: Fi
     assert extractor.calls == 2 and len(parts.cache) == 2
 
 
+def test_concurrent_requests_for_one_file_share_one_extraction(files: FileService) -> None:
+    # given one uploaded PDF, nothing extracted yet
+    pdf = _upload(files, PDF, "launch.pdf", "application/pdf")
+    extractor = CountingExtractor()
+    parts = FileParts(lambda: files, extractor)
+
+    async def many() -> list[InternalRequest]:
+        request = _request(FilePart(file_id=pdf.file_id))
+        return await asyncio.gather(*(parts.prepare(request, owner_id="alice", native=False) for _ in range(5)))
+
+    # when five requests attaching it arrive at once
+    prepared = _run(many())
+    # then it was extracted once, and every request got its text
+    assert extractor.calls == 1
+    assert all("PELICAN-42" in _texts(p)[1] for p in prepared)
+
+
 def test_a_scanned_pdf_is_named_as_unreadable_not_dropped() -> None:
     # given a PDF that is only a picture, sent inline
     part = FilePart(data=base64.b64encode(scanned_pdf()).decode(), media_type="application/pdf",

@@ -48,14 +48,19 @@ def extension_for(media_type: str, filename: str) -> str:
 
 
 def _markitdown() -> Any | None:
+    """The shared converter; None when markitdown is not installed or cannot start (its ONNX model, say)."""
     global _converter
     with _converter_lock:
         if _converter is None:
             try:
                 from markitdown import MarkItDown
+
+                _converter = MarkItDown(enable_plugins=False)
             except ImportError:
                 return None
-            _converter = MarkItDown(enable_plugins=False)
+            except Exception as exc:  # an extractor that cannot start reads plain text only, never a 500
+                logger.warning("markitdown unavailable", extra={"error": type(exc).__name__})
+                return None
     return _converter
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from isthmus import settings
+from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.ports.extraction import ExtractedText, TextExtractor
 from isthmus.ports.files import FileAccess, FileNotFound, FileTooLarge
@@ -130,6 +131,8 @@ class FileParts:
             settings.env_positive_int("ISTHMUS_EXTRACT_CACHE_BYTES", DEFAULT_CACHE_BYTES))
         self.max_file_bytes = max_file_bytes or settings.env_positive_int(
             "ISTHMUS_ATTACHED_FILE_MAX_BYTES", DEFAULT_MAX_FILE_BYTES)
+        # Extractions running, per loop: concurrent requests attaching one file (a batch's lines) share one.
+        self._extracting: dict[asyncio.AbstractEventLoop, dict[str, asyncio.Future[ExtractedText]]] = {}
 
     async def prepare(self, request: InternalRequest, *, owner_id: str | None, native: bool) -> InternalRequest:
         """``request`` with every FilePart made fit for the backend (see the module's docstring). Raises
@@ -154,12 +157,24 @@ class FileParts:
         resolved = await self._resolve(part, where, owner_id)
         if native:
             return FilePart(data=resolved.b64, media_type=resolved.media_type, filename=resolved.filename)
-        extracted = self.cache.get(resolved.cache_key)
-        if extracted is None:
-            extracted = await asyncio.to_thread(self.extractor.extract, resolved.data,
-                                                media_type=resolved.media_type, filename=resolved.filename)
-            self.cache.put(resolved.cache_key, extracted)
-        return TextPart(text=wrapped(resolved.filename, extracted))
+        return TextPart(text=wrapped(resolved.filename, await self._extracted(resolved)))
+
+    async def _extracted(self, resolved: _Resolved) -> ExtractedText:
+        key = resolved.cache_key
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        running = per_loop(self._extracting, dict)
+        pending = running.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(
+                self.extractor.extract, resolved.data, media_type=resolved.media_type, filename=resolved.filename))
+            running[key] = pending
+            pending.add_done_callback(lambda _: running.pop(key, None))
+        # Shielded: a request that goes away leaves the extraction to the others waiting for it.
+        extracted = await asyncio.shield(pending)
+        self.cache.put(key, extracted)
+        return extracted
 
     async def _resolve(self, part: FilePart, where: str, owner_id: str | None) -> _Resolved:
         if part.file_id:
