@@ -20,6 +20,7 @@ from isthmus.ports.files import FileRecord
 from isthmus.services.files import FileService
 from isthmus.services.inference.file_parts import ExtractionCache, FileParts
 from isthmus.services.inference.inference import InferenceService
+from isthmus.services.inference.token_bounds import PER_IMAGE_TOKENS, byte_bound
 from isthmus.services.tenancy.gate import Principal
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import FilePart, InternalRequest, Message, Part, TextPart
@@ -260,3 +261,11 @@ def test_a_bad_file_reference_is_refused_before_anything_is_held(files: FileServ
                            endpoint="/v1/chat/completions", request_id="r2"))
     assert caught.value.status == 404
     assert gate.input_tokens == [] and backend.counted == []
+
+
+def test_the_byte_bound_covers_a_document_sent_natively() -> None:
+    # given a document inlined for a cloud alias that reads it (no tokenizer of ours: the byte bound)
+    data = base64.b64encode(PDF).decode()
+    with_doc = _request(FilePart(data=data, media_type="application/pdf", filename="launch.pdf"))
+    # then its bound covers the encoded document and a page-image allowance on top of the text alone
+    assert byte_bound(with_doc) >= byte_bound(_request()) + len(data) + PER_IMAGE_TOKENS
