@@ -65,8 +65,7 @@ def gateway(request: pytest.FixtureRequest, ddb_tables: str, relay: RecordingRel
             files_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     key_file = tmp_path_factory.mktemp("edge-keys") / "provider.key"
     proc, base = start_edge(request.param, env={
-        # The data dir, not the template's bucket (which the local edge would otherwise name as its S3 store).
-        "ISTHMUS_DEFAULT_AGENT_URL": relay.base, "ISTHMUS_FILES_DIR": str(files_dir), "ISTHMUS_FILES_BUCKET": "",
+        "ISTHMUS_DEFAULT_AGENT_URL": relay.base, "ISTHMUS_FILES_DIR": str(files_dir),
         "ISTHMUS_LOCAL_KEY_FILE": str(key_file), "ISTHMUS_CLOUD_CATALOG_SECONDS": "0"})
     tag = f"{request.param}{uuid.uuid4().hex[:4]}"
     try:
