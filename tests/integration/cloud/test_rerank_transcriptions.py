@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 from starlette.testclient import TestClient
 
@@ -75,6 +76,22 @@ def test_transcription_multipart_is_forwarded_byte_for_byte(apps: dict[str, Test
     # then a 404 naming the missing capability, and a 400 naming the field
     assert refused.status_code == 404 and "'transcription'" in refused.json()["error"]["message"]
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "model"
+
+
+def test_the_openai_sdk_transcribes_through_the_gateway(apps: dict[str, TestClient],  # noqa: F811
+                                                       fake: FakeProviders, aliases: dict[str, str]) -> None:
+    # given the official SDK, its HTTP client being the gateway's app (the SDK writes its own multipart)
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="dummy", http_client=apps["inference"],
+                           max_retries=0)
+    audio = os.urandom(20_000)
+    # when it asks for a transcription with a prompt and a temperature
+    heard = client.audio.transcriptions.create(model=aliases["whisper"], file=("note.mp3", audio, "audio/mpeg"),
+                                               prompt="names: Ada", temperature=0.2)
+    # then the answer parses, and the provider got the file and every field, under its own model name
+    assert heard.text == f"heard {len(audio)} bytes"
+    sent = fake.last(f"whisper-up-{aliases['id']}")["body"]
+    assert sent["file"] == {"filename": "note.mp3", "bytes": audio}
+    assert sent["prompt"] == "names: Ada" and float(sent["temperature"]) == 0.2
 
 
 def test_a_body_that_is_not_multipart_is_a_400(apps: dict[str, TestClient]) -> None:  # noqa: F811
