@@ -28,7 +28,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,agent]"
+	$(BIN)/pip install -q -e ".[dev,agent,files]"
 	@touch $@
 
 ddb-local: $(STAMP)

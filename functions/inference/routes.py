@@ -1,5 +1,6 @@
 """Inference: /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, and the raw
-OpenAI passthrough of cloud aliases (/v1/embeddings, /v1/moderations, /v1/images/generations, /v1/audio/speech).
+OpenAI passthrough of cloud aliases (/v1/embeddings, /v1/moderations, /v1/images/generations, /v1/audio/speech,
+/v1/rerank, /v1/audio/transcriptions).
 
 Thin: parse the dialect into the internal request, call the inference service, render the dialect (SSE
 streams are relayed through the coalescer and stop the backend when the client goes away).
@@ -24,10 +25,11 @@ from isthmus.handlers import ApiKey, authorized, request_id
 from isthmus.observability import get_logger, lambda_entry
 from isthmus.ports.responses import ResponseStore
 from isthmus.services.inference.accumulate import StreamAccumulator
+from isthmus.services.inference.form_model import form_model
 from isthmus.services.inference.inference import Call, ClientGone, InferenceService
 from isthmus.services.inference.responses import ResponsesService
 from isthmus.streaming import RelayResponse, relay_frames, sse_response
-from isthmus.web import Endpoint, create_app, json_response, read_json, versioned
+from isthmus.web import Endpoint, create_app, json_response, read_body, read_json, versioned
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
@@ -151,7 +153,8 @@ async def messages_count_tokens(request: Request) -> Response:
     msgs, tools = count_tokens.to_internal(req)
     exact = None
     try:
-        exact = await service().count_tokens(req.model, TokenizeRequest(messages=msgs, tools=tools))
+        exact = await service().count_tokens(req.model, TokenizeRequest(messages=msgs, tools=tools),
+                                             request.state.principal)
     except ApiError as exc:
         if exc.status == 404:
             raise
@@ -195,7 +198,7 @@ async def responses_delete(request: Request) -> Response:
 
 # ---- raw OpenAI passthrough (OpenAI-protocol providers only) --------------------------------------------
 
-def passthrough(path: str) -> Endpoint:
+def passthrough(path: str, capability: str | None = None) -> Endpoint:
     """Forward the body as-is to the alias's provider with the model rewritten; the answer comes back as-is."""
 
     @authorized(api_key(f"/v1{path}"))
@@ -204,7 +207,23 @@ def passthrough(path: str) -> Endpoint:
         request.state.model = body.get("model", "") if isinstance(body, dict) else ""
         out = await passthrough_service().forward(
             request.state.principal, path, body, endpoint=f"/v1{path}", request_id=request_id(request),
-            on_admitted=lambda: setattr(request.state, "call", "passthrough"))
+            on_admitted=lambda: setattr(request.state, "call", "passthrough"), capability=capability)
+        return Response(out.content, status_code=out.status, headers=out.headers)
+
+    return endpoint
+
+
+def form_passthrough(path: str, capability: str) -> Endpoint:
+    """A multipart/form-data call forwarded as it came (only its ``model`` part rewritten)."""
+
+    @authorized(api_key(f"/v1{path}"))
+    async def endpoint(request: Request) -> Response:
+        raw, content_type = await read_body(request), request.headers.get("content-type", "")
+        request.state.model = form_model(raw, content_type)
+        out = await passthrough_service().forward_form(
+            request.state.principal, path, raw, content_type, endpoint=f"/v1{path}",
+            request_id=request_id(request), on_admitted=lambda: setattr(request.state, "call", "passthrough"),
+            capability=capability)
         return Response(out.content, status_code=out.status, headers=out.headers)
 
     return endpoint
@@ -216,6 +235,8 @@ app = create_app(
         *versioned("/moderations", passthrough("/moderations"), ["POST"]),
         *versioned("/images/generations", passthrough("/images/generations"), ["POST"]),
         *versioned("/audio/speech", passthrough("/audio/speech"), ["POST"]),
+        *versioned("/rerank", passthrough("/rerank", "rerank"), ["POST"]),
+        *versioned("/audio/transcriptions", form_passthrough("/audio/transcriptions", "transcription"), ["POST"]),
         *versioned("/chat/completions", chat_completions, ["POST"]),
         *versioned("/messages", messages, ["POST"]),
         *versioned("/messages/count_tokens", messages_count_tokens, ["POST"]),

@@ -44,7 +44,7 @@ def dialect_for_path(path: str) -> Dialect:
 # Gateway sends a wrong method on them to the catch-all, which answers 405 with these, as the function would.
 _INFERENCE_METHODS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
     (re.compile(r"^/v1/(chat/completions|messages|messages/count_tokens|responses|embeddings|moderations"
-                r"|images/generations|audio/speech)/?$"), ("POST",)),
+                r"|images/generations|audio/speech|audio/transcriptions|rerank)/?$"), ("POST",)),
     (re.compile(r"^/v1/responses/[^/]+/?$"), ("GET", "DELETE")),
     (re.compile(r"^/v1/models(/.+)?/?$"), ("GET",)),
 )

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from isthmus.services.control.nodes import NodeService
     from isthmus.services.control.sync_jobs import SyncService
     from isthmus.services.files import FileService
+    from isthmus.services.inference.file_parts import FileParts
     from isthmus.services.inference.inference import InferenceService
     from isthmus.services.inference.passthrough import PassthroughService
     from isthmus.services.inference.routing import RoutingService
@@ -224,10 +225,19 @@ def cloud_resolver() -> CloudResolver:
 
 
 @cache
+def file_parts() -> FileParts:
+    """File understanding: attached files extracted to text (markitdown) or inlined for native readers."""
+    from isthmus.adapters.extract_markitdown import MarkitdownExtractor
+    from isthmus.services.inference.file_parts import FileParts
+
+    return FileParts(file_access, MarkitdownExtractor())
+
+
+@cache
 def _gateway_inference() -> InferenceService:
     from isthmus.services.inference.inference import InferenceService
 
-    return InferenceService(cloud_resolver(), gate() if tenancy_on() else None)
+    return InferenceService(cloud_resolver(), gate() if tenancy_on() else None, file_parts())
 
 
 def inference_service() -> InferenceService:
@@ -261,7 +271,7 @@ def use_single_mac(agent_url: str) -> None:
     from isthmus.services.inference.inference import InferenceService
 
     resolver: BackendResolver = DefaultAgentResolver(agent_url)
-    _single_mac[:] = [(InferenceService(resolver, None), MemoryResponseStore())]
+    _single_mac[:] = [(InferenceService(resolver, None, file_parts()), MemoryResponseStore())]
 
 
 # ---- files --------------------------------------------------------------------------------------------------
@@ -293,5 +303,5 @@ def reset() -> None:
     _single_mac.clear()
     for built in (gate, control_store, provider_service, cloud_catalog, routing_service, cluster_service,
                   node_service, settings_service, sync_service, cloud_resolver, _gateway_inference,
-                  _table_responses, blob_store, file_access):
+                  _table_responses, blob_store, file_access, file_parts):
         built.cache_clear()

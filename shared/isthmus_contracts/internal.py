@@ -32,6 +32,20 @@ class ImagePart(_Model):
     data: str | None = None
 
 
+class FilePart(_Model):
+    """A document the user attached: a reference to an uploaded file (``file_id``, this gateway's store), inline
+    base64 ``data`` with its ``media_type``, or plain ``text`` (Anthropic's text source). The inference service
+    resolves it before any backend sees it: inlined as ``data`` for a model that reads documents natively, else
+    replaced by a TextPart holding its extracted text (isthmus.services.inference.file_parts)."""
+
+    type: Literal["file"] = "file"
+    file_id: str | None = None
+    data: str | None = None
+    media_type: str | None = None
+    filename: str | None = None
+    text: str | None = None
+
+
 class ToolCallPart(_Model):
     type: Literal["tool_call"] = "tool_call"
     id: str
@@ -52,7 +66,8 @@ class ThinkingPart(_Model):
     signature: str | None = None
 
 
-Part = Annotated[TextPart | ImagePart | ToolCallPart | ToolResultPart | ThinkingPart, Field(discriminator="type")]
+Part = Annotated[TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart | ThinkingPart,
+                 Field(discriminator="type")]
 Role = Literal["system", "user", "assistant", "tool"]
 
 

@@ -58,7 +58,8 @@ class FakeProviders:
         routes = [Route("/anthropic/v1/messages", self.messages, methods=["POST"])]
         routes += [Route(f"/openai/v1{p}", self.openai, methods=["POST"])
                    for p in ("/chat/completions", "/embeddings", "/moderations", "/images/generations",
-                             "/audio/speech")]
+                             "/audio/speech", "/rerank")]
+        routes.append(Route("/openai/v1/audio/transcriptions", self.transcriptions, methods=["POST"]))
         config = uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=self.port, log_level="critical",
                                 lifespan="off")
         self.server = uvicorn.Server(config)
@@ -151,6 +152,12 @@ class FakeProviders:
             return JSONResponse({"created": 1, "data": [{"b64_json": "aW1n"}]})
         if path == "/audio/speech":
             return Response(b"ID3fake-mp3", media_type="audio/mpeg")
+        if path == "/rerank":  # Jina's shape (Cohere's differs in usage only): documents by falling relevance
+            documents = body.get("documents") or []
+            ranked = sorted(range(len(documents)), key=lambda i: -len(set(str(documents[i]).split())
+                                                                      & set(str(body.get("query")).split())))
+            return JSONResponse({"model": model, "usage": {"total_tokens": 7 + _over(model)}, "results": [
+                {"index": i, "relevance_score": 1.0 / (rank + 1)} for rank, i in enumerate(ranked)]})
         tools = body.get("tools") or []
         name = tools[0]["function"]["name"] if tools else None
         text, call = self._answer(body.get("messages") or [], tools, name)
@@ -167,6 +174,20 @@ class FakeProviders:
                                                               "finish_reason": "tool_calls" if call else "stop"}],
                                  "usage": usage})
         return StreamingResponse(self._openai_stream(model, text, call, usage, body), media_type="text/event-stream")
+
+    async def transcriptions(self, request: Request) -> Response:
+        """Multipart in (file + model + fields); records the fields and the file's name and bytes."""
+        if not request.headers.get("authorization", "").startswith("Bearer sk-"):
+            return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, status_code=401)
+        form = await request.form()
+        upload = form.get("file")
+        audio = await upload.read() if upload is not None and not isinstance(upload, str) else b""
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        self._record(request, {**fields, "file": {"filename": getattr(upload, "filename", None), "bytes": audio}})
+        model = fields.get("model", "")
+        self.calls[model] += 1
+        return JSONResponse({"text": f"heard {len(audio)} bytes", "usage": {
+            "type": "tokens", "input_tokens": 11 + _over(model), "output_tokens": 3, "total_tokens": 14}})
 
     async def _openai_stream(self, model: str, text: str, call: str | None, usage: dict[str, Any],
                              body: dict[str, Any]) -> AsyncIterator[bytes]:

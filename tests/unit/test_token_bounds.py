@@ -33,7 +33,8 @@ class CountingBackend:
     async def prompt_count(self, request: TokenizeRequest) -> TokenizeResponse:
         self.calls += 1
         await asyncio.sleep(0.01)  # a round trip: concurrent callers find the count in flight
-        chars = sum(len(p.text) for msg in request.messages for p in msg.content if hasattr(p, "text"))
+        chars = sum(len(text) for msg in request.messages for p in msg.content
+                    if isinstance(text := getattr(p, "text", None), str))
         return TokenizeResponse(prompt_tokens=chars + 20, model="m", context_length=self.context_length,
                                 default_max_tokens=self.default_max_tokens)
 

@@ -21,6 +21,7 @@ from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
 from isthmus.ports.backend import BackendResolver, InferenceBackend
+from isthmus.services.inference.file_parts import DOCUMENT_CAPABILITIES
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
@@ -53,11 +54,14 @@ async def _first_event(backend: Any, request: InternalRequest) -> tuple[StreamEv
 
 
 class FallbackBackend:
-    def __init__(self, backends: list[Any]) -> None:
+    def __init__(self, backends: list[Any], *, reads_documents: bool = False) -> None:
         if not backends:
             raise ValueError("a fallback chain needs at least one backend")
         self.backends = backends
         self.name = backends[0].name
+        # File blocks are forwarded as they are only when every link of the chain reads them (a fallback that
+        # cannot would drop the file in silence); else the file is extracted to text first.
+        self.reads_documents = reads_documents
 
     async def generate(self, request: InternalRequest) -> InternalResponse:
         backend, answer = await first_answering(self.backends, lambda b: b.generate(request),
@@ -115,7 +119,10 @@ class CloudResolver:
         except Exception as exc:  # no providers table (single-Mac, bare tests): only the inner resolver serves
             logger.warning("cloud catalog unavailable", extra={"error": type(exc).__name__})
             return None
-        return FallbackBackend([backend_for(t) for t in chain]) if chain else None
+        if not chain:
+            return None
+        return FallbackBackend([backend_for(t) for t in chain],
+                               reads_documents=all(DOCUMENT_CAPABILITIES & set(t.capabilities) for t in chain))
 
     async def resolve(self, request: InternalRequest, *, endpoint: str,
                       axis_header: str | None = None) -> tuple[InferenceBackend, InternalRequest]:

@@ -7,11 +7,14 @@ from typing import Any
 from isthmus.dialects.anthropic_models import (
     Base64Source,
     CountTokensRequest,
+    DocumentBlock,
+    FileSource,
     ImageBlock,
     InputMessage,
     MessagesRequest,
     RedactedThinkingBlock,
     TextBlock,
+    TextSource,
     ThinkingBlock,
     ThinkingConfig,
     ToolResultBlock,
@@ -29,9 +32,10 @@ from isthmus.dialects.common import (
     thinking_signature,
     with_prefix,
 )
-from isthmus.errors import Dialect, error_body
+from isthmus.errors import Dialect, bad_request, error_body
 from isthmus_contracts.internal import (
     ErrorEvent,
+    FilePart,
     FinishEvent,
     FinishReason,
     ImagePart,
@@ -117,23 +121,25 @@ def to_internal_messages(req: CountTokensRequest) -> list[Message]:
     if req.system:
         text = req.system if isinstance(req.system, str) else "\n\n".join(b.text for b in req.system)
         out.append(Message(role="system", content=[TextPart(text=text)]))
-    for msg in req.messages:
-        out += _messages(msg)
+    for i, msg in enumerate(req.messages):
+        out += _messages(msg, i)
     return out
 
 
-def _messages(msg: InputMessage) -> list[Message]:
+def _messages(msg: InputMessage, index: int) -> list[Message]:
     if isinstance(msg.content, str):
         return [Message(role=msg.role, content=[TextPart(text=msg.content)])]
     out: list[Message] = []
     parts: list[Part] = []
-    for block in msg.content:
+    for j, block in enumerate(msg.content):
         if isinstance(block, ToolResultBlock):
             out.append(Message(role="tool", content=[_tool_result(block)]))
         elif isinstance(block, TextBlock):
             parts.append(TextPart(text=block.text))
         elif isinstance(block, ImageBlock):
             parts.append(_image(block))
+        elif isinstance(block, DocumentBlock):
+            parts.append(_document(block, f"messages.{index}.content.{j}.source"))
         elif isinstance(block, ToolUseBlock):
             parts.append(ToolCallPart(id=block.id, name=block.name, arguments=dump_json(block.input)))
         elif isinstance(block, ThinkingBlock):
@@ -150,6 +156,18 @@ def _image(block: ImageBlock) -> ImagePart:
     if isinstance(source, Base64Source):
         return ImagePart(media_type=source.media_type, data=source.data)
     return ImagePart(url=source.url)
+
+
+def _document(block: DocumentBlock, where: str) -> FilePart:
+    source = block.source
+    if isinstance(source, Base64Source):
+        return FilePart(data=source.data, media_type=source.media_type, filename=block.title)
+    if isinstance(source, TextSource):
+        return FilePart(text=source.data, media_type=source.media_type, filename=block.title)
+    if isinstance(source, FileSource):
+        return FilePart(file_id=source.file_id, filename=block.title)
+    raise bad_request(f"{where}: URL documents are not fetched; upload the file or send it as base64",
+                      param=where)
 
 
 def _tool_result(block: ToolResultBlock) -> ToolResultPart:

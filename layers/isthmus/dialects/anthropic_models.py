@@ -31,6 +31,24 @@ class ImageBlock(Lenient):
     source: Annotated[Base64Source | UrlSource, Field(discriminator="type")]
 
 
+class TextSource(Lenient):
+    type: Literal["text"]
+    media_type: str = "text/plain"
+    data: str
+
+
+class FileSource(Lenient):
+    type: Literal["file"]
+    file_id: str
+
+
+class DocumentBlock(Lenient):
+    type: Literal["document"]
+    source: Annotated[Base64Source | TextSource | FileSource | UrlSource, Field(discriminator="type")]
+    title: str | None = None
+    context: str | None = None
+
+
 class ToolUseBlock(Lenient):
     type: Literal["tool_use"]
     id: str
@@ -57,7 +75,7 @@ class RedactedThinkingBlock(Lenient):
 
 
 ContentBlock = Annotated[
-    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
+    TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
     Field(discriminator="type"),
 ]
 

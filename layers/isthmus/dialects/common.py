@@ -13,7 +13,16 @@ from pydantic import BaseModel, ConfigDict
 
 from isthmus.errors import ApiError, bad_request
 from isthmus.validation import validate as parse_request  # noqa: F401 - the dialects' name for it
-from isthmus_contracts.internal import ErrorEvent, FinishEvent, StartEvent, StreamEvent, Tool, Usage, UsageEvent
+from isthmus_contracts.internal import (
+    ErrorEvent,
+    FilePart,
+    FinishEvent,
+    StartEvent,
+    StreamEvent,
+    Tool,
+    Usage,
+    UsageEvent,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -97,6 +106,20 @@ def split_data_url(url: str) -> tuple[str, str] | None:
     if not head.endswith(";base64"):
         return None
     return head[: -len(";base64")] or "application/octet-stream", data
+
+
+def file_part(*, file_id: str | None, file_data: str | None, filename: str | None, param: str) -> FilePart:
+    """An OpenAI-style file reference (chat ``file``, Responses ``input_file``): an uploaded ``file_id``, or
+    ``file_data`` as a base64 data URL (bare base64 is taken too; its type then comes from the file name)."""
+    require(bool(file_id) != bool(file_data), f"{param}: give exactly one of file_id or file_data", param)
+    if file_id:
+        return FilePart(file_id=file_id, filename=filename)
+    assert file_data is not None
+    split = split_data_url(file_data)
+    require(split is not None or not file_data.startswith("data:"),
+            f"{param}.file_data: a data URL must be base64 (data:<media type>;base64,<data>)", f"{param}.file_data")
+    media_type, data = split if split else (None, file_data)
+    return FilePart(data=data, media_type=media_type, filename=filename)
 
 
 def thinking_signature(text: str) -> str:

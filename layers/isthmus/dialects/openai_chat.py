@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from isthmus.dialects.common import (
+    file_part,
     internal_tool,
     new_id,
     now,
@@ -18,6 +19,7 @@ from isthmus.dialects.openai_chat_models import (
     ChatCompletionRequest,
     ChatMessage,
     ContentPart,
+    FileContent,
     RefusalContent,
     TextContent,
 )
@@ -98,17 +100,20 @@ def _response_format(req: ChatCompletionRequest) -> ResponseFormat | None:
     return ResponseFormat(type="json_schema", name=fmt.json_schema.name, json_schema=fmt.json_schema.schema_)
 
 
-def _parts(content: str | list[ContentPart] | None) -> list[Part]:
+def _parts(content: str | list[ContentPart] | None, where: str = "content") -> list[Part]:
     if content is None:
         return []
     if isinstance(content, str):
         return [TextPart(text=content)] if content else []
     parts: list[Part] = []
-    for part in content:
+    for j, part in enumerate(content):
         if isinstance(part, TextContent):
             parts.append(TextPart(text=part.text))
         elif isinstance(part, RefusalContent):
             parts.append(TextPart(text=part.refusal))
+        elif isinstance(part, FileContent):
+            parts.append(file_part(file_id=part.file.file_id, file_data=part.file.file_data,
+                                   filename=part.file.filename, param=f"{where}.{j}.file"))
         else:
             data_url = split_data_url(part.image_url.url)
             parts.append(ImagePart(media_type=data_url[0], data=data_url[1]) if data_url
@@ -134,7 +139,7 @@ def _message(msg: ChatMessage, index: int) -> Message:
         return Message(role="assistant", content=content, name=msg.name)
     if msg.role in ("system", "developer"):
         return Message(role="system", content=_parts(msg.content), name=msg.name)
-    return Message(role="user", content=_parts(msg.content), name=msg.name)
+    return Message(role="user", content=_parts(msg.content, f"messages.{index}.content"), name=msg.name)
 
 
 # ---- response -----------------------------------------------------------------------------------------

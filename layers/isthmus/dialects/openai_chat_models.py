@@ -30,7 +30,18 @@ class RefusalContent(Lenient):
     refusal: str
 
 
-ContentPart = Annotated[TextContent | ImageContent | RefusalContent, Field(discriminator="type")]
+class FileRef(Lenient):
+    file_id: str | None = None
+    file_data: str | None = None  # a base64 data URL
+    filename: str | None = None
+
+
+class FileContent(Lenient):
+    type: Literal["file"]
+    file: FileRef
+
+
+ContentPart = Annotated[TextContent | ImageContent | RefusalContent | FileContent, Field(discriminator="type")]
 
 
 class FunctionCall(Lenient):

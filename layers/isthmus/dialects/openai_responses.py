@@ -10,6 +10,7 @@ from typing import Any
 
 from isthmus.dialects.common import (
     bare,
+    file_part,
     internal_tool,
     parse_request,
     refused_tool,
@@ -21,6 +22,7 @@ from isthmus.dialects.common import (
 from isthmus.dialects.openai_responses_models import (
     FunctionCallItem,
     FunctionCallOutputItem,
+    InputFile,
     InputImage,
     InputText,
     MessageContent,
@@ -107,6 +109,12 @@ def _content(content: str | list[MessageContent], where: str) -> list[Part]:
             data_url = split_data_url(url)
             parts.append(ImagePart(media_type=data_url[0], data=data_url[1]) if data_url
                          else ImagePart(url=url))
+        elif isinstance(part, InputFile):
+            param = f"{where}.content.{j}"
+            require(part.file_url is None, f"{param}.file_url: file URLs are not fetched; upload the file or send "
+                    "file_data", f"{param}.file_url")
+            parts.append(file_part(file_id=part.file_id, file_data=part.file_data, filename=part.filename,
+                                   param=param))
         else:
             parts.append(TextPart(text=part.refusal))
     return parts

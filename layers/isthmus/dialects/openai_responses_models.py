@@ -32,7 +32,16 @@ class InputImage(Lenient):
     detail: str | None = None
 
 
-MessageContent = Annotated[InputText | OutputText | RefusalContent | InputImage, Field(discriminator="type")]
+class InputFile(Lenient):
+    type: Literal["input_file"]
+    file_id: str | None = None
+    file_data: str | None = None  # a base64 data URL
+    filename: str | None = None
+    file_url: str | None = None
+
+
+MessageContent = Annotated[InputText | OutputText | RefusalContent | InputImage | InputFile,
+                           Field(discriminator="type")]
 
 
 class MessageItem(Lenient):

@@ -57,3 +57,4 @@ class ProviderTarget:
     whole_timeout: float = 600.0  # non-streamed calls: the headers come with the whole answer
     max_retries: int = 2
     fallbacks: tuple[str, ...] = ()  # aliases tried next when this one fails before the first byte
+    capabilities: tuple[str, ...] = ()  # as published ("chat", "tools", "documents": reads file blocks natively)

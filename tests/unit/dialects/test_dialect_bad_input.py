@@ -61,6 +61,19 @@ CASES: list[tuple[str, Callable[[Any], object], Any, str]] = [
     ("messages unsupported block", _messages,
      {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document"}]}]},
      "messages.0.content.0"),
+    ("chat file without id or data", _chat,
+     {"model": "m", "messages": [{"role": "user", "content": [{"type": "file", "file": {"filename": "a.pdf"}}]}]},
+     "messages.0.content.0.file"),
+    ("chat file with id and data", _chat, {"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-1", "file_data": "data:application/pdf;base64,JVBE"}}]}]},
+     "messages.0.content.0.file"),
+    ("chat file_data not base64", _chat, {"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": "data:text/plain,hello"}}]}]}, "messages.0.content.0.file.file_data"),
+    ("messages document by url", _messages, {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}]}]},
+     "messages.0.content.0.source"),
+    ("responses input_file by url", _responses, {"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_file", "file_url": "https://example.com/a.pdf"}]}]}, "input.0.content.0.file_url"),
     ("responses missing input", _responses, {"model": "m"}, "input"),
     ("responses item_reference", _responses, {"model": "m", "input": [{"type": "item_reference", "id": "x"}]},
      "input.0"),

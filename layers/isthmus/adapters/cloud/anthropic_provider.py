@@ -15,6 +15,7 @@ from isthmus.dialects.common import new_id, now, split_data_url
 from isthmus.errors import ApiError
 from isthmus_contracts.internal import (
     ErrorEvent,
+    FilePart,
     FinishEvent,
     FinishReason,
     ImagePart,
@@ -47,11 +48,25 @@ def _image(part: ImagePart) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": part.url or ""}}
 
 
+def _document(part: FilePart) -> dict[str, Any]:
+    """A document block: text as a text source, anything else as base64 (our file ids are inlined before)."""
+    if part.text is not None:
+        source: dict[str, Any] = {"type": "text", "media_type": part.media_type or "text/plain", "data": part.text}
+    else:
+        source = {"type": "base64", "media_type": part.media_type or "application/pdf", "data": part.data or ""}
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if part.filename:
+        block["title"] = part.filename
+    return block
+
+
 def _block(part: Part) -> dict[str, Any] | None:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text} if part.text else None
     if isinstance(part, ImagePart):
         return _image(part)
+    if isinstance(part, FilePart):
+        return _document(part)
     if isinstance(part, ToolCallPart):
         return tool_use_block(part)
     if isinstance(part, ToolResultPart):

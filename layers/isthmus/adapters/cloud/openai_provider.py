@@ -6,6 +6,7 @@ usage, finish reasons) are the dialect's (isthmus.dialects.openai_chat), read an
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ from isthmus.dialects.openai_chat import FINISH_REASONS, tool_call_json, usage_f
 from isthmus.errors import ApiError
 from isthmus_contracts.internal import (
     ErrorEvent,
+    FilePart,
     FinishEvent,
     FinishReason,
     ImagePart,
@@ -41,11 +43,20 @@ def _image_url(part: ImagePart) -> str:
     return part.url or f"data:{part.media_type or 'image/png'};base64,{part.data or ''}"
 
 
+def file_block(part: FilePart) -> dict[str, Any]:
+    """A document as OpenAI's chat ``file`` part (inline data: the provider cannot see our file store)."""
+    data = part.data if part.data is not None else base64.b64encode((part.text or "").encode()).decode("ascii")
+    ref: dict[str, Any] = {"file_data": f"data:{part.media_type or 'application/pdf'};base64,{data}"}
+    if part.filename:
+        ref["filename"] = part.filename
+    return {"type": "file", "file": ref}
+
+
 def _message(msg: Message) -> list[dict[str, Any]]:
     if msg.role == "tool" or any(isinstance(p, ToolResultPart) for p in msg.content):
         out = [{"role": "tool", "tool_call_id": p.tool_call_id, "content": p.content}
                for p in msg.content if isinstance(p, ToolResultPart)]
-        rest: list[Part] = [p for p in msg.content if isinstance(p, TextPart | ImagePart)]
+        rest: list[Part] = [p for p in msg.content if isinstance(p, TextPart | ImagePart | FilePart)]
         return out + ([_message(Message(role="user", content=rest))[0]] if rest else [])
     if msg.role == "assistant":
         entry: dict[str, Any] = {"role": "assistant", "content": msg.text() or None}
@@ -61,6 +72,8 @@ def _message(msg: Message) -> list[dict[str, Any]]:
             parts.append({"type": "text", "text": p.text})
         elif isinstance(p, ImagePart):
             parts.append({"type": "image_url", "image_url": {"url": _image_url(p)}})
+        elif isinstance(p, FilePart):
+            parts.append(file_block(p))
     return [{"role": msg.role, "content": parts}]
 
 
@@ -193,8 +206,13 @@ class OpenAIProviderBackend(transport.ProviderBackend):
         for event in decoder.close():
             yield event
 
-    async def raw(self, path: str, body: dict[str, Any]) -> Any:
-        """Forward a raw OpenAI call (embeddings, moderations, images, audio) with the model rewritten."""
+    async def raw(self, path: str, body: dict[str, Any], *, content: bytes | None = None,
+                  content_type: str | None = None) -> Any:
+        """Forward a raw OpenAI call (embeddings, moderations, images, audio, rerank) with the model rewritten;
+        ``content`` (with its ``content_type``): a body already encoded, the upstream model already in it."""
+        if content is not None:
+            headers = {**self._headers(), "content-type": content_type or "application/octet-stream"}
+            return await transport.send(self.target, path, None, headers, content=content, whole=True)
         return await transport.send(self.target, path, {**body, "model": self.target.upstream_model},
                                     self._headers(), whole=True)
 

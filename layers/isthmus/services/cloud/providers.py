@@ -127,7 +127,7 @@ def target_for(record: ProviderRecord, entry: Published, api_key: str | None,
                           headers={**record.headers, **(secret_headers or {})},
                           connect_timeout=t.connect, first_byte_timeout=t.first_byte,
                           idle_timeout=t.idle, whole_timeout=t.whole, max_retries=record.max_retries,
-                          fallbacks=tuple(entry.fallbacks))
+                          fallbacks=tuple(entry.fallbacks), capabilities=tuple(entry.capabilities))
 
 
 class ProviderService:

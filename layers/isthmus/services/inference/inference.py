@@ -21,6 +21,7 @@ from isthmus.errors import ApiError
 from isthmus.ports.backend import BackendResolver, InferenceBackend
 from isthmus.ports.gate import Gate
 from isthmus.services.inference.accumulate import StreamAccumulator, fold
+from isthmus.services.inference.file_parts import FileParts, file_owner, has_files, reads_documents
 from isthmus.services.inference.token_bounds import RequestBound, default_output_tokens
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import ErrorEvent, InternalRequest, InternalResponse, StreamEvent, Usage
@@ -102,9 +103,11 @@ def input_estimate(request: InternalRequest) -> int:
 
 
 class InferenceService:
-    def __init__(self, resolver: BackendResolver, gate: Gate | None = None) -> None:
+    def __init__(self, resolver: BackendResolver, gate: Gate | None = None,
+                 file_parts: FileParts | None = None) -> None:
         self.resolver = resolver
         self.gate = gate
+        self.file_parts = file_parts
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
         return await self.gate.authenticate(headers) if self.gate else None
@@ -119,15 +122,25 @@ class InferenceService:
                     request_id: str, detach_settle: bool = False, axis_header: str | None = None) -> Call:
         """Resolve and admit. Raises ApiError (404 model, 403 budget, 429 rate, ...) with nothing held."""
         backend, routed = await self.resolver.resolve(request, endpoint=endpoint, axis_header=axis_header)
+        if has_files(routed):
+            # Before the bound: the hold must count the text the model will see, not the file reference.
+            routed = await self._with_files(principal, backend, routed)
         call = Call(backend, routed, endpoint, request_id, detach_settle=detach_settle)
         if self.gate is not None and principal is not None:
             bound = RequestBound(backend, routed)
             call.admission = await self.gate.admit(
-                principal, model=routed.model, endpoint=endpoint, input_tokens_estimate=input_estimate(request),
+                principal, model=routed.model, endpoint=endpoint, input_tokens_estimate=input_estimate(routed),
                 max_output_tokens=request.sampling.max_tokens or default_output_tokens(), bound=bound)
             # A hold that covers a default output length is only a bound if the backend stops there too.
             call.request = bound.bounded_request()
         return call
+
+    async def _with_files(self, principal: Principal | None, backend: InferenceBackend,
+                          request: InternalRequest) -> InternalRequest:
+        if self.file_parts is None:
+            raise ApiError(400, "This route does not take file inputs.", code="files_unavailable")
+        return await self.file_parts.prepare(request, owner_id=file_owner(principal),
+                                             native=reads_documents(backend))
 
     async def settle(self, call: Call, usage: Usage, *, status: str, status_code: int) -> None:
         if self.gate is None or call.admission is None:
@@ -233,8 +246,13 @@ class InferenceService:
                 await rest.aclose()  # type: ignore[attr-defined]
             await self.settle(call, self._billable(call, acc), status=status, status_code=code)
 
-    async def count_tokens(self, model: str, request: TokenizeRequest) -> int | None:
-        """Exact count from a backend that tokenizes (local pools); None when it cannot."""
+    async def count_tokens(self, model: str, request: TokenizeRequest,
+                           principal: Principal | None = None) -> int | None:
+        """Exact count from a backend that tokenizes (local pools); None when it cannot. Attached files are
+        counted as the model would read them (their extracted text, for a text-only backend)."""
         probe = InternalRequest(model=model, messages=request.messages, tools=request.tools)
         backend, _ = await self.resolver.resolve(probe, endpoint="/v1/messages/count_tokens")
+        if has_files(probe):
+            probe = await self._with_files(principal, backend, probe)
+            request = request.model_copy(update={"messages": probe.messages})
         return await backend.count_tokens(request)

@@ -1,22 +1,26 @@
 """Raw OpenAI passthrough (``/v1/embeddings``, ``/v1/moderations``, ``/v1/images/generations``,
-``/v1/audio/speech``) to a published alias of an OpenAI-protocol provider: the body is forwarded as-is with
-the model rewritten, the answer comes back as-is; admitted and billed like any call (prompt tokens from the
-upstream's ``usage`` when it reports one, never more than the hold: an upper bound of them, see
-isthmus.services.inference.token_bounds). ``/v1/embeddings`` for any other model is routed like a chat, to a
-node pool (or the default agent) whose model is an embedding model, or to an OpenAI-protocol single-Mac upstream."""
+``/v1/audio/speech``, ``/v1/rerank``, ``/v1/audio/transcriptions``) to a published alias of an OpenAI-protocol
+provider: the body is forwarded as-is with the model rewritten (a multipart body's ``model`` part rewritten in
+place), the answer comes back as-is; admitted and billed like any call (prompt tokens from the upstream's
+``usage`` when it reports one, never more than the hold: an upper bound of them, see
+isthmus.services.inference.token_bounds). Rerank and transcriptions are offered by few providers: those routes
+need the alias to be published with the ``rerank`` / ``transcription`` capability, else a 404 that says so.
+``/v1/embeddings`` for any other model is routed like a chat, to a node pool (or the default agent) whose model is
+an embedding model, or to an OpenAI-protocol single-Mac upstream."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from isthmus.errors import ApiError
 from isthmus.ports.gate import Gate
-from isthmus.services.inference.token_bounds import TokenBound, fixed, passthrough_bound
+from isthmus.services.inference.form_model import form_model, with_form_model
+from isthmus.services.inference.token_bounds import PER_REQUEST_TOKENS, TokenBound, fixed, passthrough_bound
 from isthmus_contracts.internal import InternalRequest, Message, TextPart
 
 if TYPE_CHECKING:
@@ -33,12 +37,17 @@ class Forwarded:
     headers: dict[str, str]
 
 
+Send = Callable[[Any], Awaitable[Any]]  # sends the call to the chosen backend, answers its raw response
+Routed = Callable[[], Awaitable[tuple[Any, Send]]]
+
+
 def _prompt_tokens(content: bytes, content_type: str) -> int:
     if not content_type.startswith("application/json"):
         return 0
     try:
         usage = json.loads(content).get("usage") or {}
-        return int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+        # OpenAI: prompt_tokens; transcriptions: input_tokens; Jina's rerank: total_tokens (its input only)
+        return int(usage.get("prompt_tokens") or usage.get("input_tokens") or usage.get("total_tokens") or 0)
     except (ValueError, AttributeError, TypeError):
         return 0
 
@@ -59,26 +68,64 @@ class PassthroughService:
         return backend, {**body, "model": routed.model}
 
     async def forward(self, principal: Principal | None, path: str, body: Any, *, endpoint: str,
-                      request_id: str, on_admitted: Callable[[], None] | None = None) -> Forwarded:
-        """``on_admitted`` runs once the call is admitted (from then on its usage row is this service's)."""
+                      request_id: str, on_admitted: Callable[[], None] | None = None,
+                      capability: str | None = None) -> Forwarded:
+        """``on_admitted`` runs once the call is admitted (from then on its usage row is this service's);
+        ``capability``: what the alias must be published with to take this route."""
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(model, str) or not model.strip():
             raise ApiError(400, "model is required", param="model", code="invalid_value")
+        routed: Routed | None = None
+        if path == "/embeddings":
+            async def routed() -> tuple[Any, Send]:
+                backend, routed_body = await self._routed_embeddings(model.strip(), body)
+                return backend, lambda b: b.raw(path, routed_body)
+
+        # The 4-characters-a-token estimate is what the tokens-per-minute limit takes, as for chat.
+        return await self._forward(
+            principal, model, endpoint=endpoint, request_id=request_id, on_admitted=on_admitted,
+            capability=capability, estimate=max(1, math.ceil(len(json.dumps(body)) / 4)),
+            bound=passthrough_bound(body), send=lambda backend: backend.raw(path, body), routed=routed)
+
+    async def forward_form(self, principal: Principal | None, path: str, raw: bytes, content_type: str, *,
+                           endpoint: str, request_id: str, on_admitted: Callable[[], None] | None = None,
+                           capability: str | None = None) -> Forwarded:
+        """A multipart/form-data call (an audio file and its fields): bytes forwarded as they came, except the
+        ``model`` part. Its prompt bound is the body's size: audio is billed at far fewer tokens than its bytes
+        (tens of tokens a second against a kilobyte or more a second for any codec)."""
+        model = form_model(raw, content_type)
+        if not model:
+            raise ApiError(400, "model is required", param="model", code="invalid_value")
+
+        async def send(backend: Any) -> Any:
+            upstream = with_form_model(raw, content_type, backend.target.upstream_model)
+            return await backend.raw(path, {}, content=upstream, content_type=content_type)
+
+        return await self._forward(principal, model, endpoint=endpoint, request_id=request_id,
+                                   on_admitted=on_admitted, capability=capability,
+                                   estimate=max(1, math.ceil(len(raw) / 4)), bound=len(raw) + PER_REQUEST_TOKENS,
+                                   send=send)
+
+    async def _forward(self, principal: Principal | None, model: str, *, endpoint: str, request_id: str,
+                       on_admitted: Callable[[], None] | None, capability: str | None, estimate: int, bound: int,
+                       send: Send, routed: Routed | None = None) -> Forwarded:
+        """``routed``: where a model that is no cloud alias goes instead (a backend and how to send to it)."""
         chain = await self.resolver.backend(model)
         backend = next((b for b in (chain.backends if chain else []) if hasattr(b, "raw")), None)
-        if backend is None and path == "/embeddings":
-            backend, body = await self._routed_embeddings(model.strip(), body)
+        if backend is None and routed is not None:
+            backend, send = await routed()
         if backend is None:
             raise ApiError(404, f"'{model}' is not a published alias of an OpenAI-protocol provider.",
                            code="model_not_found", param="model")
+        if capability is not None and capability not in getattr(backend.target, "capabilities", ()):
+            raise ApiError(404, f"'{model}' does not offer {endpoint}: its provider publishes it without the "
+                           f"'{capability}' capability.", code="model_not_found", param="model")
         admission = None
         if self.gate is not None and principal is not None:
-            # Settlement charges the upstream's prompt tokens only: the hold is their upper bound, no output
-            # (the 4-characters-a-token estimate is what the tokens-per-minute limit takes, as for chat).
-            estimate = max(1, math.ceil(len(json.dumps(body)) / 4))
+            # Settlement charges the upstream's prompt tokens only: the hold is their upper bound, no output.
             admission = await self.gate.admit(principal, model=model.strip(), endpoint=endpoint,
                                               input_tokens_estimate=estimate, max_output_tokens=0,
-                                              bound=fixed(TokenBound(passthrough_bound(body), 0)))
+                                              bound=fixed(TokenBound(bound, 0)))
         started = time.monotonic()
         if on_admitted is not None:
             on_admitted()
@@ -91,7 +138,7 @@ class PassthroughService:
                                        request_id=request_id)
 
         try:
-            upstream = await backend.raw(path, body)
+            upstream = await send(backend)
             try:
                 content = await upstream.aread()
             finally:

@@ -34,7 +34,15 @@ from typing import Any
 
 from isthmus.background import per_loop
 from isthmus_contracts.agent import TokenizeRequest, TokenizeResponse
-from isthmus_contracts.internal import ImagePart, InternalRequest, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
+from isthmus_contracts.internal import (
+    FilePart,
+    ImagePart,
+    InternalRequest,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+)
 
 # Allowances of the byte bound (tokens). Why these sizes: OpenAI frames a chat message in 3-4 tokens and a
 # reply in 3; Anthropic's tool-use system prompt is 313-346 tokens; an image is at most ~1,600 tokens on
@@ -86,6 +94,10 @@ def byte_bound(request: InternalRequest) -> int:
                 total += PER_MESSAGE_TOKENS + _utf8(part.tool_call_id) + _utf8(part.content)
             elif isinstance(part, ImagePart):
                 total += PER_IMAGE_TOKENS  # billed as an image, whatever its encoding's size
+            elif isinstance(part, FilePart):
+                # A document read natively: its text, and each page also as an image; the encoded size bounds
+                # the text, the allowance covers the page images of a short document.
+                total += PER_IMAGE_TOKENS + _utf8(part.text or "") + len(part.data or "")
     if request.tools:
         total += TOOLS_PREAMBLE_TOKENS
         total += sum(PER_TOOL_TOKENS + _utf8(t.model_dump_json()) for t in request.tools)
