@@ -16,12 +16,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isthmus_contracts.internal import FinishReason
 from local_runtime.agent.jobs import Job
 from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, reusable_prefix
 from local_runtime.agent.solo import SoloSequence
+
+if TYPE_CHECKING:
+    from isthmus_contracts.agent import ShardSpec
 
 log = logging.getLogger("isthmus.agent.engine")
 
@@ -64,6 +67,9 @@ class Engine:
         self._solo_ok = False  # the model's cache can be trimmed, so a solo sequence can migrate
         self._lock = threading.Lock()  # guards _waiting between submit() and the engine thread
         self._generator: Any = None
+        self._head: Any = None  # rank 0 of a sharded group: a ShardedHead (one sequence at a time)
+        self.shard: dict[str, Any] | None = None  # this agent's part in a sharded group, for the status
+        self.shard_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._thread.start()
@@ -108,8 +114,8 @@ class Engine:
         self._commands.put(command)
         return future
 
-    def load(self, name: str, path: Path) -> Future[Any]:
-        return self.call(lambda: self._load(name, path))
+    def load(self, name: str, path: Path, shard: ShardSpec | None = None) -> Future[Any]:
+        return self.call(lambda: self._load(name, path, shard))
 
     def unload(self) -> Future[Any]:
         return self.call(self._unload)
@@ -121,10 +127,13 @@ class Engine:
 
     # ---- engine thread -----------------------------------------------------------------------------
 
-    def _load(self, name: str, path: Path) -> LoadedModel:
+    def _load(self, name: str, path: Path, shard: ShardSpec | None = None) -> LoadedModel | None:
         from mlx_lm import load
 
         self._unload()
+        self.shard_error = None
+        if shard is not None:
+            return self._load_shard(name, path, shard)
         loaded: Any = load(str(path))
         model, tokenizer = loaded[0], loaded[1]
         self.loaded = LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer,
@@ -136,16 +145,65 @@ class Engine:
         log.info("loaded %s from %s", name, path)
         return self.loaded
 
+    def _load_shard(self, name: str, path: Path, spec: ShardSpec) -> LoadedModel | None:
+        from local_runtime.agent import sharding
+
+        group = sharding.init_group(spec)  # returns once every rank has joined
+        model = sharding.load_shard(str(path), spec, group)
+        self.shard = {"model": name, "mode": spec.mode, "rank": spec.rank, "size": spec.size,
+                      "backend": spec.backend, "role": "follower" if spec.rank else "head",
+                      "param_bytes": sharding.parameter_bytes(model)}
+        if spec.rank:  # a follower: its loop owns the engine thread until rank 0 stops it or is lost
+            self._commands.put(lambda: self._follow(model, spec, group))
+            return None
+        self._head = sharding.ShardedHead(model, spec, group)
+        self.loaded = LoadedModel(name=name, path=path, model=self._head, tokenizer=sharding.load_tokenizer(str(path)),
+                                  context_length=_context_length(path))
+        self._solo_ok = True
+        log.info("loaded rank 0 of %s (%s over %d nodes)", name, spec.mode, spec.size)
+        return self.loaded
+
+    def _follow(self, model: Any, spec: ShardSpec, group: Any) -> None:
+        from local_runtime.agent import sharding
+
+        try:
+            passes = sharding.follow(model, spec, group)
+            log.info("rank %d stopped by rank 0 after %d forward passes", spec.rank, passes)
+        except Exception as exc:
+            self.shard_error = f"rank {spec.rank} left the group: {exc}"
+            log.warning("%s", self.shard_error)
+        finally:
+            self.shard = None
+            del model
+            self._unload()
+
+    def _shard_lost(self, exc: Exception) -> None:
+        """Rank 0's forward pass failed: the followers are out of step (or gone), so the group cannot go on.
+        The running request ends with an error event, the model is dropped, the status says why."""
+        self.shard_error = f"a node of the sharded group was lost: {exc}"
+        log.warning("%s", self.shard_error)
+        self._head = None  # nobody to tell: no stop message on a broken group
+        self.loaded = None
+        self.shard = None
+        self._fail_all(self.shard_error, 503, code="shard_lost")
+        self._unload()
+
     def _new_generator(self) -> Any:
         from mlx_lm.generate import BatchGenerator
 
         assert self.loaded is not None
+        if self._head is not None:
+            return None  # sharded: the solo path only (the followers mirror a single sequence's cache)
         eos = sorted(self.loaded.tokenizer.eos_token_ids)
         return BatchGenerator(self.loaded.model, stop_tokens=[[t] for t in eos],
                               completion_batch_size=self.config.max_batch,
                               prefill_batch_size=self.config.max_batch, prefill_step_size=512)
 
     def _unload(self) -> None:
+        if self._head is not None:
+            self._head.stop_followers()
+            self._head = None
+        self.shard = None
         self.loaded = None  # first, so failing the running sequences builds no new generator
         self._fail_all("model unloaded", 503)
         self.cache.clear()
@@ -175,20 +233,25 @@ class Engine:
                 if self._active:
                     self._step()
             except Exception as exc:  # one bad step must not kill the node: fail its sequences, go on
+                if self._head is not None:
+                    self._shard_lost(exc)
+                    continue
                 log.exception("engine step failed")
                 self._fail_all(f"engine error: {exc}", 500)  # also replaces the generator
 
     def _admit(self) -> None:
-        if self._solo is not None and self._waiting:
+        if self._solo is not None and self._waiting and self._head is None:
             self._migrate_solo()  # company arrived: the lone sequence joins the batch
-        while self._waiting and self.active < self.config.max_batch:
+        limit = 1 if self._head is not None else self.config.max_batch
+        while self._waiting and self.active < limit:
             with self._lock:
                 job = self._waiting.popleft()
             if job.cancelled:
                 job.emit(None)
                 continue
             try:
-                self._insert(job, solo=self._solo_ok and not self.active and not self._waiting)
+                self._insert(job, solo=self._head is not None or (self._solo_ok and not self.active
+                                                                  and not self._waiting))
             except Exception as exc:
                 log.exception("could not start %s", job.id)
                 job.fail(str(exc), 500)
@@ -204,7 +267,7 @@ class Engine:
             return
         prompt = job.prompt.tokens
         cache, cached_tokens, reused = None, None, 0
-        if job.session_id:
+        if job.session_id and self._head is None:  # sharded: no prefix cache (the followers hold one cache)
             cached_tokens = 0
             entry = self.cache.take(job.session_id)
             if entry is not None:
@@ -292,7 +355,7 @@ class Engine:
             job.finish(reason, loop_guard=looped and reason == "stop")
 
     def _store(self, job: Job, cache: Any, tokens: list[int] | None) -> None:
-        if not job.session_id or cache is None or tokens is None:
+        if not job.session_id or cache is None or tokens is None or self._head is not None:
             return
         if not cache or getattr(cache[0], "offset", len(tokens)) != len(tokens):
             return  # cache and token list disagree: never reuse something we cannot trust
@@ -317,7 +380,7 @@ class Engine:
                 job.emit(None)
                 log.info("cancelled %s after %d tokens", job.id, job.completion_tokens)
 
-    def _fail_all(self, message: str, status: int) -> None:
+    def _fail_all(self, message: str, status: int, code: str = "backend_error") -> None:
         jobs = list(self._active.values())
         if self._solo is not None:
             jobs.append(self._solo[0])
@@ -329,7 +392,7 @@ class Engine:
         # The old generator may hold half-finished state: start from a clean one.
         self._generator = self._new_generator() if self.loaded else None
         for job in jobs:
-            job.fail(message, status)
+            job.fail(message, status, code=code)
 
 
 def _context_length(path: Path) -> int | None:
