@@ -70,6 +70,9 @@ class Engine:
         self._head: Any = None  # rank 0 of a sharded group: a ShardedHead (one sequence at a time)
         self.shard: dict[str, Any] | None = None  # this agent's part in a sharded group, for the status
         self.shard_error: str | None = None
+        # mlx keeps one distributed group per process for the process's life: once this process's group has
+        # ended, the agent restarts itself (a fresh process) before it can join another (see cli.run_agent)
+        self.restart_due = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._thread.start()
@@ -148,8 +151,15 @@ class Engine:
     def _load_shard(self, name: str, path: Path, spec: ShardSpec) -> LoadedModel | None:
         from local_runtime.agent import sharding
 
-        group = sharding.init_group(spec)  # returns once every rank has joined
-        model = sharding.load_shard(str(path), spec, group)
+        if self.restart_due:
+            raise RuntimeError("this agent's previous distributed group has ended; it restarts before joining "
+                               "another: retry shortly")
+        try:
+            group = sharding.init_group(spec)  # returns once every rank has joined
+            model = sharding.load_shard(str(path), spec, group)
+        except Exception:
+            self.restart_due = True  # a half-made group may hold sockets and mlx's group slot
+            raise
         self.shard = {"model": name, "mode": spec.mode, "rank": spec.rank, "size": spec.size,
                       "backend": spec.backend, "role": "follower" if spec.rank else "head",
                       "param_bytes": sharding.parameter_bytes(model)}
@@ -176,6 +186,7 @@ class Engine:
             self.shard = None
             del model
             self._unload()
+            self.restart_due = True
 
     def _shard_lost(self, exc: Exception) -> None:
         """Rank 0's forward pass failed: the followers are out of step (or gone), so the group cannot go on.
@@ -187,6 +198,7 @@ class Engine:
         self.shard = None
         self._fail_all(self.shard_error, 503, code="shard_lost")
         self._unload()
+        self.restart_due = True
 
     def _new_generator(self) -> Any:
         from mlx_lm.generate import BatchGenerator
@@ -203,6 +215,7 @@ class Engine:
         if self._head is not None:
             self._head.stop_followers()
             self._head = None
+            self.restart_due = True
         self.shard = None
         self.loaded = None  # first, so failing the running sequences builds no new generator
         self._fail_all("model unloaded", 503)

@@ -62,6 +62,7 @@ class AgentState:
             cache_bytes=engine.cache.nbytes, rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
             ram_total_bytes=psutil.virtual_memory().total,
             platform=f"{platform.system()}-{platform.machine()}", shard=engine.shard, shard_error=engine.shard_error,
+            restarting=engine.restart_due,
         )
 
     async def load(self, name: str, shard: ShardSpec | None = None) -> None:

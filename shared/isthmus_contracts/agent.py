@@ -69,6 +69,7 @@ class AgentStatus(BaseModel):
     # held here. A follower reports model None: it serves no request itself.
     shard: dict[str, Any] | None = None
     shard_error: str | None = None  # why the last sharded group ended (a lost peer), until the next load
+    restarting: bool = False  # its sharded group ended: the agent restarts (a new process) once idle
 
 
 class AgentHealth(BaseModel):

@@ -24,7 +24,7 @@ from isthmus.control.models import (
 from isthmus.errors import ApiError
 from isthmus.fields import URL, Alias, ModelList, ModelName, Secret, Text
 from isthmus.ports.control import AgentPort, ControlStore
-from isthmus.services.control import pool_usage
+from isthmus.services.control import pool_usage, sharded
 
 LOAD_LEASE = timedelta(minutes=15)
 RAM_FRACTION = 0.75  # weights beyond this share of a node's RAM leave no room for the KV cache
@@ -49,7 +49,8 @@ class LoadBody(NullsAsAbsent):
     alias: Alias | None = None
     sharding: str | None = None
     mode: str | None = None
-    nodes: list[str] | None = None
+    nodes: list[str] | None = None  # sharded: in rank order (rank 0 takes the requests)
+    backend: str | None = None  # sharded: MLX distributed backend, ring (default, ISTHMUS_SHARD_BACKEND) or jaccl
     force: bool = False
     ttl_seconds: int | None = Field(default=None, ge=0)  # unload after this long idle (0: never)
 
@@ -89,7 +90,12 @@ class ClusterService:
         nodes = [n for n in snap.nodes if n.cluster_id == cluster.cluster_id]
         up = {n.node_id for n in nodes if n.is_up(snap.now, snap.stale_seconds)}
         pools = {alias: {**p.model_dump(mode="json"), "ready_nodes": [n for n in p.nodes if n in up],
-                         "ready": any(n in up for n in p.nodes)} for alias, p in cluster.pools.items()}
+                         "ready": any(n in up for n in p.nodes), "degraded": None}
+                 for alias, p in cluster.pools.items()}
+        for alias, p in cluster.pools.items():
+            if p.ranks:
+                pools[alias].update(sharded.view(p, snap, up))
+                pools[alias]["ready"] = pools[alias]["ready"] and pools[alias]["degraded"] is None
         loading = cluster.loading_until is not None and cluster.loading_until > snap.now
         ready = bool(cluster.url) if cluster.kind == "telemak" else any(p["ready"] for p in pools.values())
         return {**cluster.public(), "pools": pools, "nodes": [n.node_id for n in nodes], "nodes_up": sorted(up),
@@ -164,6 +170,8 @@ class ClusterService:
     def _pick_nodes(self, snap: Snapshot, cluster: Cluster, wanted: list[str] | None) -> list[Node]:
         up = snap.up_nodes(cluster_id=cluster.cluster_id)
         if wanted:
+            if len(set(wanted)) != len(wanted):
+                raise ApiError(400, "a node is named twice in 'nodes'", param="nodes")
             by_id = {n.node_id: n for n in up}
             missing = [n for n in wanted if n not in by_id]
             if missing:
@@ -193,11 +201,12 @@ class ClusterService:
                            code="not_loadable")
         snap = await self.snapshot()
         nodes = self._pick_nodes(snap, cluster, body.nodes)
-        if mode != "solo" and len(nodes) > 1:
-            raise ApiError(501, f"{mode} sharding over {len(nodes)} nodes is not supported yet; load with "
-                           "mode 'solo' (one replica per node) or name a single node.", code="not_implemented",
-                           param="sharding")
-        self._check_fit(nodes, body.model)
+        group = mode != "solo" and len(nodes) > 1  # one model over all the nodes, as an MLX distributed group
+        backend = sharded.backend_of(body.backend) if group else None
+        if group:
+            sharded.check_fit(nodes, body.model, mode, RAM_FRACTION)
+        else:
+            self._check_fit(nodes, body.model)
         alias = body.alias or cluster.default_alias or _short_name(body.model)
         if alias.lower() in RESERVED_ALIASES:
             raise ApiError(400, f"'{alias}' is a reserved model id.", param="alias")
@@ -210,12 +219,16 @@ class ClusterService:
         if not await run_in_threadpool(self.store.acquire_load, cluster_id, now + LOAD_LEASE, now):
             raise ApiError(409, f"cluster '{cluster_id}' is busy with another load.", code="cluster_busy")
         released = False
+        group_info: dict[str, Any] = {}
         try:
             started = time.monotonic()
-            results = await asyncio.gather(*(self.agents.load(n.base_url, body.model) for n in nodes),
-                                           return_exceptions=True)
+            if group:
+                await self._unload_nodes_pools(cluster, nodes)  # a follower must not keep serving an old pool
+                group_info = await sharded.load_group(self.agents, nodes, body.model, mode, backend or "ring")
+            results = [] if group else await asyncio.gather(
+                *(self.agents.load(n.base_url, body.model) for n in nodes), return_exceptions=True)
             failed = {n.node_id: getattr(r, "message", type(r).__name__)
-                      for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)}
+                      for n, r in zip(nodes, results, strict=not group) if isinstance(r, BaseException)}
             if len(failed) == len(nodes):
                 reasons = "; ".join(f"{nid}: {why}" for nid, why in failed.items())
                 raise ApiError(502, f"load of '{body.model}' failed on {reasons}", code="load_failed")
@@ -223,12 +236,13 @@ class ClusterService:
             # The nodes that loaded now hold the model whatever happened elsewhere: the record follows them. A
             # conditional read-modify-write, so a node that enrolled during the load keeps its place.
             ids = [n.node_id for n in nodes if n.node_id not in failed]
-            loaded = Pool(alias=alias, model=body.model, nodes=ids, mode=mode,  # type: ignore[arg-type]
+            loaded = Pool(alias=alias, model=body.model, nodes=ids[:1] if group else ids, mode=mode,  # type: ignore[arg-type]
+                          ranks=ids if group else [], backend=backend,
                           loaded_at=utcnow(), load_s=load_s, ttl_seconds=body.ttl_seconds)
 
             def moved(current: Cluster) -> dict[str, Pool]:
                 pools = {a: p.model_copy(update={"nodes": [x for x in p.nodes if x not in ids]})
-                         for a, p in current.pools.items() if a != alias}
+                         for a, p in current.pools.items() if a != alias and not set(p.ranks) & set(ids)}
                 return {**{a: p for a, p in pools.items() if p.nodes}, alias: loaded}
 
             await run_in_threadpool(self.store.update_pools, cluster_id, moved, release=True)
@@ -243,7 +257,7 @@ class ClusterService:
                 if current is not None:
                     await run_in_threadpool(self.store.set_pools, cluster_id, current.pools, release=True)
         answer = {"loaded": True, "cluster": cluster_id, "alias": alias, "model": body.model, "nodes": ids,
-                  "mode": mode, "load_s": load_s}
+                  "mode": mode, "load_s": load_s, **group_info}
         return {**answer, "failed": failed} if failed else answer
 
     async def unload(self, cluster_id: str, body: UnloadBody) -> dict[str, Any]:
@@ -251,15 +265,33 @@ class ClusterService:
         if body.alias and body.alias not in cluster.pools:
             raise ApiError(404, f"cluster '{cluster_id}' has no pool '{body.alias}'.", code="not_found")
         aliases = [body.alias] if body.alias else list(cluster.pools)
-        ids = sorted({n for a in aliases for n in cluster.pools[a].nodes})
+        ids = sorted({n for a in aliases for n in [*cluster.pools[a].nodes, *cluster.pools[a].ranks]})
         snap = await self.snapshot()
-        targets = [n for n in snap.nodes if n.node_id in ids]
-        results = await asyncio.gather(*(self.agents.unload(n.base_url) for n in targets), return_exceptions=True)
+        by_id = {n.node_id: n for n in snap.nodes}
+        groups = [[by_id[n] for n in cluster.pools[a].ranks if n in by_id] for a in aliases if cluster.pools[a].ranks]
+        in_group = {n.node_id for g in groups for n in g}
+        targets = [n for n in snap.nodes if n.node_id in ids and n.node_id not in in_group]
+        results = await asyncio.gather(*(self.agents.unload(n.base_url) for n in targets),
+                                       *(sharded.unload_group(self.agents, g) for g in groups), return_exceptions=True)
         errors = {n.node_id: getattr(r, "message", type(r).__name__)
-                  for n, r in zip(targets, results, strict=True) if isinstance(r, BaseException)}
+                  for n, r in zip(targets, results, strict=False) if isinstance(r, BaseException)}
+        for r in results[len(targets):]:
+            errors.update(r if isinstance(r, dict) else {})
         await run_in_threadpool(self.store.update_pools, cluster_id,
                                 lambda current: {a: p for a, p in current.pools.items() if a not in aliases})
         return {"unloaded": True, "cluster": cluster_id, "aliases": aliases, "nodes": ids, "errors": errors}
+
+    async def _unload_nodes_pools(self, cluster: Cluster, nodes: list[Node]) -> None:
+        """Before a sharded load: the sharded pools these nodes are ranks of end (their groups are broken up)."""
+        ids = {n.node_id for n in nodes}
+        for alias, pool in cluster.pools.items():
+            if set(pool.ranks) & ids:
+                snap = await self.snapshot()
+                await sharded.unload_group(self.agents, [n for r in pool.ranks for n in snap.nodes if n.node_id == r])
+                def without(current: Cluster, gone: str = alias) -> dict[str, Pool]:
+                    return {k: p for k, p in current.pools.items() if k != gone}
+
+                await run_in_threadpool(self.store.update_pools, cluster.cluster_id, without)
 
     async def reap_idle(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """Unload every pool idle for longer than its TTL (the pool's own, else ``pool_ttl_seconds_default``;
