@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from isthmus_contracts.internal import FinishReason
 from local_runtime.agent.jobs import Job
 from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, reusable_prefix
+from local_runtime.agent.sharded_engine import ShardedEngine
 from local_runtime.agent.solo import SoloSequence
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class EngineConfig:
     loop_guard: bool = True
 
 
-class Engine:
+class Engine(ShardedEngine):
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.loaded: LoadedModel | None = None
@@ -139,8 +140,7 @@ class Engine:
             return self._load_shard(name, path, shard)
         loaded: Any = load(str(path))
         model, tokenizer = loaded[0], loaded[1]
-        self.loaded = LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer,
-                                  context_length=_context_length(path))
+        self.loaded = self._loaded_model(name, path, model, tokenizer)
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 
         self._solo_ok = can_trim_prompt_cache(make_prompt_cache(model))
@@ -148,57 +148,8 @@ class Engine:
         log.info("loaded %s from %s", name, path)
         return self.loaded
 
-    def _load_shard(self, name: str, path: Path, spec: ShardSpec) -> LoadedModel | None:
-        from local_runtime.agent import sharding
-
-        if self.restart_due:
-            raise RuntimeError("this agent's previous distributed group has ended; it restarts before joining "
-                               "another: retry shortly")
-        try:
-            group = sharding.init_group(spec)  # returns once every rank has joined
-            model = sharding.load_shard(str(path), spec, group)
-        except Exception:
-            self.restart_due = True  # a half-made group may hold sockets and mlx's group slot
-            raise
-        self.shard = {"model": name, "mode": spec.mode, "rank": spec.rank, "size": spec.size,
-                      "backend": spec.backend, "role": "follower" if spec.rank else "head",
-                      "param_bytes": sharding.parameter_bytes(model)}
-        if spec.rank:  # a follower: its loop owns the engine thread until rank 0 stops it or is lost
-            self._commands.put(lambda: self._follow(model, spec, group))
-            return None
-        self._head = sharding.ShardedHead(model, spec, group)
-        self.loaded = LoadedModel(name=name, path=path, model=self._head, tokenizer=sharding.load_tokenizer(str(path)),
-                                  context_length=_context_length(path))
-        self._solo_ok = True
-        log.info("loaded rank 0 of %s (%s over %d nodes)", name, spec.mode, spec.size)
-        return self.loaded
-
-    def _follow(self, model: Any, spec: ShardSpec, group: Any) -> None:
-        from local_runtime.agent import sharding
-
-        try:
-            passes = sharding.follow(model, spec, group)
-            log.info("rank %d stopped by rank 0 after %d forward passes", spec.rank, passes)
-        except Exception as exc:
-            self.shard_error = f"rank {spec.rank} left the group: {exc}"
-            log.warning("%s", self.shard_error)
-        finally:
-            self.shard = None
-            del model
-            self._unload()
-            self.restart_due = True
-
-    def _shard_lost(self, exc: Exception) -> None:
-        """Rank 0's forward pass failed: the followers are out of step (or gone), so the group cannot go on.
-        The running request ends with an error event, the model is dropped, the status says why."""
-        self.shard_error = f"a node of the sharded group was lost: {exc}"
-        log.warning("%s", self.shard_error)
-        self._head = None  # nobody to tell: no stop message on a broken group
-        self.loaded = None
-        self.shard = None
-        self._fail_all(self.shard_error, 503, code="shard_lost")
-        self._unload()
-        self.restart_due = True
+    def _loaded_model(self, name: str, path: Path, model: Any, tokenizer: Any) -> LoadedModel:
+        return LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer, context_length=_context_length(path))
 
     def _new_generator(self) -> Any:
         from mlx_lm.generate import BatchGenerator

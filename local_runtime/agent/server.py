@@ -66,6 +66,9 @@ class AgentState:
         )
 
     async def load(self, name: str, shard: ShardSpec | None = None) -> None:
+        if self.engine.restart_due:
+            raise ApiError(503, "this agent is restarting after its distributed group ended; retry shortly",
+                           code="agent_restarting", headers={"Retry-After": LOADING_RETRY_AFTER_S})
         self.loading = name
         try:
             try:

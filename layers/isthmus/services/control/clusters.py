@@ -90,7 +90,7 @@ class ClusterService:
         nodes = [n for n in snap.nodes if n.cluster_id == cluster.cluster_id]
         up = {n.node_id for n in nodes if n.is_up(snap.now, snap.stale_seconds)}
         pools = {alias: {**p.model_dump(mode="json"), "ready_nodes": [n for n in p.nodes if n in up],
-                         "ready": any(n in up for n in p.nodes), "degraded": None}
+                         "ready": any(n in up for n in p.nodes), "degraded": p.note}
                  for alias, p in cluster.pools.items()}
         for alias, p in cluster.pools.items():
             if p.ranks:
@@ -292,6 +292,50 @@ class ClusterService:
                     return {k: p for k, p in current.pools.items() if k != gone}
 
                 await run_in_threadpool(self.store.update_pools, cluster.cluster_id, without)
+
+    async def heal_sharded(self) -> list[dict[str, Any]]:
+        """Each sharded pool that lost a rank (a node down, or rank 0 reporting its group broken) is loaded
+        again on its ranks still up (sharded over several, whole on one) when the model fits them; else it is
+        unloaded and keeps only its record, with no nodes and the reason (shown in /admin/clusters)."""
+        snap = await self.snapshot()
+        healed = []
+        for cluster in snap.clusters:
+            up = {n.node_id for n in snap.up_nodes(cluster_id=cluster.cluster_id)}
+            for alias, pool in cluster.pools.items():
+                reason = sharded.view(pool, snap, up)["degraded"] if pool.ranks else None
+                if not reason:
+                    continue
+                remaining = [n for n in pool.ranks if n in up]
+                try:
+                    if not remaining:
+                        raise ApiError(503, "no rank is up", code="no_ready_nodes")
+                    mode = pool.mode if len(remaining) > 1 else "solo"
+                    # rank 0 restarts after losing its group: a whole load must reach the new process
+                    await asyncio.gather(*(sharded.wait_fresh(self.agents, n) for n in snap.nodes
+                                           if n.node_id in remaining))
+                    await self.load(cluster.cluster_id, LoadBody(model=pool.model, alias=alias, sharding=mode,
+                                                                 nodes=remaining, backend=pool.backend, force=True,
+                                                                 ttl_seconds=pool.ttl_seconds))
+                    note = f"reloaded on {', '.join(remaining)} ({mode}) after: {reason}"
+                    await self._set_note(cluster.cluster_id, alias, note, unload=False)
+                except ApiError as exc:
+                    if exc.status == 409:  # another load holds the cluster: try again next time
+                        continue
+                    errors = await sharded.unload_group(self.agents, [n for n in snap.nodes if n.node_id in remaining])
+                    note = f"unloaded after: {reason}; not reloaded: {exc.message}"
+                    await self._set_note(cluster.cluster_id, alias, note, unload=True)
+                    note += f" ({errors})" if errors else ""
+                healed.append({"cluster": cluster.cluster_id, "alias": alias, "note": note})
+        return healed
+
+    async def _set_note(self, cluster_id: str, alias: str, note: str, *, unload: bool) -> None:
+        def noted(current: Cluster) -> dict[str, Pool] | None:
+            if alias not in current.pools:
+                return None
+            update: dict[str, Any] = {"note": note, **({"nodes": [], "ranks": []} if unload else {})}
+            return {**current.pools, alias: current.pools[alias].model_copy(update=update)}
+
+        await run_in_threadpool(self.store.update_pools, cluster_id, noted)
 
     async def reap_idle(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """Unload every pool idle for longer than its TTL (the pool's own, else ``pool_ttl_seconds_default``;
