@@ -38,6 +38,10 @@ class NoModelLoaded(Exception):
     pass
 
 
+class AgentRestarting(RuntimeError):
+    """This process's distributed group has ended; it restarts (see cli.run_agent) before it loads again."""
+
+
 @dataclass
 class LoadedModel:
     name: str
@@ -135,6 +139,8 @@ class Engine(ShardedEngine):
         from mlx_lm import load
 
         self._unload()
+        if self.restart_due:  # that unload ended this process's group: a model loaded now would not survive
+            raise AgentRestarting("this agent left its distributed group and restarts now; load again shortly")
         self.shard_error = None
         if shard is not None:
             return self._load_shard(name, path, shard)

@@ -31,7 +31,7 @@ from isthmus.errors import ApiError
 from isthmus.web import create_app, parse_body
 from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, ShardSpec, TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import ErrorEvent, InternalRequest
-from local_runtime.agent.engine import Engine, QueueFull
+from local_runtime.agent.engine import AgentRestarting, Engine, QueueFull
 from local_runtime.agent.jobs import DEFAULT_MAX_TOKENS, Job
 from local_runtime.agent.models import registry
 from local_runtime.agent.prompt import build_prompt
@@ -77,6 +77,9 @@ class AgentState:
                 raise ApiError(404, str(exc), code="model_not_found") from None
             try:
                 await asyncio.wrap_future(self.engine.load(name, Path(path), shard))
+            except AgentRestarting as exc:
+                raise ApiError(503, str(exc), code="agent_restarting",
+                               headers={"Retry-After": LOADING_RETRY_AFTER_S}) from None
             except (ValueError, RuntimeError) as exc:
                 if shard is None:
                     raise

@@ -38,9 +38,6 @@ class ShardedEngine:
     def _load_shard(self, name: str, path: Path, spec: ShardSpec) -> Any:
         from local_runtime.agent import sharding
 
-        if self.restart_due:
-            raise RuntimeError("this agent's previous distributed group has ended; it restarts before joining "
-                               "another: retry shortly")
         try:
             group = sharding.init_group(spec)  # returns once every rank has joined
             model = sharding.load_shard(str(path), spec, group)

@@ -123,6 +123,20 @@ def test_pipeline_over_two_agents_answers_like_one_node_with_half_the_weights_ea
     assert [r["node_id"] for r in pool["ranks"]] == ["a", "b"]
 
 
+def test_pipeline_of_a_llama_class_model_with_its_own_head(group: Group, tmp_path: Path) -> None:
+    # given a llama-class model (SmolLM2's class, which mlx-lm cannot pipeline) with an untied output head
+    llama = build_tiny_model(tmp_path / "tiny8-llama", "llama", layers=8)
+    assert group.load(model=str(llama), alias="whole-llama", nodes=["a"]).status_code == 200
+    whole = group.chat("whole-llama")
+    # when it is loaded with pipeline sharding
+    r = group.load(model=str(llama), alias="pp-llama", sharding="pipeline", nodes=["a", "b"])
+    assert r.status_code == 200, r.text
+    # then rank 0 holds the embedding and the head, rank 1 only layers, and the greedy answer is the same
+    held, full = r.json()["param_bytes"], full_weight_bytes(llama)
+    assert held["a"] + held["b"] == full and held["b"] < held["a"]
+    assert group.chat("pp-llama")["choices"][0]["message"] == whole["choices"][0]["message"]
+
+
 def test_tensor_over_two_agents_answers_like_one_node(group: Group, one_node_answer: dict[str, Any]) -> None:
     # when the model (4 attention heads, 2 key/value heads: both divide by 2) is loaded with tensor sharding
     r = group.load(model=str(group.model), alias="tp", sharding="tensor", nodes=["b", "a"])

@@ -222,8 +222,9 @@ class ClusterService:
         group_info: dict[str, Any] = {}
         try:
             started = time.monotonic()
+            # A node of a sharded pool leaves its group first (and restarts: see sharded.wait_fresh)
+            await self._unload_nodes_pools(cluster, nodes)
             if group:
-                await self._unload_nodes_pools(cluster, nodes)  # a follower must not keep serving an old pool
                 group_info = await sharded.load_group(self.agents, nodes, body.model, mode, backend or "ring")
             results = [] if group else await asyncio.gather(
                 *(self.agents.load(n.base_url, body.model) for n in nodes), return_exceptions=True)
