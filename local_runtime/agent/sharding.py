@@ -49,7 +49,13 @@ def init_group(spec: ShardSpec) -> Any:
         json.dump([[h] for h in spec.hosts], f)
     os.environ["MLX_HOSTFILE"] = path
     os.environ["MLX_RANK"] = str(spec.rank)
-    if spec.backend == "jaccl":  # JACCL reads its devices from the same hostfile's "rdma" entries
+    if spec.backend == "jaccl":  # rank 0's data address is the coordinator; the device matrix comes with the load
+        if not spec.ibv_devices or len(spec.ibv_devices) != spec.size:
+            raise ValueError(f"jaccl needs ibv_devices: a {spec.size}x{spec.size} matrix of RDMA device names")
+        fd, devices = tempfile.mkstemp(prefix="isthmus-ibv-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec.ibv_devices, f)
+        os.environ["MLX_IBV_DEVICES"] = devices
         os.environ["MLX_JACCL_COORDINATOR"] = spec.hosts[0]
     group = mx.distributed.init(backend=spec.backend, strict=True)
     if group.size() != spec.size:

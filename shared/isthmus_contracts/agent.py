@@ -38,6 +38,9 @@ class ShardSpec(BaseModel):
     rank: int = Field(ge=0)
     hosts: list[str] = Field(min_length=2)  # "host:port" per rank, rank order: the group's data links
     backend: Literal["ring", "jaccl"] = "ring"
+    # jaccl: the ibverbs device joining rank i to rank j (None on the diagonal), as `mlx.distributed_config
+    # --backend jaccl` writes it; it depends on the cabling, so the operator gives it with the load
+    ibv_devices: list[list[str | None]] | None = None
 
     @property
     def size(self) -> int:

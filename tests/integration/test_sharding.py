@@ -45,7 +45,9 @@ class Group:
 
     def chat(self, model: str, max_tokens: int = 24) -> dict[str, Any]:
         body = {"model": model, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0}
-        r = httpx.post(f"{self.edge}/v1/chat/completions", json=body, timeout=120)
+        # the edge's routing snapshot may predate the load by a second (ISTHMUS_ROUTING_CACHE_SECONDS)
+        r = poll(lambda: (x := httpx.post(f"{self.edge}/v1/chat/completions", json=body, timeout=120)).status_code
+                 != 404 and x, timeout=15)
         assert r.status_code == 200, r.text
         return dict(r.json())
 
@@ -163,9 +165,15 @@ def test_tensor_sharding_of_a_model_whose_heads_do_not_divide_is_refused(group: 
         assert agent.status()["shard"] is None
 
 
-def test_a_node_named_twice_is_refused(group: Group) -> None:
+def test_bad_group_requests_are_refused_before_anything_changes(group: Group) -> None:
+    before = group.admin("/clusters").json()
     r = group.load(model=str(group.model), sharding="pipeline", nodes=["a", "a"])
     assert r.status_code == 400 and "twice" in r.json()["detail"]
+    r = group.load(model=str(group.model), sharding="pipeline", backend="jaccl", nodes=["a", "b"])
+    assert r.status_code == 400 and "ibv_devices" in r.json()["detail"]
+    r = group.load(model=str(group.model), sharding="pipeline", backend="nccl", nodes=["a", "b"])
+    assert r.status_code == 400 and "backend" in r.json()["detail"]
+    assert group.admin("/clusters").json() == before
 
 
 def start_node(node: str, log_dir: Path) -> AgentProcess:

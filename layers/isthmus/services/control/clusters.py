@@ -51,6 +51,7 @@ class LoadBody(NullsAsAbsent):
     mode: str | None = None
     nodes: list[str] | None = None  # sharded: in rank order (rank 0 takes the requests)
     backend: str | None = None  # sharded: MLX distributed backend, ring (default, ISTHMUS_SHARD_BACKEND) or jaccl
+    ibv_devices: list[list[str | None]] | None = None  # jaccl: RDMA device matrix (mlx.distributed_config's)
     force: bool = False
     ttl_seconds: int | None = Field(default=None, ge=0)  # unload after this long idle (0: never)
 
@@ -202,7 +203,7 @@ class ClusterService:
         snap = await self.snapshot()
         nodes = self._pick_nodes(snap, cluster, body.nodes)
         group = mode != "solo" and len(nodes) > 1  # one model over all the nodes, as an MLX distributed group
-        backend = sharded.backend_of(body.backend) if group else None
+        backend = sharded.backend_of(body.backend, body.ibv_devices, len(nodes)) if group else None
         if group:
             sharded.check_fit(nodes, body.model, mode, RAM_FRACTION)
         else:
@@ -225,7 +226,8 @@ class ClusterService:
             # A node of a sharded pool leaves its group first (and restarts: see sharded.wait_fresh)
             await self._unload_nodes_pools(cluster, nodes)
             if group:
-                group_info = await sharded.load_group(self.agents, nodes, body.model, mode, backend or "ring")
+                group_info = await sharded.load_group(self.agents, nodes, body.model, mode, backend or "ring",
+                                                      body.ibv_devices)
             results = [] if group else await asyncio.gather(
                 *(self.agents.load(n.base_url, body.model) for n in nodes), return_exceptions=True)
             failed = {n.node_id: getattr(r, "message", type(r).__name__)

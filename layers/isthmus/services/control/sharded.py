@@ -22,11 +22,17 @@ SHARD_LOAD_TIMEOUT_S = 600.0  # a group waits for its slowest rank to read its w
 RESTART_WAIT_S = 60.0  # an agent whose group ended restarts itself (mlx keeps one group per process)
 
 
-def backend_of(requested: str | None) -> str:
+def backend_of(requested: str | None, ibv_devices: list[list[str | None]] | None, size: int) -> str:
+    """The group's backend, checked before anything is unloaded or loaded."""
     backend = (requested or os.environ.get("ISTHMUS_SHARD_BACKEND") or "ring").lower()
     if backend not in BACKENDS:
         raise ApiError(400, f"unknown distributed backend '{backend}'; use one of {', '.join(BACKENDS)}",
                        param="backend")
+    if backend == "jaccl" and (not ibv_devices or len(ibv_devices) != size
+                               or any(len(row) != size for row in ibv_devices)):
+        raise ApiError(400, f"the jaccl backend needs ibv_devices: the {size}x{size} matrix of RDMA devices "
+                       "between the nodes in rank order (mlx.distributed_config --backend jaccl writes it)",
+                       param="ibv_devices")
     return backend
 
 
@@ -49,13 +55,14 @@ async def _data_port(agents: AgentPort, node: Node) -> str:
     return f"{urlsplit(node.base_url).hostname}:{data['port']}"
 
 
-async def load_group(agents: AgentPort, nodes: list[Node], model: str, mode: str, backend: str) -> dict[str, Any]:
+async def load_group(agents: AgentPort, nodes: list[Node], model: str, mode: str, backend: str,
+                     ibv_devices: list[list[str | None]] | None = None) -> dict[str, Any]:
     """Load ``model`` over ``nodes`` (rank order); all ranks or none (a partial group is unloaded)."""
     await asyncio.gather(*(wait_fresh(agents, n) for n in nodes))
     hosts = list(await asyncio.gather(*(_data_port(agents, n) for n in nodes)))
 
     async def load(rank: int, node: Node) -> tuple[int, Any]:
-        shard = {"mode": mode, "rank": rank, "hosts": hosts, "backend": backend}
+        shard = {"mode": mode, "rank": rank, "hosts": hosts, "backend": backend, "ibv_devices": ibv_devices}
         return await agents.request("POST", node.base_url, "/agent/v1/load", {"model": model, "shard": shard},
                                     timeout=SHARD_LOAD_TIMEOUT_S)
 
