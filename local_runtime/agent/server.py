@@ -231,7 +231,7 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
         """A free port on this host for the data link of a sharded group (the control plane asks each agent
         for one, then sends every rank the same host list)."""
         with socket.socket() as s:
-            s.bind((request.url.hostname or "127.0.0.1", 0))
+            s.bind(("", 0))  # free on every interface, whichever one the group's links will use
             return JSONResponse({"port": s.getsockname()[1]})
 
     async def unload(request: Request) -> Response:

@@ -285,12 +285,14 @@ class ClusterService:
         return {"unloaded": True, "cluster": cluster_id, "aliases": aliases, "nodes": ids, "errors": errors}
 
     async def _unload_nodes_pools(self, cluster: Cluster, nodes: list[Node]) -> None:
-        """Before a sharded load: the sharded pools these nodes are ranks of end (their groups are broken up)."""
+        """Before any load on these nodes: the sharded pools they are ranks of end (the whole group is unloaded,
+        its agents restart, and the load waits for them), so no rank keeps a part of an old model."""
         ids = {n.node_id for n in nodes}
         for alias, pool in cluster.pools.items():
             if set(pool.ranks) & ids:
                 snap = await self.snapshot()
                 await sharded.unload_group(self.agents, [n for r in pool.ranks for n in snap.nodes if n.node_id == r])
+
                 def without(current: Cluster, gone: str = alias) -> dict[str, Pool]:
                     return {k: p for k, p in current.pools.items() if k != gone}
 
