@@ -57,7 +57,8 @@ def _on_disk(item: Any) -> ModelOnDisk:
 def load_of(status: AgentStatus) -> NodeLoad:
     return NodeLoad(busy=status.busy, active=status.active, queue_depth=status.queue_depth,
                     loaded_model=status.model if status.loaded else None, loading_model=status.loading,
-                    cache_entries=status.cache_entries, cache_bytes=status.cache_bytes, rss_bytes=status.rss_bytes)
+                    cache_entries=status.cache_entries, cache_bytes=status.cache_bytes, rss_bytes=status.rss_bytes,
+                    shard_error=status.shard_error)
 
 
 class Enrollment:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
+
+RESTART_GRACE_S = 0.5
 
 
 def add_agent_parser(sub: argparse._SubParsersAction) -> None:
@@ -124,16 +128,35 @@ def run_agent(args: argparse.Namespace) -> int:
                 server.should_exit = True
                 return
 
+    restart: list[bool] = []
+
+    def restart_when_group_ends() -> None:
+        """mlx keeps a process's first distributed group for the process's life: after a sharded load ends
+        (unload, or a peer lost), the agent finishes what it serves and replaces itself with a fresh process
+        (same arguments and port), which enrolls again and can join a new group."""
+        while not server.should_exit:
+            if engine.restart_due and not engine.busy:
+                time.sleep(RESTART_GRACE_S)  # the answer that ended the group goes out first
+                restart.append(True)
+                server.should_exit = True
+                return
+            time.sleep(0.2)
+
     if args.model:
         state.loading = args.model  # before the first request can arrive
     loader = threading.Thread(target=load_then_enroll, name="agent-load", daemon=True)
     loader.start()
+    threading.Thread(target=restart_when_group_ends, name="agent-restart", daemon=True).start()
     try:
         server.run()
     finally:
         if enrollment is not None:
             enrollment.stop()
         engine.shutdown()
+    if restart:
+        logging.getLogger("isthmus.agent").info("restarting: the distributed group has ended")
+        logging.shutdown()
+        os.execv(sys.executable, list(sys.orig_argv))
     if failed:
         return 1
     return 0

@@ -16,12 +16,16 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isthmus_contracts.internal import FinishReason
 from local_runtime.agent.jobs import Job
 from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, reusable_prefix
+from local_runtime.agent.sharded_engine import ShardedEngine
 from local_runtime.agent.solo import SoloSequence
+
+if TYPE_CHECKING:
+    from isthmus_contracts.agent import ShardSpec
 
 log = logging.getLogger("isthmus.agent.engine")
 
@@ -32,6 +36,10 @@ class QueueFull(Exception):
 
 class NoModelLoaded(Exception):
     pass
+
+
+class AgentRestarting(RuntimeError):
+    """This process's distributed group has ended; it restarts (see cli.run_agent) before it loads again."""
 
 
 @dataclass
@@ -53,7 +61,7 @@ class EngineConfig:
     loop_guard: bool = True
 
 
-class Engine:
+class Engine(ShardedEngine):
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.loaded: LoadedModel | None = None
@@ -65,6 +73,12 @@ class Engine:
         self._solo_ok = False  # the model's cache can be trimmed, so a solo sequence can migrate
         self._lock = threading.Lock()  # guards _waiting between submit() and the engine thread
         self._generator: Any = None
+        self._head: Any = None  # rank 0 of a sharded group: a ShardedHead (one sequence at a time)
+        self.shard: dict[str, Any] | None = None  # this agent's part in a sharded group, for the status
+        self.shard_error: str | None = None
+        # mlx keeps one distributed group per process for the process's life: once this process's group has
+        # ended, the agent restarts itself (a fresh process) before it can join another (see cli.run_agent)
+        self.restart_due = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._thread.start()
@@ -109,8 +123,8 @@ class Engine:
         self._commands.put(command)
         return future
 
-    def load(self, name: str, path: Path) -> Future[Any]:
-        return self.call(lambda: self._load(name, path))
+    def load(self, name: str, path: Path, shard: ShardSpec | None = None) -> Future[Any]:
+        return self.call(lambda: self._load(name, path, shard))
 
     def unload(self) -> Future[Any]:
         return self.call(self._unload)
@@ -122,22 +136,28 @@ class Engine:
 
     # ---- engine thread -----------------------------------------------------------------------------
 
-    def _load(self, name: str, path: Path) -> LoadedModel:
+    def _load(self, name: str, path: Path, shard: ShardSpec | None = None) -> LoadedModel | None:
         from mlx_lm import load
 
         from local_runtime.agent.embeddings.encoder import EmbeddingModel, is_embedding_dir
 
         self._unload()
+        if self.restart_due:  # that unload ended this process's group: a model loaded now would not survive
+            raise AgentRestarting("this agent left its distributed group and restarts now; load again shortly")
+        self.shard_error = None
         if is_embedding_dir(path):
+            if shard is not None:
+                raise ValueError("an embedding model cannot be sharded: it fits one node")
             encoder = EmbeddingModel.load(path)
             self.loaded = LoadedModel(name=name, path=path, model=encoder.model, tokenizer=None,
                                       context_length=encoder.recipe.max_tokens, embedding=encoder)
             log.info("loaded embedding model %s from %s", name, path)
             return self.loaded
+        if shard is not None:
+            return self._load_shard(name, path, shard)
         loaded: Any = load(str(path))
         model, tokenizer = loaded[0], loaded[1]
-        self.loaded = LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer,
-                                  context_length=_context_length(path))
+        self.loaded = self._loaded_model(name, path, model, tokenizer)
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 
         self._solo_ok = can_trim_prompt_cache(make_prompt_cache(model))
@@ -145,16 +165,26 @@ class Engine:
         log.info("loaded %s from %s", name, path)
         return self.loaded
 
+    def _loaded_model(self, name: str, path: Path, model: Any, tokenizer: Any) -> LoadedModel:
+        return LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer, context_length=_context_length(path))
+
     def _new_generator(self) -> Any:
         from mlx_lm.generate import BatchGenerator
 
         assert self.loaded is not None
+        if self._head is not None:
+            return None  # sharded: the solo path only (the followers mirror a single sequence's cache)
         eos = sorted(self.loaded.tokenizer.eos_token_ids)
         return BatchGenerator(self.loaded.model, stop_tokens=[[t] for t in eos],
                               completion_batch_size=self.config.max_batch,
                               prefill_batch_size=self.config.max_batch, prefill_step_size=512)
 
     def _unload(self) -> None:
+        if self._head is not None:
+            self._head.stop_followers()
+            self._head = None
+            self.restart_due = True
+        self.shard = None
         self.loaded = None  # first, so failing the running sequences builds no new generator
         self._fail_all("model unloaded", 503)
         self.cache.clear()
@@ -184,20 +214,25 @@ class Engine:
                 if self._active:
                     self._step()
             except Exception as exc:  # one bad step must not kill the node: fail its sequences, go on
+                if self._head is not None:
+                    self._shard_lost(exc)
+                    continue
                 log.exception("engine step failed")
                 self._fail_all(f"engine error: {exc}", 500)  # also replaces the generator
 
     def _admit(self) -> None:
-        if self._solo is not None and self._waiting:
+        if self._solo is not None and self._waiting and self._head is None:
             self._migrate_solo()  # company arrived: the lone sequence joins the batch
-        while self._waiting and self.active < self.config.max_batch:
+        limit = 1 if self._head is not None else self.config.max_batch
+        while self._waiting and self.active < limit:
             with self._lock:
                 job = self._waiting.popleft()
             if job.cancelled:
                 job.emit(None)
                 continue
             try:
-                self._insert(job, solo=self._solo_ok and not self.active and not self._waiting)
+                self._insert(job, solo=self._head is not None or (self._solo_ok and not self.active
+                                                                  and not self._waiting))
             except Exception as exc:
                 log.exception("could not start %s", job.id)
                 job.fail(str(exc), 500)
@@ -213,7 +248,7 @@ class Engine:
             return
         prompt = job.prompt.tokens
         cache, cached_tokens, reused = None, None, 0
-        if job.session_id:
+        if job.session_id and self._head is None:  # sharded: no prefix cache (the followers hold one cache)
             cached_tokens = 0
             entry = self.cache.take(job.session_id)
             if entry is not None:
@@ -301,7 +336,7 @@ class Engine:
             job.finish(reason, loop_guard=looped and reason == "stop")
 
     def _store(self, job: Job, cache: Any, tokens: list[int] | None) -> None:
-        if not job.session_id or cache is None or tokens is None:
+        if not job.session_id or cache is None or tokens is None or self._head is not None:
             return
         if not cache or getattr(cache[0], "offset", len(tokens)) != len(tokens):
             return  # cache and token list disagree: never reuse something we cannot trust
@@ -326,7 +361,7 @@ class Engine:
                 job.emit(None)
                 log.info("cancelled %s after %d tokens", job.id, job.completion_tokens)
 
-    def _fail_all(self, message: str, status: int) -> None:
+    def _fail_all(self, message: str, status: int, code: str = "backend_error") -> None:
         jobs = list(self._active.values())
         if self._solo is not None:
             jobs.append(self._solo[0])
@@ -338,7 +373,7 @@ class Engine:
         # The old generator may hold half-finished state: start from a clean one.
         self._generator = self._new_generator() if self.loaded and self.loaded.embedding is None else None
         for job in jobs:
-            job.fail(message, status)
+            job.fail(message, status, code=code)
 
 
 def _context_length(path: Path) -> int | None:

@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import platform
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -28,10 +29,10 @@ from starlette.types import ASGIApp
 from isthmus import settings
 from isthmus.errors import ApiError, Dialect
 from isthmus.web import create_app, parse_body, read_json
-from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, TokenizeRequest, TokenizeResponse
+from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, ShardSpec, TokenizeRequest, TokenizeResponse
 from isthmus_contracts.internal import ErrorEvent, InternalRequest
 from local_runtime.agent.embeddings.route import embeddings as embed_answer
-from local_runtime.agent.engine import Engine, QueueFull
+from local_runtime.agent.engine import AgentRestarting, Engine, QueueFull
 from local_runtime.agent.jobs import DEFAULT_MAX_TOKENS, Job
 from local_runtime.agent.models import registry
 from local_runtime.agent.prompt import build_prompt
@@ -63,17 +64,30 @@ class AgentState:
             max_queue=engine.config.max_queue, cache_entries=len(engine.cache),
             cache_bytes=engine.cache.nbytes, rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
             ram_total_bytes=psutil.virtual_memory().total,
-            platform=f"{platform.system()}-{platform.machine()}",
+            platform=f"{platform.system()}-{platform.machine()}", shard=engine.shard, shard_error=engine.shard_error,
+            restarting=engine.restart_due,
         )
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, shard: ShardSpec | None = None) -> None:
+        if self.engine.restart_due:
+            raise ApiError(503, "this agent is restarting after its distributed group ended; retry shortly",
+                           code="agent_restarting", headers={"Retry-After": LOADING_RETRY_AFTER_S})
         self.loading = name
         try:
             try:
                 path = await asyncio.to_thread(registry.resolve, name, self.data_dir)
             except FileNotFoundError as exc:
                 raise ApiError(404, str(exc), code="model_not_found") from None
-            await asyncio.wrap_future(self.engine.load(name, Path(path)))
+            try:
+                await asyncio.wrap_future(self.engine.load(name, Path(path), shard))
+            except AgentRestarting as exc:
+                raise ApiError(503, str(exc), code="agent_restarting",
+                               headers={"Retry-After": LOADING_RETRY_AFTER_S}) from None
+            except (ValueError, RuntimeError) as exc:
+                if shard is None:
+                    raise
+                raise ApiError(400 if isinstance(exc, ValueError) else 502, f"sharded load failed: {exc}",
+                               code="shard_load_failed") from None
         finally:
             self.loading = None
 
@@ -235,8 +249,15 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
 
     async def load(request: Request) -> Response:
         body = await parse_body(request, LoadRequest)
-        await state.load(body.model)
+        await state.load(body.model, body.shard)
         return _json(state.status())
+
+    async def shard_port(request: Request) -> Response:
+        """A free port on this host for the data link of a sharded group (the control plane asks each agent
+        for one, then sends every rank the same host list)."""
+        with socket.socket() as s:
+            s.bind(("", 0))  # free on every interface, whichever one the group's links will use
+            return JSONResponse({"port": s.getsockname()[1]})
 
     async def unload(request: Request) -> Response:
         await asyncio.wrap_future(engine.unload())
@@ -259,6 +280,7 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
         Route("/agent/v1/load", load, methods=["POST"]),
         Route("/agent/v1/unload", unload, methods=["POST"]),
         Route("/agent/v1/status", status, methods=["GET"]),
+        Route("/agent/v1/shard/port", shard_port, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         *extra_routes,
     ]

@@ -3,7 +3,7 @@ generation is NDJSON, one :data:`StreamEvent` per line; a non-streamed one is an
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,9 +30,27 @@ class TokenizeResponse(BaseModel):
     default_max_tokens: int | None = None
 
 
+class ShardSpec(BaseModel):
+    """One agent's part in a sharded load: the control plane sends every rank the same hosts and mode."""
+
+    model_config = ConfigDict(defer_build=True)
+    mode: Literal["pipeline", "tensor"]
+    rank: int = Field(ge=0)
+    hosts: list[str] = Field(min_length=2)  # "host:port" per rank, rank order: the group's data links
+    backend: Literal["ring", "jaccl"] = "ring"
+    # jaccl: the ibverbs device joining rank i to rank j (None on the diagonal), as `mlx.distributed_config
+    # --backend jaccl` writes it; it depends on the cabling, so the operator gives it with the load
+    ibv_devices: list[list[str | None]] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.hosts)
+
+
 class LoadRequest(BaseModel):
     model_config = ConfigDict(defer_build=True)
     model: str  # a name known to `isthmus model` or a path to an mlx-lm model directory
+    shard: ShardSpec | None = None  # None: the whole model on this agent
 
 
 class AgentStatus(BaseModel):
@@ -50,6 +68,11 @@ class AgentStatus(BaseModel):
     rss_bytes: int = 0
     ram_total_bytes: int = 0
     platform: str = ""
+    # Sharded loads: mode, rank, size, role ("head" takes requests, "follower" mirrors it), weight bytes
+    # held here. A follower reports model None: it serves no request itself.
+    shard: dict[str, Any] | None = None
+    shard_error: str | None = None  # why the last sharded group ended (a lost peer), until the next load
+    restarting: bool = False  # its sharded group ended: the agent restarts (a new process) once idle
 
 
 class AgentHealth(BaseModel):

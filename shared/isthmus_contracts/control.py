@@ -39,6 +39,7 @@ class NodeLoad(BaseModel):
     cache_entries: int = Field(default=0, ge=0)
     cache_bytes: int = Field(default=0, ge=0)
     rss_bytes: int = Field(default=0, ge=0)
+    shard_error: str | None = None  # a sharded group's rank 0 lost a peer (the pool is degraded)
 
 
 class EnrollRequest(BaseModel):

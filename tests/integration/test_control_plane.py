@@ -123,7 +123,7 @@ def test_load_errors(plane: Plane) -> None:
     assert post("/admin/nowhere/load", {"model": "tiny-a"}).status_code == 404
     assert post("/admin/lab/load", {"model": "tiny-a", "sharding": "diagonal"}).status_code == 400
     r = post("/admin/lab/load", {"model": "tiny-a", "sharding": "pipeline"})
-    assert r.status_code == 501 and "pipeline" in r.json()["detail"]
+    assert r.status_code == 502 and "data port" in r.json()["detail"]  # the fake agent cannot shard
     too_big = post("/admin/clusters/lab/load", {"model": "big-model", "nodes": ["a"]})
     assert too_big.status_code == 400 and "does not fit" in too_big.json()["detail"]
     httpx.put(f"{plane.edge}/admin/clusters/other", json={"kind": "mlx"}).raise_for_status()

@@ -110,4 +110,4 @@ def test_reap_endpoint_answers_what_it_unloaded(moto_tables: None, monkeypatch: 
     client = admin()
     assert client.post("/admin/pools/reap").status_code == 401
     r = client.post("/admin/pools/reap", headers={"Authorization": "Bearer s3cret"})
-    assert r.status_code == 200 and r.json() == {"reaped": []}
+    assert r.status_code == 200 and r.json() == {"reaped": [], "healed": []}

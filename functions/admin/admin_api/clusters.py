@@ -49,7 +49,8 @@ async def unload(request: Request) -> Response:
 
 @authorized(ADMIN_TOKEN)
 async def reap_pools(request: Request) -> Response:
-    return json_response({"reaped": await services.clusters().reap_idle()})
+    clusters = services.clusters()
+    return json_response({"reaped": await clusters.reap_idle(), "healed": await clusters.heal_sharded()})
 
 
 routes = [

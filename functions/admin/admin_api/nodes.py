@@ -31,6 +31,7 @@ def _reap_due() -> BackgroundTask | None:
 async def _reap_quietly() -> None:
     try:
         await services.clusters().reap_idle()
+        await services.clusters().heal_sharded()  # sharded pools that lost a rank
     except Exception:
         get_logger("admin").exception("idle pool reaping failed")
 

@@ -52,6 +52,10 @@ class Pool(BaseModel):
     model: str
     nodes: list[str]
     mode: LoadMode = "solo"
+    # pipeline/tensor over N>1 nodes: the node of each rank (rank 0 = ``nodes[0]``, the one taking requests)
+    ranks: list[str] = Field(default_factory=list)
+    backend: str | None = None  # the MLX distributed backend of a sharded pool (ring, jaccl)
+    note: str | None = None  # a sharded pool reloaded on fewer nodes, or unloaded (no nodes), and why
     loaded_at: datetime
     load_s: float = 0.0
     ttl_seconds: int | None = None  # idle time before the pool is unloaded (None: the settings default)

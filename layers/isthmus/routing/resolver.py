@@ -65,6 +65,8 @@ def pool_targets(snapshot: Snapshot, cluster: Cluster, pool: Pool) -> list[NodeT
     pool was loaded (a restarted agent that lost its model); the grace covers a heartbeat that raced the load
     (sent while the load that formed the pool was still running)."""
     settled = pool.loaded_at + timedelta(seconds=snapshot.stale_seconds / 2)
+    if pool.ranks and len(snapshot.up_nodes(pool.ranks, cluster_id=cluster.cluster_id)) < len(pool.ranks):
+        return []  # a sharded pool answers only with every rank up (until the control plane heals it)
     return [NodeTarget(node_id=n.node_id, base_url=n.base_url)
             for n in snapshot.up_nodes(pool.nodes, cluster_id=cluster.cluster_id)
             if not (n.load.loaded_model is None and n.last_seen > settled)]

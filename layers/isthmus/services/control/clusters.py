@@ -25,7 +25,7 @@ from isthmus.control.models import (
 from isthmus.errors import ApiError
 from isthmus.fields import URL, Alias, ModelList, ModelName, Secret, Text
 from isthmus.ports.control import AgentPort, ControlStore
-from isthmus.services.control import pool_usage
+from isthmus.services.control import pool_usage, sharded
 
 LOAD_LEASE = timedelta(minutes=15)
 RAM_FRACTION = 0.75  # weights beyond this share of a node's RAM leave no room for the KV cache
@@ -51,7 +51,9 @@ class LoadBody(NullsAsAbsent):
     alias: Alias | None = None
     sharding: str | None = None
     mode: str | None = None
-    nodes: list[str] | None = None
+    nodes: list[str] | None = None  # sharded: in rank order (rank 0 takes the requests)
+    backend: str | None = None  # sharded: MLX distributed backend, ring (default, ISTHMUS_SHARD_BACKEND) or jaccl
+    ibv_devices: list[list[str | None]] | None = None  # jaccl: RDMA device matrix (mlx.distributed_config's)
     force: bool = False
     ttl_seconds: int | None = Field(default=None, ge=0)  # unload after this long idle (0: never)
 
@@ -91,7 +93,12 @@ class ClusterService:
         nodes = [n for n in snap.nodes if n.cluster_id == cluster.cluster_id]
         up = {n.node_id for n in nodes if n.is_up(snap.now, snap.stale_seconds)}
         pools = {alias: {**p.model_dump(mode="json"), "ready_nodes": [n for n in p.nodes if n in up],
-                         "ready": any(n in up for n in p.nodes)} for alias, p in cluster.pools.items()}
+                         "ready": any(n in up for n in p.nodes), "degraded": p.note}
+                 for alias, p in cluster.pools.items()}
+        for alias, p in cluster.pools.items():
+            if p.ranks:
+                pools[alias].update(sharded.view(p, snap, up))
+                pools[alias]["ready"] = pools[alias]["ready"] and pools[alias]["degraded"] is None
         loading = cluster.loading_until is not None and cluster.loading_until > snap.now
         ready = bool(cluster.url) if cluster.kind == "telemak" else any(p["ready"] for p in pools.values())
         return {**cluster.public(), "pools": pools, "nodes": [n.node_id for n in nodes], "nodes_up": sorted(up),
@@ -180,6 +187,8 @@ class ClusterService:
     def _pick_nodes(self, snap: Snapshot, cluster: Cluster, wanted: list[str] | None) -> list[Node]:
         up = snap.up_nodes(cluster_id=cluster.cluster_id)
         if wanted:
+            if len(set(wanted)) != len(wanted):
+                raise ApiError(400, "a node is named twice in 'nodes'", param="nodes")
             by_id = {n.node_id: n for n in up}
             missing = [n for n in wanted if n not in by_id]
             if missing:
@@ -209,11 +218,12 @@ class ClusterService:
                            code="not_loadable")
         snap = await self.snapshot()
         nodes = self._pick_nodes(snap, cluster, body.nodes)
-        if mode != "solo" and len(nodes) > 1:
-            raise ApiError(501, f"{mode} sharding over {len(nodes)} nodes is not supported yet; load with "
-                           "mode 'solo' (one replica per node) or name a single node.", code="not_implemented",
-                           param="sharding")
-        self._check_fit(nodes, body.model)
+        group = mode != "solo" and len(nodes) > 1  # one model over all the nodes, as an MLX distributed group
+        backend = sharded.backend_of(body.backend, body.ibv_devices, len(nodes)) if group else None
+        if group:
+            sharded.check_fit(nodes, body.model, mode, RAM_FRACTION)
+        else:
+            self._check_fit(nodes, body.model)
         alias = body.alias or cluster.default_alias or _short_name(body.model)
         if alias.lower() in RESERVED_ALIASES:
             raise ApiError(400, f"'{alias}' is a reserved model id.", param="alias")
@@ -226,12 +236,18 @@ class ClusterService:
         if not await run_in_threadpool(self.store.acquire_load, cluster_id, now + LOAD_LEASE, now):
             raise ApiError(409, f"cluster '{cluster_id}' is busy with another load.", code="cluster_busy")
         released = False
+        group_info: dict[str, Any] = {}
         try:
             started = time.monotonic()
-            results = await asyncio.gather(*(self.agents.load(n.base_url, body.model) for n in nodes),
-                                           return_exceptions=True)
+            # A node of a sharded pool leaves its group first (and restarts: see sharded.wait_fresh)
+            await self._unload_nodes_pools(cluster, nodes)
+            if group:
+                group_info = await sharded.load_group(self.agents, nodes, body.model, mode, backend or "ring",
+                                                      body.ibv_devices)
+            results = [] if group else await asyncio.gather(
+                *(self.agents.load(n.base_url, body.model) for n in nodes), return_exceptions=True)
             failed = {n.node_id: getattr(r, "message", type(r).__name__)
-                      for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)}
+                      for n, r in zip(nodes, results, strict=not group) if isinstance(r, BaseException)}
             if len(failed) == len(nodes):
                 reasons = "; ".join(f"{nid}: {why}" for nid, why in failed.items())
                 raise ApiError(502, f"load of '{body.model}' failed on {reasons}", code="load_failed")
@@ -239,12 +255,13 @@ class ClusterService:
             # The nodes that loaded now hold the model whatever happened elsewhere: the record follows them. A
             # conditional read-modify-write, so a node that enrolled during the load keeps its place.
             ids = [n.node_id for n in nodes if n.node_id not in failed]
-            loaded = Pool(alias=alias, model=body.model, nodes=ids, mode=mode,  # type: ignore[arg-type]
+            loaded = Pool(alias=alias, model=body.model, nodes=ids[:1] if group else ids, mode=mode,  # type: ignore[arg-type]
+                          ranks=ids if group else [], backend=backend,
                           loaded_at=utcnow(), load_s=load_s, ttl_seconds=body.ttl_seconds)
 
             def moved(current: Cluster) -> dict[str, Pool]:
                 pools = {a: p.model_copy(update={"nodes": [x for x in p.nodes if x not in ids]})
-                         for a, p in current.pools.items() if a != alias}
+                         for a, p in current.pools.items() if a != alias and not set(p.ranks) & set(ids)}
                 return {**{a: p for a, p in pools.items() if p.nodes}, alias: loaded}
 
             await run_in_threadpool(self.store.update_pools, cluster_id, moved, release=True)
@@ -259,7 +276,7 @@ class ClusterService:
                 if current is not None:
                     await run_in_threadpool(self.store.set_pools, cluster_id, current.pools, release=True)
         answer = {"loaded": True, "cluster": cluster_id, "alias": alias, "model": body.model, "nodes": ids,
-                  "mode": mode, "load_s": load_s}
+                  "mode": mode, "load_s": load_s, **group_info}
         return {**answer, "failed": failed} if failed else answer
 
     async def unload(self, cluster_id: str, body: UnloadBody) -> dict[str, Any]:
@@ -267,15 +284,79 @@ class ClusterService:
         if body.alias and body.alias not in cluster.pools:
             raise ApiError(404, f"cluster '{cluster_id}' has no pool '{body.alias}'.", code="not_found")
         aliases = [body.alias] if body.alias else list(cluster.pools)
-        ids = sorted({n for a in aliases for n in cluster.pools[a].nodes})
+        ids = sorted({n for a in aliases for n in [*cluster.pools[a].nodes, *cluster.pools[a].ranks]})
         snap = await self.snapshot()
-        targets = [n for n in snap.nodes if n.node_id in ids]
-        results = await asyncio.gather(*(self.agents.unload(n.base_url) for n in targets), return_exceptions=True)
+        by_id = {n.node_id: n for n in snap.nodes}
+        groups = [[by_id[n] for n in cluster.pools[a].ranks if n in by_id] for a in aliases if cluster.pools[a].ranks]
+        in_group = {n.node_id for g in groups for n in g}
+        targets = [n for n in snap.nodes if n.node_id in ids and n.node_id not in in_group]
+        results = await asyncio.gather(*(self.agents.unload(n.base_url) for n in targets),
+                                       *(sharded.unload_group(self.agents, g) for g in groups), return_exceptions=True)
         errors = {n.node_id: getattr(r, "message", type(r).__name__)
-                  for n, r in zip(targets, results, strict=True) if isinstance(r, BaseException)}
+                  for n, r in zip(targets, results, strict=False) if isinstance(r, BaseException)}
+        for r in results[len(targets):]:
+            errors.update(r if isinstance(r, dict) else {})
         await run_in_threadpool(self.store.update_pools, cluster_id,
                                 lambda current: {a: p for a, p in current.pools.items() if a not in aliases})
         return {"unloaded": True, "cluster": cluster_id, "aliases": aliases, "nodes": ids, "errors": errors}
+
+    async def _unload_nodes_pools(self, cluster: Cluster, nodes: list[Node]) -> None:
+        """Before any load on these nodes: the sharded pools they are ranks of end (the whole group is unloaded,
+        its agents restart, and the load waits for them), so no rank keeps a part of an old model."""
+        ids = {n.node_id for n in nodes}
+        for alias, pool in cluster.pools.items():
+            if set(pool.ranks) & ids:
+                snap = await self.snapshot()
+                await sharded.unload_group(self.agents, [n for r in pool.ranks for n in snap.nodes if n.node_id == r])
+
+                def without(current: Cluster, gone: str = alias) -> dict[str, Pool]:
+                    return {k: p for k, p in current.pools.items() if k != gone}
+
+                await run_in_threadpool(self.store.update_pools, cluster.cluster_id, without)
+
+    async def heal_sharded(self) -> list[dict[str, Any]]:
+        """Each sharded pool that lost a rank (a node down, or rank 0 reporting its group broken) is loaded
+        again on its ranks still up (sharded over several, whole on one) when the model fits them; else it is
+        unloaded and keeps only its record, with no nodes and the reason (shown in /admin/clusters)."""
+        snap = await self.snapshot()
+        healed = []
+        for cluster in snap.clusters:
+            up = {n.node_id for n in snap.up_nodes(cluster_id=cluster.cluster_id)}
+            for alias, pool in cluster.pools.items():
+                reason = sharded.view(pool, snap, up)["degraded"] if pool.ranks else None
+                if not reason:
+                    continue
+                remaining = [n for n in pool.ranks if n in up]
+                try:
+                    if not remaining:
+                        raise ApiError(503, "no rank is up", code="no_ready_nodes")
+                    mode = pool.mode if len(remaining) > 1 else "solo"
+                    # rank 0 restarts after losing its group: a whole load must reach the new process
+                    await asyncio.gather(*(sharded.wait_fresh(self.agents, n) for n in snap.nodes
+                                           if n.node_id in remaining))
+                    await self.load(cluster.cluster_id, LoadBody(model=pool.model, alias=alias, sharding=mode,
+                                                                 nodes=remaining, backend=pool.backend, force=True,
+                                                                 ttl_seconds=pool.ttl_seconds))
+                    note = f"reloaded on {', '.join(remaining)} ({mode}) after: {reason}"
+                    await self._set_note(cluster.cluster_id, alias, note, unload=False)
+                except ApiError as exc:
+                    if exc.status == 409:  # another load holds the cluster: try again next time
+                        continue
+                    errors = await sharded.unload_group(self.agents, [n for n in snap.nodes if n.node_id in remaining])
+                    note = f"unloaded after: {reason}; not reloaded: {exc.message}"
+                    await self._set_note(cluster.cluster_id, alias, note, unload=True)
+                    note += f" ({errors})" if errors else ""
+                healed.append({"cluster": cluster.cluster_id, "alias": alias, "note": note})
+        return healed
+
+    async def _set_note(self, cluster_id: str, alias: str, note: str, *, unload: bool) -> None:
+        def noted(current: Cluster) -> dict[str, Pool] | None:
+            if alias not in current.pools:
+                return None
+            update: dict[str, Any] = {"note": note, **({"nodes": [], "ranks": []} if unload else {})}
+            return {**current.pools, alias: current.pools[alias].model_copy(update=update)}
+
+        await run_in_threadpool(self.store.update_pools, cluster_id, noted)
 
     async def reap_idle(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """Unload every pool idle for longer than its TTL (the pool's own, else ``pool_ttl_seconds_default``;

@@ -55,7 +55,7 @@ class NodeService:
             return
 
         def joined(current: Cluster) -> dict[str, Pool] | None:
-            if any(node.node_id in p.nodes for p in current.pools.values()):
+            if any(node.node_id in p.nodes or node.node_id in p.ranks for p in current.pools.values()):
                 return None
             pools = dict(current.pools)
             same = next((p for p in pools.values() if p.model == model), None)

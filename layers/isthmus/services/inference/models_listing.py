@@ -45,6 +45,7 @@ def _pool_entries(snap: Snapshot, cluster: Cluster, alias: str, pool: Pool, *,
         return []
     created = int(pool.loaded_at.timestamp())
     common = {"backend": "mlx", "pool": cluster.cluster_id, "nodes": ready_nodes, "ready": bool(ready_nodes),
+              "sharding": pool.mode, "ranks": [{"rank": r, "node_id": n} for r, n in enumerate(pool.ranks)],
               **_meta(snap, pool.model, [])}
     out = [_entry(alias, created=created, root=pool.model, alias_for=pool.model, kind="alias", **common)]
     if pool.model != alias:

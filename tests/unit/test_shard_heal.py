@@ -1,0 +1,83 @@
+"""Healing a sharded pool that lost a rank when the model does not fit the ranks left: it is unloaded, its record
+kept with no nodes and the reason (the loopback test in tests/integration/test_sharding.py covers the reload)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from isthmus.adapters import dynamodb
+from isthmus.adapters.control_tables import DynamoControlStore
+from isthmus.control.models import Cluster, Node, Pool, utcnow
+from isthmus.services.control.clusters import ClusterService
+from isthmus_contracts.control import ModelOnDisk
+from local_runtime.tables import create_tables
+
+
+@pytest.fixture()
+def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoControlStore]:
+    monkeypatch.delenv("ISTHMUS_DYNAMODB_ENDPOINT", raising=False)
+    for k, v in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        dynamodb.reset_clients()
+        create_tables(boto3.client("dynamodb", region_name="us-east-1"))
+        yield DynamoControlStore()
+    dynamodb.reset_clients()
+
+
+class Agents:
+    """The agent port as the control plane sees it; records what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def load(self, base_url: str, model: str) -> dict[str, Any]:
+        self.calls.append(("load", base_url))
+        return {}
+
+    async def unload(self, base_url: str) -> dict[str, Any]:
+        self.calls.append(("unload", base_url))
+        return {}
+
+    async def status(self, base_url: str) -> dict[str, Any]:
+        return {"restarting": False}
+
+    async def request(self, method: str, base_url: str, path: str, body: Any = None, timeout: float | None = None,
+                      api_key: str | None = None) -> tuple[int, Any]:
+        self.calls.append((path, base_url))
+        return 200, {}
+
+
+def test_a_pool_whose_model_fits_no_remaining_rank_is_unloaded_with_the_reason(store: DynamoControlStore) -> None:
+    # given a pipeline pool of a 3 GiB model over a (rank 0, 2 GiB RAM) and b (rank 1), and b gone silent
+    now = utcnow()
+    model = [ModelOnDisk(name="big", size_bytes=3 * 2**30)]
+    store.put_cluster_config(Cluster(cluster_id="lab", kind="mlx"))
+    store.put_node(Node(node_id="a", cluster_id="lab", base_url="http://a:1", ram_bytes=2 * 2**30, models=model,
+                        last_seen=now))
+    store.put_node(Node(node_id="b", cluster_id="lab", base_url="http://b:1", ram_bytes=2 * 2**30, models=model,
+                        last_seen=now - timedelta(hours=1)))
+    store.set_pools("lab", {"big": Pool(alias="big", model="big", nodes=["a"], ranks=["a", "b"], mode="pipeline",
+                                        loaded_at=now)}, release=False)
+    agents = Agents()
+    service = ClusterService(store, agents)
+    # when the control plane heals its pools
+    healed = asyncio.run(service.heal_sharded())
+    # then the model, too big for a alone, is unloaded from a, and the pool says why
+    assert [h["alias"] for h in healed] == ["big"]
+    assert ("unload", "http://a:1") in agents.calls and not any(c[0] == "load" for c in agents.calls)
+    pool = store.get_cluster("lab").pools["big"]  # type: ignore[union-attr]
+    assert (pool.nodes, pool.ranks) == ([], [])
+    assert pool.note and pool.note.startswith("unloaded after: node 'b' (rank 1) is down; not reloaded:")
+    assert "does not fit node 'a'" in pool.note
+    status = asyncio.run(service.status("lab"))
+    assert status["pools"]["big"]["degraded"] == pool.note and status["pools"]["big"]["ready"] is False
+    # and healing again changes nothing (the pool has no ranks left to lose)
+    assert asyncio.run(service.heal_sharded()) == []
