@@ -45,10 +45,12 @@ def models_app(state: AgentState) -> ASGIApp:
                        *versioned("/models/{model_id:path}", get_model, ["GET"])], service="models")
 
 
-def serve_api_app(agent: ASGIApp, state: AgentState, self_url: str) -> ASGIApp:
+def serve_api_app(agent: ASGIApp, state: AgentState, self_url: str, *, api_key: str | None = None) -> ASGIApp:
+    """``api_key``: the agent's own (``--api-key``), which the /v1/* surface sends on its calls to the agent."""
     from functions.inference import routes as inference
 
-    wiring.use_single_mac(self_url)  # the composition root serves this agent only, no tenancy, memory responses
+    # The composition root serves this agent only, no tenancy, memory responses.
+    wiring.use_single_mac(self_url, api_key)
     models = models_app(state)
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
