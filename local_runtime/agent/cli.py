@@ -115,6 +115,10 @@ def run_agent(args: argparse.Namespace) -> int:
         app = serve_api_app(app, state, f"http://127.0.0.1:{args.port}", api_key=api_key)
     if api_key:
         app = require_api_key(app, api_key)
+        if enrollment is not None:  # the key guards a standalone agent (a telemak upstream), not a pool node
+            logging.getLogger("agent").warning(
+                "this agent requires a key and enrolls in a cluster: the control plane calls pool nodes without "
+                "one, so its pool calls will be refused (401)")
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     failed: list[str] = []
 
