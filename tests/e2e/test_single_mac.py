@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -61,7 +62,10 @@ def single_mac_embedder(tmp_path_factory: pytest.TempPathFactory, agent_logs: Pa
 def test_embeddings_are_served_when_the_agents_model_is_an_embedding_model(
         single_mac_embedder: AgentProcess) -> None:
     oai = openai.OpenAI(base_url=f"{single_mac_embedder.base}/v1", api_key="unused", max_retries=0)
-    loaded = [m.id for m in oai.models.list().data][1]
+    listed = httpx.get(f"{single_mac_embedder.base}/v1/models", timeout=10).json()["data"]
+    loaded = listed[1]["id"]
+    assert listed[1]["x_odyssai"]["supports_embeddings"] is True
+    assert listed[1]["x_odyssai"]["supports_streaming"] is False
     # when the openai SDK asks the agent's own /v1/embeddings, by `default` and by the model's name
     batch = oai.embeddings.create(model="default", input=["a red guitar", "interest rates"])
     alone = oai.embeddings.create(model=loaded, input="interest rates", encoding_format="float")
