@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from isthmus.services.tenancy.gate import TenancyGate
     from isthmus.services.tenancy.holds import HoldKeeper
 
-# Single-Mac mode's composition when it asked for one: (inference service, response store).
-_single_mac: list[tuple[InferenceService, ResponseStore]] = []
+# Single-Mac mode's composition when it asked for one: (inference service, response store, its agent resolver).
+_single_mac: list[tuple[InferenceService, ResponseStore, BackendResolver]] = []
 
 
 # ---- tenancy ------------------------------------------------------------------------------------------------
@@ -258,20 +258,23 @@ def response_store() -> ResponseStore:
 
 
 def passthrough_service() -> PassthroughService:
+    from isthmus.backends.cloud import CloudResolver, NoCloudAliases
     from isthmus.services.inference.passthrough import PassthroughService
 
+    if _single_mac:  # no cloud aliases: /v1/embeddings goes to the one agent (when its model is an embedding model)
+        return PassthroughService(CloudResolver(NoCloudAliases(), _single_mac[0][2]), None)
     return PassthroughService(cloud_resolver(), inference_service().gate)
 
 
-def use_single_mac(agent_url: str) -> None:
-    """Single-Mac mode: inference over the one agent at ``agent_url`` only, no tenancy gate (no keys, budgets
-    or usage rows), responses kept in memory."""
+def use_single_mac(agent_url: str, api_key: str | None = None) -> None:
+    """Single-Mac mode: inference over the one agent at ``agent_url`` only (``api_key``: the agent's own, sent on
+    every call to it), no tenancy gate (no keys, budgets or usage rows), responses kept in memory."""
     from isthmus.adapters.memory_responses import MemoryResponseStore
     from isthmus.backends.default_agent import DefaultAgentResolver
     from isthmus.services.inference.inference import InferenceService
 
-    resolver: BackendResolver = DefaultAgentResolver(agent_url)
-    _single_mac[:] = [(InferenceService(resolver, None, file_parts()), MemoryResponseStore())]
+    resolver: BackendResolver = DefaultAgentResolver(agent_url, api_key)
+    _single_mac[:] = [(InferenceService(resolver, None, file_parts()), MemoryResponseStore(), resolver)]
 
 
 # ---- files --------------------------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ def add_agent_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-openblas", action="store_true", help="do not re-exec with OpenBLAS preloaded")
     p.add_argument("--serve-api", action="store_true",
                    help="single-Mac mode: also serve the public /v1/* API with this agent as its only backend")
+    p.add_argument("--api-key", default=None,
+                   help="require this key (Bearer or x-api-key) on every route but /health; prefer the "
+                        "ISTHMUS_AGENT_API_KEY variable, which other users of the machine cannot read in `ps`")
     p.set_defaults(run=run_agent)
 
 
@@ -88,6 +91,8 @@ def run_agent(args: argparse.Namespace) -> int:
         reexec_with_openblas()
     import uvicorn
 
+    from local_runtime.agent.api_key import ENV_VAR as API_KEY_ENV
+    from local_runtime.agent.api_key import require_api_key
     from local_runtime.agent.engine import Engine, EngineConfig
     from local_runtime.agent.server import AgentState, build_app
 
@@ -106,10 +111,17 @@ def run_agent(args: argparse.Namespace) -> int:
     reachable = socket.gethostbyname(socket.gethostname()) if args.host in ("0.0.0.0", "::") else args.host
     enrollment = Enrollment.from_env(state.node_id, f"http://{reachable}:{args.port}", state.status,
                                      inventory_fn=lambda: list_models(args.data_dir))
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if args.serve_api:
         from local_runtime.agent.single_mac import serve_api_app
 
-        app = serve_api_app(app, state, f"http://127.0.0.1:{args.port}")
+        app = serve_api_app(app, state, f"http://127.0.0.1:{args.port}", api_key=api_key)
+    if api_key:
+        app = require_api_key(app, api_key)
+        if enrollment is not None:  # the key guards a standalone agent (a telemak upstream), not a pool node
+            logging.getLogger("agent").warning(
+                "this agent requires a key and enrolls in a cluster: the control plane calls pool nodes without "
+                "one, so its pool calls will be refused (401)")
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     failed: list[str] = []
 

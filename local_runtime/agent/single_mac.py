@@ -20,11 +20,12 @@ def models_app(state: AgentState) -> ASGIApp:
     """/v1/models with the one loaded model (and `default`, its alias), in the gateway's shape."""
 
     def entry(model_id: str, root: str) -> dict[str, object]:
+        chat = state.engine.loaded is None or state.engine.loaded.embedding is None  # else /v1/embeddings only
         return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "isthmus",
                 "root": root, "x_odyssai": {"ready": True, "loaded": True, "backend": "mlx", "kind": "mlx",
                                             "alias_for": root if model_id != root else None,
-                                            "nodes": [state.node_id], "supports_streaming": True,
-                                            "supports_tools": True}}
+                                            "nodes": [state.node_id], "supports_streaming": chat,
+                                            "supports_tools": chat, "supports_embeddings": not chat}}
 
     def entries() -> list[dict[str, object]]:
         loaded = state.engine.loaded
@@ -45,10 +46,12 @@ def models_app(state: AgentState) -> ASGIApp:
                        *versioned("/models/{model_id:path}", get_model, ["GET"])], service="models")
 
 
-def serve_api_app(agent: ASGIApp, state: AgentState, self_url: str) -> ASGIApp:
+def serve_api_app(agent: ASGIApp, state: AgentState, self_url: str, *, api_key: str | None = None) -> ASGIApp:
+    """``api_key``: the agent's own (``--api-key``), which the /v1/* surface sends on its calls to the agent."""
     from functions.inference import routes as inference
 
-    wiring.use_single_mac(self_url)  # the composition root serves this agent only, no tenancy, memory responses
+    # The composition root serves this agent only, no tenancy, memory responses.
+    wiring.use_single_mac(self_url, api_key)
     models = models_app(state)
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:

@@ -31,8 +31,8 @@ class AgentClient:
         return resp.status, data
 
     async def _checked(self, method: str, base_url: str, path: str, body: Any = None,
-                       timeout: float | None = None) -> dict[str, Any]:
-        status, data = await self.request(method, base_url, path, body, timeout)
+                       timeout: float | None = None, api_key: str | None = None) -> dict[str, Any]:
+        status, data = await self.request(method, base_url, path, body, timeout, api_key=api_key)
         if status >= 400:
             message = data.get("detail") or data.get("error") or data if isinstance(data, dict) else data
             raise ApiError(502, f"node agent at {base_url} answered {status} to {path}: {message}",
@@ -45,5 +45,5 @@ class AgentClient:
     async def unload(self, base_url: str) -> dict[str, Any]:
         return await self._checked("POST", base_url, "/agent/v1/unload", {})
 
-    async def status(self, base_url: str) -> dict[str, Any]:
-        return await self._checked("GET", base_url, "/agent/v1/status")
+    async def status(self, base_url: str, api_key: str | None = None) -> dict[str, Any]:
+        return await self._checked("GET", base_url, "/agent/v1/status", api_key=api_key)

@@ -266,11 +266,12 @@ class StreamResponse:
             self._ex.release()
 
 
-async def stream(method: str, url: str, *, json_body: Any, connect_timeout: float = 2.0,
-                 first_byte_timeout: float = 10.0, idle_timeout: float = 20.0) -> StreamResponse:
+async def stream(method: str, url: str, *, json_body: Any, headers: dict[str, str] | None = None,
+                 connect_timeout: float = 2.0, first_byte_timeout: float = 10.0,
+                 idle_timeout: float = 20.0) -> StreamResponse:
     """A streamed request: the response head must arrive within ``first_byte_timeout`` (the agent answers it
     as soon as the request is queued), then every chunk within ``idle_timeout`` of the one before
     (:class:`ReadTimedOut` otherwise)."""
     body = json.dumps(json_body, separators=(",", ":")).encode()
-    ex = await _exchange(method, url, body, None, connect_timeout, first_byte_timeout)
+    ex = await _exchange(method, url, body, headers, connect_timeout, first_byte_timeout)
     return StreamResponse(ex, idle_timeout)

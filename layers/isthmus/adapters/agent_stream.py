@@ -62,6 +62,11 @@ class AgentStreamBroken(Exception):
     """The agent's stream ended or failed after its first event (bytes may have reached the client)."""
 
 
+def _auth(api_key: str | None) -> dict[str, str] | None:
+    """The agent's key as a Bearer (an agent started with ``--api-key``; a telemak cluster's stored key)."""
+    return {"authorization": f"Bearer {api_key}"} if api_key else None
+
+
 def _agent_error(status: int, raw: bytes, base_url: str) -> ApiError:
     """The agent's error as an ApiError; a 503 (not serving: no model, loading one, shutting down) is
     :class:`AgentUnreachable`, so failover tries another node: nothing has reached the client yet. It keeps
@@ -73,6 +78,9 @@ def _agent_error(status: int, raw: bytes, base_url: str) -> ApiError:
 
 
 def _error_body(status: int, raw: bytes, base_url: str) -> ApiError:
+    if status in (401, 403):  # the agent's key, not the caller's: a gateway-side misconfiguration, as for a provider
+        return ApiError(502, f"node agent at {base_url} refused the gateway's credentials ({status}): the "
+                             "cluster's api_key is missing or wrong", code="upstream_auth_failed")
     try:
         data = json.loads(raw)
     except ValueError:
@@ -115,7 +123,7 @@ def _url(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + path
 
 
-async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
+async def open_stream(base_url: str, request: InternalRequest, *, api_key: str | None = None) -> AgentStream:
     """A streamed generation whose first event has arrived; connection failures, and an agent that sends no
     head within the first-byte bound or goes silent before its first event, are :class:`AgentUnreachable`
     (nothing has reached the client: failover may try another node); agent errors (4xx/5xx) are
@@ -123,7 +131,8 @@ async def open_stream(base_url: str, request: InternalRequest) -> AgentStream:
     body = request.model_copy(update={"stream": True}).model_dump(mode="json", exclude_none=True)
     try:
         resp = await agent_http.stream("POST", _url(base_url, "/agent/v1/generate"), json_body=body,
-                                       connect_timeout=CONNECT_TIMEOUT_S, first_byte_timeout=first_byte_seconds(),
+                                       headers=_auth(api_key), connect_timeout=CONNECT_TIMEOUT_S,
+                                       first_byte_timeout=first_byte_seconds(),
                                        idle_timeout=idle_seconds())
     except agent_http.AgentHttpError as exc:
         raise AgentUnreachable(base_url, exc.kind) from None
@@ -158,18 +167,19 @@ async def generate(base_url: str, request: InternalRequest) -> InternalResponse:
                            code="backend_stream_broken") from None
 
 
-async def tokenize(base_url: str, request: TokenizeRequest) -> int:
+async def tokenize(base_url: str, request: TokenizeRequest, *, api_key: str | None = None) -> int:
     """Exact prompt tokens with the node's tokenizer and chat template."""
-    return (await tokenize_response(base_url, request)).prompt_tokens
+    return (await tokenize_response(base_url, request, api_key=api_key)).prompt_tokens
 
 
-async def call_json(base_url: str, path: str, body: Any, timeout: float) -> agent_http.Response:
+async def call_json(base_url: str, path: str, body: Any, timeout: float, *,
+                    api_key: str | None = None) -> agent_http.Response:
     """A whole JSON call to the agent's ``/agent/v1{path}`` (embeddings): a connection failure is
     :class:`AgentUnreachable` (failover may try another node), an agent error an :class:`ApiError` with its
     status."""
     try:
         resp = await agent_http.request("POST", _url(base_url, "/agent/v1" + path), json_body=body,
-                                        connect_timeout=CONNECT_TIMEOUT_S, timeout=timeout)
+                                        headers=_auth(api_key), connect_timeout=CONNECT_TIMEOUT_S, timeout=timeout)
     except agent_http.AgentHttpError as exc:
         raise AgentUnreachable(base_url, exc.kind) from None
     if resp.status >= 400:
@@ -177,13 +187,15 @@ async def call_json(base_url: str, path: str, body: Any, timeout: float) -> agen
     return resp
 
 
-async def tokenize_response(base_url: str, request: TokenizeRequest) -> TokenizeResponse:
+async def tokenize_response(base_url: str, request: TokenizeRequest, *,
+                            api_key: str | None = None) -> TokenizeResponse:
     """The node's whole tokenize answer: the exact prompt tokens and what bounds the output (answered at once
     by a live agent: bounded like a generation's first byte)."""
     try:
         resp = await agent_http.request("POST", _url(base_url, "/agent/v1/tokenize"),
                                         json_body=request.model_dump(mode="json", exclude_none=True),
-                                        connect_timeout=CONNECT_TIMEOUT_S, timeout=first_byte_seconds())
+                                        headers=_auth(api_key), connect_timeout=CONNECT_TIMEOUT_S,
+                                        timeout=first_byte_seconds())
     except agent_http.AgentHttpError as exc:
         raise AgentUnreachable(base_url, exc.kind) from None
     if resp.status >= 400:

@@ -137,3 +137,22 @@ class CloudResolver:
                            code="model_not_found", param="model")
         return await self.inner.resolve(request, endpoint=endpoint, axis_header=axis_header)
 
+
+
+class NoCloudAliases:
+    """A catalog that publishes nothing (single-Mac mode: no providers table, its one agent serves every name)."""
+
+    def cached_state(self) -> tuple[dict[str, Any], set[str]]:
+        return {}, set()
+
+    def fresh(self) -> bool:
+        return True
+
+    def refresh(self) -> None:
+        return None
+
+    def chain(self, alias: str) -> list[Any]:
+        return []
+
+    def disabled(self, alias: str) -> bool:
+        return False

@@ -75,7 +75,8 @@ class ControlPlaneResolver:
             return _openai_upstream(route, route.upstream_url)
         if route.backend == "telemak" and route.upstream_url:
             # An Isthmus single-Mac agent (`isthmus agent --serve-api`) speaks the agent protocol too.
-            target = NodeTarget(node_id=route.cluster or route.upstream_url, base_url=route.upstream_url)
+            target = NodeTarget(node_id=route.cluster or route.upstream_url, base_url=route.upstream_url,
+                                api_key=route.upstream_api_key)
             return PoolBackend([target], name=f"telemak:{route.cluster}")
         raise ApiError(501, f"Model '{route.requested}' is served by a {route.backend} backend, which this "
                             "gateway cannot call yet.", code="backend_not_supported")

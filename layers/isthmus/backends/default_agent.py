@@ -44,8 +44,9 @@ def _names(model: str) -> set[str]:
 
 
 class DefaultAgentResolver:
-    def __init__(self, base_url: str | None = None) -> None:
+    def __init__(self, base_url: str | None = None, api_key: str | None = None) -> None:
         self._base_url = base_url
+        self._api_key = api_key  # the agent's own key (single-Mac mode with --api-key): sent on every call
         self._cached: tuple[float, AgentModels] | None = None
         self._known: set[str] = set()  # every model name the agent has reported (to answer 404 while it is down)
         self._refreshes = SingleFlight("agent status")
@@ -59,7 +60,7 @@ class DefaultAgentResolver:
         return url
 
     async def _fetch(self) -> AgentModels:
-        status = await AgentClient(timeout=first_byte_seconds()).status(self.base_url)
+        status = await AgentClient(timeout=first_byte_seconds()).status(self.base_url, api_key=self._api_key)
         loaded = status.get("model") if status.get("loaded") else None
         models = AgentModels(loaded=loaded, loading=status.get("loading") or None)
         self._known |= {m for m in (models.loaded, models.loading) if m}
@@ -103,7 +104,7 @@ class DefaultAgentResolver:
             raise ApiError(503, f"{exc.message}; retry shortly.", code="agent_unavailable",
                            headers={"Retry-After": UNREACHABLE_RETRY_AFTER_S}) from None
         if models.loaded is not None and wanted in _names(models.loaded) | {"default"}:
-            return single_agent(self.base_url), request.model_copy(update={"model": models.loaded})
+            return single_agent(self.base_url, self._api_key), request.model_copy(update={"model": models.loaded})
         if models.loading is not None and wanted in _names(models.loading) | {"default"}:
             raise ApiError(503, f"Model '{models.loading}' is loading on the node agent; retry shortly.",
                            code="model_loading", param="model", headers={"Retry-After": LOADING_RETRY_AFTER_S})

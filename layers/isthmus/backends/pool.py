@@ -61,7 +61,7 @@ class PoolBackend:
 
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
         target, opened = await first_connecting(
-            self.targets, lambda t: agent_stream.open_stream(t.base_url, request))
+            self.targets, lambda t: agent_stream.open_stream(t.base_url, request, api_key=t.api_key))
         await self._served(target)
         with tracker.track(target.node_id):
             try:
@@ -78,21 +78,23 @@ class PoolBackend:
         """An OpenAI raw call the agents serve themselves (``/embeddings``) at ``/agent/v1{path}``, from the first
         node that connects; the body goes as given (its model already the pool's concrete one)."""
         target, resp = await first_connecting(
-            self.targets, lambda t: agent_stream.call_json(t.base_url, path, body, RAW_TIMEOUT_S))
+            self.targets,
+            lambda t: agent_stream.call_json(t.base_url, path, body, RAW_TIMEOUT_S, api_key=t.api_key))
         await self._served(target)
         return RawAnswer(resp.status, {"content-type": resp.headers.get("content-type", "application/json")},
                          resp.body)
 
     async def count_tokens(self, request: TokenizeRequest) -> int | None:
-        _, count = await first_connecting(self.targets, lambda t: agent_stream.tokenize(t.base_url, request))
+        _, count = await first_connecting(
+            self.targets, lambda t: agent_stream.tokenize(t.base_url, request, api_key=t.api_key))
         return count
 
     async def prompt_count(self, request: TokenizeRequest) -> TokenizeResponse:
         """The exact prompt tokens and the output bounds the node reports (the budget hold's count)."""
-        _, counted = await first_connecting(self.targets,
-                                            lambda t: agent_stream.tokenize_response(t.base_url, request))
+        _, counted = await first_connecting(
+            self.targets, lambda t: agent_stream.tokenize_response(t.base_url, request, api_key=t.api_key))
         return counted
 
 
-def single_agent(base_url: str) -> PoolBackend:
-    return PoolBackend([NodeTarget(node_id=base_url, base_url=base_url)], name=f"agent:{base_url}")
+def single_agent(base_url: str, api_key: str | None = None) -> PoolBackend:
+    return PoolBackend([NodeTarget(node_id=base_url, base_url=base_url, api_key=api_key)], name=f"agent:{base_url}")

@@ -25,6 +25,7 @@ class NodeTarget(BaseModel):
     model_config = ConfigDict(defer_build=True)
     node_id: str
     base_url: str
+    api_key: str | None = Field(default=None, repr=False, exclude=True)  # sent as Bearer; never serialized or logged
 
 
 class Route(BaseModel):

@@ -62,6 +62,13 @@ class UnloadBody(NullsAsAbsent):
     alias: str | None = None
 
 
+def _alias_for(listed: dict[str, Any]) -> str | None:
+    """The model a ``/v1/models`` entry is an alias of, when it says so (an Isthmus upstream's x_odyssai)."""
+    extra = listed.get("x_odyssai")
+    alias_for = extra.get("alias_for") if isinstance(extra, dict) else None
+    return alias_for if isinstance(alias_for, str) and alias_for != listed.get("id") else None
+
+
 def _short_name(model: str) -> str:
     return model.rstrip("/").rsplit("/", 1)[-1]
 
@@ -162,7 +169,10 @@ class ClusterService:
             return []
         if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), list):
             return []
-        return [str(m["id"]) for m in data["data"] if isinstance(m, dict) and m.get("id")]
+        listed = [m for m in data["data"] if isinstance(m, dict) and m.get("id")]
+        ids = {str(m["id"]) for m in listed}
+        # An Isthmus upstream also lists aliases (`default`) of its model: the cluster's id is that one model.
+        return [str(m["id"]) for m in listed if _alias_for(m) not in ids]
 
     async def nodes(self) -> list[dict[str, Any]]:
         snap = await self.snapshot()
