@@ -20,6 +20,7 @@ from typing import Any
 
 from isthmus_contracts.internal import FinishReason
 from local_runtime.agent.jobs import Job
+from local_runtime.agent.load_progress import LoadProgress, materialize
 from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, reusable_prefix
 from local_runtime.agent.solo import SoloSequence
 
@@ -108,8 +109,8 @@ class Engine:
         self._commands.put(command)
         return future
 
-    def load(self, name: str, path: Path) -> Future[Any]:
-        return self.call(lambda: self._load(name, path))
+    def load(self, name: str, path: Path, progress: LoadProgress | None = None) -> Future[Any]:
+        return self.call(lambda: self._load(name, path, progress or LoadProgress(name)))
 
     def unload(self) -> Future[Any]:
         return self.call(self._unload)
@@ -121,12 +122,14 @@ class Engine:
 
     # ---- engine thread -----------------------------------------------------------------------------
 
-    def _load(self, name: str, path: Path) -> LoadedModel:
+    def _load(self, name: str, path: Path, progress: LoadProgress) -> LoadedModel:
         from mlx_lm import load
 
         self._unload()
-        loaded: Any = load(str(path))
+        # Lazily mapped, then materialized layer by layer, so a load reports how far it got.
+        loaded: Any = load(str(path), lazy=True)
         model, tokenizer = loaded[0], loaded[1]
+        materialize(model, progress)
         self.loaded = LoadedModel(name=name, path=path, model=model, tokenizer=tokenizer,
                                   context_length=_context_length(path))
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache

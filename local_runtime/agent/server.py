@@ -32,6 +32,7 @@ from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, Token
 from isthmus_contracts.internal import ErrorEvent, InternalRequest
 from local_runtime.agent.engine import Engine, QueueFull
 from local_runtime.agent.jobs import DEFAULT_MAX_TOKENS, Job
+from local_runtime.agent.load_progress import LoadProgress
 from local_runtime.agent.models import registry
 from local_runtime.agent.prompt import build_prompt
 from local_runtime.agent.responses import collect
@@ -51,6 +52,8 @@ class AgentState:
         self.node_id = node_id
         self.data_dir = data_dir
         self.loading: str | None = None  # the model being loaded (requests get 503 model_loading meanwhile)
+        self.last_load: LoadProgress | None = None  # the current or last load, with its progress or error
+        self._load_task: asyncio.Task[None] | None = None
 
     def status(self) -> AgentStatus:
         engine, loaded = self.engine, self.engine.loaded
@@ -61,18 +64,36 @@ class AgentState:
             cache_bytes=engine.cache.nbytes, rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
             ram_total_bytes=psutil.virtual_memory().total,
             platform=f"{platform.system()}-{platform.machine()}",
+            load_progress=self.last_load.view() if self.last_load else None,
         )
 
     async def load(self, name: str) -> None:
         self.loading = name
+        progress = self.last_load = LoadProgress(name)
         try:
             try:
                 path = await asyncio.to_thread(registry.resolve, name, self.data_dir)
             except FileNotFoundError as exc:
                 raise ApiError(404, str(exc), code="model_not_found") from None
-            await asyncio.wrap_future(self.engine.load(name, Path(path)))
+            await asyncio.wrap_future(self.engine.load(name, Path(path), progress))
+            progress.finish()
+        except BaseException as exc:
+            progress.finish(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+            raise
         finally:
             self.loading = None
+
+    def start_load(self, name: str) -> None:
+        """The load in the background: the caller polls ``/agent/v1/status`` (``load_progress``) for its end."""
+        if self.loading:
+            raise ApiError(409, f"the agent is already loading {self.loading}", code="load_in_progress")
+
+        async def run() -> None:
+            with contextlib.suppress(Exception):  # the outcome is in last_load, read through the status
+                await self.load(name)
+
+        self.loading = name  # at once, so the next status already says so
+        self._load_task = asyncio.create_task(run())
 
 
 def _json(model: BaseModel, status: int = 200) -> JSONResponse:
@@ -210,6 +231,9 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
 
     async def load(request: Request) -> Response:
         body = await parse_body(request, LoadRequest)
+        if not body.wait:
+            state.start_load(body.model)
+            return _json(state.status(), status=202)
         await state.load(body.model)
         return _json(state.status())
 

@@ -3,7 +3,7 @@ generation is NDJSON, one :data:`StreamEvent` per line; a non-streamed one is an
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,7 @@ class TokenizeResponse(BaseModel):
 class LoadRequest(BaseModel):
     model_config = ConfigDict(defer_build=True)
     model: str  # a name known to `isthmus model` or a path to an mlx-lm model directory
+    wait: bool = True  # False: 202 at once, the load runs on; its progress is the status's load_progress
 
 
 class AgentStatus(BaseModel):
@@ -50,6 +51,9 @@ class AgentStatus(BaseModel):
     rss_bytes: int = 0
     ram_total_bytes: int = 0
     platform: str = ""
+    # The current or last load: model, state (loading | done | failed), layers_done/total, bytes_done/total,
+    # error, started_at, load_s. None before the first load.
+    load_progress: dict[str, Any] | None = None
 
 
 class AgentHealth(BaseModel):
