@@ -1,0 +1,267 @@
+"""The dashboard in a real browser (Playwright driving Debian's Chromium) against a keyed edge with DynamoDB
+Local, a live node agent (tiny model) enrolled as `isthmus dev` enrolls it, and a fake cloud provider on
+loopback. One browser, one page, the steps in order: a wrong token, sign-in, the live node, a cloud provider
+and its alias in Models, a user, budget and key, a chat with that key, usage and spend, a load with its
+progress bar and an unload, user strings rendered as text.
+
+With ``ISTHMUS_SCREENSHOTS=<dir>`` the run writes PNGs of the main pages there (docs/dashboard in the README).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from local_runtime.process import stop
+from tests.conftest import start_edge
+from tests.support.agents import AgentProcess
+from tests.support.fake_providers import FakeProviders
+from tests.support.waiting import poll
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")]
+
+MASTER = "sk-master-dashboard-e2e"
+ADMIN = "admin-token-dashboard-e2e"
+NODE = "dash-node"
+XSS = "<script>window.__pwned=1</script>"
+WAIT_MS = 60_000  # an upper bound on waits for the page, never a performance target
+SHOTS = os.environ.get("ISTHMUS_SCREENSHOTS")
+
+
+class Stack:
+    def __init__(self, edge: str, providers: FakeProviders, tiny_model: Path) -> None:
+        self.edge, self.providers, self.tiny_model = edge, providers, tiny_model
+
+
+@pytest.fixture(scope="module")
+def stack(ddb_tables: str, tiny_model: Path, agent_logs: Path) -> Iterator[Stack]:
+    providers = FakeProviders().start()
+    proc, edge = start_edge("asgi", env={"ISTHMUS_MASTER_KEY": MASTER, "ISTHMUS_ADMIN_TOKEN": ADMIN,
+                                         "ODYSSAI_X_ADMIN_TOKEN": ""})
+    saved = {k: os.environ.get(k) for k in ("ISTHMUS_CONTROL_URL", "ISTHMUS_CLUSTER_ID", "ISTHMUS_NODE_ID")}
+    os.environ.update({"ISTHMUS_CONTROL_URL": edge, "ISTHMUS_CLUSTER_ID": "default", "ISTHMUS_NODE_ID": NODE})
+    agent = AgentProcess(str(tiny_model), "--no-loop-guard", log_dir=agent_logs)
+    try:
+        def enrolled() -> bool:
+            r = httpx.get(f"{edge}/admin/nodes", headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
+            return r.status_code == 200 and any(n["node_id"] == NODE and n["up"] for n in r.json()["nodes"])
+        poll(enrolled, timeout=60)
+        yield Stack(edge, providers, tiny_model)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        agent.stop()
+        stop(proc)
+        providers.stop()
+
+
+@pytest.fixture(scope="module")
+def page(stack: Stack) -> Iterator[Any]:
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
+        tab = context.new_page()
+        tab.set_default_timeout(WAIT_MS)
+        tab.errors = []
+        tab.on("pageerror", lambda exc: tab.errors.append(str(exc)))
+        # console errors other than the browser's own line for each non-2xx answer (a 401 or 501 is expected here)
+        tab.on("console", lambda msg: tab.errors.append(msg.text)
+               if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+        yield tab
+        context.close()
+        browser.close()
+
+
+def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def dollars(text: str | None) -> float:
+    """A money card's value ("$0.0011") as a number; 0 for anything else ("—" before the data came)."""
+    return float(text[1:].replace(",", "")) if text and text.startswith("$") else 0.0
+
+
+def go(page: Any, stack: Stack, where: str) -> None:
+    page.goto(f"{stack.edge}/dashboard/#/{where}")
+
+
+def sign_in(page: Any, admin: str, master: str) -> None:
+    page.fill("#admin-token", admin)
+    page.fill("#master-key", master)
+    page.click("#signin")
+
+
+def test_the_dashboard_is_served_with_a_strict_csp(stack: Stack) -> None:
+    r = httpx.get(f"{stack.edge}/dashboard/", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    js = httpx.get(f"{stack.edge}/dashboard/js/app.js", timeout=10)
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{stack.edge}/dashboard/js/app.js", headers={"if-none-match": js.headers["etag"]},
+                     timeout=10).status_code == 304
+    assert httpx.get(f"{stack.edge}/dashboard/../template.yaml", timeout=10).status_code == 404
+    assert httpx.get(f"{stack.edge}/dashboard", timeout=10, follow_redirects=True).url.path == "/dashboard/"
+
+
+def test_a_wrong_token_shows_an_error_and_no_data(page: Any, stack: Stack) -> None:
+    # given the sign-in page
+    go(page, stack, "overview")
+    # when the operator types wrong tokens
+    sign_in(page, "not-the-admin-token", "sk-master-wrong")
+    # then an error names what was refused, and no page nor data is shown
+    error = page.locator(".signin .error")
+    error.wait_for()
+    assert "refused" in error.text_content()
+    assert page.locator("nav a").count() == 0 and page.locator("table").count() == 0
+    assert NODE not in page.content()
+
+
+def test_sign_in_shows_the_live_node(page: Any, stack: Stack) -> None:
+    go(page, stack, "overview")
+    sign_in(page, ADMIN, MASTER)
+    # then the overview lists the enrolled agent as up (once its heartbeat says it loaded), with its heartbeat age
+    row = page.locator("#overview tr", has_text=NODE).filter(has=page.locator("span.ok", has_text="up"))
+    row.wait_for()
+    assert "ago" in row.text_content()
+    # first paint of the overview on a reload (printed, not asserted)
+    page.reload()
+    page.locator("#overview tr", has_text=NODE).wait_for()
+    paint = page.evaluate("() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime")
+    data = page.evaluate("() => (performance.getEntriesByName('isthmus:overview-rendered')[0] || {}).startTime")
+    print(f"\ndashboard overview: first contentful paint {paint:.0f} ms, first data rendered at {data:.0f} ms")
+    shot(page, "overview")
+
+
+def test_a_cloud_provider_is_added_and_its_alias_is_in_models(page: Any, stack: Stack) -> None:
+    go(page, stack, "providers")
+    form = page.locator("#add-provider")
+    form.locator("[name=id]").fill("loopback-openai")
+    form.locator("[name=template]").select_option("openai")
+    form.locator("[name=api_base]").fill(stack.providers.openai_base)
+    form.locator("[name=api_key]").fill("sk-fake-upstream-key")
+    form.locator("[name=alias]").fill("dash-gpt")
+    form.locator("[name=upstream_model]").fill("gpt-dash")
+    form.locator("[name=headers]").fill(f"X-Title: {XSS}")
+    form.locator("button[type=submit]").click()
+    row = page.locator("tr", has_text="loopback-openai")
+    row.wait_for()
+    # the key is never shown again, only that it is set; the header value is shown as text, not run
+    assert "set" in row.text_content() and "sk-fake-upstream-key" not in page.content()
+    assert page.locator(".provider-header", has_text=XSS).count() == 1
+    assert page.evaluate("() => window.__pwned") is None
+    shot(page, "providers")
+    go(page, stack, "models")
+    page.locator("code", has_text="dash-gpt").wait_for()
+    shot(page, "models")
+
+
+def test_user_budget_and_key_then_a_chat_shows_in_usage(page: Any, stack: Stack) -> None:
+    go(page, stack, "access")
+    page.click("[data-tab=budgets]")
+    budget = page.locator("[data-tab-body=budgets] #new-budget")
+    budget.locator("[name=budget_id]").fill("dash-budget")
+    budget.locator("[name=max_budget]").fill("5")
+    budget.locator("button[type=submit]").click()
+    page.locator("td", has_text="dash-budget").first.wait_for()
+    page.click("[data-tab=users]")
+    user = page.locator("[data-tab-body=users] #new-user")
+    user.locator("[name=user_id]").fill("dash-user")
+    user.locator("[name=alias]").fill(XSS)
+    user.locator("[name=budget_id]").select_option("dash-budget")
+    user.locator("button[type=submit]").click()
+    page.locator("td", has_text="dash-user").first.wait_for()
+    assert page.locator("td", has_text=XSS).count() == 1 and page.evaluate("() => window.__pwned") is None
+    page.click("[data-tab=keys]")
+    key = page.locator("[data-tab-body=keys] #new-key")
+    key.locator("[name=key_name]").fill("dash-key")
+    key.locator("[name=user_id]").select_option("dash-user")
+    key.locator("button[type=submit]").click()
+    secret = page.locator(".new-secret .secret-value")
+    secret.wait_for()
+    api_key = secret.text_content()
+    assert api_key.startswith("gw-")
+    shot(page, "keys")
+    # shown once: after leaving the tab the secret is nowhere on the page
+    page.click("[data-tab=users]")
+    page.locator("[data-tab-body=users] td", has_text="dash-user").first.wait_for()
+    page.click("[data-tab=keys]")
+    page.locator("[data-tab-body=keys] td", has_text="dash-key").first.wait_for()
+    assert api_key not in page.content()
+    # a price for the alias, through the pricing page
+    go(page, stack, "pricing")
+    price = page.locator("#set-price")
+    price.locator("[name=model_key]").fill("dash-gpt")
+    price.locator("[name=input]").fill("100")
+    price.locator("[name=output]").fill("200")
+    price.locator("button[type=submit]").click()
+    page.locator("code", has_text="dash-gpt").wait_for()
+    # when a client chats with the new key
+    r = httpx.post(f"{stack.edge}/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
+                   json={"model": "dash-gpt", "messages": [{"role": "user", "content": "hello dashboard"}],
+                         "max_tokens": 32},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    # then the usage page charts it and the spend is above zero
+    go(page, stack, "usage")
+    page.locator("#usage-filters [name=user_id]").select_option("dash-user")
+    page.click("#usage-filters button[type=submit]")
+
+    def charted() -> bool:  # the usage row is settled in the background (batched): refresh until it is there
+        page.locator("#usage-body:not([data-loading])").wait_for()
+        if page.locator("#usage-chart[data-rows='1']").count():
+            return True
+        page.click("#usage-refresh")
+        return False
+    try:
+        poll(charted, timeout=30)
+    except AssertionError:
+        raise AssertionError(page.locator("#usage-body").text_content()) from None
+    assert dollars(page.locator("#usage-body .card", has_text="Spend").locator(".value").text_content()) > 0
+    assert page.locator("#usage-body td", has_text="dash-gpt").count() == 1
+    shot(page, "usage")
+    go(page, stack, "overview")
+    today = page.locator("#overview .card", has_text="Spend today").locator(".value")
+    poll(lambda: dollars(today.text_content()) > 0, timeout=30)
+
+
+def test_load_and_unload_with_the_progress_bar(page: Any, stack: Stack) -> None:
+    go(page, stack, "clusters")
+    cluster = page.locator(".cluster[data-cluster=default]")
+    form = cluster.locator(".load-form")
+    form.locator("[name=model]").fill(str(stack.tiny_model))
+    form.locator("[name=alias]").fill("dash-tiny")
+    form.locator("[name=sharding]").select_option("solo")
+    form.locator("button[type=submit]").click()
+    # the bar follows the load job to 100 %, and the pool appears
+    try:
+        page.locator(".load-job[data-state=done] [role=progressbar][aria-valuenow='100']").wait_for()
+        page.locator("[data-unload=dash-tiny]").wait_for()
+    except playwright_api.Error:
+        raise AssertionError(cluster.text_content()) from None
+    shot(page, "clusters")
+    page.once("dialog", lambda d: d.accept())
+    page.click("[data-unload=dash-tiny]")
+    page.locator("[data-unload=dash-tiny]").wait_for(state="detached")
+    assert page.locator(".error").count() == 0
+
+
+def test_batches_and_files_say_when_they_are_not_available(page: Any, stack: Stack) -> None:
+    go(page, stack, "batches")
+    page.locator("h1", has_text="Batches").wait_for()
+    page.locator(".not-available, table, .error").first.wait_for()
+    assert not page.errors, page.errors
