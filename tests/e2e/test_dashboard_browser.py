@@ -265,3 +265,20 @@ def test_batches_and_files_say_when_they_are_not_available(page: Any, stack: Sta
     page.locator("h1", has_text="Batches").wait_for()
     page.locator(".not-available, table, .error").first.wait_for()
     assert not page.errors, page.errors
+
+
+def test_the_overview_fits_a_phone_in_dark_mode(page: Any, stack: Stack) -> None:
+    # given a phone-sized viewport with the system in dark mode
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.emulate_media(color_scheme="dark")
+    try:
+        go(page, stack, "overview")
+        page.locator("#overview tr", has_text=NODE).wait_for()
+        # then nothing is wider than the screen (wide tables scroll inside their panel) and the theme is dark
+        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(17, 20, 24)", background
+        shot(page, "phone-dark")
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.emulate_media(color_scheme="light")

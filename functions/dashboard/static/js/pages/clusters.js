@@ -141,9 +141,18 @@ function syncPanel(jobs, nodes, refresh) {
   replace(box, h('h2', { text: 'Model sync jobs' }), table([
     { label: 'Job', value: (j) => j.id }, { label: 'Model', value: (j) => j.model }, { label: 'From', value: (j) => j.source },
     { label: 'State', value: (j) => j.state }, { label: 'Targets', value: perTarget },
-    { label: '', value: (j) => (['done', 'failed', 'cancelled'].includes(j.state) ? '' : h('button', { class: 'small danger', type: 'button', onclick: () => attempt(box, async () => { await api('POST', `/admin/sync/jobs/${enc(j.id)}/cancel`, {}); refresh(); }) }, 'Cancel')) },
+    { label: '', value: (j) => {
+      if (j.state === 'done') return '';
+      // the agents keep every verified chunk: the same sync started again sends only what is missing
+      if (['failed', 'cancelled', 'partial'].includes(j.state)) {
+        return h('button', { class: 'small', type: 'button', onclick: () => attempt(box, async () => {
+          await api('POST', '/admin/sync/rsync', { model: j.model, source: j.source, targets: j.targets }); refresh();
+        }) }, 'Resume');
+      }
+      return h('button', { class: 'small danger', type: 'button', onclick: () => attempt(box, async () => { await api('POST', `/admin/sync/jobs/${enc(j.id)}/cancel`, {}); refresh(); }) }, 'Cancel');
+    } },
   ], jobs, 'No sync job yet.'), form,
-  h('p', { class: 'muted', text: 'A sync job resumes by itself from its last verified chunk; start it again to resume one that was cancelled.' }));
+  h('p', { class: 'muted', text: 'Resume starts the same copy again: chunks the targets already verified are not sent twice.' }));
   return box;
 }
 
