@@ -36,6 +36,10 @@ async function usersTab(body, refresh) {
     { label: 'Blocked', value: (u) => (u.blocked ? 'blocked' : '') },
     { label: '', value: (u) => h('div', { class: 'tabs' },
       h('button', { class: 'small', type: 'button', onclick: () => attempt(where, () => api('PATCH', `/v1/users/${enc(u.user_id)}`, { blocked: !u.blocked }).then(refresh)) }, u.blocked ? 'Unblock' : 'Block'),
+      h('button', { class: 'small', type: 'button', onclick: () => attempt(where, async () => {
+        const next = window.prompt(`Budget id for ${u.user_id} (empty: none)`, u.budget_id || '');
+        if (next !== null) { await api('PATCH', `/v1/users/${enc(u.user_id)}`, { budget_id: next.trim() || null }); refresh(); }
+      }) }, 'Budget…'),
       h('button', { class: 'small danger', type: 'button', onclick: () => attempt(where, async () => { if (window.confirm(`Delete user ${u.user_id}?`)) { await api('DELETE', `/v1/users/${enc(u.user_id)}`); refresh(); } }) }, 'Delete')) },
   ], users, 'No user yet.')), h('div', { class: 'panel' }, form));
 }
@@ -67,6 +71,10 @@ async function budgetsTab(body, refresh) {
     { label: 'Period', value: (b) => (b.budget_duration_sec ? `${b.budget_duration_sec / 86400} d` : b.reset_alignment || '—') },
     { label: '', value: (b) => h('div', { class: 'tabs' },
       h('button', { class: 'small', type: 'button', onclick: () => showLogs(b) }, 'Reset log'),
+      h('button', { class: 'small', type: 'button', onclick: () => attempt(where, async () => {
+        const next = window.prompt(`New max budget (USD) of ${b.budget_id}`, b.max_budget ?? '');
+        if (next !== null && next.trim()) { await api('PATCH', `/v1/budgets/${enc(b.budget_id)}`, { max_budget: next.trim() }); refresh(); }
+      }) }, 'Edit max…'),
       h('button', { class: 'small danger', type: 'button', onclick: () => attempt(where, async () => { if (window.confirm(`Delete budget ${b.budget_id}?`)) { await api('DELETE', `/v1/budgets/${enc(b.budget_id)}`); refresh(); } }) }, 'Delete')) },
   ], budgets, 'No budget yet.')), logs, h('div', { class: 'panel' }, form));
 }
@@ -98,6 +106,10 @@ async function keysTab(body, refresh) {
     { label: 'Last used', value: (k) => fmtTime(k.last_used_at) },
     { label: '', value: (k) => h('div', { class: 'tabs' },
       h('button', { class: 'small', type: 'button', onclick: () => rotate(k) }, 'Rotate'),
+      h('button', { class: 'small', type: 'button', onclick: () => attempt(where, async () => {
+        const next = window.prompt('New name of this key', k.key_name || '');
+        if (next !== null && next.trim()) { await api('PATCH', `/v1/keys/${enc(k.id)}`, { key_name: next.trim() }); refresh(); }
+      }) }, 'Rename…'),
       h('button', { class: 'small', type: 'button', onclick: () => attempt(where, () => api('PATCH', `/v1/keys/${enc(k.id)}`, { is_active: !k.is_active }).then(refresh)) }, k.is_active ? 'Deactivate' : 'Activate'),
       h('button', { class: 'small danger', type: 'button', onclick: () => attempt(where, async () => { if (window.confirm('Delete this key?')) { await api('DELETE', `/v1/keys/${enc(k.id)}`); refresh(); } }) }, 'Delete')) },
   ], keys, 'No key yet.')), h('div', { class: 'panel' }, form));

@@ -72,6 +72,12 @@ export async function render(main) {
         { label: 'Model', value: (p) => p.model }, { label: 'Mode', value: (p) => p.mode },
         { label: 'Ready nodes', value: (p) => `${(p.ready_nodes || []).length} / ${(p.nodes || []).length}`, num: true },
       ], pools, 'No model is loaded on a pool.')),
+      h('h2', { text: 'Recent errors (last hour)' }),
+      h('div', { class: 'panel' }, table([
+        { label: 'Time', value: (r) => new Date(r.timestamp).toLocaleTimeString() }, { label: 'Model', value: (r) => r.model },
+        { label: 'Status', value: (r) => h('span', { class: 'bad', text: `${r.status} ${r.status_code ?? ''}` }) },
+        { label: 'User', value: (r) => r.user_id }, { label: 'Message', value: (r) => r.error_message },
+      ], (rows.value || []).filter((r) => r.status !== 'success').slice(0, 5), 'No error in the last hour.')),
       h('h2', { text: 'Requests and tokens per minute (last hour)' }),
       h('div', { class: 'panel' }, legend(['requests', 'tokens']),
         timeChart([{ name: 'requests', points: minutes.map(([m, b]) => [m, b.requests]) },
