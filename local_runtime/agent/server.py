@@ -67,9 +67,9 @@ class AgentState:
             load_progress=self.last_load.view() if self.last_load else None,
         )
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, progress: LoadProgress | None = None) -> None:
         self.loading = name
-        progress = self.last_load = LoadProgress(name)
+        progress = self.last_load = progress or LoadProgress(name)
         try:
             try:
                 path = await asyncio.to_thread(registry.resolve, name, self.data_dir)
@@ -88,11 +88,15 @@ class AgentState:
         if self.loading:
             raise ApiError(409, f"the agent is already loading {self.loading}", code="load_in_progress")
 
+        # At once, before the task runs, so the next status already shows this load (never the previous one's
+        # "done", which a poller would take for this one's).
+        progress = self.last_load = LoadProgress(name)
+        self.loading = name
+
         async def run() -> None:
             with contextlib.suppress(Exception):  # the outcome is in last_load, read through the status
-                await self.load(name)
+                await self.load(name, progress)
 
-        self.loading = name  # at once, so the next status already says so
         self._load_task = asyncio.create_task(run())
 
 

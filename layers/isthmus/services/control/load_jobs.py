@@ -30,6 +30,9 @@ _TERMINAL = ("done", "failed")
 WATCH_INTERVAL_S = 0.5
 _COUNTS = ("layers_done", "layers_total", "bytes_done", "bytes_total")
 _watchers: set[asyncio.Task[None]] = set()  # strong references: a bare create_task may be collected
+# One refresh of a job at a time in this process (the watcher and the readers), so a job is finished, and its
+# cluster's hold released, once: a second finish could release the hold of a load started since.
+_refreshing: dict[str, asyncio.Lock] = {}
 
 
 class LoadJobService:
@@ -90,8 +93,14 @@ class LoadJobService:
         except ApiError:
             return {**node, "reachable": False}
         progress = status.get("load_progress") or {}
-        if progress.get("model") != model:  # the agent has not begun (or another load replaced ours)
-            return {**node, "reachable": True}
+        if progress.get("model") != model:
+            if status.get("loading"):  # still busy with an earlier load: ours comes next
+                return {**node, "reachable": True}
+            if status.get("loaded") and status.get("model") == model:  # an agent that reports no progress
+                return {**node, "reachable": True, "state": "done"}
+            # not loading and no record of ours: the agent restarted (or another load replaced ours)
+            return {**node, "reachable": True, "state": "failed",
+                    "error": "the agent is not loading this model any more (restarted, or another load replaced it)"}
         counts = {k: int(progress.get(k) or 0) for k in _COUNTS}
         state = {"done": "done", "failed": "failed"}.get(str(progress.get("state")), "loading")
         return {**node, **counts, "reachable": True, "state": state, "error": progress.get("error"),
@@ -100,6 +109,18 @@ class LoadJobService:
     async def _refresh(self, record: dict[str, Any]) -> dict[str, Any]:
         if record.get("state") in _TERMINAL:
             return record
+        lock = _refreshing.setdefault(record["id"], asyncio.Lock())
+        async with lock:
+            stored = await run_in_threadpool(self.store.get_doc, _PREFIX + record["id"])
+            if stored is not None and stored.get("state") in _TERMINAL:  # finished while this one waited
+                _refreshing.pop(record["id"], None)
+                return dict(stored)
+            updated = await self._refresh_now(stored or record)
+            if updated["state"] in _TERMINAL:
+                _refreshing.pop(record["id"], None)
+            return updated
+
+    async def _refresh_now(self, record: dict[str, Any]) -> dict[str, Any]:
         nodes = list(await asyncio.gather(*(self._node_progress(n, record["model"]) for n in record["nodes"])))
         updated = {**record, "nodes": nodes, **_totals(nodes)}
         if all(n["state"] in _TERMINAL for n in nodes):
