@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from local_runtime.process import stop
-from tests.conftest import start_edge
-from tests.support.agents import AgentProcess
+from local_runtime.ddb import free_port
 from tests.support.fake_providers import FakeProviders
 from tests.support.waiting import poll
 
@@ -34,6 +35,10 @@ NODE = "dash-node"
 XSS = "<script>window.__pwned=1</script>"
 WAIT_MS = 60_000  # an upper bound on waits for the page, never a performance target
 SHOTS = os.environ.get("ISTHMUS_SCREENSHOTS")
+ROOT = Path(__file__).resolve().parents[2]
+# What the shell may carry that would point the stack elsewhere than its own data dir (as in test_dev_stack.py).
+_SCRUBBED = ("ISTHMUS_DYNAMODB_ENDPOINT", "ISTHMUS_TABLE_PREFIX", "ISTHMUS_LOCAL_KEY_FILE", "ISTHMUS_MASTER_KEY",
+             "ISTHMUS_DEFAULT_AGENT_URL", "ISTHMUS_CONTROL_URL", "ISTHMUS_MODELS_DIR", "ISTHMUS_ADMIN_TOKEN")
 
 
 class Stack:
@@ -42,27 +47,35 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(ddb_tables: str, tiny_model: Path, agent_logs: Path) -> Iterator[Stack]:
+def stack(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`isthmus dev --keyed` with the tiny model (its own DynamoDB Local, node agent and edge), an admin token, and
+    a fake OpenAI-protocol provider on loopback."""
     providers = FakeProviders().start()
-    proc, edge = start_edge("asgi", env={"ISTHMUS_MASTER_KEY": MASTER, "ISTHMUS_ADMIN_TOKEN": ADMIN,
-                                         "ODYSSAI_X_ADMIN_TOKEN": ""})
-    saved = {k: os.environ.get(k) for k in ("ISTHMUS_CONTROL_URL", "ISTHMUS_CLUSTER_ID", "ISTHMUS_NODE_ID")}
-    os.environ.update({"ISTHMUS_CONTROL_URL": edge, "ISTHMUS_CLUSTER_ID": "default", "ISTHMUS_NODE_ID": NODE})
-    agent = AgentProcess(str(tiny_model), "--no-loop-guard", log_dir=agent_logs)
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env.update({"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers"), str(ROOT / "shared"),
+                                               env.get("PYTHONPATH", "")]),
+                "ISTHMUS_MASTER_KEY": MASTER, "ISTHMUS_ADMIN_TOKEN": ADMIN, "ISTHMUS_NODE_ID": NODE})
+    port, data = free_port(), tmp_path_factory.mktemp("dash-dev")
+    log = (data / "console.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "local_runtime.cli", "dev", "--keyed", "--model", str(tiny_model),
+                             "--port", str(port), "--ddb-port", str(free_port()), "--agent-port", str(free_port()),
+                             "--data-dir", str(data)], cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
-        def enrolled() -> bool:
-            r = httpx.get(f"{edge}/admin/nodes", headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
-            return r.status_code == 200 and any(n["node_id"] == NODE and n["up"] for n in r.json()["nodes"])
-        poll(enrolled, timeout=60)
-        yield Stack(edge, providers, tiny_model)
+        def up() -> bool:
+            assert proc.poll() is None, (data / "console.log").read_text()
+            return "Isthmus is up" in (data / "console.log").read_text()
+        poll(up, timeout=240)
+        yield Stack(f"http://127.0.0.1:{port}", providers, tiny_model)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        agent.stop()
-        stop(proc)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
         providers.stop()
 
 
