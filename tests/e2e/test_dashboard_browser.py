@@ -1,5 +1,5 @@
-"""The dashboard in a real browser (Playwright driving Debian's Chromium) against a keyed edge with DynamoDB
-Local, a live node agent (tiny model) enrolled as `isthmus dev` enrolls it, and a fake cloud provider on
+"""The dashboard in a real browser (Playwright driving Debian's Chromium) against `isthmus dev --keyed` (its own
+DynamoDB Local, a live node agent on the tiny model, the edge; an admin token set) and a fake cloud provider on
 loopback. One browser, one page, the steps in order: a wrong token, sign-in, the live node, a cloud provider
 and its alias in Models, a user, budget and key, a chat with that key, usage and spend, a load with its
 progress bar and an unload, user strings rendered as text.
