@@ -3,7 +3,8 @@
 No data passes through here: every page calls the JSON APIs that exist, with the token the operator typed
 (kept in sessionStorage). So these routes are public on purpose, like a login page, and hold nothing secret.
 Each answer carries a strict CSP (scripts, styles and connections from this origin only, no inline script),
-``nosniff``, no framing, no referrer; files are read once per process and revalidated by ETag.
+``nosniff``, no framing, no referrer; files are read once per process (a request is a lookup in that
+list, never a file-system path) and revalidated by ETag.
 """
 
 from __future__ import annotations
@@ -32,19 +33,22 @@ SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "n
 
 
 @cache
-def _asset(relative: str) -> tuple[bytes, str, str] | None:
-    """(body, content type, etag) of a file under static/, or None (unknown, hidden, outside, or a folder)."""
-    path = (STATIC / relative).resolve()
-    if not path.is_relative_to(STATIC) or not path.is_file() or path.suffix not in CONTENT_TYPES:
-        return None
-    if any(part.startswith(".") for part in path.relative_to(STATIC).parts):
-        return None
-    body = path.read_bytes()
-    return body, CONTENT_TYPES[path.suffix], '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+def _assets() -> dict[str, tuple[bytes, str, str]]:
+    """Every servable file under static/ by its relative path: (body, content type, etag). Read once per process;
+    a request is a dictionary lookup, so no path a client sends ever reaches the file system."""
+    found: dict[str, tuple[bytes, str, str]] = {}
+    for path in sorted(STATIC.rglob("*")):
+        relative = path.relative_to(STATIC)
+        if not path.is_file() or path.suffix not in CONTENT_TYPES or any(p.startswith(".") for p in relative.parts):
+            continue
+        body = path.read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        found[relative.as_posix()] = (body, CONTENT_TYPES[path.suffix], etag)
+    return found
 
 
 def _serve(request: Request, relative: str) -> Response:
-    found = _asset(relative)
+    found = _assets().get(relative)
     if found is None:
         raise ApiError(404, f"No dashboard file {relative!r}", code="not_found")
     body, content_type, etag = found

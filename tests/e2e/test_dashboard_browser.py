@@ -198,10 +198,12 @@ def test_user_budget_and_key_then_a_chat_shows_in_usage(page: Any, stack: Stack)
     user = page.locator("[data-tab-body=users] #new-user")
     user.locator("[name=user_id]").fill("dash-user")
     user.locator("[name=alias]").fill(XSS)
+    user.locator("[name=metadata]").fill('{"note": "<img src=x onerror=window.__pwned=2>"}')
     user.locator("[name=budget_id]").select_option("dash-budget")
     user.locator("button[type=submit]").click()
     page.locator("td", has_text="dash-user").first.wait_for()
     assert page.locator("td", has_text=XSS).count() == 1 and page.evaluate("() => window.__pwned") is None
+    assert page.locator("code", has_text="<img src=x onerror=window.__pwned=2>").count() == 1  # metadata as text
     page.click("[data-tab=keys]")
     key = page.locator("[data-tab-body=keys] #new-key")
     key.locator("[name=key_name]").fill("dash-key")

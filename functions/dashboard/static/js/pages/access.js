@@ -11,6 +11,13 @@ function secretOnce(where, title, secret) {
     h('div', { class: 'secret' }, h('span', { class: 'secret-value', text: secret }), copyButton(secret))));
 }
 
+// metadata is whatever clients stored: shown as JSON text, never interpreted
+function parseMetadata(text) {
+  if (!text) return null;
+  try { return JSON.parse(text); } catch { throw new Error('Metadata must be a JSON object, e.g. {"team": "research"}'); }
+}
+const metadata = (row) => (row.metadata && Object.keys(row.metadata).length ? h('code', { text: JSON.stringify(row.metadata) }) : '');
+
 function submitter(form, where, action) {
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -25,8 +32,10 @@ async function usersTab(body, refresh) {
   const form = submitter(h('form', { class: 'inline', id: 'new-user' },
     field('User id', h('input', { name: 'user_id', required: true })), field('Alias', h('input', { name: 'alias' })),
     field('Budget', h('select', { name: 'budget_id' }, h('option', { value: '', text: '(none)' }), budgets.map((b) => h('option', { value: b.budget_id, text: b.name ? `${b.name} (${b.budget_id})` : b.budget_id })))),
+    field('Metadata (JSON object)', h('input', { name: 'metadata', placeholder: '{"team": "research"}' })),
     h('button', { type: 'submit' }, 'Create user')), where, async (v) => {
-    await api('POST', '/v1/users', { user_id: v.user_id, alias: v.alias || null, budget_id: v.budget_id || null });
+    await api('POST', '/v1/users', { user_id: v.user_id, alias: v.alias || null, budget_id: v.budget_id || null,
+      metadata: parseMetadata(v.metadata) });
     toast(`user ${v.user_id} created`); refresh();
   });
   replace(body, where, h('div', { class: 'panel' }, table([
@@ -34,6 +43,7 @@ async function usersTab(body, refresh) {
     { label: 'Budget', value: (u) => u.budget_id }, { label: 'Spend', value: (u) => fmtMoney(u.spend), num: true },
     { label: 'Reserved', value: (u) => fmtMoney(u.reserved), num: true },
     { label: 'Blocked', value: (u) => (u.blocked ? 'blocked' : '') },
+    { label: 'Metadata', value: metadata },
     { label: '', value: (u) => h('div', { class: 'tabs' },
       h('button', { class: 'small', type: 'button', onclick: () => attempt(where, () => api('PATCH', `/v1/users/${enc(u.user_id)}`, { blocked: !u.blocked }).then(refresh)) }, u.blocked ? 'Unblock' : 'Block'),
       h('button', { class: 'small', type: 'button', onclick: () => attempt(where, async () => {
@@ -104,6 +114,7 @@ async function keysTab(body, refresh) {
     { label: 'User', value: (k) => k.user_id },
     { label: 'Active', value: (k) => h('span', { class: k.is_active ? 'ok' : 'bad', text: k.is_active ? 'active' : 'inactive' }) },
     { label: 'Last used', value: (k) => fmtTime(k.last_used_at) },
+    { label: 'Metadata', value: metadata },
     { label: '', value: (k) => h('div', { class: 'tabs' },
       h('button', { class: 'small', type: 'button', onclick: () => rotate(k) }, 'Rotate'),
       h('button', { class: 'small', type: 'button', onclick: () => attempt(where, async () => {
