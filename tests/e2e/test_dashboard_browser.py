@@ -22,6 +22,8 @@ import httpx
 import pytest
 
 from local_runtime.ddb import free_port
+from local_runtime.process import stop
+from tests.conftest import start_edge
 from tests.support.fake_providers import FakeProviders
 from tests.support.waiting import poll
 
@@ -300,3 +302,23 @@ def test_the_overview_fits_a_phone_in_dark_mode(page: Any, stack: Stack) -> None
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
         page.emulate_media(color_scheme="light")
+
+
+@pytest.fixture()
+def open_edge(ddb_tables: str) -> Iterator[str]:
+    """An edge in open mode (no master key, no admin token) on its own tables."""
+    proc, base = start_edge("asgi", env={"ISTHMUS_MASTER_KEY": "", "ISTHMUS_ADMIN_TOKEN": "",
+                                         "ODYSSAI_X_ADMIN_TOKEN": ""})
+    try:
+        yield base
+    finally:
+        stop(proc)
+
+
+def test_open_mode_says_so_and_needs_no_token(page: Any, open_edge: str) -> None:
+    # given an open-mode gateway, opened from loopback (another origin: nothing signed in there)
+    page.goto(f"{open_edge}/dashboard/#/overview")
+    # then no sign-in is asked: the badge says open mode and the pages show
+    page.locator("#mode", has_text="open mode").wait_for()
+    page.locator("#overview .card", has_text="Readiness").wait_for()
+    assert page.locator(".signin").count() == 0 and page.locator("nav a").count() >= 8
