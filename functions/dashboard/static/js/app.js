@@ -34,8 +34,11 @@ async function route() {
   try {
     cleanup = (await module.render(main)) || null;
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) { clearAuth(); signInPage(err); renderNav(''); return; }
-    replace(main, h('h1', { text: PAGES.find(([id]) => id === known)[1] }), errorBox(err));
+    const hint = err instanceof ApiError && (err.status === 401 || err.status === 403)
+      ? h('p', { class: 'muted', text: 'This page needs a token this sign-in does not have (the admin token for clusters, '
+        + 'providers and settings; the master key for keys, users, budgets, pricing and usage): sign out and in again.' })
+      : null;
+    replace(main, h('h1', { text: PAGES.find(([id]) => id === known)[1] }), errorBox(err), hint);
   }
 }
 
@@ -53,7 +56,7 @@ async function verify(admin, master) {
   return { open: !admin && !master };
 }
 
-function signInPage(reason) {
+function signInPage() {
   const status = h('div');
   const form = h('form', { autocomplete: 'off' },
     field('Admin token (ISTHMUS_ADMIN_TOKEN: /admin/*)', h('input', { name: 'admin', type: 'password', id: 'admin-token' })),
@@ -73,8 +76,7 @@ function signInPage(reason) {
       replace(status, errorBox(err));
     }
   });
-  replace(main, h('section', { class: 'signin panel' }, h('h1', { text: 'Sign in to Isthmus' }),
-    reason ? errorBox(new Error(`Signed out: ${reason.message}`)) : null, status, form));
+  replace(main, h('section', { class: 'signin panel' }, h('h1', { text: 'Sign in to Isthmus' }), status, form));
 }
 
 document.getElementById('signout').addEventListener('click', () => { clearAuth(); location.hash = '#/overview'; route(); });
