@@ -21,6 +21,9 @@ _LAYER = re.compile(r"^(.*?layers\.\d+)\.")
 class LoadProgress:
     model: str
     state: LoadState = "loading"
+    # "preparing" (mlx-lm, the config, the tokenizer, the lazily mapped weights) then "weights" (materialized layer
+    # by layer: what the byte counts measure, and what takes the time for a large model read from disk)
+    phase: str = "preparing"
     layers_done: int = 0
     layers_total: int = 0
     bytes_done: int = 0
@@ -36,9 +39,10 @@ class LoadProgress:
             self.layers_done, self.bytes_done = self.layers_total, self.bytes_total
         self.error = error
         self.state = "failed" if error else "done"
+        self.phase = self.state
 
     def view(self) -> dict[str, Any]:
-        return {"model": self.model, "state": self.state, "layers_done": self.layers_done,
+        return {"model": self.model, "state": self.state, "phase": self.phase, "layers_done": self.layers_done,
                 "layers_total": self.layers_total, "bytes_done": self.bytes_done, "bytes_total": self.bytes_total,
                 "error": self.error, "started_at": self.started_at, "load_s": self.load_s}
 
@@ -67,6 +71,7 @@ def materialize(model: Any, progress: LoadProgress) -> None:
     groups = layer_groups(flat)
     progress.layers_total = len(groups)
     progress.bytes_total = sum(int(v.nbytes) for g in groups for _, v in g)
+    progress.phase = "weights"
     for group in groups:
         mx.eval([v for _, v in group])
         progress.bytes_done += sum(int(v.nbytes) for _, v in group)

@@ -103,8 +103,8 @@ class LoadJobService:
                     "error": "the agent is not loading this model any more (restarted, or another load replaced it)"}
         counts = {k: int(progress.get(k) or 0) for k in _COUNTS}
         state = {"done": "done", "failed": "failed"}.get(str(progress.get("state")), "loading")
-        return {**node, **counts, "reachable": True, "state": state, "error": progress.get("error"),
-                "load_s": progress.get("load_s")}
+        return {**node, **counts, "reachable": True, "state": state, "phase": progress.get("phase"),
+                "error": progress.get("error"), "load_s": progress.get("load_s")}
 
     async def _refresh(self, record: dict[str, Any]) -> dict[str, Any]:
         if record.get("state") in _TERMINAL:

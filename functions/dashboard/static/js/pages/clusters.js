@@ -33,8 +33,9 @@ function loadForm(cluster, nodes, onDone) {
 
 function drawJob(job, where) {
   const pct = job.percent ?? 0;
-  const detail = job.bytes_total ? `${fmtBytes(job.bytes_done)} of ${fmtBytes(job.bytes_total)}`
-    : `${job.layers_done || 0} of ${job.layers_total || '?'} layers`;
+  const preparing = (job.nodes || []).some((n) => n.phase === 'preparing');
+  const detail = job.bytes_total ? `${fmtBytes(job.bytes_done)} of ${fmtBytes(job.bytes_total)}${preparing ? ' (a node is still preparing)' : ''}`
+    : job.state === 'running' ? 'preparing (mlx-lm, config, tokenizer)' : `${job.layers_done || 0} of ${job.layers_total || '?'} layers`;
   replace(where, h('div', { class: 'load-job', 'data-state': job.state, 'data-job': job.id },
     h('div', { text: `Load of ${job.model} as ${job.alias}: ${job.state} · ${pct.toFixed(1)} % · ${detail}` }),
     progressBar(pct, job.state === 'done' ? 'done' : job.state === 'failed' ? 'failed' : ''),
