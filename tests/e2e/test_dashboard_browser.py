@@ -254,6 +254,10 @@ def test_user_budget_and_key_then_a_chat_shows_in_usage(page: Any, stack: Stack)
     assert dollars(page.locator("#usage-body .card", has_text="Spend").locator(".value").text_content()) > 0
     assert page.locator("#usage-body td", has_text="dash-gpt").count() == 1
     shot(page, "usage")
+    with page.expect_download() as download:  # the CSV export holds the row shown
+        page.click("#export-csv")
+    csv_lines = Path(download.value.path()).read_text().splitlines()
+    assert csv_lines[0].startswith("timestamp,id,user_id") and len(csv_lines) == 2 and ",dash-gpt," in csv_lines[1]
     go(page, stack, "overview")
     today = page.locator("#overview .card", has_text="Spend today").locator(".value")
     poll(lambda: dollars(today.text_content()) > 0, timeout=30)
