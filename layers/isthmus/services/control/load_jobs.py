@@ -57,7 +57,11 @@ class LoadJobService:
         record = {"id": f"load-{uuid.uuid4().hex[:12]}", "cluster": cluster_id, "alias": plan.alias,
                   "model": plan.model, "mode": plan.mode, "ttl_seconds": plan.ttl_seconds, "state": "running",
                   "created_at": utcnow().isoformat(), "nodes": nodes, **_totals(nodes), "percent": 0.0}
-        await run_in_threadpool(self.store.put_doc, _PREFIX + record["id"], record)
+        try:
+            await run_in_threadpool(self.store.put_doc, _PREFIX + record["id"], record)
+        except BaseException:  # no record, no job: the cluster is not left held for the lease's length
+            await self.clusters.release_load(cluster_id)
+            raise
         if not settings.in_lambda():
             task = asyncio.create_task(self._watch(record["id"]))
             _watchers.add(task)
