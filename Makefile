@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test setup system-deps ddb-local check lint typecheck sam-check bench clean
+.PHONY: dev test setup system-deps browser-deps ddb-local check lint typecheck sam-check bench clean
 
 dev: setup ## DynamoDB Local + tables + node agent + edge on http://127.0.0.1:8000
 	$(BIN)/isthmus dev
@@ -17,13 +17,16 @@ dev: setup ## DynamoDB Local + tables + node agent + edge on http://127.0.0.1:80
 dev-keyed: setup ## the same in keyed mode: the first start prints a master key and an API key (kept in .isthmus/keys.json)
 	$(BIN)/isthmus dev --keyed
 
-test: setup check ## the whole suite (unit, integration, e2e); pytest's "no tests" (exit 5) fails too
+test: setup browser-deps check ## the whole suite (unit, integration, e2e); pytest's "no tests" (exit 5) fails too
 	$(BIN)/pytest -q -p no:cacheprovider
 
 setup: system-deps $(STAMP) ddb-local
 
 system-deps:
 	@bash local_runtime/bootstrap.sh
+
+browser-deps: ## Debian's chromium for the dashboard's browser tests (Playwright drives it)
+	@ISTHMUS_BOOTSTRAP_BROWSER=1 bash local_runtime/bootstrap.sh
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

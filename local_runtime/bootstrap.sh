@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the local runtime needs, installed only when missing:
-#   Java 17+ (DynamoDB Local), npm (ships DynamoDBLocal.jar), Debian's OpenBLAS (fast fp32 matmul for mlx-cpu).
+#   Java 17+ (DynamoDB Local), npm (ships DynamoDBLocal.jar), Debian's OpenBLAS (fast fp32 matmul for mlx-cpu),
+#   Debian's chromium (the dashboard's browser tests drive it with Playwright; its own browser download is not used).
 set -euo pipefail
 
 missing=()
@@ -27,9 +28,15 @@ if command -v dpkg-query >/dev/null 2>&1 && ! dpkg-query -W -f='${Status}' libop
   pkgs+=(libopenblas0-pthread)
 fi
 
+# Chromium: only for the dashboard's browser tests (`make test` asks with ISTHMUS_BOOTSTRAP_BROWSER=1; `make dev`
+# does not need it; tests/e2e/test_dashboard_browser.py skips without it).
+if [ "${ISTHMUS_BOOTSTRAP_BROWSER:-}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  pkgs+=(chromium)
+fi
+
 if [ ${#pkgs[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "please install: ${pkgs[*]} (Java 17+, npm, OpenBLAS)" >&2
+    echo "please install: ${pkgs[*]} (Java 17+, npm, OpenBLAS, chromium)" >&2
     exit 1
   fi
   sudo_cmd=""

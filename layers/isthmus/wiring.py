@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from isthmus.services.cloud.providers import ProviderService
     from isthmus.services.control.admin_settings import SettingsService
     from isthmus.services.control.clusters import ClusterService
+    from isthmus.services.control.load_jobs import LoadJobService
     from isthmus.services.control.nodes import NodeService
     from isthmus.services.control.sync_jobs import SyncService
     from isthmus.services.files import FileService
@@ -186,6 +187,14 @@ def cluster_service() -> ClusterService:
     from isthmus.services.control.clusters import ClusterService
 
     return ClusterService(control_store(), AgentClient())
+
+
+@cache
+def load_job_service() -> LoadJobService:
+    from isthmus.adapters.agent_client import AgentClient
+    from isthmus.services.control.load_jobs import LoadJobService
+
+    return LoadJobService(control_store(), AgentClient(), cluster_service())
 
 
 @cache

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from isthmus_contracts.internal import FinishReason
 from local_runtime.agent.jobs import Job
+from local_runtime.agent.load_progress import LoadProgress, materialize
 from local_runtime.agent.prompt_cache import CacheEntry, SessionPrefixCache, reusable_prefix
 from local_runtime.agent.sharded_engine import ShardedEngine
 from local_runtime.agent.solo import SoloSequence
@@ -123,8 +124,9 @@ class Engine(ShardedEngine):
         self._commands.put(command)
         return future
 
-    def load(self, name: str, path: Path, shard: ShardSpec | None = None) -> Future[Any]:
-        return self.call(lambda: self._load(name, path, shard))
+    def load(self, name: str, path: Path, shard: ShardSpec | None = None,
+             progress: LoadProgress | None = None) -> Future[Any]:
+        return self.call(lambda: self._load(name, path, shard, progress or LoadProgress(name)))
 
     def unload(self) -> Future[Any]:
         return self.call(self._unload)
@@ -136,7 +138,8 @@ class Engine(ShardedEngine):
 
     # ---- engine thread -----------------------------------------------------------------------------
 
-    def _load(self, name: str, path: Path, shard: ShardSpec | None = None) -> LoadedModel | None:
+    def _load(self, name: str, path: Path, shard: ShardSpec | None = None,
+              progress: LoadProgress | None = None) -> LoadedModel | None:
         from mlx_lm import load
 
         from local_runtime.agent.embeddings.encoder import EmbeddingModel, is_embedding_dir
@@ -155,8 +158,10 @@ class Engine(ShardedEngine):
             return self.loaded
         if shard is not None:
             return self._load_shard(name, path, shard)
-        loaded: Any = load(str(path))
+        # Lazily mapped, then materialized layer by layer, so a load reports how far it got.
+        loaded: Any = load(str(path), lazy=True)
         model, tokenizer = loaded[0], loaded[1]
+        materialize(model, progress or LoadProgress(name))
         self.loaded = self._loaded_model(name, path, model, tokenizer)
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 

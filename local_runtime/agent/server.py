@@ -34,6 +34,7 @@ from isthmus_contracts.internal import ErrorEvent, InternalRequest
 from local_runtime.agent.embeddings.route import embeddings as embed_answer
 from local_runtime.agent.engine import AgentRestarting, Engine, QueueFull
 from local_runtime.agent.jobs import DEFAULT_MAX_TOKENS, Job
+from local_runtime.agent.load_progress import LoadProgress
 from local_runtime.agent.models import registry
 from local_runtime.agent.prompt import build_prompt
 from local_runtime.agent.responses import collect
@@ -54,6 +55,8 @@ class AgentState:
         self.data_dir = data_dir
         self.loading: str | None = None  # the model being loaded (requests get 503 model_loading meanwhile)
         self.embedding_calls = 0  # /embeddings requests admitted and not yet answered (on the event loop only)
+        self.last_load: LoadProgress | None = None  # the current or last load, with its progress or error
+        self._load_task: asyncio.Task[None] | None = None
 
     def status(self) -> AgentStatus:
         engine, loaded = self.engine, self.engine.loaded
@@ -65,21 +68,22 @@ class AgentState:
             cache_bytes=engine.cache.nbytes, rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
             ram_total_bytes=psutil.virtual_memory().total,
             platform=f"{platform.system()}-{platform.machine()}", shard=engine.shard, shard_error=engine.shard_error,
-            restarting=engine.restart_due,
+            restarting=engine.restart_due, load_progress=self.last_load.view() if self.last_load else None,
         )
 
-    async def load(self, name: str, shard: ShardSpec | None = None) -> None:
+    async def load(self, name: str, shard: ShardSpec | None = None, progress: LoadProgress | None = None) -> None:
         if self.engine.restart_due:
             raise ApiError(503, "this agent is restarting after its distributed group ended; retry shortly",
                            code="agent_restarting", headers={"Retry-After": LOADING_RETRY_AFTER_S})
         self.loading = name
+        progress = self.last_load = progress or LoadProgress(name)
         try:
             try:
                 path = await asyncio.to_thread(registry.resolve, name, self.data_dir)
             except FileNotFoundError as exc:
                 raise ApiError(404, str(exc), code="model_not_found") from None
             try:
-                await asyncio.wrap_future(self.engine.load(name, Path(path), shard))
+                await asyncio.wrap_future(self.engine.load(name, Path(path), shard, progress))
             except AgentRestarting as exc:
                 raise ApiError(503, str(exc), code="agent_restarting",
                                headers={"Retry-After": LOADING_RETRY_AFTER_S}) from None
@@ -88,8 +92,28 @@ class AgentState:
                     raise
                 raise ApiError(400 if isinstance(exc, ValueError) else 502, f"sharded load failed: {exc}",
                                code="shard_load_failed") from None
+            progress.finish()
+        except BaseException as exc:
+            progress.finish(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+            raise
         finally:
             self.loading = None
+
+    def start_load(self, name: str) -> None:
+        """The load in the background: the caller polls ``/agent/v1/status`` (``load_progress``) for its end."""
+        if self.loading:
+            raise ApiError(409, f"the agent is already loading {self.loading}", code="load_in_progress")
+
+        # At once, before the task runs, so the next status already shows this load (never the previous one's
+        # "done", which a poller would take for this one's).
+        progress = self.last_load = LoadProgress(name)
+        self.loading = name
+
+        async def run() -> None:
+            with contextlib.suppress(Exception):  # the outcome is in last_load, read through the status
+                await self.load(name, progress=progress)
+
+        self._load_task = asyncio.create_task(run())
 
 
 def _json(model: BaseModel, status: int = 200) -> JSONResponse:
@@ -249,6 +273,12 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
 
     async def load(request: Request) -> Response:
         body = await parse_body(request, LoadRequest)
+        if not body.wait:
+            if body.shard is not None:  # a rank's load is part of a group's: the control plane waits for it
+                raise ApiError(400, "a sharded load cannot run in the background: send wait=true",
+                               param="wait", code="invalid_value")
+            state.start_load(body.model)
+            return _json(state.status(), status=202)
         await state.load(body.model, body.shard)
         return _json(state.status())
 

@@ -51,6 +51,7 @@ class LoadRequest(BaseModel):
     model_config = ConfigDict(defer_build=True)
     model: str  # a name known to `isthmus model` or a path to an mlx-lm model directory
     shard: ShardSpec | None = None  # None: the whole model on this agent
+    wait: bool = True  # False: 202 at once, the load runs on; its progress is the status's load_progress
 
 
 class AgentStatus(BaseModel):
@@ -73,6 +74,9 @@ class AgentStatus(BaseModel):
     shard: dict[str, Any] | None = None
     shard_error: str | None = None  # why the last sharded group ended (a lost peer), until the next load
     restarting: bool = False  # its sharded group ended: the agent restarts (a new process) once idle
+    # The current or last load: model, state (loading | done | failed), layers_done/total, bytes_done/total,
+    # error, started_at, load_s. None before the first load.
+    load_progress: dict[str, Any] | None = None
 
 
 class AgentHealth(BaseModel):

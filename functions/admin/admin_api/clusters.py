@@ -38,7 +38,20 @@ async def cluster_status(request: Request) -> Response:
 @authorized(ADMIN_TOKEN)
 async def load(request: Request) -> Response:
     body = await parse_body(request, LoadBody)
+    if not body.wait:  # a job: 202 now, progress at /admin/clusters/{id}/loads/{job_id}
+        return json_response(await services.load_jobs().start(request.path_params["cluster_id"], body), status=202)
     return json_response(await services.clusters().load(request.path_params["cluster_id"], body))
+
+
+@authorized(ADMIN_TOKEN)
+async def load_jobs(request: Request) -> Response:
+    return json_response({"jobs": await services.load_jobs().list_all(request.path_params["cluster_id"])})
+
+
+@authorized(ADMIN_TOKEN)
+async def load_job(request: Request) -> Response:
+    params = request.path_params
+    return json_response(await services.load_jobs().get(params["cluster_id"], params["job_id"]))
 
 
 @authorized(ADMIN_TOKEN)
@@ -61,6 +74,8 @@ routes = [
     Route("/admin/clusters/{cluster_id}/status", cluster_status, methods=["GET"]),
     Route("/admin/clusters/{cluster_id}/load", load, methods=["POST"]),
     Route("/admin/clusters/{cluster_id}/unload", unload, methods=["POST"]),
+    Route("/admin/clusters/{cluster_id}/loads", load_jobs, methods=["GET"]),
+    Route("/admin/clusters/{cluster_id}/loads/{job_id}", load_job, methods=["GET"]),
     Route("/admin/pools/reap", reap_pools, methods=["POST"]),
 ]
 # The first API's spelling, kept for existing callers: composed after every /admin/<sub-resource> route.

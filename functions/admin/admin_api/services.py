@@ -11,12 +11,17 @@ if TYPE_CHECKING:
     from isthmus.services.cloud.providers import ProviderService
     from isthmus.services.control.admin_settings import SettingsService
     from isthmus.services.control.clusters import ClusterService
+    from isthmus.services.control.load_jobs import LoadJobService
     from isthmus.services.control.nodes import NodeService
     from isthmus.services.control.sync_jobs import SyncService
 
 
 def clusters() -> ClusterService:
     return wiring.cluster_service()
+
+
+def load_jobs() -> LoadJobService:
+    return wiring.load_job_service()
 
 
 def nodes() -> NodeService:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,6 +57,22 @@ class LoadBody(NullsAsAbsent):
     ibv_devices: list[list[str | None]] | None = None  # jaccl: RDMA device matrix (mlx.distributed_config's)
     force: bool = False
     ttl_seconds: int | None = Field(default=None, ge=0)  # unload after this long idle (0: never)
+    wait: bool = True  # False: 202 with a load job at once (GET /admin/clusters/{id}/loads/{job_id})
+
+
+@dataclass
+class LoadPlan:
+    """A checked load holding its cluster: where the model goes and under which alias."""
+    cluster_id: str
+    alias: str
+    model: str
+    mode: str
+    nodes: list[Node]
+    ttl_seconds: int | None
+    cluster: Cluster | None = None  # as read when checked (its sharded pools end before the load)
+    group: bool = False  # one model over all the nodes, as an MLX distributed group
+    backend: str | None = None  # the group's MLX distributed backend
+    ibv_devices: list[list[str | None]] | None = None
 
 
 class UnloadBody(NullsAsAbsent):
@@ -218,7 +235,9 @@ class ClusterService:
                 raise ApiError(400, f"'{model}' ({size / 2**30:.1f} GiB) does not fit node '{node.node_id}' "
                                f"({node.ram_bytes / 2**30:.1f} GiB RAM).", code="model_too_large", param="model")
 
-    async def load(self, cluster_id: str, body: LoadBody) -> dict[str, Any]:
+    async def prepare_load(self, cluster_id: str, body: LoadBody) -> LoadPlan:
+        """Check a load (mode, nodes up, fit, alias, busy nodes) and hold the cluster for it (one conditional
+        write); the caller ends with :meth:`record_pool` or :meth:`release_load`."""
         mode = (body.sharding or body.mode or "solo").lower()
         if mode not in MODES:
             raise ApiError(400, f"unknown mode '{mode}'; use one of {', '.join(MODES)}", param="sharding")
@@ -245,49 +264,71 @@ class ClusterService:
         now = utcnow()
         if not await run_in_threadpool(self.store.acquire_load, cluster_id, now + LOAD_LEASE, now):
             raise ApiError(409, f"cluster '{cluster_id}' is busy with another load.", code="cluster_busy")
+        return LoadPlan(cluster_id=cluster_id, alias=alias, model=body.model, mode=mode, nodes=nodes,
+                        ttl_seconds=body.ttl_seconds, cluster=cluster, group=group, backend=backend,
+                        ibv_devices=body.ibv_devices)
+
+    async def record_pool(self, plan: LoadPlan, ids: list[str], load_s: float) -> None:
+        """The nodes that loaded now hold the model whatever happened elsewhere: the record follows them (a
+        conditional read-modify-write, so a node that enrolled during the load keeps its place); the
+        cluster's hold is released in the same write."""
+        group = plan.group
+        loaded = Pool(alias=plan.alias, model=plan.model, nodes=ids[:1] if group else ids,
+                      mode=plan.mode, ranks=ids if group else [], backend=plan.backend,  # type: ignore[arg-type]
+                      loaded_at=utcnow(), load_s=load_s, ttl_seconds=plan.ttl_seconds)
+
+        def moved(current: Cluster) -> dict[str, Pool]:
+            pools = {a: p.model_copy(update={"nodes": [x for x in p.nodes if x not in ids]})
+                     for a, p in current.pools.items() if a != plan.alias and not set(p.ranks) & set(ids)}
+            return {**{a: p for a, p in pools.items() if p.nodes}, plan.alias: loaded}
+
+        await run_in_threadpool(self.store.update_pools, plan.cluster_id, moved, release=True)
+        fresh = await self._cluster(plan.cluster_id)
+        if fresh.default_alias is None:
+            await run_in_threadpool(self.store.put_cluster_config,
+                                    fresh.model_copy(update={"default_alias": plan.alias, "updated_at": utcnow()}))
+
+    async def release_load(self, cluster_id: str) -> None:
+        """Give the cluster's load hold back, pools unchanged (a load that failed everywhere)."""
+        current = await run_in_threadpool(self.store.get_cluster, cluster_id)
+        if current is not None:
+            await run_in_threadpool(self.store.set_pools, cluster_id, current.pools, release=True)
+
+    async def load(self, cluster_id: str, body: LoadBody) -> dict[str, Any]:
+        """The blocking load: answers once every node loaded or failed (see LoadJobService for the job form)."""
+        plan = await self.prepare_load(cluster_id, body)
+        nodes = plan.nodes
         released = False
         group_info: dict[str, Any] = {}
         try:
             started = time.monotonic()
-            # A node of a sharded pool leaves its group first (and restarts: see sharded.wait_fresh)
-            await self._unload_nodes_pools(cluster, nodes)
-            if group:
-                group_info = await sharded.load_group(self.agents, nodes, body.model, mode, backend or "ring",
-                                                      body.ibv_devices)
-            results = [] if group else await asyncio.gather(
+            await self.leave_groups(plan)
+            if plan.group:
+                group_info = await sharded.load_group(self.agents, nodes, body.model, plan.mode,
+                                                      plan.backend or "ring", plan.ibv_devices)
+            results = [] if plan.group else await asyncio.gather(
                 *(self.agents.load(n.base_url, body.model) for n in nodes), return_exceptions=True)
             failed = {n.node_id: getattr(r, "message", type(r).__name__)
-                      for n, r in zip(nodes, results, strict=not group) if isinstance(r, BaseException)}
+                      for n, r in zip(nodes, results, strict=not plan.group) if isinstance(r, BaseException)}
             if len(failed) == len(nodes):
                 reasons = "; ".join(f"{nid}: {why}" for nid, why in failed.items())
                 raise ApiError(502, f"load of '{body.model}' failed on {reasons}", code="load_failed")
             load_s = round(time.monotonic() - started, 3)
-            # The nodes that loaded now hold the model whatever happened elsewhere: the record follows them. A
-            # conditional read-modify-write, so a node that enrolled during the load keeps its place.
             ids = [n.node_id for n in nodes if n.node_id not in failed]
-            loaded = Pool(alias=alias, model=body.model, nodes=ids[:1] if group else ids, mode=mode,  # type: ignore[arg-type]
-                          ranks=ids if group else [], backend=backend,
-                          loaded_at=utcnow(), load_s=load_s, ttl_seconds=body.ttl_seconds)
-
-            def moved(current: Cluster) -> dict[str, Pool]:
-                pools = {a: p.model_copy(update={"nodes": [x for x in p.nodes if x not in ids]})
-                         for a, p in current.pools.items() if a != alias and not set(p.ranks) & set(ids)}
-                return {**{a: p for a, p in pools.items() if p.nodes}, alias: loaded}
-
-            await run_in_threadpool(self.store.update_pools, cluster_id, moved, release=True)
+            await self.record_pool(plan, ids, load_s)
             released = True
-            fresh = await self._cluster(cluster_id)
-            if fresh.default_alias is None:
-                await run_in_threadpool(self.store.put_cluster_config,
-                                        fresh.model_copy(update={"default_alias": alias, "updated_at": utcnow()}))
         finally:
             if not released:
-                current = await run_in_threadpool(self.store.get_cluster, cluster_id)
-                if current is not None:
-                    await run_in_threadpool(self.store.set_pools, cluster_id, current.pools, release=True)
-        answer = {"loaded": True, "cluster": cluster_id, "alias": alias, "model": body.model, "nodes": ids,
-                  "mode": mode, "load_s": load_s, **group_info}
+                await self.release_load(cluster_id)
+        answer = {"loaded": True, "cluster": cluster_id, "alias": plan.alias, "model": body.model, "nodes": ids,
+                  "mode": plan.mode, "load_s": load_s, **group_info}
         return {**answer, "failed": failed} if failed else answer
+
+    async def leave_groups(self, plan: LoadPlan) -> None:
+        """A node of a sharded pool leaves its group before any load on it (and restarts: see
+        sharded.wait_fresh)."""
+        if plan.cluster is not None:
+            await self._unload_nodes_pools(plan.cluster, plan.nodes)
 
     async def unload(self, cluster_id: str, body: UnloadBody) -> dict[str, Any]:
         cluster = await self._cluster(cluster_id)
