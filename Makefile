@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test setup system-deps ddb-local check lint typecheck sam-check bench clean
+.PHONY: dev test setup system-deps ddb-local check lint typecheck sam-check bench clean conformance
 
 dev: setup ## DynamoDB Local + tables + node agent + edge on http://127.0.0.1:8000
 	$(BIN)/isthmus dev
@@ -21,6 +21,11 @@ test: setup check ## the whole suite (unit, integration, e2e); pytest's "no test
 	$(BIN)/pytest -q -p no:cacheprovider
 
 setup: system-deps $(STAMP) ddb-local
+
+# The store contract against any DynamoDB-compatible endpoint: its own uniquely named tables, removed after.
+conformance: $(STAMP) ## ISTHMUS_DYNAMODB_ENDPOINT=http://host:port make conformance
+	@test -n "$$ISTHMUS_DYNAMODB_ENDPOINT" || { echo "set ISTHMUS_DYNAMODB_ENDPOINT=http://host:port (the store to check)"; exit 2; }
+	ISTHMUS_CONFORMANCE_ENDPOINT="$$ISTHMUS_DYNAMODB_ENDPOINT" $(BIN)/pytest -q -p no:cacheprovider tests/conformance
 
 system-deps:
 	@bash local_runtime/bootstrap.sh
