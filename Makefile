@@ -38,6 +38,7 @@ $(STAMP): pyproject.toml
 
 ddb-local: $(STAMP)
 	@$(BIN)/python -c "from local_runtime.ddb import ensure_jar; print('DynamoDB Local:', ensure_jar())"
+	@$(BIN)/python -c "from local_runtime.docs_assets import ensure_swagger_ui; print('Swagger UI:', ensure_swagger_ui())"
 
 check: lint typecheck sam-check
 
