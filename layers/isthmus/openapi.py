@@ -100,6 +100,7 @@ class Op:
     versioned: bool = True  # served under /v1 and /api/v1
     query: tuple[str, ...] = ()
     content: str = "application/json"  # of the success answer
+    not_implemented: bool = False  # an honest 501 until its group lands (``x-isthmus-not-implemented``)
 
     @property
     def paths(self) -> list[str]:
@@ -162,7 +163,8 @@ OPERATIONS: list[Op] = [
     Op("GET", "/usage/summary", "usage", "Usage by day and by model", MASTER, answer=OBJECT,
        query=("user_id", "start_date", "end_date")),
     # files and batches: their groups answer 501 until they land
-    *(Op(method, path, group, f"{group.title()} (not implemented yet: 501)", MASTER, answer=OBJECT)
+    *(Op(method, path, group, f"{group.title()} (not implemented yet: 501)", MASTER, answer=OBJECT,
+         not_implemented=True)
       for group in ("files", "batches")
       for method, path in (("GET", f"/{group}"), ("POST", f"/{group}"), ("GET", f"/{group}/{{rest}}"),
                            ("POST", f"/{group}/{{rest}}"), ("DELETE", f"/{group}/{{rest}}"))),
@@ -171,13 +173,14 @@ OPERATIONS: list[Op] = [
        "isthmus_contracts.control:EnrollRequest", versioned=False),
     Op("POST", "/admin/nodes/{node_id}/heartbeat", "admin", "A node's heartbeat", ENROLL,
        "isthmus_contracts.control:HeartbeatRequest", versioned=False),
-    Op("GET", "/admin/nodes", "admin", "Nodes", ADMIN, answer=ARRAY, versioned=False, query=("cluster_id",)),
-    Op("DELETE", "/admin/nodes/{node_id}", "admin", "Forget a node", ADMIN, versioned=False),
-    Op("GET", "/admin/clusters", "admin", "Clusters", ADMIN, answer=ARRAY, versioned=False),
+    Op("GET", "/admin/nodes", "admin", "Nodes", ADMIN, answer=_obj("nodes"), versioned=False),
+    Op("DELETE", "/admin/nodes/{node_id}", "admin", "Forget a node", ADMIN, ok=204, answer=None, versioned=False),
+    Op("GET", "/admin/clusters", "admin", "Clusters", ADMIN, answer=_obj("clusters"), versioned=False),
     Op("PUT", "/admin/clusters/{cluster_id}", "admin", "Create or configure a cluster", ADMIN,
        f"{_C}clusters:ClusterConfig", versioned=False),
     Op("GET", "/admin/clusters/{cluster_id}", "admin", "A cluster and its pools", ADMIN, versioned=False),
-    Op("DELETE", "/admin/clusters/{cluster_id}", "admin", "Delete a cluster", ADMIN, versioned=False),
+    Op("DELETE", "/admin/clusters/{cluster_id}", "admin", "Delete a cluster", ADMIN, ok=204, answer=None,
+       versioned=False),
     Op("GET", "/admin/clusters/{cluster_id}/status", "admin", "A cluster's status", ADMIN, versioned=False),
     Op("POST", "/admin/clusters/{cluster_id}/load", "admin", "Load a model on a cluster's nodes", ADMIN,
        f"{_C}clusters:LoadBody", versioned=False),
@@ -187,25 +190,27 @@ OPERATIONS: list[Op] = [
        versioned=False),
     Op("POST", "/admin/{cluster_id}/unload", "admin", "Unload (short form)", ADMIN, f"{_C}clusters:UnloadBody",
        versioned=False),
-    Op("POST", "/admin/pools/reap", "admin", "Unload idle pools now", ADMIN, versioned=False),
+    Op("POST", "/admin/pools/reap", "admin", "Unload idle pools now", ADMIN, answer=_obj("reaped"), versioned=False),
     Op("GET", "/admin/settings", "admin", "Global settings", ADMIN, versioned=False),
     Op("PUT", "/admin/settings", "admin", "Change global settings", ADMIN, "isthmus.control.models:SettingsUpdate",
        versioned=False),
     Op("GET", "/admin/coeos", "admin", "The CoeOS router's configuration", ADMIN, versioned=False),
     Op("PUT", "/admin/coeos", "admin", "Configure the CoeOS router", ADMIN, "isthmus.routing.coeos:CoeosConfig",
        versioned=False),
-    Op("GET", "/admin/coeos/decisions", "admin", "Recent CoeOS decisions", ADMIN, answer=None, versioned=False),
+    Op("GET", "/admin/coeos/decisions", "admin", "Recent CoeOS decisions", ADMIN, answer=_obj("decisions"),
+       versioned=False),
     Op("GET", "/admin/providers", "admin", "Cloud providers (keys never shown)", ADMIN, answer=ARRAY,
        versioned=False),
     Op("PUT", "/admin/providers/{provider_id}", "admin", "Configure a cloud provider", ADMIN,
        "isthmus.services.cloud.providers:ProviderConfig", versioned=False),
     Op("GET", "/admin/providers/{provider_id}", "admin", "One provider", ADMIN, versioned=False),
-    Op("DELETE", "/admin/providers/{provider_id}", "admin", "Delete a provider", ADMIN, versioned=False),
+    Op("DELETE", "/admin/providers/{provider_id}", "admin", "Delete a provider", ADMIN, ok=204, answer=None,
+       versioned=False),
     Op("POST", "/admin/providers/{provider_id}/test", "admin", "A one-token call to the provider", ADMIN,
        versioned=False),
     Op("POST", "/admin/sync/rsync", "admin", "Copy a model to nodes (rsync job)", ADMIN,
        f"{_C}sync_jobs:RsyncBody", versioned=False),
-    Op("GET", "/admin/sync/jobs", "admin", "Sync jobs", ADMIN, answer=ARRAY, versioned=False),
+    Op("GET", "/admin/sync/jobs", "admin", "Sync jobs", ADMIN, answer=_obj("jobs"), versioned=False),
     Op("GET", "/admin/sync/jobs/{job_id}", "admin", "One sync job", ADMIN, versioned=False),
     Op("POST", "/admin/sync/jobs/{job_id}/cancel", "admin", "Cancel a sync job", ADMIN, versioned=False),
     # health and the docs themselves
@@ -241,6 +246,10 @@ def _operation(op: Op, path: str, schemas: dict[str, Any]) -> dict[str, Any]:
     statuses = INFERENCE_ERRORS if op.group == "inference" else COMMON_ERRORS
     responses: dict[str, Any] = {str(s): {"$ref": f"#/components/responses/{dialect}{s}"} for s in statuses}
     success: dict[str, Any] = {"description": "OK" if op.ok == 200 else "No content"}
+    if op.not_implemented:
+        operation_extra: dict[str, Any] = {"x-isthmus-not-implemented": True}
+    else:
+        operation_extra = {}
     if op.ok != 204:
         media: dict[str, Any] = {op.content: {"schema": op.answer} if op.answer is not None else {}}
         if op.streams:
@@ -252,6 +261,7 @@ def _operation(op: Op, path: str, schemas: dict[str, Any]) -> dict[str, Any]:
         "operationId": f"{op.method.lower()}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}"
                        .replace("-", "_").replace(".", "_"),
         "summary": op.summary, "tags": [op.group], "security": op.security, "responses": responses,
+        **operation_extra,
     }
     params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
               for name in _path_params(path)]
