@@ -84,6 +84,11 @@ def _depth(value: Any) -> int:
 _STORE_MIN, _STORE_LIMIT, _STORE_DIGITS = Decimal("1E-130"), Decimal("1E+126"), 38
 
 
+def _significant_digits(number: Decimal) -> int:
+    """Not ``normalize()``: that rounds to the context's 28 digits first."""
+    return len("".join(map(str, number.as_tuple().digits)).strip("0")) or 1
+
+
 def _unstorable(value: Any) -> str | None:
     """What in ``value`` (walked breadth-first) a store cannot keep as it is, else None. Found by the API's fuzzing:
     a metadata number such as 3e+191, or an empty key (DynamoDB: "Empty attribute name"), reached the store and
@@ -97,7 +102,7 @@ def _unstorable(value: Any) -> str | None:
                 number = Decimal(repr(node)) if isinstance(node, float) else Decimal(node)
                 magnitude = abs(number)
                 if number and (magnitude < _STORE_MIN or magnitude >= _STORE_LIMIT
-                               or len(number.normalize().as_tuple().digits) > _STORE_DIGITS):
+                               or _significant_digits(number) > _STORE_DIGITS):
                     return f"the number {node!r}; numbers are kept to 38 digits between 1e-130 and 1e+125"
         level = [c for node in level if isinstance(node, dict | list)
                  for c in (node.values() if isinstance(node, dict) else node)]
