@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -125,3 +126,27 @@ def test_the_edge_serves_the_document_under_every_prefix_and_docs_renders_it_fro
         assert asset.status_code == 200 and len(asset.content) > 10_000, link
     assert httpx.get(f"{edge}/docs/swagger-ui-bundle.js").headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{edge}/docs/../template.yaml").status_code == 404
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_docs_renders_every_group_in_a_browser_without_leaving_the_edge(edge: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    requested: list[str] = []
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        try:
+            tab = browser.new_page()
+            tab.on("request", lambda req: requested.append(req.url))
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            # when /docs is opened, then Swagger UI shows the document's title and every group of operations
+            tab.goto(f"{edge}/docs")
+            tab.wait_for_selector(".opblock-tag", timeout=30_000)
+            assert "Isthmus" in tab.inner_text(".info .title")
+            tags = {t.strip().split("\n")[0] for t in tab.locator(".opblock-tag").all_inner_texts()}
+            assert {"inference", "keys", "admin", "health", "docs"} <= tags, tags
+            assert tab.locator(".opblock").count() >= 100
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert requested and all(url.startswith(edge) or url.startswith("data:") for url in requested), requested
