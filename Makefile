@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test setup system-deps browser-deps ddb-local check lint typecheck sam-check bench clean
+.PHONY: dev test setup system-deps browser-deps ddb-local check lint typecheck sam-check bench clean conformance
 
 dev: setup ## DynamoDB Local + tables + node agent + edge on http://127.0.0.1:8000
 	$(BIN)/isthmus dev
@@ -21,6 +21,11 @@ test: setup browser-deps check ## the whole suite (unit, integration, e2e); pyte
 	$(BIN)/pytest -q -p no:cacheprovider
 
 setup: system-deps $(STAMP) ddb-local
+
+# The store contract against any DynamoDB-compatible endpoint: its own uniquely named tables, removed after.
+conformance: $(STAMP) ## ISTHMUS_DYNAMODB_ENDPOINT=http://host:port make conformance
+	@test -n "$$ISTHMUS_DYNAMODB_ENDPOINT" || { echo "set ISTHMUS_DYNAMODB_ENDPOINT=http://host:port (the store to check)"; exit 2; }
+	ISTHMUS_CONFORMANCE_ENDPOINT="$$ISTHMUS_DYNAMODB_ENDPOINT" $(BIN)/pytest -q -p no:cacheprovider tests/conformance
 
 system-deps:
 	@bash local_runtime/bootstrap.sh
@@ -37,6 +42,7 @@ $(STAMP): pyproject.toml
 ddb-local: $(STAMP)
 	@$(BIN)/python -c "from local_runtime.ddb import ensure_jar; print('DynamoDB Local:', ensure_jar())"
 	@$(BIN)/python -c "from local_runtime.s3local import ensure_s3rver; print('s3rver:', ensure_s3rver())"
+	@$(BIN)/python -c "from local_runtime.docs_assets import ensure_swagger_ui; print('Swagger UI:', ensure_swagger_ui())"
 
 check: lint typecheck sam-check
 

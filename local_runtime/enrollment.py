@@ -142,6 +142,7 @@ class Enrollment:
         resp.raise_for_status()
         self._last_inventory = models
         self.beats += 1
+        log.debug("heartbeat %d to %s accepted", self.beats, self.control_url)
         return True
 
     def _loop(self) -> None:

@@ -80,9 +80,41 @@ def _depth(value: Any) -> int:
     return depth - 1
 
 
+# What a DynamoDB number can hold: 38 significant digits, a magnitude from 1E-130 to below 1E+126.
+_STORE_MIN, _STORE_LIMIT, _STORE_DIGITS = Decimal("1E-130"), Decimal("1E+126"), 38
+
+
+def _significant_digits(number: Decimal) -> int:
+    """Not ``normalize()``: that rounds to the context's 28 digits first."""
+    return len("".join(map(str, number.as_tuple().digits)).strip("0")) or 1
+
+
+def _unstorable(value: Any) -> str | None:
+    """What in ``value`` (walked breadth-first) a store cannot keep as it is, else None. Found by the API's fuzzing:
+    a metadata number such as 3e+191, or an empty key (DynamoDB: "Empty attribute name"), reached the store and
+    came back as a 500 or a 503."""
+    level = [value]
+    while level:
+        for node in level:
+            if isinstance(node, dict) and "" in node:
+                return "an empty key"
+            if isinstance(node, int | float) and not isinstance(node, bool):
+                number = Decimal(repr(node)) if isinstance(node, float) else Decimal(node)
+                magnitude = abs(number)
+                if number and (magnitude < _STORE_MIN or magnitude >= _STORE_LIMIT
+                               or _significant_digits(number) > _STORE_DIGITS):
+                    return f"the number {node!r}; numbers are kept to 38 digits between 1e-130 and 1e+125"
+        level = [c for node in level if isinstance(node, dict | list)
+                 for c in (node.values() if isinstance(node, dict) else node)]
+    return None
+
+
 def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
     if _depth(value) > MAX_METADATA_DEPTH:
         raise ValueError(f"nests deeper than {MAX_METADATA_DEPTH} levels")
+    unstorable = _unstorable(value)
+    if unstorable is not None:
+        raise ValueError(f"holds {unstorable}")
     size = len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are stored")

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from isthmus import limits
+from isthmus import limits, metrics
 from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body, method_not_allowed, store_failure
 from isthmus.observability import get_logger, inflight, request_id_var
 from isthmus.validation import validate
@@ -133,11 +133,13 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         counted = not scope["path"].startswith("/health")
         started = False
+        status = 500
+        timing = metrics.request_started()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
@@ -156,6 +158,7 @@ class RequestContextMiddleware:
                 # A service that called the store without the 503 mapping: still the store's fault, not a bug.
                 self.logger.warning("store call failed",
                                     extra={"path": scope["path"], "store_error": type(exc).__name__})
+                status = failure.status
                 await error_response(scope["path"], failure, request_id)(scope, receive, send)
                 return
             self.logger.exception("unhandled error", extra={"path": scope["path"], "method": scope["method"]})
@@ -168,6 +171,13 @@ class RequestContextMiddleware:
             if counted:
                 inflight.count -= 1
             request_id_var.reset(token)
+            metrics.request_done(timing, _route_template(scope), status)
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's template (``/v1/keys/{key_id}``), never the raw path: ids would make a label each."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
 
 
 def _oversized_request_line(scope: Scope) -> ApiError | None:

@@ -97,6 +97,8 @@ def run_agent(args: argparse.Namespace) -> int:
     from local_runtime.agent.server import AgentState, build_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # httpx logs every request at INFO: one line per heartbeat. Ours says it at DEBUG (local_runtime.enrollment).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = EngineConfig(max_batch=args.max_batch, max_queue=args.max_queue, cache_bytes=args.cache_mb << 20,
                           cache_ttl_s=args.cache_ttl, loop_guard=not args.no_loop_guard)
     engine = Engine(config)

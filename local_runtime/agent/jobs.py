@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from isthmus import metrics
 from isthmus_contracts.internal import (
     ErrorEvent,
     FinishEvent,
@@ -111,6 +112,7 @@ class Job:
             decode_tps=(round((self.completion_tokens - 1) / (now - first), 2)
                         if self.completion_tokens > 1 and now > first else None),
         )
+        metrics.agent_generation(self.model_name, self.completion_tokens, now - first, self.cached_tokens or 0)
         self.emit(UsageEvent(usage=usage))
         self.emit(FinishEvent(reason=reason, stop_sequence=self.pipeline.stop.matched, loop_guard=loop_guard))
         self.emit(None)

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from isthmus import settings
+from isthmus import metrics, settings
 from isthmus.errors import ApiError, Dialect
 from isthmus.web import create_app, parse_body, read_json
 from isthmus_contracts.agent import AgentHealth, AgentStatus, LoadRequest, ShardSpec, TokenizeRequest, TokenizeResponse
@@ -296,6 +296,11 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
     async def status(request: Request) -> Response:
         return _json(state.status())
 
+    async def prometheus(request: Request) -> Response:
+        metrics.agent_load(engine.queue_depth, engine.active, 0 if engine.loaded is None else 1)
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
     async def health(request: Request) -> Response:
         loaded = engine.loaded
         if loaded is None and state.loading:  # not healthy yet: whoever waits for the agent keeps waiting
@@ -312,6 +317,7 @@ def build_app(state: AgentState, extra_routes: Sequence[BaseRoute] = ()) -> ASGI
         Route("/agent/v1/status", status, methods=["GET"]),
         Route("/agent/v1/shard/port", shard_port, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
         *extra_routes,
     ]
     return create_app(routes, service="agent")

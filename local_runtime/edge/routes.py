@@ -40,7 +40,7 @@ def compile_route(method: str, path: str, target: T) -> CompiledRoute[T]:
         else:
             regex += "/" + re.escape(seg)
             literals += 1
-    pattern = re.compile(f"^{regex or '/'}/?$")
+    pattern = re.compile(f"^{regex or '/'}/?$", re.DOTALL)  # a path may hold a (percent-encoded) newline
     # Exact routes beat parameterised ones, which beat greedy ones; more literal segments win among
     # equals; a named method beats ANY.
     rank = (greedy, variables, -literals, 1 if method == "ANY" else 0)

@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from isthmus import limits
+from isthmus import limits, metrics
 from isthmus.entry import LazyRoutes
 from isthmus.errors import dialect_for_path
 from local_runtime.edge.lambda_bridge import LambdaContext, build_event, decode_result
@@ -79,6 +79,10 @@ class Edge:
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if scope["path"] == "/metrics":  # this process's Prometheus metrics (in Lambda they are EMF lines instead)
+            payload, content_type = metrics.render()
+            await _send(send, 200, [("content-type", content_type)], payload)
             return
         found = self.table.match(scope["method"], scope["path"])
         if found is None:  # the template has a catch-all, so this is API Gateway's own answer

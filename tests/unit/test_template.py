@@ -7,7 +7,7 @@ from pathlib import Path
 from local_runtime.template import functions_with_routes, load_template, table_logical_ids
 
 GROUPS = {"health", "inference", "models", "keys", "users", "budgets", "pricing", "usage", "files", "batches", "admin",
-          "dashboard"}
+          "dashboard", "docs"}
 TABLES = {"keys", "users", "budgets", "pricing", "usage", "clusters", "nodes", "settings", "providers", "files",
           "batches", "sessions", "responses", "ratelimits", "holds"}
 

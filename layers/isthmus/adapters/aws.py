@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from isthmus import metrics
 from isthmus.settings import env_number
 
 _lock = threading.Lock()
@@ -45,7 +46,7 @@ def client(service: str, **kwargs: Any) -> Any:
             connect_s, read_s, attempts = call_limits()
             kwargs["config"] = Config(connect_timeout=connect_s, read_timeout=read_s,
                                       retries={"total_max_attempts": attempts, "mode": "standard"})
-        return _session[0].create_client(service, **kwargs)
+        return metrics.watch_store_client(_session[0].create_client(service, **kwargs))
 
 
 def reset() -> None:

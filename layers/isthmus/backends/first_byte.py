@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from isthmus import metrics
 from isthmus.routing.affinity import NodeTracker, tracker
 from isthmus.routing.failover import is_connect_failure, no_node_available
 from isthmus.routing.resolver import NodeTarget
@@ -22,7 +23,8 @@ async def first_answering(candidates: Sequence[C], attempt: Callable[[C], Awaita
                           fails_over: Callable[[Exception], bool],
                           none_answered: Callable[[list[tuple[C, Exception]]], Exception],
                           on_failure: Callable[[C, Exception], None] | None = None,
-                          on_answer: Callable[[C], None] | None = None) -> tuple[C, T]:
+                          on_answer: Callable[[C], None] | None = None,
+                          fallback_kind: str = "alias") -> tuple[C, T]:
     """The first candidate whose ``attempt`` returns, with its result; when every one failed over,
     ``none_answered(failures)`` is raised (failures in order, as (candidate, exception))."""
     failures: list[tuple[C, Exception]] = []
@@ -33,6 +35,7 @@ async def first_answering(candidates: Sequence[C], attempt: Callable[[C], Awaita
             if not fails_over(exc):
                 raise
             failures.append((candidate, exc))
+            metrics.upstream_fallback(fallback_kind)
             if on_failure is not None:
                 on_failure(candidate, exc)
             continue
@@ -50,4 +53,4 @@ async def first_connecting(candidates: Sequence[NodeTarget], attempt: Callable[[
         candidates, attempt, fails_over=is_connect_failure,
         none_answered=lambda failures: no_node_available([(t.node_id, exc) for t, exc in failures]),
         on_failure=lambda target, _: nodes.mark_failed(target.node_id),
-        on_answer=lambda target: nodes.mark_ok(target.node_id))
+        on_answer=lambda target: nodes.mark_ok(target.node_id), fallback_kind="node")

@@ -13,6 +13,7 @@ import random
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from isthmus import metrics
 from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
@@ -143,6 +144,7 @@ async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, 
             raise error
         delay = min(MAX_RETRY_DELAY_S, wait) if wait is not None else backoff(attempt)
         attempt += 1
+        metrics.upstream_retry(target.provider_id)
         logger.info("retrying provider call", extra={"provider": target.provider_id, "attempt": attempt,
                                                      "status": error.status, "delay_s": round(delay, 3)})
         await sleep(delay)

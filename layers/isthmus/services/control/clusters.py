@@ -223,7 +223,9 @@ class ClusterService:
                                param="nodes")
             return [by_id[n] for n in wanted]
         if not up:
-            raise ApiError(503, f"No node of cluster '{cluster.cluster_id}' is up.", code="no_ready_nodes",
+            # The cluster's state, not the server, stands in the way (as for named nodes that are not up, a 400):
+            # a 409 with a hint when to look again, never a 5xx for an admin asking too early.
+            raise ApiError(409, f"No node of cluster '{cluster.cluster_id}' is up.", code="no_ready_nodes",
                            headers={"Retry-After": "2"})
         return up
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from isthmus import metrics
 from isthmus.errors import ApiError
 from isthmus.ports.backend import BackendResolver, InferenceBackend
 from isthmus.ports.gate import Gate
@@ -46,6 +47,7 @@ class Call:
     # Settle in a task of its own, off the answer's path (a long-lived server). Under Lambda the invoke ends
     # with the response, so there the bill is settled before the handler returns.
     detach_settle: bool = False
+    metered: bool = False  # its tokens are counted in the metrics
 
 
 class ClientGone(Exception):
@@ -126,6 +128,7 @@ class InferenceService:
             # Before the bound: the hold must count the text the model will see, not the file reference.
             routed = await self._with_files(principal, backend, routed)
         call = Call(backend, routed, endpoint, request_id, detach_settle=detach_settle)
+        metrics.routed(routed.model, backend.name)
         if self.gate is not None and principal is not None:
             bound = RequestBound(backend, routed)
             call.admission = await self.gate.admit(
@@ -143,6 +146,10 @@ class InferenceService:
                                              native=reads_documents(backend))
 
     async def settle(self, call: Call, usage: Usage, *, status: str, status_code: int) -> None:
+        if not call.metered:  # once per call: a settle can be repeated (the gate's own settle is idempotent)
+            call.metered = True
+            metrics.tokens(call.request.model, call.backend.name, usage.prompt_tokens, usage.completion_tokens,
+                           usage.cached_tokens or 0)
         if self.gate is None or call.admission is None:
             return
         if call.detach_settle:

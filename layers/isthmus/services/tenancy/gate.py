@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
-from isthmus import auth, lifecycle
+from isthmus import auth, lifecycle, metrics
 from isthmus.background import SingleFlight
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger, get_metrics
@@ -208,6 +208,7 @@ class TenancyGate:
                     admission.reserved, admission.tokens_held = True, tokens
                     admission.hold_record = tag.record_id if tag else None
                 else:
+                    metrics.budget_refused(model)
                     raise ApiError(403, "Budget exceeded", code="budget_exceeded")
             else:
                 admission.hold = Decimal(0)  # nothing held: free, unpriced or not gated
@@ -252,6 +253,7 @@ class TenancyGate:
                 for b, a in taken:
                     await call(self.stores.ratelimits.give_back, b, a)
                 headers["Retry-After"] = retry_after
+                metrics.rate_limited(kind)
                 raise ApiError(429, f"Rate limit exceeded: {limit} {kind} per minute for this API key",
                                code="rate_limit_exceeded", headers=headers)
             taken.append((bucket, amount))
@@ -304,6 +306,7 @@ class TenancyGate:
                         unbilled_cost=unbilled, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                         cached_tokens=cached_tokens, latency_ms=latency_ms, counts_toward_budget=a.counts_toward_budget)
         user_id = a.principal.user_id if a.counts_toward_budget else None
+        metrics.spend(a.model, cost)
         await self.settlements.write(Settlement(row, charge=Charge(
             user_id, cost=cost, hold=a.hold if a.reserved else Decimal(0), tokens_held=a.tokens_held,
             tokens_used=prompt_tokens + completion_tokens, requests_held=1 if a.reserved and not a.leased else 0,

@@ -42,7 +42,8 @@ class UsageService:
         """Every row matching the filters, newest first (un-paged)."""
         start = m.iso(m.parse_when(query["start_date"], field="start_date")) if query.get("start_date") else None
         end = m.iso(m.parse_when(query["end_date"], field="end_date")) if query.get("end_date") else None
-        found = self.stores.usage.candidates(user_ids=list(user_ids), api_key_id=query.get("api_key_id") or None,
+        wanted_users = [u for u in user_ids if u]  # an empty user_id= filters nothing (the store refuses "" keys)
+        found = self.stores.usage.candidates(user_ids=wanted_users, api_key_id=query.get("api_key_id") or None,
                                              start=start, end=end)
         for name in _EXACT_FILTERS:
             wanted = query.get(name)

@@ -1,0 +1,115 @@
+"""schemathesis against the local edge (DynamoDB Local under tables of its own, the deterministic fake agent): every
+operation of /openapi.json, under both prefixes, with generated requests; each answer must not be a 5xx, must match
+its documented schema and carry a documented status. At least ``MIN_CASES`` cases in all."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+from isthmus.adapters import dynamodb
+from local_runtime.ddb import DynamoLocal, use_local_endpoint
+from local_runtime.process import stop
+from local_runtime.tables import create_tables
+from tests.conftest import start_edge
+from tests.support.control_agents import AgentSpec, RunningAgent, fake_agent_command, start_agent
+
+pytestmark = pytest.mark.e2e
+EXAMPLES_PER_OPERATION = int(os.environ.get("ISTHMUS_FUZZ_EXAMPLES", "25"))
+MIN_CASES = 2000
+
+
+def no_server_error(ctx: Any, response: Any, case: schemathesis.Case) -> bool | None:
+    """No 5xx, but for the honest 501 of a group that has not landed yet (its operation says so: the files and
+    batches groups are built in another branch; once they land their operations lose the mark)."""
+    if response.status_code == 501 and case.operation.definition.raw.get("x-isthmus-not-implemented"):
+        return True
+    result: bool | None = not_a_server_error(ctx, response, case)
+    return result
+
+
+CHECKS = [no_server_error, response_schema_conformance, status_code_conformance]
+
+
+@pytest.fixture(scope="module")
+def fuzz_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
+    spec = AgentSpec(node_id="fuzz", models_dir=tmp_path_factory.mktemp("fuzz-agent"), model="fake-model")
+    running = start_agent(spec, fake_agent_command)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def fuzz_edge(ddb_local: DynamoLocal, fuzz_agent: RunningAgent, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[str]:
+    """An open-mode edge (management open to loopback, admin without a token) on tables of its own: what the
+    fuzzer writes never meets another test's rows."""
+    prefix = f"fz{uuid.uuid4().hex[:6]}-"
+    saved = {k: os.environ.get(k) for k in ("ISTHMUS_DYNAMODB_ENDPOINT", "ISTHMUS_TABLE_PREFIX")}
+    os.environ["ISTHMUS_TABLE_PREFIX"] = prefix
+    use_local_endpoint(ddb_local.endpoint)
+    create_tables(dynamodb.client())
+    data = tmp_path_factory.mktemp("fuzz-edge")
+    env = {"ISTHMUS_TABLE_PREFIX": prefix, "ISTHMUS_DEFAULT_AGENT_URL": fuzz_agent.base_url,
+           "ISTHMUS_MASTER_KEY": "", "ISTHMUS_ADMIN_TOKEN": "", "ISTHMUS_SPOOL_DIR": str(data / "spool"),
+           "ISTHMUS_LOCAL_KEY_FILE": str(Path(data) / "provider.key")}
+    proc, base = start_edge("asgi", env=env)
+    try:
+        yield base
+    finally:
+        stop(proc)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        dynamodb.reset_clients()
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzz_edge: str) -> Any:
+    import httpx
+
+    raw = httpx.get(f"{fuzz_edge}/openapi.json", timeout=30).json()
+    loaded = schemathesis.openapi.from_dict(raw)
+    loaded.config.update(base_url=fuzz_edge)
+    return loaded
+
+
+def fuzz(operation: Any, calls: list[str]) -> None:
+    """Up to EXAMPLES_PER_OPERATION generated requests to one operation, each answer checked."""
+
+    @hypothesis.given(case=operation.as_strategy())
+    @hypothesis.settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck), phases=[hypothesis.Phase.generate])
+    def run(case: schemathesis.Case) -> None:
+        calls.append(operation.label)
+        case.call_and_validate(checks=CHECKS, timeout=30)
+
+    run()
+
+
+def test_every_operation_answers_as_documented(api_schema: Any) -> None:
+    # schemathesis's own pytest loader (from_fixture) does not run under pytest 9: the operations are driven here
+    calls: list[str] = []
+    failures: dict[str, str] = {}
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    for operation in operations:
+        try:
+            fuzz(operation, calls)
+        except (Exception, BaseExceptionGroup) as exc:  # every operation is run; all failures reported together
+            failures[operation.label] = str(exc)[:1500]
+    assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
+    print(f"schemathesis: {len(calls)} cases over {len(operations)} operations")
+    # then every operation was exercised, and the run is big enough to mean something
+    assert {op.label for op in operations} <= set(calls)
+    assert len(calls) >= MIN_CASES, len(calls)
