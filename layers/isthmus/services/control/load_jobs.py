@@ -59,7 +59,7 @@ class LoadJobService:
         if all(n["state"] == "failed" for n in nodes):
             await self.clusters.release_load(cluster_id)
             if all(isinstance(err, AgentUnreachable) for err in answers):
-                raise nodes_unreachable(cluster_id, {n["node_id"]: str(n["error"]) for n in nodes})
+                raise nodes_unreachable(cluster_id, {str(n["node_id"]): str(n["error"]) for n in nodes})
             reasons = "; ".join(f"{n['node_id']}: {n['error']}" for n in nodes)
             raise ApiError(502, f"load of '{body.model}' failed on {reasons}", code="load_failed")
         record = {"id": f"load-{uuid.uuid4().hex[:12]}", "cluster": cluster_id, "alias": plan.alias,
