@@ -28,6 +28,7 @@ from isthmus.openapi_shapes import (
     FILE_OBJECT,
     FILE_UPLOAD_FORM,
     KEY_VIEW,
+    LINKS,
     LOAD_JOB,
     LOAD_JOBS,
     LOADED,
@@ -319,6 +320,12 @@ def _operation(op: Op, path: str, schemas: dict[str, Any]) -> dict[str, Any]:
     for status, what, schema in op.also:
         responses[str(status)] = {"description": what, **(
             {"content": {"application/json": {"schema": schema}}} if schema is not None else {})}
+    prefix = path[:len(path) - len(op.path)]  # "/v1", "/api/v1" or ""
+    for status in (op.ok, *(also[0] for also in op.also)):
+        for method, target, parameters in LINKS.get((op.method, op.path, status), ()):
+            target_id = _operation_id(method, prefix + target)
+            responses[str(status)].setdefault("links", {})[target_id] = {"operationId": target_id,
+                                                                         "parameters": parameters}
     operation: dict[str, Any] = {
         "operationId": _operation_id(op.method, path),
         "summary": op.summary, "tags": [op.group], "security": op.security, "responses": responses,

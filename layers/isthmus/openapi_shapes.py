@@ -1,6 +1,7 @@
 """JSON schemas of the answers (and the few request bodies) that no pydantic model describes: what a handler shapes
 as a dict. Each stays true to its handler's answer: schemathesis (tests/contracts/test_schemathesis.py) checks every
-answer of the local edge against them, so a schema here that promises more than the handler gives fails there."""
+answer of the local edge against them, so a schema here that promises more than the handler gives fails there.
+Also the links between operations (an answer's id and the operations it leads to)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,42 @@ REAPED = shape_of("reaped", "healed",
               reaped=list_of(shape_of("cluster", "alias", "idle_s", "ttl_seconds", cluster=STRING, alias=STRING,
                                    idle_s=NUMBER, ttl_seconds=INTEGER)),
               healed=list_of(shape_of("cluster", "alias", "note", cluster=STRING, alias=STRING, note=STRING)))
+
+
+# Where an answer leads (OpenAPI links, followed by code generators, Swagger UI and schemathesis's stateful run):
+# (method, path, status) of an operation -> (method, path, {parameter: runtime expression}) of the next ones.
+Link = tuple[str, str, dict[str, str]]
+
+
+def _onto(expression: str, parameter: str, *targets: tuple[str, str]) -> tuple[Link, ...]:
+    return tuple((method, path, {parameter: expression}) for method, path in targets)
+
+
+_CLUSTER = "$request.path.cluster_id"
+LINKS: dict[tuple[str, str, int], tuple[Link, ...]] = {
+    ("POST", "/files", 200): _onto("$response.body#/id", "file_id", ("GET", "/files/{file_id}"),
+                                   ("GET", "/files/{file_id}/content"), ("DELETE", "/files/{file_id}")),
+    ("POST", "/keys", 200): _onto("$response.body#/id", "key_id", ("GET", "/keys/{key_id}"),
+                                  ("PATCH", "/keys/{key_id}"), ("POST", "/keys/{key_id}/rotate"),
+                                  ("DELETE", "/keys/{key_id}")),
+    ("POST", "/users", 200): _onto("$response.body#/user_id", "user_id", ("GET", "/users/{user_id}"),
+                                   ("PATCH", "/users/{user_id}"), ("GET", "/users/{user_id}/usage"),
+                                   ("DELETE", "/users/{user_id}")),
+    ("POST", "/budgets", 200): _onto("$response.body#/budget_id", "budget_id", ("GET", "/budgets/{budget_id}"),
+                                     ("PATCH", "/budgets/{budget_id}"), ("GET", "/budgets/{budget_id}/reset-logs"),
+                                     ("DELETE", "/budgets/{budget_id}")),
+    ("POST", "/pricing", 200): _onto("$response.body#/model_key", "model_key", ("GET", "/pricing/{model_key}"),
+                                     ("DELETE", "/pricing/{model_key}")),
+    ("POST", "/responses", 200): _onto("$response.body#/id", "response_id", ("GET", "/responses/{response_id}"),
+                                       ("DELETE", "/responses/{response_id}")),
+    ("PUT", "/admin/clusters/{cluster_id}", 200): _onto(
+        _CLUSTER, "cluster_id", ("GET", "/admin/clusters/{cluster_id}"), ("GET", "/admin/clusters/{cluster_id}/status"),
+        ("POST", "/admin/clusters/{cluster_id}/load"), ("GET", "/admin/clusters/{cluster_id}/loads"),
+        ("POST", "/admin/clusters/{cluster_id}/unload"), ("DELETE", "/admin/clusters/{cluster_id}")),
+    ("POST", "/admin/clusters/{cluster_id}/load", 202): (
+        ("GET", "/admin/clusters/{cluster_id}/loads/{job_id}",
+         {"cluster_id": _CLUSTER, "job_id": "$response.body#/id"}),),
+    ("PUT", "/admin/providers/{provider_id}", 200): _onto(
+        "$request.path.provider_id", "provider_id", ("GET", "/admin/providers/{provider_id}"),
+        ("POST", "/admin/providers/{provider_id}/test"), ("DELETE", "/admin/providers/{provider_id}")),
+}

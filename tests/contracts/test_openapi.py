@@ -57,6 +57,23 @@ def test_the_document_is_valid_openapi_3_1_with_the_auth_schemes_and_error_shape
     assert "messages" in doc["components"]["schemas"]["ChatCompletionRequest"]["properties"]
 
 
+def prefix(path: str) -> str:
+    return next((p for p in ("/api/v1/", "/v1/") if path.startswith(p)), "")
+
+
+def test_every_link_leads_to_an_operation_under_the_same_prefix_and_fills_its_path_parameters() -> None:
+    doc = openapi.document()
+    by_id = {op["operationId"]: (path, op) for path, item in doc["paths"].items() for op in item.values()}
+    links = [(path, link) for path, item in doc["paths"].items() for op in item.values()
+             for answer in op["responses"].values() for link in answer.get("links", {}).values()]
+    assert len(links) >= 40
+    for path, link in links:
+        target_path, target = by_id[link["operationId"]]
+        assert prefix(target_path) == prefix(path), (path, target_path)
+        wanted = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+        assert set(link["parameters"]) == wanted, (path, link)
+
+
 def test_every_template_route_has_an_operation_and_every_operation_a_template_route() -> None:
     doc = openapi.document()
     ops = operations(doc)

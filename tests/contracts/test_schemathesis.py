@@ -119,3 +119,66 @@ def test_every_operation_answers_as_documented(api_schema: Any) -> None:
     # then every operation was exercised, and the run is big enough to mean something
     assert {op.label for op in operations} <= set(calls)
     assert len(calls) >= MIN_CASES, len(calls)
+
+
+
+LINK_EXAMPLES = int(os.environ.get("ISTHMUS_FUZZ_LINK_EXAMPLES", "8"))
+
+
+def link_value(expression: str, case: schemathesis.Case, body: Any) -> Any:
+    """An OpenAPI runtime expression of the two kinds the document uses."""
+    if expression.startswith("$response.body#/"):
+        return body.get(expression.removeprefix("$response.body#/")) if isinstance(body, dict) else None
+    return (case.path_parameters or {}).get(expression.removeprefix("$request.path."))
+
+
+def test_operations_an_answer_links_to_answer_as_documented_with_real_ids(api_schema: Any) -> None:
+    """Each operation whose answer has links (a file's id to its content, a key's to its rotation, a cluster's to its
+    load jobs, ...): generated calls, and after each success the operations it links to, called with the ids it
+    answered (a random id reaches only their 404) and checked alike."""
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    by_id = {op.definition.raw["operationId"]: op for op in operations}
+    answered: dict[str, list[int]] = {}
+    failures: dict[str, str] = {}
+
+    def follow(source: Any, links: dict[str, dict[str, dict[str, Any]]]) -> None:
+        targets = sorted({link["operationId"] for found in links.values() for link in found.values()})
+
+        @hypothesis.given(case=source.as_strategy(), data=hypothesis.strategies.data())
+        @hypothesis.settings(max_examples=LINK_EXAMPLES, deadline=None, derandomize=True, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck), phases=[hypothesis.Phase.generate])
+        def run(case: schemathesis.Case, data: Any) -> None:
+            # every target's case is drawn whatever the answer, so each example draws alike (hypothesis checks)
+            drawn = {target: data.draw(by_id[target].as_strategy()) for target in targets}
+            response = case.call_and_validate(checks=CHECKS, timeout=30)
+            answered.setdefault(source.label, []).append(response.status_code)
+            for link in links.get(str(response.status_code), {}).values():
+                follow_up = drawn[link["operationId"]]
+                body = response.json() if "json" in response.headers.get("content-type", [""])[0] else None
+                follow_up.path_parameters = {**(follow_up.path_parameters or {}), **{
+                    name: link_value(expression, case, body) for name, expression in link["parameters"].items()}}
+                answer = follow_up.call_and_validate(checks=CHECKS, timeout=30)
+                answered.setdefault(follow_up.operation.label, []).append(answer.status_code)
+
+        run()
+
+    for source in operations:
+        links = {status: answer["links"] for status, answer in source.definition.raw["responses"].items()
+                 if isinstance(answer, dict) and "links" in answer}
+        if links:
+            try:
+                follow(source, links)
+            except (Exception, BaseExceptionGroup) as exc:
+                failures[source.label] = str(exc)[:1500]
+    assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
+    succeeded = {label for label, codes in answered.items() if any(code < 400 for code in codes)}
+    print(f"schemathesis links: {sum(map(len, answered.values()))} calls, {len(succeeded)} answered a success")
+    # then every operation a link leads to was met with a real id and answered a success, but those whose source
+    # cannot succeed on this edge: a response needs a chat that succeeds, a load job a node that loads, a
+    # provider's operations a provider (its PUT probes the upstream)
+    targets = {by_id[link["operationId"]].label for op in operations
+               for answer in op.definition.raw["responses"].values() if isinstance(answer, dict)
+               for link in answer.get("links", {}).values()}
+    unreachable_here = {label for label in targets if "/responses/" in label or "/loads/" in label
+                        or "/providers/" in label or label == "POST /admin/clusters/{cluster_id}/load"}
+    assert targets - unreachable_here <= succeeded, sorted(targets - unreachable_here - succeeded)
