@@ -408,7 +408,9 @@ class ClusterService:
                     note = f"reloaded on {', '.join(remaining)} ({mode}) after: {reason}"
                     await self._set_note(cluster.cluster_id, alias, note, unload=False)
                 except ApiError as exc:
-                    if exc.status == 409:  # another load holds the cluster: try again next time
+                    # another load holds the cluster: try again next time (ranks that cannot be reached are a
+                    # failed reload, as before their answer became a 409)
+                    if exc.status == 409 and exc.code != "nodes_unreachable":
                         continue
                     errors = await sharded.unload_group(self.agents, [n for n in snap.nodes if n.node_id in remaining])
                     note = f"unloaded after: {reason}; not reloaded: {exc.message}"
