@@ -32,7 +32,7 @@ KEY_VIEW = shape_of("id", "created_at", "is_active", "exclude_from_budget", "met
 USER_VIEW = shape_of("user_id", "blocked", "spend", "reserved", "created_at", "updated_at", "metadata")
 BUDGET_VIEW = shape_of("budget_id", "created_at", "updated_at")
 PRICING_VIEW = shape_of("model_key", "input_price_per_million", "output_price_per_million", "effective_at",
-                    "created_at", "updated_at", "pricing_tiers")
+                        "created_at", "updated_at", "pricing_tiers")
 USAGE_ROW = shape_of("id", "model", "endpoint", "status", "timestamp", "source", "counts_toward_budget")
 MODEL_LIST = {"type": "object", "required": ["object", "data"],
               "properties": {"object": {"const": "list"}, "data": ARRAY}}
@@ -42,11 +42,11 @@ RESPONSE = shape_of("id", "object", "status", "output")
 
 # ---- raw passthrough bodies (forwarded as they came: only ``model`` is read, a 400 without it) -----------------
 EMBEDDINGS_BODY = shape_of("model", "input", model=STRING,
-                       input={"description": "A string, a list of strings, or token ids (as OpenAI's)."})
+                           input={"description": "A string, a list of strings, or token ids (as OpenAI's)."})
 RERANK_BODY = shape_of("model", "query", "documents", model=STRING, query=STRING,
-                   documents={"type": "array", "items": {}}, top_n={"type": "integer", "minimum": 1})
+                       documents={"type": "array", "items": {}}, top_n={"type": "integer", "minimum": 1})
 TRANSCRIPTION_FORM = shape_of("file", "model", file=BINARY, model=STRING, language=STRING, prompt=STRING,
-                          response_format=STRING)
+                              response_format=STRING)
 
 # ---- files (isthmus.services.files.wire: file_object, file_list; OpenAI's Files API) ----------------------------
 UPLOAD_PURPOSES = ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]  # wire.UPLOAD_PURPOSES
@@ -55,16 +55,15 @@ MAX_FILE_LIST = 10_000  # wire.MAX_LIST_LIMIT
 _EXPIRES_AFTER: dict[str, dict[str, Any]] = {  # the openai SDK's form names
     "expires_after[anchor]": {"const": "created_at"},
     "expires_after[seconds]": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_EXPIRY_S}}
-FILE_UPLOAD_FORM = shape_of(
-    "file", "purpose", file=BINARY, purpose={"type": "string", "enum": UPLOAD_PURPOSES},
-    **_EXPIRES_AFTER)
+FILE_UPLOAD_FORM = shape_of("file", "purpose", file=BINARY, purpose={"type": "string", "enum": UPLOAD_PURPOSES},
+                            **_EXPIRES_AFTER)
 FILE_OBJECT = shape_of("id", "object", "bytes", "created_at", "expires_at", "filename", "purpose", "status",
-                   id=STRING, object={"const": "file"}, bytes=INTEGER, created_at=INTEGER,
-                   expires_at={"type": ["integer", "null"]}, filename=STRING, purpose=STRING,
-                   status={"const": "processed"}, status_details={"type": "null"})
+                       id=STRING, object={"const": "file"}, bytes=INTEGER, created_at=INTEGER,
+                       expires_at={"type": ["integer", "null"]}, filename=STRING, purpose=STRING,
+                       status={"const": "processed"}, status_details={"type": "null"})
 FILE_LIST = shape_of("object", "data", "has_more", "first_id", "last_id", object={"const": "list"},
-                 data=list_of(FILE_OBJECT), has_more={"type": "boolean"}, first_id=NULLABLE_STRING,
-                 last_id=NULLABLE_STRING)
+                     data=list_of(FILE_OBJECT), has_more={"type": "boolean"}, first_id=NULLABLE_STRING,
+                     last_id=NULLABLE_STRING)
 FILE_DELETED = shape_of("id", "object", "deleted", id=STRING, object={"const": "file"}, deleted={"const": True})
 FILE_LIST_QUERY: tuple[tuple[str, dict[str, Any]], ...] = (
     ("purpose", STRING), ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_FILE_LIST}),
@@ -73,21 +72,22 @@ FILE_LIST_QUERY: tuple[tuple[str, dict[str, Any]], ...] = (
 # ---- admin: loads (isthmus.services.control.clusters.load, load_jobs.LoadJobService), reaping ------------------
 _COUNTS = {k: INTEGER for k in ("layers_done", "layers_total", "bytes_done", "bytes_total")}
 LOADED = shape_of("loaded", "cluster", "alias", "model", "nodes", "mode", "load_s",
-              loaded={"const": True}, cluster=STRING, alias=STRING, model=STRING, nodes=list_of(STRING),
-              mode=STRING, load_s=NUMBER, failed={"type": "object", "additionalProperties": STRING},
-              # a sharded load (one model over the nodes as an MLX distributed group): its ranks in order
-              ranks=list_of(STRING), hosts=list_of(STRING), backend=STRING, param_bytes=INTEGER)
+                  loaded={"const": True}, cluster=STRING, alias=STRING, model=STRING, nodes=list_of(STRING),
+                  mode=STRING, load_s=NUMBER, failed={"type": "object", "additionalProperties": STRING},
+                  # a sharded load (one model over the nodes as an MLX distributed group): its ranks in order
+                  ranks=list_of(STRING), hosts=list_of(STRING), backend=STRING,
+                  param_bytes={"type": "object", "additionalProperties": {"type": ["integer", "null"]}})  # by node
 LOAD_JOB_NODE = shape_of("node_id", "state", **_COUNTS, node_id=STRING,
-                     state={"type": "string", "enum": ["loading", "done", "failed"]}, error=NULLABLE_STRING)
+                         state={"type": "string", "enum": ["loading", "done", "failed"]}, error=NULLABLE_STRING)
 LOAD_JOB = shape_of("id", "cluster", "alias", "model", "mode", "state", "created_at", "nodes", "percent", *_COUNTS,
-                **_COUNTS, id=STRING, cluster=STRING, alias=STRING, model=STRING, mode=STRING,
-                state={"type": "string", "enum": ["running", "done", "failed"]}, created_at=STRING,
-                nodes=list_of(LOAD_JOB_NODE), percent=NUMBER, error=STRING, finished_at=STRING)
+                    **_COUNTS, id=STRING, cluster=STRING, alias=STRING, model=STRING, mode=STRING,
+                    state={"type": "string", "enum": ["running", "done", "failed"]}, created_at=STRING,
+                    nodes=list_of(LOAD_JOB_NODE), percent=NUMBER, error=STRING, finished_at=STRING)
 LOAD_JOBS = shape_of("jobs", jobs=list_of(LOAD_JOB))
 REAPED = shape_of("reaped", "healed",
-              reaped=list_of(shape_of("cluster", "alias", "idle_s", "ttl_seconds", cluster=STRING, alias=STRING,
-                                   idle_s=NUMBER, ttl_seconds=INTEGER)),
-              healed=list_of(shape_of("cluster", "alias", "note", cluster=STRING, alias=STRING, note=STRING)))
+                  reaped=list_of(shape_of("cluster", "alias", "idle_s", "ttl_seconds", cluster=STRING, alias=STRING,
+                                          idle_s=NUMBER, ttl_seconds=INTEGER)),
+                  healed=list_of(shape_of("cluster", "alias", "note", cluster=STRING, alias=STRING, note=STRING)))
 
 
 # Where an answer leads (OpenAPI links, followed by code generators, Swagger UI and schemathesis's stateful run):
