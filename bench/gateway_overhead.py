@@ -110,8 +110,15 @@ def local_store(prefix: str) -> DynamoLocal:
     ddb = DynamoLocal(free_port(), None, nice=10).start()
     os.environ["ISTHMUS_TABLE_PREFIX"] = prefix
     use_local_endpoint(ddb.endpoint)
-    create_tables(dynamodb.client())
-    return ddb
+    deadline = time.monotonic() + 90
+    while True:  # a cold JVM at nice 10 on a busy host can take longer than the store client's read timeout
+        try:
+            create_tables(dynamodb.client())
+            return ddb
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def main() -> int:
