@@ -204,7 +204,8 @@ def passthrough(path: str) -> Endpoint:
         request.state.model = body.get("model", "") if isinstance(body, dict) else ""
         out = await passthrough_service().forward(
             request.state.principal, path, body, endpoint=f"/v1{path}", request_id=request_id(request),
-            on_admitted=lambda: setattr(request.state, "call", "passthrough"))
+            on_admitted=lambda: setattr(request.state, "call", "passthrough"),
+            detach_settle="aws.event" not in request.scope)
         return Response(out.content, status_code=out.status, headers=out.headers)
 
     return endpoint

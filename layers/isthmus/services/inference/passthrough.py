@@ -6,10 +6,11 @@ isthmus.services.inference.token_bounds)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +48,12 @@ class PassthroughService:
         self.gate = gate
 
     async def forward(self, principal: Principal | None, path: str, body: Any, *, endpoint: str,
-                      request_id: str, on_admitted: Callable[[], None] | None = None) -> Forwarded:
-        """``on_admitted`` runs once the call is admitted (from then on its usage row is this service's)."""
+                      request_id: str, on_admitted: Callable[[], None] | None = None,
+                      detach_settle: bool = False) -> Forwarded:
+        """``on_admitted`` runs once the call is admitted (from then on its usage row is this service's).
+        ``detach_settle`` (a long-running server): a successful call's settlement runs in a task of its own, so
+        the answer does not wait for its settlement batch; under Lambda the invoke ends with the response, so
+        there it is settled before returning."""
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(model, str) or not model.strip():
             raise ApiError(400, "model is required", param="model", code="invalid_value")
@@ -89,5 +94,18 @@ class PassthroughService:
             await settle("error", 502)
             raise
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in _KEPT_HEADERS}
-        await settle("success", upstream.status_code, _prompt_tokens(content, headers.get("content-type", "")))
+        settled = settle("success", upstream.status_code, _prompt_tokens(content, headers.get("content-type", "")))
+        if detach_settle:
+            _detached(settled)
+        else:
+            await settled
         return Forwarded(upstream.status_code, content, headers)
+
+
+_settling: set[asyncio.Task[None]] = set()  # strong references: a detached settle must not be collected
+
+
+def _detached(settling: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(settling)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
