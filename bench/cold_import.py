@@ -101,6 +101,9 @@ def _env(layer: Path, function_dir: Path, lazy: bool = False) -> dict[str, str]:
     path = os.pathsep.join([str(function_dir), str(layer), *SITE_PACKAGES])
     if lazy:
         env["ISTHMUS_LAZY_IMPORT"] = "1"
+    # a sandbox names its function (what isthmus.settings.in_lambda and the init's store client go by); no
+    # credentials, so a store call fails at once instead of reaching for AWS
+    env["AWS_LAMBDA_FUNCTION_NAME"] = f"bench-{function_dir.name}"
     return {**env, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1", "ISTHMUS_MASTER_KEY": "sk-bench",
             "ISTHMUS_ADMIN_TOKEN": "bench-admin", "POWERTOOLS_METRICS_NAMESPACE": "Isthmus",
             "POWERTOOLS_TRACE_DISABLED": "true", "PYDANTIC_DISABLE_PLUGINS": "__all__",  # as template.yaml
@@ -238,8 +241,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions (valgrind) instead of timing; one run each")
+    parser.add_argument("--only", nargs="*", default=None, help="only these handlers (e.g. inference models)")
     args = parser.parse_args()
-    handlers = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
+    handlers = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py")
+                      if not args.only or p.parent.name in args.only)
     with tempfile.TemporaryDirectory(prefix="isthmus-cold-") as tmp:
         layer = stage(Path(tmp))
         if args.instructions:

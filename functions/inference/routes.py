@@ -226,4 +226,4 @@ app = create_app(
     ],
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=passthrough_service)  # (which builds the inference service too)
