@@ -199,14 +199,20 @@ def throughput(targets: list[Target], case: PathCase, stream: bool, concurrency:
     return {label: count / seconds for label, count in done.items()}
 
 
-def start_edge(env: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "local_runtime.cli", "edge", "--port", str(port),
-                             "--workers", str(workers)], cwd=ROOT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    if not wait_http(f"{base}/health", 60):
-        raise RuntimeError("edge did not start")
-    return proc, base
+def start_edges(envs: list[tuple[dict[str, str], int]]) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """Edges (environment, workers) started together, once each answers."""
+    started = []
+    for env, workers in envs:
+        port = free_port()
+        started.append((subprocess.Popen([sys.executable, "-m", "local_runtime.cli", "edge", "--port", str(port),
+                                          "--workers", str(workers)], cwd=ROOT, env=env, start_new_session=True),
+                        f"http://127.0.0.1:{port}"))
+    for proc, base in started:
+        if not wait_http(f"{base}/health", 90, alive=lambda p=proc: p.poll() is None):
+            for other, _ in started:
+                stop(other)
+            raise RuntimeError("an edge did not start")
+    return started
 
 
 def _sent(call: Callable[[], httpx.Response], deadline_s: float = 120) -> httpx.Response:
@@ -325,8 +331,7 @@ def run_workers(env: dict[str, str], upstream: str, args: argparse.Namespace) ->
     direct = Target("direct", upstream, SDK_PLACEHOLDER)
     edges = []
     try:
-        for workers in (1, 2):
-            proc, base = start_edge(env, workers)
+        for workers, (proc, base) in zip((1, 2), start_edges([(env, 1), (env, 2)]), strict=True):
             edges.append((proc, Target(f"workers={workers}", base, SDK_PLACEHOLDER, pid=proc.pid)))
         wait_ready([t for _, t in edges])
         for case in (PATHS[1], PATHS[2]):
@@ -366,8 +371,7 @@ def main() -> int:
         env = {**os.environ, "ISTHMUS_DEFAULT_AGENT_URL": upstream, "ISTHMUS_NODE_STALE_SECONDS": "30"}
         env_of = {"off": {**env, "ISTHMUS_TENANCY": "off"}, "open": env, "keyed": {**env, "ISTHMUS_MASTER_KEY": MASTER}}
         targets = [Target("direct", upstream, SDK_PLACEHOLDER)]
-        for mode in MODES:
-            proc, base = start_edge(env_of[mode])
+        for mode, (proc, base) in zip(MODES, start_edges([(env_of[m], 1) for m in MODES]), strict=True):
             procs.append(proc)
             targets.append(Target(mode, base, SDK_PLACEHOLDER, pid=proc.pid))
         key = configure(targets[3].base, upstream)
