@@ -357,7 +357,7 @@ def main() -> int:
     parser.add_argument("--levels", default="32,128", help="concurrency levels besides 1 (--quick: 32)")
     args = parser.parse_args()
     if args.quick:
-        args.n, args.seconds = 20, 0.4
+        args.n, args.seconds = 10, 0.2
     ddb = local_store(f"paths-{uuid.uuid4().hex[:6]}-")
     procs: list[subprocess.Popen[bytes]] = []
     enrollment = None
