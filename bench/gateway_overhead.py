@@ -101,13 +101,13 @@ async def _in_turn(targets: list[tuple[str, dict]], n: int, stream: bool,
     return out
 
 
-def local_store(prefix: str) -> DynamoLocal:
+def local_store(prefix: str, nice: int = 10) -> DynamoLocal:
     """An in-memory DynamoDB Local with the template's tables, pointed at by this process and its children.
     It runs at lower CPU priority: in production the store is on other machines, not on the gateway's cores."""
     from isthmus.adapters import dynamodb
     from local_runtime.tables import create_tables
 
-    ddb = DynamoLocal(free_port(), None, nice=10).start()
+    ddb = DynamoLocal(free_port(), None, nice=nice).start(timeout=180)
     os.environ["ISTHMUS_TABLE_PREFIX"] = prefix
     use_local_endpoint(ddb.endpoint)
     deadline = time.monotonic() + 90
