@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -203,6 +204,10 @@ def throughput(targets: list[Target], case: PathCase, stream: bool, concurrency:
     return {label: count / seconds for label, count in done.items()}
 
 
+def _alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
 def start_edges(envs: list[tuple[dict[str, str], int]]) -> list[tuple[subprocess.Popen[bytes], str]]:
     """Edges (environment, workers) started together, once each answers."""
     started = []
@@ -212,7 +217,7 @@ def start_edges(envs: list[tuple[dict[str, str], int]]) -> list[tuple[subprocess
                                           "--workers", str(workers)], cwd=ROOT, env=env, start_new_session=True),
                         f"http://127.0.0.1:{port}"))
     for proc, base in started:
-        if not wait_http(f"{base}/health", 90, alive=lambda p=proc: p.poll() is None):
+        if not wait_http(f"{base}/health", 90, alive=functools.partial(_alive, proc)):
             for other, _ in started:
                 stop(other)
             raise RuntimeError("an edge did not start")
