@@ -1,6 +1,7 @@
 """Gateway overhead: the same chat request (a) straight to a deterministic upstream on loopback and (b)
-through the edge to it, in one run. Prints p50/p99 latency added by the edge at concurrency 1 and 16, and the
-TTFT added for streams.
+through the edge to it, in one run. Superseded by bench/paths.py (every path, every tenancy mode, c=1/32/128);
+kept for its helpers (local_store, pct) and the README's earlier figures. Prints p50/p99 latency added by the
+edge at concurrency 1 and 16, and the TTFT added for streams.
 
 Targets (c=1): p50 <= 1.5 ms, p99 <= 3 ms added.  Run: .venv/bin/python bench/gateway_overhead.py [--n 2000]
 (n per cell: at 2000 the p99 is the 20th worst request, not one scheduling hiccup)
