@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import math
 import os
 import subprocess
 import sys
@@ -284,24 +285,32 @@ def ms(seconds: float) -> float:
     return seconds * 1e3
 
 
+def pct_ms(values: list[float], q: float) -> float:
+    """The q-quantile in ms; NaN when every request was refused (a busy host can starve the store)."""
+    return ms(pct(values, q)) if values else math.nan
+
+
 def report_row(case: PathCase, stream: bool, c1: dict[str, list[float]], rates: dict[int, dict[str, float]],
                cpu: dict[str, float], misses: list[str]) -> None:
     shape = "stream TTFT" if stream else "whole"
     d = c1["direct"]
-    dp50, dp99 = ms(pct(d, .5)), ms(pct(d, .99))
+    dp50, dp99 = pct_ms(d, .5), pct_ms(d, .99)
     rate_cols = "".join(f"{rates[c]['direct']:>7.0f}" for c in sorted(rates))
     print(f"{case.name:<16}{shape:<12}{'direct':<7}{dp50:>7.2f}{'':>7}{dp99:>7.2f}{'':>7}{rate_cols}")
     for mode in MODES:
         e = c1[mode]
-        add50, add99 = ms(pct(e, .5)) - dp50, ms(pct(e, .99)) - dp99
-        shares = {c: rates[c][mode] / rates[c]["direct"] for c in rates}
+        add50, add99 = pct_ms(e, .5) - dp50, pct_ms(e, .99) - dp99
+        shares = {c: rates[c][mode] / max(rates[c]["direct"], 1e-9) for c in rates}
         cols = "".join(f"{rates[c][mode]:>7.0f}" for c in sorted(rates))
         share_cols = "".join(f"{shares[c]:>6.0%}" for c in sorted(rates))
-        print(f"{'':<16}{'':<12}{mode:<7}{ms(pct(e, .5)):>7.2f}{add50:>+7.2f}{ms(pct(e, .99)):>7.2f}{add99:>+7.2f}"
+        print(f"{'':<16}{'':<12}{mode:<7}{pct_ms(e, .5):>7.2f}{add50:>+7.2f}{pct_ms(e, .99):>7.2f}{add99:>+7.2f}"
               f"{cols}{share_cols}{cpu.get(mode, 0.0):>8.2f}")
         if mode == "off":
             continue
         where = f"{case.name}, {shape}, {mode}"
+        if math.isnan(add50):
+            misses.append(f"{where}: no answer at c=1 (every request refused, see below)")
+            continue
         limit50 = TARGET_TTFT_MS if stream else TARGET_P50_MS
         if add50 > limit50:
             misses.append(f"{where}: added p50 {add50:+.2f} ms, {add50 - limit50:.2f} ms over {limit50} ms")
