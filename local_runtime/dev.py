@@ -290,6 +290,7 @@ def _child_env(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)  # carries ISTHMUS_DYNAMODB_ENDPOINT, set when DynamoDB Local started
     env.setdefault("ISTHMUS_LOCAL_KEY_FILE", str(data_dir / "provider.key"))
     env.setdefault("ISTHMUS_SPOOL_DIR", str(data_dir / "spool"))  # settlements kept while the store is away
+    env.setdefault("ISTHMUS_FILES_DIR", str(data_dir / "files"))  # uploaded files (the Files API)
     # Agents enroll with the control plane (the edge's /admin/nodes/*) and heartbeat to it.
     env.setdefault("ISTHMUS_CONTROL_URL", f"http://{args.host}:{args.port}")
     if not args.no_agent:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from isthmus.ports.backend import BackendResolver
     from isthmus.ports.batches import BatchStore
     from isthmus.ports.control import ControlStore
-    from isthmus.ports.files import FileAccess
+    from isthmus.ports.files import BlobStore, FileAccess
     from isthmus.ports.responses import ResponseStore
     from isthmus.services.batches.model import Batch
     from isthmus.services.batches.runner import BatchRunner
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from isthmus.services.control.clusters import ClusterService
     from isthmus.services.control.nodes import NodeService
     from isthmus.services.control.sync_jobs import SyncService
+    from isthmus.services.files import FileService
     from isthmus.services.inference.inference import InferenceService
     from isthmus.services.inference.passthrough import PassthroughService
     from isthmus.services.inference.routing import RoutingService
@@ -268,6 +269,30 @@ def use_single_mac(agent_url: str) -> None:
     _single_mac[:] = [(InferenceService(resolver, None), MemoryResponseStore())]
 
 
+# ---- files --------------------------------------------------------------------------------------------------
+
+@cache
+def blob_store() -> BlobStore:
+    """Where uploaded bytes go: the S3 bucket when ``ISTHMUS_FILES_BUCKET`` is set (the cloud), else the data dir
+    (``ISTHMUS_FILES_DIR``, the local edge's default)."""
+    if bucket := os.environ.get("ISTHMUS_FILES_BUCKET"):
+        from isthmus.adapters.blob_s3 import S3BlobStore
+
+        return S3BlobStore(bucket)
+    from isthmus.adapters.blob_local import LocalBlobStore
+
+    return LocalBlobStore()
+
+
+@cache
+def file_access() -> FileService:
+    """The files service (isthmus.ports.files.FileAccess): the files endpoints, file understanding and batches."""
+    from isthmus.adapters.files_table import DynamoFileMetaStore
+    from isthmus.services.files import FileService
+
+    return FileService(blob_store(), DynamoFileMetaStore())
+
+
 # ---- batches ------------------------------------------------------------------------------------------------
 
 @cache
@@ -278,9 +303,8 @@ def batch_store() -> BatchStore:
 
 
 def _batch_files() -> Callable[[], FileAccess] | None:
-    """The files service the batch engine reads input from and writes output to (None until one is wired)."""
-    files = globals().get("file_access")
-    return files if callable(files) else None
+    """The files service the batch engine reads input from and writes output to."""
+    return file_access
 
 
 def batch_service() -> BatchService:
@@ -334,5 +358,5 @@ def reset() -> None:
     _single_mac.clear()
     for built in (gate, control_store, provider_service, cloud_catalog, routing_service, cluster_service,
                   node_service, settings_service, sync_service, cloud_resolver, _gateway_inference,
-                  _table_responses, batch_store):
+                  _table_responses, blob_store, file_access, batch_store):
         built.cache_clear()
