@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,10 +15,20 @@ import pytest
 
 from isthmus.adapters.batches_table import DynamoBatchStore
 from isthmus.services.batches.lines import Outcome
-from isthmus.services.batches.model import Batch
+from isthmus.services.batches.model import ACTIVE, Batch
 from isthmus.services.batches.runner import BatchRunner, Priority
 
 pytestmark = pytest.mark.integration
+MADE: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _leave_nothing_running(ddb_tables: str) -> Iterator[None]:
+    """Batches made here end failed: an edge started later in the session must not pick them up."""
+    yield
+    store = DynamoBatchStore()
+    while MADE:
+        store.transition(MADE.pop(), {"status": "failed"}, from_status=ACTIVE)
 
 
 def a_batch(store: DynamoBatchStore, lines: int, owner: str = "u1", **fields: Any) -> Batch:
@@ -25,6 +36,7 @@ def a_batch(store: DynamoBatchStore, lines: int, owner: str = "u1", **fields: An
                   shape="otari", model="m", total=lines, expires_at=int(time.time()) + 3600, **fields)
     store.put_lines(batch.batch_id, [{"n": n, "custom_id": f"c{n}", "body": {"messages": []}} for n in range(lines)])
     store.put_batch(batch.model_dump())
+    MADE.append(batch.batch_id)
     return batch
 
 
