@@ -75,6 +75,8 @@ class Resolver:
             return settings.table_name(self.tables[name])
         if self.template.get("Resources", {}).get(name, {}).get("Type") == "AWS::KMS::Key":
             return ""  # no KMS locally: provider secrets use the local key file (isthmus.adapters.keywrap)
+        if self.template.get("Resources", {}).get(name, {}).get("Type") == "AWS::S3::Bucket":
+            return ""  # no S3 locally: uploads go to the data dir (ISTHMUS_FILES_DIR) unless the shell names a bucket
         return f"{settings.table_prefix()}{name.lower()}"
 
     def condition(self, name: str) -> bool:

@@ -33,7 +33,7 @@ EXPECTED = {
     "budgets_create": 200,
     "pricing_set": 200,
     "usage_list": 200,
-    "files_list": 501,
+    "files_list": 401,  # keyed mode and the sample key does not exist
     "batches_list": 501,
     "admin_load": 404,  # no cluster "default" in an empty store: an honest 404
 }

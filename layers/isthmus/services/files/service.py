@@ -50,15 +50,24 @@ class FileService:
                      chunks: AsyncIterable[bytes], expires_after_seconds: int | None = None) -> FileRecord:
         if expires_after_seconds is not None and expires_after_seconds <= 0:
             raise ValueError("expires_after.seconds must be a positive number of seconds")
+        return await self.upload(owner_id=owner_id, filename=filename, content_type=content_type, chunks=chunks,
+                                 terms=lambda: (purpose, expires_after_seconds))
+
+    async def upload(self, *, owner_id: str, filename: str, content_type: str, chunks: AsyncIterable[bytes],
+                     terms: Callable[[], tuple[str, int | None]]) -> FileRecord:
+        """:meth:`create` for a body whose purpose and expiry may arrive after its bytes (a form's fields in any
+        order): ``terms`` gives (purpose, expires_after_seconds) once the bytes are stored; if it raises (a bad
+        or missing field), the bytes are dropped and nothing is kept."""
         file_id = new_file_id()
         now = int(self.clock())
         # The blob store keeps nothing of a body that failed (over the limit, a broken stream): see BlobStore.
         size, digest = await self.blobs.put(blob_key(file_id), chunks, content_type=content_type,
                                             max_bytes=self.max_bytes)
-        record = FileRecord(file_id=file_id, owner_id=owner_id, filename=filename, purpose=purpose,
-                            content_type=content_type, size=size, created_at=now, sha256=digest,
-                            expires_at=now + expires_after_seconds if expires_after_seconds else None)
         try:
+            purpose, expires_after_seconds = terms()
+            record = FileRecord(file_id=file_id, owner_id=owner_id, filename=filename, purpose=purpose,
+                                content_type=content_type, size=size, created_at=now, sha256=digest,
+                                expires_at=now + expires_after_seconds if expires_after_seconds else None)
             await self.meta.put(record)
         except BaseException:
             await self._forget_blob(file_id)  # no row: the bytes would be an orphan nobody can reach
