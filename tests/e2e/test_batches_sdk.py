@@ -56,7 +56,7 @@ def test_a_batch_of_20_chat_requests_completes_and_is_billed_to_its_user(user: t
     assert done.status == "completed", done.errors
     assert done.request_counts is not None
     assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (20, 20, 0)
-    assert done.created_at <= done.in_progress_at <= done.finalizing_at <= done.completed_at  # type: ignore[operator]
+    assert done.created_at <= done.in_progress_at <= done.finalizing_at <= done.completed_at
     assert done.error_file_id is None
     # and the output file holds 20 lines, each custom_id once, each a chat completion
     lines = output_lines(sdk, done.output_file_id)
@@ -132,11 +132,10 @@ def test_bad_input_is_refused_in_openai_error_shape(user: tuple[str, openai.Open
         sdk.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h")
     upload = sdk.files.create(file=("bad.jsonl", io.BytesIO(b'{"custom_id": "a"}\nnot json\n')), purpose="batch")
     with pytest.raises(openai.BadRequestError):
-        sdk.batches.create(input_file_id=upload.id, endpoint="/v1/completions",  # type: ignore[arg-type]
-                           completion_window="24h")
+        sdk.batches.create(input_file_id=upload.id, endpoint="/v1/completions", completion_window="24h")
     with pytest.raises(openai.BadRequestError):
         sdk.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                           completion_window="2y")  # type: ignore[arg-type]
+                           completion_window="2y")
     # and an input file with bad lines fails validation, each bad line named
     batch = sdk.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
     failed = poll(lambda: (b := sdk.batches.retrieve(batch.id)).status == "failed" and b, timeout=60)

@@ -16,8 +16,7 @@ from isthmus.handlers import ADMIN_TOKEN, ENROLL_TOKEN, RULES, ApiKey
 ROOT = Path(__file__).resolve().parents[2]
 GROUPS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/routes.py"))
 # Public on purpose: the health probes and the 404/405 catch-all, and the 501 placeholders of groups to come.
-PUBLIC = {"health": {"get_health", "liveness", "readiness", "unknown_route"}, "batches": {"endpoint"},
-          "files": {"endpoint"}}
+PUBLIC = {"health": {"get_health", "liveness", "readiness", "unknown_route"}, "files": {"endpoint"}}
 HAND_ROLLED = re.compile(r"run_in_threadpool|\bcall\(|require_master|require_reader|check_admin|\.authenticate\(")
 
 
