@@ -16,7 +16,7 @@ MAX_REPORTED_ERRORS = 100
 
 
 class CreateOpenAIBatch(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     input_file_id: str = Field(min_length=1, max_length=200)
     endpoint: str
     completion_window: str = "24h"
@@ -24,7 +24,7 @@ class CreateOpenAIBatch(BaseModel):
 
 
 class InlineRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     custom_id: str = Field(min_length=1, max_length=512)
     body: dict[str, Any]
 
@@ -32,7 +32,7 @@ class InlineRequest(BaseModel):
 class CreateOtariBatch(BaseModel):
     """Otari's shape: one ``model`` and the requests inline (chat completion bodies without ``model``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     model: str = Field(min_length=1, max_length=256)
     requests: list[InlineRequest] = Field(min_length=1, max_length=10_000)
     completion_window: str = "24h"
