@@ -63,8 +63,8 @@ def test_every_function_is_built_by_functions_makefile() -> None:
     # functions/Makefile copies the folder and precompiles it, as the layers' makefiles do
     resources = load_template()["Resources"]
     functions = [r for r in resources.values() if r["Type"] == "AWS::Serverless::Function"]
-    # + the streaming inference function, the holds sweeper and the settlement replay
-    assert len(functions) == len(GROUPS) + 3
+    # + the streaming inference function, the holds sweeper, the settlement replay and the batch worker
+    assert len(functions) == len(GROUPS) + 4
     for res in functions:
         assert res["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "functions"}
     makefile = (Path(__file__).resolve().parents[2] / "functions" / "Makefile").read_text()

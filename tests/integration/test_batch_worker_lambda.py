@@ -1,0 +1,74 @@
+"""The cloud's batch worker (functions/batch_worker: the SQS-triggered Lambda handler) in-process against
+DynamoDB Local and a real agent (tiny random model): a message runs its batch to ``completed``; a batch that
+outlasts the invoke is stopped before the timeout with its finished lines kept, and its message is sent again
+(here: reported back, there being no queue) so the next invoke goes on without re-running them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from functions.batch_worker import worker
+from isthmus import wiring
+from isthmus.services.batches.intake import CreateOtariBatch
+from isthmus.services.batches.service import BatchService
+from tests.support.agents import AgentProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def gateway_env(ddb_tables: str, tiny_agent: AgentProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("ISTHMUS_DEFAULT_AGENT_URL", tiny_agent.base)
+    monkeypatch.setenv("ISTHMUS_BATCH_CONCURRENCY", "2")
+    monkeypatch.delenv("ISTHMUS_MASTER_KEY", raising=False)
+    monkeypatch.delenv("ISTHMUS_BATCH_QUEUE_URL", raising=False)
+    wiring.reset()
+    yield
+    wiring.reset()
+
+
+def create(lines: int, max_tokens: int) -> str:
+    body = CreateOtariBatch.model_validate({"model": "default", "requests": [
+        {"custom_id": f"c{i}", "body": {"messages": [{"role": "user", "content": f"hi {i}"}],
+                                         "max_tokens": max_tokens}} for i in range(lines)]})
+    return asyncio.run(BatchService(wiring.batch_store(), None).create_otari(None, body, None)).batch_id
+
+
+def invoke(batch_id: str, remaining_s: float) -> dict[str, list[dict[str, str]]]:
+    context = SimpleNamespace(get_remaining_time_in_millis=lambda: int(remaining_s * 1000))
+    return worker.handler({"Records": [{"messageId": "m1", "body": batch_id}]}, context)
+
+
+def test_a_message_runs_its_batch_to_completed(gateway_env: None) -> None:
+    # given a batch of 6 requests
+    batch_id = create(6, 8)
+    # when the worker gets its message with the whole invoke ahead of it
+    out = invoke(batch_id, 900)
+    # then nothing is reported back and the batch is completed, every line answered once
+    assert out == {"batchItemFailures": []}
+    head = wiring.batch_store().get_batch(batch_id)
+    assert head is not None and (head["status"], head["completed"], head.get("failed", 0)) == ("completed", 6, 0)
+    lines = wiring.batch_store().lines(batch_id, 6)
+    assert all(line["done"] and line["result"]["response"]["status_code"] == 200 for line in lines)
+
+
+def test_a_batch_outlasting_the_invoke_stops_in_time_and_goes_on_next_invoke(gateway_env: None) -> None:
+    # given a batch of long requests (each takes longer than the invoke has left), and an invoke with 1 s left
+    batch_id = create(4, 600)
+    out = invoke(batch_id, worker.STOP_BEFORE_END_S + 1)
+    # then the invoke stops with the batch unfinished, and its message comes again
+    assert out == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    head = wiring.batch_store().get_batch(batch_id)
+    assert head is not None and head["status"] == "in_progress" and head.get("completed", 0) < 4
+    ran_first = {line["n"] for line in wiring.batch_store().lines(batch_id, 4) if line["done"]}
+    # when the next invoke has the time
+    assert invoke(batch_id, 900) == {"batchItemFailures": []}
+    # then the batch completes and the lines finished before kept their first answer (one attempt each)
+    head = wiring.batch_store().get_batch(batch_id)
+    assert head is not None and (head["status"], head["completed"]) == ("completed", 4)
+    lines = wiring.batch_store().lines(batch_id, 4)
+    assert all(line["attempts"] == 1 for line in lines if line["n"] in ran_first)
