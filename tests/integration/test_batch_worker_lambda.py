@@ -6,6 +6,7 @@ outlasts the invoke is stopped before the timeout with its finished lines kept, 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from functions.batch_worker import worker
 from isthmus import wiring
 from isthmus.services.batches.intake import CreateOtariBatch
 from isthmus.services.batches.service import BatchService
+from isthmus.services.tenancy.keys import CreateKey, KeyService, UpdateKey
 from tests.support.agents import AgentProcess
 
 pytestmark = pytest.mark.integration
@@ -72,3 +74,30 @@ def test_a_batch_outlasting_the_invoke_stops_in_time_and_goes_on_next_invoke(gat
     assert head is not None and (head["status"], head["completed"]) == ("completed", 4)
     lines = wiring.batch_store().lines(batch_id, 4)
     assert all(line["attempts"] == 1 for line in lines if line["n"] in ran_first)
+
+
+def test_lines_run_as_the_creating_key_and_stop_once_it_is_revoked(gateway_env: None) -> None:
+    # given a key that created a batch, and its first run done as that key's user
+    keys = KeyService(wiring.stores(), wiring.credentials())
+    user_id = f"batch-owner-{uuid.uuid4().hex[:6]}"
+    created = keys.create(CreateKey(user_id=user_id))
+    principal = asyncio.run(wiring.gate().authenticate({"authorization": f"Bearer {created['key']}"}))
+    service = BatchService(wiring.batch_store(), None)
+    first = asyncio.run(service.create_otari(principal, CreateOtariBatch.model_validate(
+        {"model": "default", "requests": [{"custom_id": "a", "body": {"messages": [{"role": "user", "content": "x"}],
+                                                                        "max_tokens": 4}}]}), None))
+    assert invoke(first.batch_id, 900) == {"batchItemFailures": []}
+    head = wiring.batch_store().get_batch(first.batch_id)
+    assert head is not None and (head["owner_id"], head["completed"]) == (user_id, 1)
+    # when the key is revoked and a second batch of the same key runs
+    second = asyncio.run(service.create_otari(principal, CreateOtariBatch.model_validate(
+        {"model": "default", "requests": [{"custom_id": f"b{i}", "body": {"messages": [
+            {"role": "user", "content": "x"}], "max_tokens": 4}} for i in range(3)]}), None))
+    keys.update(created["id"], UpdateKey(is_active=False))
+    assert invoke(second.batch_id, 900) == {"batchItemFailures": []}
+    # then it finishes with every line refused (401, in the OpenAI error shape), none of them run
+    head = wiring.batch_store().get_batch(second.batch_id)
+    assert head is not None and (head["status"], head.get("completed", 0), head["failed"]) == ("completed", 0, 3)
+    for line in wiring.batch_store().lines(second.batch_id, 3):
+        assert line["result"]["response"]["status_code"] == 401
+        assert "inactive" in line["result"]["response"]["body"]["error"]["message"]
