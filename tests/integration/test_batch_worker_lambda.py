@@ -6,15 +6,18 @@ outlasts the invoke is stopped before the timeout with its finished lines kept, 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from functions.batch_worker import worker
 from isthmus import wiring
 from isthmus.services.batches.intake import CreateOtariBatch
+from isthmus.services.batches.model import Batch, new_batch_id
 from isthmus.services.batches.service import BatchService
 from isthmus.services.tenancy.keys import CreateKey, KeyService, UpdateKey
 from tests.support.agents import AgentProcess
@@ -101,3 +104,27 @@ def test_lines_run_as_the_creating_key_and_stop_once_it_is_revoked(gateway_env: 
     for line in wiring.batch_store().lines(second.batch_id, 3):
         assert line["result"]["response"]["status_code"] == 401
         assert "inactive" in line["result"]["response"]["body"]["error"]["message"]
+
+
+@pytest.mark.parametrize(("endpoint", "body", "check"), [
+    ("/v1/messages", {"model": "default", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+     lambda b: b["type"] == "message" and b["usage"]["output_tokens"] > 0),
+    ("/v1/responses", {"model": "default", "max_output_tokens": 4, "input": "hi"},
+     lambda b: b["object"] == "response" and b["usage"]["output_tokens"] > 0),
+])
+def test_each_endpoint_answers_in_its_own_dialect(gateway_env: None, endpoint: str, body: dict[str, Any],
+                                                  check: Callable[[dict[str, Any]], bool]) -> None:
+    # given a batch of two lines for the endpoint (and one line its backend refuses: no such model)
+    store = wiring.batch_store()
+    batch = Batch(batch_id=new_batch_id(), owner_id="__open__", endpoint=endpoint, status="in_progress", total=3,
+                  expires_at=int(time.time()) + 60)
+    store.put_lines(batch.batch_id, [{"n": 0, "custom_id": "a", "body": body}, {"n": 1, "custom_id": "b", "body": body},
+                                     {"n": 2, "custom_id": "c", "body": {**body, "model": "no-such-model"}}])
+    store.put_batch(batch.model_dump())
+    # when the worker runs it
+    assert invoke(batch.batch_id, 900) == {"batchItemFailures": []}
+    # then the good lines answer in the endpoint's dialect and the refused one is an error line with the 404
+    lines = store.lines(batch.batch_id, 3)
+    assert [line["ok"] for line in lines] == [True, True, False]
+    assert all(check(line["result"]["response"]["body"]) for line in lines[:2])
+    assert lines[2]["result"]["response"]["status_code"] == 404
