@@ -131,17 +131,17 @@ class DynamoBatchStore:
                     heads.append(item)
                 if len(heads) > limit:
                     break
-        else:  # the master key: every owner's, sorted here (a scan; the master lists rarely)
-            heads = sorted((i for i in scan_all(dynamodb.client(), self.table,
-                                                FilterExpression="attribute_exists(owner_id)")
+        else:  # the master key: every owner's, sorted here (a scan of the heads' index; the master lists rarely)
+            heads = sorted((i for i in scan_all(dynamodb.client(), self.table, IndexName="by_owner")
                             if int(i["expires_at_epoch"]) > now and (before is None or i["created_at"] < before)),
                            key=lambda i: str(i["created_at"]), reverse=True)[:limit + 1]
         return [_head_out(h) for h in heads[:limit]], len(heads) > limit
 
     def active_batch_ids(self, statuses: Collection[str]) -> list[str]:
         vals = {f":s{i}": {"S": s} for i, s in enumerate(statuses)}
-        items = scan_all(dynamodb.client(), self.table, ProjectionExpression="batch_id",
-                         FilterExpression=f"attribute_exists(owner_id) AND #status IN ({', '.join(vals)})",
+        # the owner index holds heads only (lines carry no owner_id): a poll never reads a batch's lines
+        items = scan_all(dynamodb.client(), self.table, IndexName="by_owner", ProjectionExpression="batch_id",
+                         FilterExpression=f"#status IN ({', '.join(vals)})",
                          ExpressionAttributeNames={"#status": "status"}, ExpressionAttributeValues=vals)
         return [str(i["batch_id"]) for i in items]
 
@@ -164,12 +164,17 @@ class DynamoBatchStore:
             if pending:
                 raise RuntimeError("DynamoDB kept refusing batch line writes")
 
-    def lines(self, batch_id: str, total: int) -> list[Item]:
+    def lines(self, batch_id: str, total: int, *, results: bool = True) -> list[Item]:
         client = dynamodb.client()
         found: dict[int, Item] = {}
+        wanted: dict[str, Any] = {"ConsistentRead": True}
+        if not results:  # what a dispatcher needs: not the answers of the lines already done
+            names = ("n", "custom_id", "body", "attempts", "done_at", "ok")
+            wanted.update(ProjectionExpression=", ".join(f"#p{i}" for i in range(len(names))),
+                          ExpressionAttributeNames={f"#p{i}": name for i, name in enumerate(names)})
         for start in range(0, total, 100):
             keys = [_line_key(batch_id, n) for n in range(start, min(total, start + 100))]
-            pending: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            pending: dict[str, Any] = {self.table: {"Keys": keys, **wanted}}
             for attempt in range(8):
                 out = client.batch_get_item(RequestItems=pending)
                 for raw in out.get("Responses", {}).get(self.table, []):
@@ -241,5 +246,6 @@ def _line_out(item: Mapping[str, Any]) -> Item:
                   "attempts": int(item.get("attempts") or 0), "done": "done_at" in item}
     if "done_at" in item:
         line["ok"] = bool(item.get("ok"))
-        line["result"] = json.loads(item["result"])
+        if "result" in item:
+            line["result"] = json.loads(item["result"])
     return line

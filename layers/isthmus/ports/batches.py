@@ -31,8 +31,9 @@ class BatchStore(Protocol):
         """Lines ``{"n", "custom_id", "body"}`` (idempotent: a validation run again writes the same items)."""
         ...
 
-    def lines(self, batch_id: str, total: int) -> list[Item]:
-        """Every line of the batch, in order (line ``n`` at index ``n``)."""
+    def lines(self, batch_id: str, total: int, *, results: bool = True) -> list[Item]:
+        """Every line of the batch, in order (line ``n`` at index ``n``); without the results of finished lines
+        when ``results`` is off."""
         ...
 
     def claim_line(self, batch_id: str, n: int, worker: str, lease_until: float, now: float) -> Item | None:

@@ -123,7 +123,7 @@ class BatchRunner:
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
-                lines = await call(self.store.lines, batch.batch_id, batch.total)
+                lines = await call(self.store.lines, batch.batch_id, batch.total, results=False)
                 pending = [line for line in lines if not line["done"]]
                 checked = time.monotonic()
                 for line in pending:
