@@ -68,9 +68,9 @@ def test_a_line_waits_while_interactive_requests_are_in_flight() -> None:
     checks: list[bool] = [True, True, True]
     priority = Priority(per_model=1, busy=lambda: checks.pop() if checks else False)
     # when a batch line asks for its turn
-    asyncio.run(priority.interactive_first())
-    # then it went only once the process was idle
-    assert checks == []
+    slot = asyncio.run(priority.turn("m"))
+    # then it went only once the process was idle, holding a slot of its pool
+    assert checks == [] and slot.locked()
 
 
 def test_the_wait_for_interactive_requests_is_bounded() -> None:
@@ -78,4 +78,21 @@ def test_the_wait_for_interactive_requests_is_bounded() -> None:
     priority = Priority(per_model=1, busy=lambda: True)
     priority.yield_s = 0.1
     # when a batch line asks for its turn, it still gets it (a batch moves under steady traffic)
-    asyncio.run(asyncio.wait_for(priority.interactive_first(), 10))
+    asyncio.run(asyncio.wait_for(priority.turn("m"), 10))
+
+
+def test_lines_wait_while_their_pool_has_requests_queued_and_share_its_cap() -> None:
+    # given a pool whose agents report a queue for the next two looks, and two models on that one pool
+    queued = [True, True]
+
+    async def pools(model: str) -> tuple[str, bool]:
+        return "mlx:cluster-a", bool(queued and queued.pop())
+
+    priority = Priority(per_model=2, busy=lambda: False, pools=pools)
+
+    async def two_turns() -> tuple[asyncio.Semaphore, asyncio.Semaphore]:
+        return await priority.turn("alias"), await priority.turn("concrete/model")
+
+    first, second = asyncio.run(two_turns())
+    # then the first went once the queue was empty, and both hold slots of the same pool (now full)
+    assert queued == [] and first is second and first.locked()

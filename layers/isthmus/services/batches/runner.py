@@ -4,9 +4,9 @@ Any number of runners (edge processes, worker Lambdas) may run the same batch at
 each line is claimed with a lease before it runs and recorded once (isthmus.ports.batches), so a runner that
 died leaves nothing half-done: its leases run out and the lines are run again, a finished line never is.
 
-Low priority: at most ``ISTHMUS_BATCH_CONCURRENCY`` lines per model run at once in a process (batch lines share
-a model's pool), and before each line the runner waits while this process has interactive requests in flight
-(up to ``ISTHMUS_BATCH_YIELD_SECONDS`` a line, so a batch still moves under steady traffic).
+Low priority: at most ``ISTHMUS_BATCH_CONCURRENCY`` lines per pool run at once in a process, and before each line
+the runner waits while this process has interactive requests in flight or the pool's agents report a queue (up to
+``ISTHMUS_BATCH_YIELD_SECONDS`` a line, so a batch still moves under steady traffic).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from isthmus.observability import get_logger, inflight
@@ -39,25 +39,42 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class Priority:
-    """A concurrency cap per model for batch lines, and interactive requests first."""
+Pools = Callable[[str], Awaitable[tuple[str, bool]]]  # model -> (its pool, requests waiting in its agents' queues)
 
-    def __init__(self, per_model: int | None = None, busy: Callable[[], bool] = lambda: inflight.busy) -> None:
-        self.per_model = per_model or env_positive_int("ISTHMUS_BATCH_CONCURRENCY", 2)
+
+async def _model_is_its_pool(model: str) -> tuple[str, bool]:
+    return model, False
+
+
+class Priority:
+    """A concurrency cap per pool for batch lines, and interactive requests first: a line waits while this
+    process has requests in flight or the pool's agents report requests queued (any gateway's), for at most
+    ``yield_s``."""
+
+    def __init__(self, per_model: int | None = None, busy: Callable[[], bool] = lambda: inflight.busy,
+                 pools: Pools = _model_is_its_pool) -> None:
+        self.per_pool = per_model or env_positive_int("ISTHMUS_BATCH_CONCURRENCY", 2)
         self.busy = busy
+        self.pools = pools
         self.yield_s = env_number("ISTHMUS_BATCH_YIELD_SECONDS", 2.0)
         self._slots: dict[str, asyncio.Semaphore] = {}
 
-    def slot(self, model: str) -> asyncio.Semaphore:
-        if model not in self._slots:
-            self._slots[model] = asyncio.Semaphore(self.per_model)
-        return self._slots[model]
+    def slot(self, pool: str) -> asyncio.Semaphore:
+        if pool not in self._slots:
+            self._slots[pool] = asyncio.Semaphore(self.per_pool)
+        return self._slots[pool]
 
-    async def interactive_first(self) -> None:
+    async def turn(self, model: str) -> asyncio.Semaphore:
+        """Waits for the line's turn and takes a slot of its pool (the caller releases it)."""
         waited = 0.0
-        while self.busy() and waited < self.yield_s:
-            await asyncio.sleep(0.02)
-            waited += 0.02
+        pool, queued = await self.pools(model)
+        while (self.busy() or queued) and waited < self.yield_s:
+            await asyncio.sleep(0.05)
+            waited += 0.05
+            pool, queued = await self.pools(model)
+        slot = self.slot(pool)
+        await slot.acquire()
+        return slot
 
 
 class BatchRunner:
@@ -134,9 +151,7 @@ class BatchRunner:
                         break
                     if deadline is not None and time.monotonic() >= deadline:
                         break
-                    await self.priority.interactive_first()
-                    slot = self.priority.slot(str(line["body"].get("model") or batch.model or ""))
-                    await slot.acquire()
+                    slot = await self.priority.turn(str(line["body"].get("model") or batch.model or ""))
                     fresh = await self._head(batch.batch_id)  # cancelled while we waited for the slot?
                     checked = time.monotonic()
                     batch = fresh or batch
