@@ -46,9 +46,14 @@ def batched(client: httpx.Client, n: int, tokens: int) -> tuple[float, int]:
     """(seconds from create to completed, completion tokens) for the same n requests as one batch."""
     requests = [{"custom_id": f"r{i}", "body": request_body(i, tokens)} for i in range(n)]
     started = time.perf_counter()
-    batch = client.post("/v1/batches", json={"model": "default", "requests": requests}).json()
-    while (status := client.get(f"/v1/batches/{batch['id']}").json())["status"] not in ("completed", "failed"):
-        time.sleep(0.05)
+    created = client.post("/v1/batches", json={"model": "default", "requests": requests})
+    assert created.status_code == 200, created.text
+    batch = created.json()
+    while True:
+        answer = client.get(f"/v1/batches/{batch['id']}")  # a 503 (store busy on a loaded host): ask again
+        if answer.status_code == 200 and (status := answer.json())["status"] in ("completed", "failed"):
+            break
+        time.sleep(0.1)
     elapsed = time.perf_counter() - started
     assert status["status"] == "completed" and status["request_counts"]["completed"] == n, status
     results = client.get(f"/v1/batches/{batch['id']}/results").json()["results"]
@@ -85,7 +90,12 @@ def main() -> int:
         assert wait_http(f"http://127.0.0.1:{agent_port}/health", 180), "agent did not start"
         assert wait_http(f"http://127.0.0.1:{edge_port}/health/liveness", 60), "edge did not start"
         with httpx.Client(base_url=f"http://127.0.0.1:{edge_port}", timeout=600) as client:
-            interactive(client, 2, args.tokens)  # warm-up: model loaded, prompt cache and routing snapshot
+            deadline = time.monotonic() + 300  # warm-up: the agent's model loaded (503 model_loading until then)
+            while (warm := client.post("/v1/chat/completions", json={"model": "default",
+                                                                     **request_body(0, 4)})).status_code != 200:
+                assert time.monotonic() < deadline, warm.text
+                time.sleep(1)
+            interactive(client, 2, args.tokens)
             one_s, one_tokens = interactive(client, args.n, args.tokens)
             batch_s, batch_tokens = batched(client, args.n, args.tokens)
     finally:
