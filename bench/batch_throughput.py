@@ -1,7 +1,8 @@
 """Batch throughput: the same N chat requests (a) sent interactively one by one through the edge and (b) run
 as one batch by the edge's in-process worker, against one real agent (SmolLM2-135M by default), in one run.
 Prints lines/s of each and their ratio: a batch keeps ``ISTHMUS_BATCH_CONCURRENCY`` lines in flight, so it should
-reach the agent's batched decode rate (the agent's ``--max-batch``), not its one-request rate.
+reach the agent's batched decode rate (the agent's ``--max-batch``), not its one-request rate; (c) the same requests
+sent ``--max-batch`` at a time interactively show that batched rate for comparison.
 
 Run: .venv/bin/python bench/batch_throughput.py [--n 24] [--tokens 32] [--concurrency 4] [--max-batch 4]
 """
@@ -39,6 +40,21 @@ def interactive(client: httpx.Client, n: int, tokens: int) -> tuple[float, int]:
         answer = client.post("/v1/chat/completions", json={"model": "default", **request_body(i, tokens)})
         answer.raise_for_status()
         generated += answer.json()["usage"]["completion_tokens"]
+    return time.perf_counter() - started, generated
+
+
+def parallel(client: httpx.Client, n: int, tokens: int, width: int) -> tuple[float, int]:
+    """(seconds, completion tokens) for n requests sent ``width`` at a time: the agent's batched rate."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> int:
+        answer = client.post("/v1/chat/completions", json={"model": "default", **request_body(i, tokens)})
+        answer.raise_for_status()
+        return int(answer.json()["usage"]["completion_tokens"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(width) as pool:
+        generated = sum(pool.map(one, range(n)))
     return time.perf_counter() - started, generated
 
 
@@ -98,6 +114,7 @@ def main() -> int:
             interactive(client, 2, args.tokens)
             one_s, one_tokens = interactive(client, args.n, args.tokens)
             batch_s, batch_tokens = batched(client, args.n, args.tokens)
+            wide_s, wide_tokens = parallel(client, args.n, args.tokens, args.max_batch)
     finally:
         stop(edge)
         stop(agent)
@@ -107,7 +124,10 @@ def main() -> int:
     print(f"interactive one by one: {args.n / one_s:6.2f} lines/s  {one_tokens / one_s:6.1f} tok/s  ({one_s:.1f} s)")
     print(f"batch:                  {args.n / batch_s:6.2f} lines/s  {batch_tokens / batch_s:6.1f} tok/s  "
           f"({batch_s:.1f} s, create to completed)")
-    print(f"batch / interactive: {one_s / batch_s:.2f}x lines/s")
+    print(f"{args.max_batch} at a time, interactive: {args.n / wide_s:6.2f} lines/s  "
+          f"{wide_tokens / wide_s:6.1f} tok/s  ({wide_s:.1f} s: the agent's batched rate)")
+    print(f"batch / one by one: {one_s / batch_s:.2f}x lines/s; batch / {args.max_batch} at a time: "
+          f"{wide_s / batch_s:.2f}x")
     return 0
 
 
