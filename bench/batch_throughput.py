@@ -91,7 +91,14 @@ def main() -> int:
     ddb = DynamoLocal(free_port(), None, nice=10).start()
     os.environ["ISTHMUS_TABLE_PREFIX"] = "batch-bench-"
     use_local_endpoint(ddb.endpoint)
-    create_tables(dynamodb.client())
+    for attempt in range(30):  # DynamoDB Local can take a while to answer on a loaded host
+        try:
+            create_tables(dynamodb.client())
+            break
+        except Exception:
+            if attempt == 29:
+                raise
+            time.sleep(3)
     agent_port, edge_port = free_port(), free_port()
     agent = subprocess.Popen(agent_command(str(fetch(args.model)), port=agent_port,
                                            extra=["--max-batch", str(args.max_batch)]),
