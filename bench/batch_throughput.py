@@ -130,9 +130,9 @@ def main() -> int:
           f"ISTHMUS_BATCH_CONCURRENCY={args.concurrency}")
     print(f"interactive one by one: {args.n / one_s:6.2f} lines/s  {one_tokens / one_s:6.1f} tok/s  ({one_s:.1f} s)")
     print(f"batch:                  {args.n / batch_s:6.2f} lines/s  {batch_tokens / batch_s:6.1f} tok/s  "
-          f"({batch_s:.1f} s, create to completed)")
+          f"({batch_s:.2f} s, create to completed)")
     print(f"{args.max_batch} at a time, interactive: {args.n / wide_s:6.2f} lines/s  "
-          f"{wide_tokens / wide_s:6.1f} tok/s  ({wide_s:.1f} s: the agent's batched rate)")
+          f"{wide_tokens / wide_s:6.1f} tok/s  ({wide_s:.2f} s: the agent's batched rate)")
     print(f"batch / one by one: {one_s / batch_s:.2f}x lines/s; batch / {args.max_batch} at a time: "
           f"{wide_s / batch_s:.2f}x")
     return 0

@@ -152,9 +152,9 @@ class BatchRunner:
                     if deadline is not None and time.monotonic() >= deadline:
                         break
                     slot = await self.priority.turn(str(line["body"].get("model") or batch.model or ""))
-                    fresh = await self._head(batch.batch_id)  # cancelled while we waited for the slot?
-                    checked = time.monotonic()
-                    batch = fresh or batch
+                    if time.monotonic() - checked > HEAD_FRESH_S:  # cancelled while we waited for the slot?
+                        batch = await self._head(batch.batch_id) or batch
+                        checked = time.monotonic()
                     if batch.status != "in_progress":
                         slot.release()
                         break
@@ -194,8 +194,11 @@ class BatchRunner:
     async def _line(self, batch: Batch, line: dict[str, Any], slot: asyncio.Semaphore) -> None:
         request_id = f"{batch.batch_id}#{line['n']}"
         renewing = asyncio.create_task(self._keep_lease(batch.batch_id, line["n"]))
+        released = False
         try:
             outcome = await self._attempts(batch, line, request_id)
+            slot.release()  # the pool's share is free once the answer is in (and billed); recording it is ours
+            released = True
             ok = 200 <= outcome.status_code < 300
             if outcome.status_code == 0:
                 result = failure_line(line["custom_id"], "too_many_attempts", str(outcome.body))
@@ -208,7 +211,8 @@ class BatchRunner:
             log.exception("batch line failed to record", extra={"batch_id": batch.batch_id, "line": line["n"]})
         finally:
             renewing.cancel()
-            slot.release()
+            if not released:
+                slot.release()
 
     async def _attempts(self, batch: Batch, line: dict[str, Any], request_id: str) -> Outcome:
         if line["attempts"] > self.attempts * 2:  # claimed again and again: every runner died on it
