@@ -18,7 +18,15 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from isthmus import limits
-from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body, method_not_allowed, store_failure
+from isthmus.errors import (
+    ApiError,
+    Dialect,
+    allowed_methods,
+    dialect_for_path,
+    error_body,
+    method_not_allowed,
+    store_failure,
+)
 from isthmus.observability import get_logger, inflight, request_id_var
 from isthmus.validation import validate
 
@@ -132,6 +140,7 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         counted = not scope["path"].startswith("/health")
+        inference = counted and allowed_methods(scope["path"]) is not None  # batch lines yield to these
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -148,6 +157,7 @@ class RequestContextMiddleware:
             return
         if counted:
             inflight.count += 1
+            inflight.inference += inference
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -167,6 +177,7 @@ class RequestContextMiddleware:
         finally:
             if counted:
                 inflight.count -= 1
+                inflight.inference -= inference
             request_id_var.reset(token)
 
 

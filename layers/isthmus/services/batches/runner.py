@@ -48,10 +48,10 @@ async def _model_is_its_pool(model: str) -> tuple[str, bool]:
 
 class Priority:
     """A concurrency cap per pool for batch lines, and interactive requests first: a line waits while this
-    process has requests in flight or the pool's agents report requests queued (any gateway's), for at most
-    ``yield_s``."""
+    process has inference requests in flight or the pool's agents report requests queued (any gateway's), for at
+    most ``yield_s``."""
 
-    def __init__(self, per_model: int | None = None, busy: Callable[[], bool] = lambda: inflight.busy,
+    def __init__(self, per_model: int | None = None, busy: Callable[[], bool] = lambda: inflight.inference_busy,
                  pools: Pools = _model_is_its_pool) -> None:
         self.per_pool = per_model or env_positive_int("ISTHMUS_BATCH_CONCURRENCY", 2)
         self.busy = busy
