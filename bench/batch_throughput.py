@@ -43,6 +43,18 @@ def interactive(client: httpx.Client, n: int, tokens: int) -> tuple[float, int]:
     return time.perf_counter() - started, generated
 
 
+PARALLEL_IDS: set[str] = set()
+BATCH_IDS: list[str] = []
+
+
+def mean_latency_ms(client: httpx.Client, batch_id: str) -> tuple[float, float]:
+    """Mean gateway latency (the usage rows' latency_ms) of the batch's lines and of the parallel phase's requests."""
+    rows = client.get("/v1/usage", params={"limit": 1000}).json()
+    ours = [r["latency_ms"] for r in rows if str(r.get("request_id", "")).startswith(f"{batch_id}#")]
+    theirs = [r["latency_ms"] for r in rows if r.get("request_id") in PARALLEL_IDS]
+    return sum(ours) / max(1, len(ours)), sum(theirs) / max(1, len(theirs))
+
+
 def parallel(client: httpx.Client, n: int, tokens: int, width: int) -> tuple[float, int]:
     """(seconds, completion tokens) for n requests sent ``width`` at a time: the agent's batched rate."""
     from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +62,7 @@ def parallel(client: httpx.Client, n: int, tokens: int, width: int) -> tuple[flo
     def one(i: int) -> int:
         answer = client.post("/v1/chat/completions", json={"model": "default", **request_body(i, tokens)})
         answer.raise_for_status()
+        PARALLEL_IDS.add(answer.headers["x-request-id"])
         return int(answer.json()["usage"]["completion_tokens"])
 
     started = time.perf_counter()
@@ -73,6 +86,7 @@ def batched(client: httpx.Client, n: int, tokens: int) -> tuple[float, int]:
     elapsed = time.perf_counter() - started
     assert status["status"] == "completed" and status["request_counts"]["completed"] == n, status
     results = client.get(f"/v1/batches/{batch['id']}/results").json()["results"]
+    BATCH_IDS.append(batch["id"])
     return elapsed, sum(r["result"]["usage"]["completion_tokens"] for r in results)
 
 
@@ -122,6 +136,8 @@ def main() -> int:
             one_s, one_tokens = interactive(client, args.n, args.tokens)
             batch_s, batch_tokens = batched(client, args.n, args.tokens)
             wide_s, wide_tokens = parallel(client, args.n, args.tokens, args.max_batch)
+            time.sleep(1)  # settlements of the last requests written
+            line_ms, request_ms = mean_latency_ms(client, BATCH_IDS[0])
     finally:
         stop(edge)
         stop(agent)
@@ -133,6 +149,7 @@ def main() -> int:
           f"({batch_s:.2f} s, create to completed)")
     print(f"{args.max_batch} at a time, interactive: {args.n / wide_s:6.2f} lines/s  "
           f"{wide_tokens / wide_s:6.1f} tok/s  ({wide_s:.2f} s: the agent's batched rate)")
+    print(f"mean latency per line: batch {line_ms:.0f} ms, {args.max_batch} at a time {request_ms:.0f} ms")
     print(f"batch / one by one: {one_s / batch_s:.2f}x lines/s; batch / {args.max_batch} at a time: "
           f"{wide_s / batch_s:.2f}x")
     return 0
