@@ -152,11 +152,10 @@ class BatchRunner:
                     if deadline is not None and time.monotonic() >= deadline:
                         break
                     slot = await self.priority.turn(str(line["body"].get("model") or batch.model or ""))
-                    if time.monotonic() - checked > HEAD_FRESH_S:  # cancelled while we waited for the slot?
-                        batch = await self._head(batch.batch_id) or batch
-                        checked = time.monotonic()
-                    if batch.status != "in_progress":
-                        slot.release()
+                    batch = await self._head(batch.batch_id) or batch  # cancelled at any time until now: stop
+                    checked = time.monotonic()
+                    if batch.status != "in_progress" or (deadline is not None and time.monotonic() >= deadline):
+                        slot.release()  # cancelled, or out of time, while waiting for the slot
                         break
                     claimed = await call(self.store.claim_line, batch.batch_id, line["n"], self.worker,
                                          time.time() + self.lease_s, time.time())
