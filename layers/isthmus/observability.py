@@ -56,14 +56,20 @@ def tracing_enabled() -> bool:
 
 
 class _Inflight:
-    """Requests in progress in this process: /health reports busy when any is."""
+    """Requests in progress in this process: /health reports busy when any is; batch lines wait while
+    ``inference`` (those on inference routes) are."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.inference = 0
 
     @property
     def busy(self) -> bool:
         return self.count > 0
+
+    @property
+    def inference_busy(self) -> bool:
+        return self.inference > 0
 
 
 inflight = _Inflight()

@@ -149,6 +149,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             # heartbeat (this process's holds and leases live while it does), sweep dead processes' holds,
             # replay spooled settlements; a lambda-mode edge plays sandboxes, which cannot heartbeat
             await wiring.start_hold_keeper(heartbeat=not settings.in_lambda())
+            await wiring.start_batch_worker()  # runs batches in-process, resuming those a crash left unfinished
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             from isthmus import lifecycle

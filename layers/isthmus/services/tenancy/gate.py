@@ -168,6 +168,15 @@ class TenancyGate:
                               next_budget_reset_at=(user or {}).get("next_budget_reset_at"))
         return principal, key.get("expires_at")
 
+    async def principal_for_key(self, key_id: str) -> Principal:
+        """The principal of a stored key, checked as :meth:`authenticate` checks a presented one: work done later
+        on a key's behalf (a batch's lines) is refused once the key is revoked, expired or its user blocked."""
+        key = await call(self.stores.keys.get, key_id)
+        if key is None or not key.get("key_hash"):
+            raise ApiError(401, "The API key that created this work no longer exists")
+        principal, _ = await self._lookup(str(key["key_hash"]), True)
+        return principal
+
     # ------------------------------------------------------------------ admit
     async def admit(self, principal: Principal, *, model: str, endpoint: str, input_tokens_estimate: int = 0,
                     max_output_tokens: int = 0, bound: Callable[[], Awaitable[TokenBound]] | None = None) -> Admission:
