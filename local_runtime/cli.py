@@ -17,6 +17,8 @@ def _add_edge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["asgi", "lambda"], default="asgi",
                    help="asgi: real streaming (default); lambda: each request goes through the Mangum handler")
     p.add_argument("--template", default=None, help="path to template.yaml (default: the project's)")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="N edge processes accepting on one port (default 1; each keeps its own budget leases)")
 
 
 def _add_ddb(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +59,8 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keyed", action="store_true",
                    help="keyed mode: on the first start make a master key and a first-use API key, print them once "
                         "and keep a copy in DATA_DIR/keys.json (0600); later starts reuse them")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="the edge's worker processes (see `isthmus edge --help`)")
     p.add_argument("--restart-limit", type=_positive_int, default=5, metavar="N",
                    help="give up after a child crashes N times in a row within 30 s of starting (default 5)")
 
@@ -82,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "edge":
         from local_runtime.edge.server import run_edge
 
-        return run_edge(host=args.host, port=args.port, mode=args.mode, template=args.template)
+        return run_edge(host=args.host, port=args.port, mode=args.mode, template=args.template,
+                        workers=args.workers)
     if args.command == "ddb":
         from local_runtime.ddb import run_ddb
 

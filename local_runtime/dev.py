@@ -182,7 +182,7 @@ class DevStack:
     def add_edge(self, env: dict[str, str]) -> Supervised:
         args = self.args
         cmd = [sys.executable, "-m", "local_runtime.cli", "edge", "--host", args.host, "--port", str(args.port),
-               "--mode", args.mode]
+               "--mode", args.mode, "--workers", str(getattr(args, "workers", 1))]
         log = self.logs / "edge.log"
 
         def start() -> subprocess.Popen[bytes]:

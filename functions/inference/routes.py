@@ -207,7 +207,8 @@ def passthrough(path: str, capability: str | None = None) -> Endpoint:
         request.state.model = body.get("model", "") if isinstance(body, dict) else ""
         out = await passthrough_service().forward(
             request.state.principal, path, body, endpoint=f"/v1{path}", request_id=request_id(request),
-            on_admitted=lambda: setattr(request.state, "call", "passthrough"), capability=capability)
+            on_admitted=lambda: setattr(request.state, "call", "passthrough"), capability=capability,
+            detach_settle="aws.event" not in request.scope)
         return Response(out.content, status_code=out.status, headers=out.headers)
 
     return endpoint
@@ -223,7 +224,7 @@ def form_passthrough(path: str, capability: str) -> Endpoint:
         out = await passthrough_service().forward_form(
             request.state.principal, path, raw, content_type, endpoint=f"/v1{path}",
             request_id=request_id(request), on_admitted=lambda: setattr(request.state, "call", "passthrough"),
-            capability=capability)
+            capability=capability, detach_settle="aws.event" not in request.scope)
         return Response(out.content, status_code=out.status, headers=out.headers)
 
     return endpoint
@@ -246,4 +247,4 @@ app = create_app(
     ],
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=passthrough_service)  # (which builds the inference service too)

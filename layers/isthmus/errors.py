@@ -24,7 +24,8 @@ class Dialect(StrEnum):
 
 
 # The control surface's groups under /v1; every other /v1 path (served or not) is the OpenAI API's.
-_CONTROL_GROUPS = frozenset({"keys", "users", "budgets", "pricing", "usage", "batches"})  # files: OpenAI's wire
+# files and batches answer in OpenAI's error shape (the openai SDK and otari clients parse it)
+_CONTROL_GROUPS = frozenset({"keys", "users", "budgets", "pricing", "usage"})
 
 
 def dialect_for_path(path: str) -> Dialect:

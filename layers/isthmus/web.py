@@ -18,7 +18,15 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from isthmus import limits, metrics
-from isthmus.errors import ApiError, Dialect, dialect_for_path, error_body, method_not_allowed, store_failure
+from isthmus.errors import (
+    ApiError,
+    Dialect,
+    allowed_methods,
+    dialect_for_path,
+    error_body,
+    method_not_allowed,
+    store_failure,
+)
 from isthmus.observability import get_logger, inflight, request_id_var
 from isthmus.validation import validate
 
@@ -132,6 +140,7 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         counted = not scope["path"].startswith("/health")
+        inference = counted and allowed_methods(scope["path"]) is not None  # batch lines yield to these
         started = False
         status = 500
         timing = metrics.request_started()
@@ -150,6 +159,7 @@ class RequestContextMiddleware:
             return
         if counted:
             inflight.count += 1
+            inflight.inference += inference
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -170,6 +180,7 @@ class RequestContextMiddleware:
         finally:
             if counted:
                 inflight.count -= 1
+                inflight.inference -= inference
             request_id_var.reset(token)
             metrics.request_done(timing, _route_template(scope), status)
 

@@ -22,9 +22,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from isthmus.backends.cloud import CloudResolver
     from isthmus.ports.backend import BackendResolver
+    from isthmus.ports.batches import BatchStore
     from isthmus.ports.control import ControlStore
-    from isthmus.ports.files import BlobStore
+    from isthmus.ports.files import BlobStore, FileAccess
     from isthmus.ports.responses import ResponseStore
+    from isthmus.services.batches.model import Batch
+    from isthmus.services.batches.runner import BatchRunner
+    from isthmus.services.batches.service import BatchService
+    from isthmus.services.batches.worker import BatchWorker
     from isthmus.services.cloud.cloud_catalog import ProvidersCatalog
     from isthmus.services.cloud.providers import ProviderService
     from isthmus.services.control.admin_settings import SettingsService
@@ -38,7 +43,7 @@ if TYPE_CHECKING:
     from isthmus.services.inference.passthrough import PassthroughService
     from isthmus.services.inference.routing import RoutingService
     from isthmus.services.tenancy.credentials import Credentials, Stores
-    from isthmus.services.tenancy.gate import TenancyGate
+    from isthmus.services.tenancy.gate import Principal, TenancyGate
     from isthmus.services.tenancy.holds import HoldKeeper
 
 # Single-Mac mode's composition when it asked for one: (inference service, response store, its agent resolver).
@@ -310,10 +315,72 @@ def file_access() -> FileService:
     return FileService(blob_store(), DynamoFileMetaStore())
 
 
+# ---- batches ------------------------------------------------------------------------------------------------
+
+@cache
+def batch_store() -> BatchStore:
+    from isthmus.adapters.batches_table import DynamoBatchStore
+
+    return DynamoBatchStore()
+
+
+def _batch_files() -> Callable[[], FileAccess] | None:
+    """The files service the batch engine reads input from and writes output to."""
+    return file_access
+
+
+def batch_service() -> BatchService:
+    """The batches API; in a Lambda with the batch queue configured, a created batch is sent to the worker."""
+    from isthmus import settings
+    from isthmus.adapters.batch_queue import SqsBatchQueue, queue_url
+    from isthmus.services.batches.service import BatchService
+
+    url = queue_url() if settings.in_lambda() else None
+    return BatchService(batch_store(), _batch_files(), SqsBatchQueue(url).send if url else None)
+
+
+async def _batch_principal(batch: Batch) -> Principal | None:
+    """Who a batch's lines run as: its key looked up again (refused once revoked), the master key, or nobody."""
+    from isthmus.services.tenancy.gate import ANONYMOUS, MASTER
+
+    if batch.principal_kind == "none" or not tenancy_on():
+        return None
+    if batch.principal_kind == "master":
+        return MASTER
+    if batch.principal_kind == "anonymous" or batch.key_id is None:
+        return ANONYMOUS
+    return await gate().principal_for_key(batch.key_id)
+
+
+def new_batch_runner() -> BatchRunner:
+    """A batch runner over this process's inference service (same routing, holds and settlement as the edge)."""
+    from isthmus.services.batches.lines import LineRunner, Owners
+    from isthmus.services.batches.pools import PoolView
+    from isthmus.services.batches.runner import BatchRunner, Priority
+
+    lines = LineRunner(inference_service, passthrough_service, Owners(_batch_principal))
+    return BatchRunner(batch_store(), lines, _batch_files(), Priority(pools=PoolView(routing_service().snapshot)))
+
+
+async def start_batch_worker() -> BatchWorker | None:
+    """A long-running process's in-process batch worker (stopped by isthmus.lifecycle.shutdown); off with
+    ``ISTHMUS_BATCH_WORKER=off`` (a process that only serves the API)."""
+    if os.environ.get("ISTHMUS_BATCH_WORKER", "on").lower() == "off":
+        return None
+    from isthmus import lifecycle
+    from isthmus.services.batches.worker import BatchWorker
+
+    worker = BatchWorker(batch_store(), new_batch_runner())
+    worker.start()
+    lifecycle.on_shutdown(worker.close)
+    return worker
+
+
 def reset() -> None:
     """Forget every part built so far (tests that change tables or environment between cases)."""
     _single_mac.clear()
     for built in (gate, control_store, provider_service, cloud_catalog, routing_service, cluster_service,
                   node_service, settings_service, sync_service, cloud_resolver, _gateway_inference,
-                  _table_responses, blob_store, file_access, file_parts):
+                  _table_responses, blob_store, file_access, file_parts,
+                  batch_store):
         built.cache_clear()

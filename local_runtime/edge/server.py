@@ -149,6 +149,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             # heartbeat (this process's holds and leases live while it does), sweep dead processes' holds,
             # replay spooled settlements; a lambda-mode edge plays sandboxes, which cannot heartbeat
             await wiring.start_hold_keeper(heartbeat=not settings.in_lambda())
+            await wiring.start_batch_worker()  # runs batches in-process, resuming those a crash left unfinished
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             from isthmus import lifecycle
@@ -163,10 +164,8 @@ def create_edge(mode: str = "asgi", template: str | Path | None = None) -> Edge:
     return Edge(table, mode)
 
 
-def run_edge(*, host: str, port: int, mode: str = "asgi", template: str | None = None) -> int:
-    import uvicorn
-
-    edge = create_edge(mode, template)
+def _settle_process() -> None:
+    """Once per serving process, after everything is loaded."""
     # The event loop shares the GIL with store calls in worker threads (boto3 is CPU-heavy): a 1 ms switch
     # interval instead of 5 ms lets a request's next step run while a background batch is serialised.
     sys.setswitchinterval(0.001)
@@ -174,7 +173,52 @@ def run_edge(*, host: str, port: int, mode: str = "asgi", template: str | None =
     # of the collector's sight, a full collection no longer walks it in the middle of a request.
     gc.collect()
     gc.freeze()
+
+
+def worker_app() -> Edge:
+    """uvicorn's app factory in each worker process of ``--workers N`` (mode and template from the parent's
+    environment). A worker is killed with its parent, however the parent dies: a SIGKILLed `isthmus edge` must not
+    leave workers holding the port (`isthmus dev` relies on its children dying with it)."""
+    _die_with_parent()
+    edge = create_edge(os.environ.get(_MODE_ENV, "asgi"), os.environ.get(_TEMPLATE_ENV) or None)
+    _settle_process()
+    return edge
+
+
+_MODE_ENV, _TEMPLATE_ENV = "ISTHMUS_EDGE_MODE", "ISTHMUS_EDGE_TEMPLATE"
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_edge(*, host: str, port: int, mode: str = "asgi", template: str | None = None, workers: int = 1) -> int:
+    """Serve the edge. ``workers`` > 1: that many processes accept on one listening socket (uvicorn's
+    supervisor restarts one that dies); each has its own budget leases, settlement batches, spool segment and
+    hold-keeper heartbeat, as separate edges on one store always had."""
+    import uvicorn
+
+    options: dict[str, Any] = {
+        "host": host, "port": port, "log_level": os.environ.get("ISTHMUS_EDGE_LOG_LEVEL", "warning"),
+        "access_log": os.environ.get("ISTHMUS_EDGE_ACCESS_LOG", "") == "1", "timeout_graceful_shutdown": 5}
+    if workers > 1:
+        if mode not in ("asgi", "lambda"):
+            raise ValueError(f"unknown edge mode {mode!r}")
+        os.environ[_MODE_ENV] = mode
+        os.environ[_TEMPLATE_ENV] = str(template or "")
+        print(f"isthmus edge ({mode} mode, {workers} workers) on http://{host}:{port}", flush=True)
+        uvicorn.run("local_runtime.edge.server:worker_app", factory=True, workers=workers, **options)
+        return 0
+    edge = create_edge(mode, template)
+    _settle_process()
     print(f"isthmus edge ({mode} mode, {len(edge.table)} routes) on http://{host}:{port}", flush=True)
-    uvicorn.run(edge, host=host, port=port, log_level=os.environ.get("ISTHMUS_EDGE_LOG_LEVEL", "warning"),
-                access_log=os.environ.get("ISTHMUS_EDGE_ACCESS_LOG", "") == "1", timeout_graceful_shutdown=5)
+    uvicorn.run(edge, **options)
     return 0

@@ -162,3 +162,29 @@ def test_a_key_revoked_elsewhere_is_refused_after_one_background_refresh(ddb_tab
 
     # and the next one is refused with the reason
     assert asyncio.run(scenario()) == [(200, ""), (401, "API key is inactive")]
+
+
+def test_open_mode_reads_an_sdk_placeholder_key_once_and_refuses_it_once_keyed(
+        ddb_tables: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ISTHMUS_MASTER_KEY", raising=False)
+    stores = wiring.stores()
+    gate = TenancyGate(stores, Credentials(stores))
+    if run(gate.creds.keyed()):
+        pytest.skip("a stored master key exists in this session's tables")
+    reads: list[str] = []
+    find_by_hash = stores.keys.find_by_hash
+
+    def counted(key_hash: str) -> Any:
+        reads.append(key_hash)
+        return find_by_hash(key_hash)
+
+    monkeypatch.setattr(stores.keys, "find_by_hash", counted)
+    placeholder = {"Authorization": "Bearer sk-placeholder-of-an-sdk"}
+    # given an open gateway, when an SDK sends its placeholder key with every request
+    kinds = [run(gate.authenticate(placeholder)).kind for _ in range(20)]
+    # then every request is anonymous and the key table was read for the first one only
+    assert kinds == ["anonymous"] * 20
+    assert len(reads) == 1
+    # when the gateway becomes keyed, the cached "no such key" counts for nothing: the placeholder is refused
+    monkeypatch.setenv("ISTHMUS_MASTER_KEY", "sk-master-test")
+    assert status_of(gate.authenticate(placeholder))[:2] == (401, "Invalid API key")

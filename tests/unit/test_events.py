@@ -34,7 +34,7 @@ EXPECTED = {
     "pricing_set": 200,
     "usage_list": 200,
     "files_list": 401,  # keyed mode and the sample key does not exist
-    "batches_list": 501,
+    "batches_list": 401,  # keyed mode and the sample key does not exist
     "admin_load": 404,  # no cluster "default" in an empty store: an honest 404
 }
 

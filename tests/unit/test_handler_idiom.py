@@ -18,8 +18,8 @@ GROUPS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/routes.py"))
 # Public on purpose: the health probes and the 404/405 catch-all, the 501 placeholders of groups to come, the
 # dashboard's static files (no data: its pages call the guarded APIs with the operator's token) and the API's own
 # description (the OpenAPI document and its docs page).
-PUBLIC = {"health": {"get_health", "liveness", "readiness", "unknown_route"}, "batches": {"endpoint"},
-          "files": {"endpoint"}, "dashboard": {"index", "asset"}, "docs": {"spec", "docs", "asset"}}
+PUBLIC = {"health": {"get_health", "liveness", "readiness", "unknown_route"}, "files": {"endpoint"},
+          "dashboard": {"index", "asset"}, "docs": {"spec", "docs", "asset"}}
 HAND_ROLLED = re.compile(r"run_in_threadpool|\bcall\(|require_master|require_reader|check_admin|\.authenticate\(")
 
 

@@ -64,8 +64,9 @@ def test_every_function_is_built_by_functions_makefile() -> None:
     # functions/Makefile copies the folder and precompiles it, as the layers' makefiles do
     resources = load_template()["Resources"]
     functions = [r for r in resources.values() if r["Type"] == "AWS::Serverless::Function"]
-    # + the streaming inference function, the holds sweeper, the settlement replay and the files sweeper
-    assert len(functions) == len(GROUPS) + 4
+    # + the streaming inference function, the holds sweeper, the settlement replay, the files sweeper and the
+    # batch worker
+    assert len(functions) == len(GROUPS) + 5
     for res in functions:
         assert res["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "functions"}
     makefile = (Path(__file__).resolve().parents[2] / "functions" / "Makefile").read_text()

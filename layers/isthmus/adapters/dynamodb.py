@@ -55,6 +55,18 @@ def client(*, fast_fail: bool = False) -> Any:
     return _clients[key]
 
 
+# What a request's first store call would otherwise load: each operation's model is parsed on its first use.
+_HOT_OPERATIONS = ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "TransactWriteItems")
+
+
+def prepare() -> None:
+    """Make the store client now (a Lambda function's init): botocore's import, the DynamoDB service model, the
+    credential chain and the hot operations' models, none of which touches the network."""
+    service_model = client().meta.service_model
+    for name in _HOT_OPERATIONS:
+        service_model.operation_model(name)
+
+
 def quiet_request_logs() -> None:
     """botocore at DEBUG logs whole request and response bodies, and ours carry the key pepper and key
     hashes: its loggers stay at INFO unless ISTHMUS_LOG_STORE_REQUESTS=1 (local debugging only)."""

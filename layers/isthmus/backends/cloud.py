@@ -114,8 +114,11 @@ class CloudResolver:
         known = self._known()
         if known is not None and model.strip() not in known[0]:
             return None  # the common case, a local model: answered from the cache without a thread hop
+        cached = getattr(self.catalog, "cached_chain", None)
+        chain = cached(model.strip()) if known is not None and cached is not None else None
         try:
-            chain = await run_in_threadpool(self.catalog.chain, model.strip())
+            if chain is None:  # not loaded yet, or a key still to open: the blocking path, in the threadpool
+                chain = await run_in_threadpool(self.catalog.chain, model.strip())
         except Exception as exc:  # no providers table (single-Mac, bare tests): only the inner resolver serves
             logger.warning("cloud catalog unavailable", extra={"error": type(exc).__name__})
             return None

@@ -242,3 +242,25 @@ def test_anthropic_alias_through_chat_stream_and_responses(apps: dict[str, TestC
               if line.startswith("data: {")]
     assert "".join(d["choices"][0]["delta"].get("content") or "" for d in deltas if d["choices"]) == "echo: a b"
     assert resp.status_code == 200 and resp.json()["output"][-1]["content"][0]["text"] == "echo: c d"
+
+
+def test_a_called_alias_needs_no_providers_table_read_on_its_next_calls(
+        apps: dict[str, TestClient], fake: FakeProviders, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isthmus import wiring
+
+    # given an alias called once (the catalog loaded, its key opened)
+    provider_id = pid()
+    alias = f"{provider_id}:chat"
+    assert put(apps, provider_id, openai_provider(fake, alias, "cached-1")).status_code == 200
+    chat = {"model": alias, "messages": [{"role": "user", "content": "hi"}]}
+    assert apps["inference"].post("/v1/chat/completions", json=chat).status_code == 200
+    # when the providers table can no longer be read (nor a key opened) from the request path
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the request path must not read the providers table")
+
+    monkeypatch.setattr(wiring.cloud_catalog(), "chain", unreachable)
+    # then the next calls are still served, from the cached chain
+    for _ in range(3):
+        resp = apps["inference"].post("/v1/chat/completions", json=chat)
+        assert resp.status_code == 200, resp.text
+    assert fake.count("cached-1") == 4

@@ -10,10 +10,11 @@ an embedding model, or to an OpenAI-protocol single-Mac upstream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,9 +70,12 @@ class PassthroughService:
 
     async def forward(self, principal: Principal | None, path: str, body: Any, *, endpoint: str,
                       request_id: str, on_admitted: Callable[[], None] | None = None,
-                      capability: str | None = None) -> Forwarded:
+                      capability: str | None = None, detach_settle: bool = False) -> Forwarded:
         """``on_admitted`` runs once the call is admitted (from then on its usage row is this service's);
-        ``capability``: what the alias must be published with to take this route."""
+        ``capability``: what the alias must be published with to take this route. ``detach_settle`` (a
+        long-running server): a successful call's settlement runs in a task of its own, so the answer does not
+        wait for its settlement batch; under Lambda the invoke ends with the response, so there it is settled
+        before returning."""
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(model, str) or not model.strip():
             raise ApiError(400, "model is required", param="model", code="invalid_value")
@@ -85,11 +89,12 @@ class PassthroughService:
         return await self._forward(
             principal, model, endpoint=endpoint, request_id=request_id, on_admitted=on_admitted,
             capability=capability, estimate=max(1, math.ceil(len(json.dumps(body)) / 4)),
-            bound=passthrough_bound(body), send=lambda backend: backend.raw(path, body), routed=routed)
+            bound=passthrough_bound(body), send=lambda backend: backend.raw(path, body), routed=routed,
+            detach_settle=detach_settle)
 
     async def forward_form(self, principal: Principal | None, path: str, raw: bytes, content_type: str, *,
                            endpoint: str, request_id: str, on_admitted: Callable[[], None] | None = None,
-                           capability: str | None = None) -> Forwarded:
+                           capability: str | None = None, detach_settle: bool = False) -> Forwarded:
         """A multipart/form-data call (an audio file and its fields): bytes forwarded as they came, except the
         ``model`` part. Its prompt bound is the body's size: audio is billed at far fewer tokens than its bytes
         (tens of tokens a second against a kilobyte or more a second for any codec)."""
@@ -104,11 +109,11 @@ class PassthroughService:
         return await self._forward(principal, model, endpoint=endpoint, request_id=request_id,
                                    on_admitted=on_admitted, capability=capability,
                                    estimate=max(1, math.ceil(len(raw) / 4)), bound=len(raw) + PER_REQUEST_TOKENS,
-                                   send=send)
+                                   send=send, detach_settle=detach_settle)
 
     async def _forward(self, principal: Principal | None, model: str, *, endpoint: str, request_id: str,
                        on_admitted: Callable[[], None] | None, capability: str | None, estimate: int, bound: int,
-                       send: Send, routed: Routed | None = None) -> Forwarded:
+                       send: Send, routed: Routed | None = None, detach_settle: bool = False) -> Forwarded:
         """``routed``: where a model that is no cloud alias goes instead (a backend and how to send to it)."""
         chain = await self.resolver.backend(model)
         backend = next((b for b in (chain.backends if chain else []) if hasattr(b, "raw")), None)
@@ -150,5 +155,18 @@ class PassthroughService:
             await settle("error", 502)
             raise
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in _KEPT_HEADERS}
-        await settle("success", upstream.status_code, _prompt_tokens(content, headers.get("content-type", "")))
+        settled = settle("success", upstream.status_code, _prompt_tokens(content, headers.get("content-type", "")))
+        if detach_settle:
+            _detached(settled)
+        else:
+            await settled
         return Forwarded(upstream.status_code, content, headers)
+
+
+_settling: set[asyncio.Task[None]] = set()  # strong references: a detached settle must not be collected
+
+
+def _detached(settling: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(settling)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from isthmus import auth
+from isthmus.background import SingleFlight
 from isthmus.errors import ApiError, store_failure
 from isthmus.observability import get_logger
 from isthmus.ports.tenancy import BudgetStore, KeyStore, PricingStore, RateLimiter, SettingsStore, UsageStore, UserStore
@@ -28,6 +29,7 @@ log = get_logger("tenancy")
 PEPPER_SETTING = "key_pepper"
 MASTER_HASH_SETTING = "master_key_sha256"
 MODE_CACHE_SEC = 10.0
+MODE_STALE_SEC = 60.0  # past MODE_CACHE_SEC the mode still answers while one background read refreshes it
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Credentials:
         self.stores = stores
         self._pepper: str | None = None
         self._mode: tuple[float, str | None] | None = None  # (read at, stored master hash or None)
+        self._mode_refresh = SingleFlight("mode")
 
     def pepper_sync(self) -> str:
         if self._pepper is None:
@@ -95,11 +98,23 @@ class Credentials:
         return self._pepper if self._pepper is not None else await call(self.pepper_sync)
 
     async def stored_master_hash(self) -> str | None:
-        now = time.monotonic()
-        if self._mode is None or now - self._mode[0] > MODE_CACHE_SEC:
-            value = await call(self.stores.settings.value, MASTER_HASH_SETTING)
-            self._mode = (now, value)
-        return self._mode[1]
+        """The stored master key's hash (None: open mode), read at most every MODE_CACHE_SEC. Once that old, the
+        read happens off the request path (stale-while-revalidate: an open gateway's requests never wait on it),
+        until MODE_STALE_SEC, past which a request reads it itself (a store that stays unreachable is a 503)."""
+        mode = self._mode
+        if mode is not None:
+            age = time.monotonic() - mode[0]
+            if age <= MODE_CACHE_SEC:
+                return mode[1]
+            if age <= MODE_STALE_SEC:
+                self._mode_refresh.start("mode", self._read_mode())
+                return mode[1]
+        return await self._read_mode()
+
+    async def _read_mode(self) -> str | None:
+        value = await call(self.stores.settings.value, MASTER_HASH_SETTING)
+        self._mode = (time.monotonic(), value)
+        return value
 
     async def keyed(self) -> bool:
         return auth.env_master_key() is not None or await self.stored_master_hash() is not None

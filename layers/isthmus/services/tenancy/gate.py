@@ -120,7 +120,7 @@ class TenancyGate:
             return MASTER
         key_hash = auth.hash_key(token, await self.creds.pepper())
         cached, stale = hot_cache.principals.lookup(key_hash)
-        if isinstance(cached, tuple):
+        if isinstance(cached, tuple) and not (keyed and cached[0].kind == "anonymous"):  # (cached while open)
             principal, expires_at = cached
             if expires_at and str(expires_at) <= m.iso(self._now()):
                 raise ApiError(401, "API key has expired")
@@ -128,8 +128,9 @@ class TenancyGate:
                 self._refreshes.start(f"key:{key_hash}", self._relookup(key_hash, keyed))
             return principal
         principal, expires_at = await self._lookup(key_hash, keyed)
-        if principal.kind == "key":
-            hot_cache.principals.put(key_hash, (principal, expires_at))
+        # open mode: an unknown key is no key, and every SDK sends one (a placeholder): that answer is cached
+        # too, or each such request would wait on a key-table read (ignored above once the gateway is keyed)
+        hot_cache.principals.put(key_hash, (principal, expires_at))
         return principal
 
     async def _relookup(self, key_hash: str, keyed: bool) -> None:
@@ -141,10 +142,7 @@ class TenancyGate:
             if exc.status in (401, 403):
                 hot_cache.principals.drop(key_hash)
             return
-        if principal.kind == "key":
-            hot_cache.principals.put(key_hash, (principal, expires_at))
-        else:
-            hot_cache.principals.drop(key_hash)
+        hot_cache.principals.put(key_hash, (principal, expires_at))
 
     async def _lookup(self, key_hash: str, keyed: bool) -> tuple[Principal, Any]:
         key = await call(self.stores.keys.find_by_hash, key_hash)
@@ -169,6 +167,15 @@ class TenancyGate:
                               rpm_limit=_int(key.get("rpm_limit")), tpm_limit=_int(key.get("tpm_limit")),
                               next_budget_reset_at=(user or {}).get("next_budget_reset_at"))
         return principal, key.get("expires_at")
+
+    async def principal_for_key(self, key_id: str) -> Principal:
+        """The principal of a stored key, checked as :meth:`authenticate` checks a presented one: work done later
+        on a key's behalf (a batch's lines) is refused once the key is revoked, expired or its user blocked."""
+        key = await call(self.stores.keys.get, key_id)
+        if key is None or not key.get("key_hash"):
+            raise ApiError(401, "The API key that created this work no longer exists")
+        principal, _ = await self._lookup(str(key["key_hash"]), True)
+        return principal
 
     # ------------------------------------------------------------------ admit
     async def admit(self, principal: Principal, *, model: str, endpoint: str, input_tokens_estimate: int = 0,

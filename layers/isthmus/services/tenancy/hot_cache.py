@@ -3,7 +3,9 @@
 Why: each lookup is a DynamoDB round trip on every request. A few seconds of staleness is the price:
 within a process, the key, user and pricing services clear these caches on every change (the local edge
 runs them all in one process, so a rotated or deactivated key is dead at once); another Lambda instance
-may honour the old state for at most the TTL. Only positive answers are cached, never "no such key".
+may honour the old state for at most the TTL. Only positive answers are cached, never "no such key" in keyed
+mode; in open mode an unknown key (an SDK's placeholder) is cached as anonymous, and that entry counts for
+nothing once the gateway is keyed.
 
 Past the TTL an entry is *stale*: the gate still answers from it while one background read refreshes it
 (so no request waits on the store for a lookup it made seconds ago), until ``STALE_FACTOR`` times the TTL,
