@@ -19,6 +19,10 @@ from pydantic import BaseModel
 
 from isthmus.openapi_shapes import (
     ARRAY,
+    BATCH,
+    BATCH_LIST,
+    BATCH_LIST_QUERY,
+    BATCH_RESULTS,
     BUDGET_VIEW,
     CHAT_COMPLETION,
     EMBEDDINGS_BODY,
@@ -98,9 +102,9 @@ class Op:
     group: str
     summary: str
     security: list[dict[str, list[str]]]
-    # the request body: "module:Model" (imported when the document is built), or a JSON schema of a body the
-    # handler forwards as it came (``form``: a multipart/form-data one)
-    body: str | dict[str, Any] | None = None
+    # the request body: "module:Model" (imported when the document is built), several (any one of them), or a
+    # JSON schema of a body the handler forwards as it came (``form``: a multipart/form-data one)
+    body: str | tuple[str, ...] | dict[str, Any] | None = None
     ok: int = 200
     answer: dict[str, Any] | None = field(default_factory=lambda: OBJECT)
     streams: bool = False  # 200 may be text/event-stream (``"stream": true``)
@@ -109,7 +113,6 @@ class Op:
     content: str = "application/json"  # of the success answer ("": none, as a 204's or a redirect's)
     form: bool = False  # the body is multipart/form-data
     also: tuple[tuple[int, str, dict[str, Any] | None], ...] = ()  # other answers: (status, what, JSON schema)
-    not_implemented: bool = False  # an honest 501 until its group lands (``x-isthmus-not-implemented``)
 
     @property
     def paths(self) -> list[str]:
@@ -119,6 +122,7 @@ class Op:
 _D = "isthmus.dialects."
 _T = "isthmus.services.tenancy."
 _C = "isthmus.services.control."
+_B = "isthmus.services.batches."
 PAGE = ("skip", "limit")
 LOAD_ACCEPTED = ((202, "Accepted: a load job (`wait: false`), its progress at .../loads/{job_id}", LOAD_JOB),)
 NOT_MODIFIED = ((304, "Not modified (`If-None-Match` holds its ETag)", None),)
@@ -189,10 +193,16 @@ OPERATIONS: list[Op] = [
     Op("DELETE", "/files/{file_id}", "files", "Delete a file", KEY, answer=FILE_DELETED),
     Op("GET", "/files/{file_id}/content", "files", "A file's bytes (its own content type)", KEY, answer=None,
        content="*/*"),
-    # batches: their group answers 501 until it lands
-    *(Op(method, path, "batches", "Batches (not implemented yet: 501)", MASTER, answer=OBJECT, not_implemented=True)
-      for method, path in (("GET", "/batches"), ("POST", "/batches"), ("GET", "/batches/{rest}"),
-                           ("POST", "/batches/{rest}"), ("DELETE", "/batches/{rest}"))),
+    # batches (OpenAI's Batch API, and Otari's inline shape with its `provider` echoed; any key, a key sees its own)
+    Op("POST", "/batches", "batches", "Create a batch: OpenAI's (an input file) or Otari's (model + requests inline)",
+       KEY, (f"{_B}intake:CreateOpenAIBatch", f"{_B}intake:CreateOtariBatch"), answer=BATCH, query=("provider",)),
+    Op("GET", "/batches", "batches", "The caller's batches, newest first", KEY, answer=BATCH_LIST,
+       query=BATCH_LIST_QUERY),
+    Op("GET", "/batches/{batch_id}", "batches", "A batch and its progress", KEY, answer=BATCH, query=("provider",)),
+    Op("POST", "/batches/{batch_id}/cancel", "batches", "Cancel a batch (what finished is kept)", KEY, answer=BATCH,
+       query=("provider",)),
+    Op("GET", "/batches/{batch_id}/results", "batches", "A finished batch's results, in input order (Otari's; 409 "
+       "until it is finished)", KEY, answer=BATCH_RESULTS, query=("provider",)),
     # admin
     Op("POST", "/admin/nodes/enroll", "admin", "Enroll a node agent", ENROLL,
        "isthmus_contracts.control:EnrollRequest", versioned=False),
@@ -288,16 +298,21 @@ def _query_param(query: str | tuple[str, dict[str, Any]]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
+def _model_ref(ref: str, schemas: dict[str, Any]) -> dict[str, Any]:
+    model = _model(ref)
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
 def _request_body(op: Op, schemas: dict[str, Any]) -> dict[str, Any]:
     if isinstance(op.body, dict):  # a body the handler forwards (or reads) as it came
         media = "multipart/form-data" if op.form else "application/json"
         return {"required": True, "content": {media: {"schema": op.body}}}
-    model = _model(op.body or "")
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(schema.pop("$defs", {}))
-    schemas[model.__name__] = schema
-    return {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    refs = [op.body] if isinstance(op.body, str) else list(op.body or ())
+    schema = _model_ref(refs[0], schemas) if len(refs) == 1 else {"anyOf": [_model_ref(r, schemas) for r in refs]}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 def _operation_id(method: str, path: str) -> str:
@@ -329,7 +344,6 @@ def _operation(op: Op, path: str, schemas: dict[str, Any]) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": _operation_id(op.method, path),
         "summary": op.summary, "tags": [op.group], "security": op.security, "responses": responses,
-        **({"x-isthmus-not-implemented": True} if op.not_implemented else {}),
     }
     params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
               for name in _path_params(path)]

@@ -69,6 +69,31 @@ FILE_LIST_QUERY: tuple[tuple[str, dict[str, Any]], ...] = (
     ("purpose", STRING), ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_FILE_LIST}),
     ("after", STRING), ("order", {"type": "string", "enum": ["asc", "desc"]}))
 
+# ---- batches (isthmus.services.batches.model.Batch.to_openai: OpenAI's batch object, Otari's model/provider) -----
+_TIMES = {f"{k}_at": {"type": ["integer", "null"]} for k in ("in_progress", "finalizing", "completed", "failed",
+                                                            "expired", "cancelling", "cancelled")}
+BATCH = shape_of(
+    "id", "object", "endpoint", "errors", "input_file_id", "completion_window", "status", "output_file_id",
+    "error_file_id", "created_at", "expires_at", *_TIMES, "request_counts", "metadata",
+    id=STRING, object={"const": "batch"}, endpoint=STRING, input_file_id=STRING, completion_window=STRING,
+    errors={"type": ["object", "null"], "required": ["object", "data"],
+            "properties": {"object": {"const": "list"}, "data": list_of(shape_of("code", "message"))}},
+    status={"type": "string", "enum": ["validating", "in_progress", "finalizing", "completed", "failed", "expired",
+                                       "cancelling", "cancelled"]},
+    output_file_id=NULLABLE_STRING, error_file_id=NULLABLE_STRING, created_at=INTEGER, expires_at=INTEGER, **_TIMES,
+    request_counts=shape_of("total", "completed", "failed", total=INTEGER, completed=INTEGER, failed=INTEGER),
+    metadata={"type": ["object", "null"], "additionalProperties": STRING}, model=STRING,
+    provider=NULLABLE_STRING)
+BATCH_LIST = shape_of("object", "data", "first_id", "last_id", "has_more", object={"const": "list"},
+                      data=list_of(BATCH), first_id=NULLABLE_STRING, last_id=NULLABLE_STRING,
+                      has_more={"type": "boolean"})
+BATCH_LIST_QUERY: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("after", STRING), ("limit", {"type": "integer", "minimum": 1, "maximum": 100}), ("provider", STRING))
+BATCH_RESULTS = shape_of("results", results=list_of(shape_of(
+    "custom_id", "result", "error", custom_id=STRING, result={},
+    error={"type": ["object", "null"], "required": ["code", "message"],
+           "properties": {"code": STRING, "message": STRING}})))
+
 # ---- admin: loads (isthmus.services.control.clusters.load, load_jobs.LoadJobService), reaping ------------------
 _COUNTS = {k: INTEGER for k in ("layers_done", "layers_total", "bytes_done", "bytes_total")}
 LOADED = shape_of("loaded", "cluster", "alias", "model", "nodes", "mode", "load_s",
@@ -116,6 +141,8 @@ LINKS: dict[tuple[str, str, int], tuple[Link, ...]] = {
                                      ("DELETE", "/pricing/{model_key}")),
     ("POST", "/responses", 200): _onto("$response.body#/id", "response_id", ("GET", "/responses/{response_id}"),
                                        ("DELETE", "/responses/{response_id}")),
+    ("POST", "/batches", 200): _onto("$response.body#/id", "batch_id", ("GET", "/batches/{batch_id}"),
+                                     ("POST", "/batches/{batch_id}/cancel"), ("GET", "/batches/{batch_id}/results")),
     ("PUT", "/admin/clusters/{cluster_id}", 200): _onto(
         _CLUSTER, "cluster_id", ("GET", "/admin/clusters/{cluster_id}"), ("GET", "/admin/clusters/{cluster_id}/status"),
         ("POST", "/admin/clusters/{cluster_id}/load"), ("GET", "/admin/clusters/{cluster_id}/loads"),
