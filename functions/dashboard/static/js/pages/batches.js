@@ -15,9 +15,9 @@ const cursors = { batches: [], files: [] };
 const when = (seconds) => (seconds ? fmtTime(seconds * 1000) : '—');
 const finishedAt = (b) => b.completed_at || b.failed_at || b.expired_at || b.cancelled_at;
 
-function needsMasterKey() {
+function needsMasterKey(why = 'this sign-in has only the admin token') {
   return h('p', { class: 'muted needs-master', text: 'Batches and files are read with the master key (ISTHMUS_MASTER_KEY), '
-    + 'which sees every caller\'s; this sign-in has only the admin token. Sign out and in again with the master key to see them.' });
+    + `which sees every caller's; ${why}. Sign out and in again with the master key to see them.` });
 }
 
 /** Saves a file's content as a download: fetch with the token -> Blob -> object URL on a transient <a download>. */
@@ -136,7 +136,8 @@ export async function render(main) {
       return;
     }
     if ([batches, files].some((r) => refused(r.error))) {
-      replace(main, h('h1', { text: 'Batches & files' }), needsMasterKey(), errorBox(batches.error || files.error));
+      replace(main, h('h1', { text: 'Batches & files' }), needsMasterKey('the gateway refused this sign-in for them'),
+        errorBox(batches.error || files.error));
       return;
     }
     replace(batchBox, h('h2', { text: 'Batches' }), batches.error ? errorBox(batches.error) : batchesPanel(batchBox, batches.list, refresh));
