@@ -254,3 +254,37 @@ def test_a_provider_without_a_batch_api_runs_the_lines_one_by_one(gateway: httpx
     assert done.request_counts is not None and done.request_counts.completed == 2
     assert len(calls_to(fake, "/openai/v1/chat/completions", "routed-up")) == 2
     assert not [r for r in calls_to(fake, "/openai/v1/files") if b"routed-up" in r["body"]["bytes"]]
+
+
+def test_an_otari_inline_batch_and_a_messages_batch_are_handed_off_too(gateway: httpx.Client,
+                                                                       fake: FakeProviders) -> None:
+    gpt, claude = alias(gateway, "gpt"), alias(gateway, "claude")
+    _, sdk = user_on(gateway, [gpt, claude])
+    key = {"Authorization": f"Bearer {sdk.api_key}"}
+    uploads = len(calls_to(fake, "/openai/v1/files"))
+    # given Otari's inline shape naming the OpenAI alias once for all its requests
+    requests = [{"custom_id": f"o-{i}", "body": {"messages": [{"role": "user", "content": f"inline {i}"}],
+                                                 "max_tokens": 8}} for i in range(2)]
+    created = gateway.post("/api/v1/batches", headers=key, json={"model": gpt, "requests": requests})
+    assert created.status_code == 200, created.text
+    inline_id = created.json()["id"]
+    # and a /v1/messages batch (Anthropic bodies) to the Anthropic alias
+    rows = [{"custom_id": "m-0", "method": "POST", "url": "/v1/messages",
+             "body": {"model": claude, "max_tokens": 8, "messages": [{"role": "user", "content": "native"}]}}]
+    upload = sdk.files.create(file=("m.jsonl", io.BytesIO(json.dumps(rows[0]).encode() + b"\n")), purpose="batch")
+    messages = sdk.batches.create(input_file_id=upload.id, endpoint="/v1/messages", completion_window="24h")
+    # then the inline batch went through one upload and its results are chat completions named by the alias
+    poll(lambda: gateway.get(f"/v1/batches/{inline_id}", headers=key).json()["status"] == "completed", timeout=60)
+    assert len(calls_to(fake, "/openai/v1/files")) == uploads + 1
+    results = gateway.get(f"/v1/batches/{inline_id}/results", headers=key).json()["results"]
+    assert [r["custom_id"] for r in results] == ["o-0", "o-1"]
+    assert all(r["error"] is None and r["result"]["model"] == gpt for r in results)
+    # and the messages batch came back as Anthropic messages, its params sent as written (upstream model)
+    done = finished(sdk, messages.id)
+    assert done.status == "completed", done.errors
+    sent = [r for r in calls_to(fake, "/anthropic/v1/messages/batches")
+            if r["body"]["requests"][0]["custom_id"] == "m-0"][-1]["body"]["requests"][0]["params"]
+    assert sent == {"model": "claude-up", "max_tokens": 8, "messages": [{"role": "user", "content": "native"}]}
+    [line] = file_lines(sdk, done.output_file_id)
+    assert line["response"]["body"]["type"] == "message" and line["response"]["body"]["model"] == claude
+    assert line["response"]["body"]["content"][0]["text"] == "echo: native"
