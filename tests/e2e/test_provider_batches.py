@@ -123,6 +123,7 @@ def test_an_openai_alias_batch_goes_through_the_providers_files_and_batches(gate
     model = alias(gateway, "gpt")
     user_id, sdk = user_on(gateway, [model])
     uploads_before = len(calls_to(fake, "/openai/v1/files"))
+    chats_before = len(calls_to(fake, "/openai/v1/chat/completions", "gpt-up"))
     # given a batch of three chat requests to an OpenAI-protocol alias, one of which the provider refuses
     batch = start(sdk, model, ["alpha", "beta", "a bad-line here"])
     # when the edge's worker runs it
@@ -138,7 +139,7 @@ def test_an_openai_alias_batch_goes_through_the_providers_files_and_batches(gate
     assert all(s["body"]["model"] == "gpt-up" and s["body"]["max_tokens"] == 16 for s in sent)
     created = [r for r in calls_to(fake, "/openai/v1/batches") if r["body"]["input_file_id"]]
     assert created[-1]["body"]["endpoint"] == "/v1/chat/completions"
-    assert calls_to(fake, "/openai/v1/chat/completions", "gpt-up") == []
+    assert len(calls_to(fake, "/openai/v1/chat/completions", "gpt-up")) == chats_before
     # and the counts, the output file (the alias as the model, custom_ids kept) and the error file map back
     assert done.request_counts is not None
     assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (3, 2, 1)
@@ -288,3 +289,24 @@ def test_an_otari_inline_batch_and_a_messages_batch_are_handed_off_too(gateway: 
     [line] = file_lines(sdk, done.output_file_id)
     assert line["response"]["body"]["type"] == "message" and line["response"]["body"]["model"] == claude
     assert line["response"]["body"]["content"][0]["text"] == "echo: native"
+
+
+def test_a_key_whose_rate_limit_refuses_a_line_runs_its_batch_line_by_line(gateway: httpx.Client,
+                                                                           fake: FakeProviders) -> None:
+    model = alias(gateway, "gpt")
+    user_id, _ = user_on(gateway, [model])
+    # given a key allowed 2 requests a minute, and a batch of 3 lines
+    key = gateway.post("/v1/keys", json={"user_id": user_id, "rpm_limit": 2}).json()["key"]
+    sdk = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=key, max_retries=0, timeout=60)
+    batches_before = len(calls_to(fake, "/openai/v1/batches"))
+    chats_before = len(calls_to(fake, "/openai/v1/chat/completions", "gpt-up"))
+    batch = start(sdk, model, ["p", "q", "r"])
+    # then the hand-off was called off before the provider saw it (holds given back), and the lines ran here, one
+    # chat call each, at the key's pace (what the limit refused is a 429 line)
+    done = finished(sdk, batch.id)
+    assert done.status == "completed" and len(calls_to(fake, "/openai/v1/batches")) == batches_before
+    counts = done.request_counts
+    assert counts is not None and counts.completed + counts.failed == 3 and counts.failed >= 1
+    assert len(calls_to(fake, "/openai/v1/chat/completions", "gpt-up")) - chats_before == counts.completed
+    assert {e["response"]["status_code"] for e in file_lines(sdk, done.error_file_id)} == {429}
+    assert poll(lambda: gateway.get(f"/v1/users/{user_id}").json()["reserved"] == 0)

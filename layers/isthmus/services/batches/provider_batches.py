@@ -3,7 +3,8 @@
 When every line names one published cloud alias whose provider offers a batch API (``ISTHMUS_BATCH_HANDOFF``:
 ``auto``, the default, hands off for the ``openai`` and ``anthropic`` provider kinds, ``off`` never, or a comma
 list of provider ids / kinds), validation does the hand-off: every line is admitted by the same gate as an
-interactive request (a line refused fails the batch, its message in ``errors``, the holds taken given back),
+interactive request (a line refused fails the batch, its message in ``errors``, the holds taken given back; a
+429 of the key's rate limit runs the batch line by line instead, at the key's pace),
 the lines go to the provider (OpenAI: the input JSONL uploaded to ``/files``, then ``/batches``; Anthropic:
 ``/messages/batches``), and the head moves to ``in_progress`` with the provider's batch id and the holds. Two
 runners validating at once both may hand off: the one whose move loses cancels its provider batch and gives
@@ -46,6 +47,10 @@ ENDPOINTS = {"openai": ("/v1/chat/completions",), "anthropic": ("/v1/chat/comple
 AUTO_KINDS = ("openai", "anthropic")  # OpenAI-protocol gateways (OpenRouter, ...) offer no batch API
 OPENAI_DONE = ("completed", "failed", "expired", "cancelled")
 RETRY_BASE_S, RETRY_MAX_S = 0.5, 8.0  # a provider's 5xx / 429 on submit, tried again this soon
+
+
+class RunLocally(Exception):
+    """The hand-off was called off before anything reached the provider: the batch runs line by line."""
 
 
 class ProviderBatches:
@@ -100,7 +105,8 @@ class ProviderBatches:
     # ---- the hand-off (validating -> in_progress, or failed) -----------------------------------------------
     async def hand_off(self, batch: Batch, lines: list[dict[str, Any]], target: ProviderTarget) -> Batch | None:
         """The head after the hand-off: in_progress with the provider's batch, or failed (a line refused by the
-        gate, the provider refusing the batch); None when another runner moved the batch first."""
+        gate, the provider refusing the batch); None when another runner moved the batch first. Raises
+        :class:`RunLocally` when the key's rate limit refused a line (its holds given back)."""
         admissions: dict[int, Admission] = {}
         inputs: list[dict[str, Any]] = []
         service = self.inference()
@@ -128,7 +134,9 @@ class ProviderBatches:
             remote_id = await self._create(batch, target, inputs)
         except ApiError as exc:
             await self._give_back(batch, admissions, exc.status)
-            where = number if exc.code != "upstream_batch_refused" else None
+            if exc.status == 429 and exc.code != "upstream_batch_refused":
+                raise RunLocally from None  # the key's rate limit: its lines go at its pace, one by one
+            where = number if number and exc.code != "upstream_batch_refused" else None
             return await self._move(batch, ("validating",), status="failed", failed_at=int(time.time()),
                                     errors=[line_error(exc.code or "invalid_request", exc.message, where)])
         moved = await self._move(batch, ("validating",), status="in_progress", in_progress_at=int(time.time()),

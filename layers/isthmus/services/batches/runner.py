@@ -28,7 +28,7 @@ from isthmus.ports.provider_batches import ProviderBatchApi
 from isthmus.services.batches.intake import parse_input
 from isthmus.services.batches.lines import LineRunner, Outcome
 from isthmus.services.batches.model import Batch, failure_line, line_error, output_line
-from isthmus.services.batches.provider_batches import ProviderBatches
+from isthmus.services.batches.provider_batches import ProviderBatches, RunLocally
 from isthmus.services.tenancy.credentials import call
 from isthmus.settings import env_number, env_positive_int
 
@@ -149,7 +149,8 @@ class BatchRunner:
                 lines = await call(self.store.lines, batch.batch_id, batch.total, results=False)
             target = await self.provider.target(batch, lines)
             if target is not None:
-                return await self.provider.hand_off(batch, lines, target)
+                with contextlib.suppress(RunLocally):
+                    return await self.provider.hand_off(batch, lines, target)
         return await self._move(batch, ("validating",), status="in_progress", in_progress_at=now, total=batch.total)
 
     # ---- in_progress / cancelling ---------------------------------------------------------------------------
