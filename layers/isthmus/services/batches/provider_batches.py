@@ -40,12 +40,13 @@ from isthmus_contracts.internal import Usage
 if TYPE_CHECKING:
     from isthmus.ports.providers import ProviderTarget
     from isthmus.services.inference.inference import InferenceService
-    from isthmus.services.tenancy.gate import Admission
+    from isthmus.services.tenancy.gate import Admission, Principal
 
 log = get_logger("batches")
 ENDPOINTS = {"openai": ("/v1/chat/completions",), "anthropic": ("/v1/chat/completions", "/v1/messages")}
 AUTO_KINDS = ("openai", "anthropic")  # OpenAI-protocol gateways (OpenRouter, ...) offer no batch API
 OPENAI_DONE = ("completed", "failed", "expired", "cancelled")
+PARALLEL = 16  # lines admitted, or recorded from the results, at once
 RETRY_BASE_S, RETRY_MAX_S = 0.5, 8.0  # a provider's 5xx / 429 on submit, tried again this soon
 
 
@@ -108,32 +109,42 @@ class ProviderBatches:
         gate, the provider refusing the batch); None when another runner moved the batch first. Raises
         :class:`RunLocally` when the key's rate limit refused a line (its holds given back)."""
         admissions: dict[int, Admission] = {}
-        inputs: list[dict[str, Any]] = []
+        inputs: dict[int, dict[str, Any]] = {}
         service = self.inference()
         number = 0
+
+        async def admit(principal: Principal | None, line: dict[str, Any]) -> None:
+            body = {**line["body"], "stream": False}
+            if batch.model is not None and not body.get("model"):
+                body["model"] = batch.model
+            internal = (anthropic_messages.to_internal(anthropic_messages.parse(body))
+                        if batch.endpoint == "/v1/messages" else openai_chat.to_internal(openai_chat.parse(body)))
+            admitted = await service.begin(principal, internal, endpoint=batch.endpoint,
+                                           request_id=f"{batch.batch_id}#{line['n']}")
+            if admitted.admission is not None:
+                admissions[line["n"]] = admitted.admission
+            if target.protocol == "openai":
+                inputs[line["n"]] = wire.openai_input_line(line["custom_id"], batch.endpoint, body,
+                                                           target.upstream_model, admitted.request.sampling.max_tokens)
+            else:
+                translated = self.api.anthropic_params(admitted.request, target.upstream_model)
+                inputs[line["n"]] = wire.anthropic_request(line["custom_id"], batch.endpoint, body, translated,
+                                                           target.upstream_model)
+
         try:
             principal = await self.owners.principal(batch)
-            for line in lines:
-                number = line["n"] + 1
-                body = {**line["body"], "stream": False}
-                if batch.model is not None and not body.get("model"):
-                    body["model"] = batch.model
-                internal = (anthropic_messages.to_internal(anthropic_messages.parse(body))
-                            if batch.endpoint == "/v1/messages" else openai_chat.to_internal(openai_chat.parse(body)))
-                admitted = await service.begin(principal, internal, endpoint=batch.endpoint,
-                                               request_id=f"{batch.batch_id}#{line['n']}")
-                if admitted.admission is not None:
-                    admissions[line["n"]] = admitted.admission
-                if target.protocol == "openai":
-                    inputs.append(wire.openai_input_line(line["custom_id"], batch.endpoint, body,
-                                                         target.upstream_model, admitted.request.sampling.max_tokens))
-                else:
-                    translated = self.api.anthropic_params(admitted.request, target.upstream_model)
-                    inputs.append(wire.anthropic_request(line["custom_id"], batch.endpoint, body, translated,
-                                                         target.upstream_model))
-            remote_id = await self._create(batch, target, inputs)
-        except ApiError as exc:
-            await self._give_back(batch, admissions, exc.status)
+            for start in range(0, len(lines), PARALLEL):
+                chunk = lines[start:start + PARALLEL]
+                outcomes = await asyncio.gather(*(admit(principal, line) for line in chunk), return_exceptions=True)
+                for line, outcome in zip(chunk, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):  # the first refused line names the batch's failure
+                        number = line["n"] + 1
+                        raise outcome
+            remote_id = await self._create(batch, target, [inputs[n] for n in sorted(inputs)])
+        except Exception as exc:
+            await self._give_back(batch, admissions, exc.status if isinstance(exc, ApiError) else 500)
+            if not isinstance(exc, ApiError):
+                raise
             if exc.status == 429 and exc.code != "upstream_batch_refused":
                 raise RunLocally from None  # the key's rate limit: its lines go at its pace, one by one
             where = number if number and exc.code != "upstream_batch_refused" else None
@@ -219,15 +230,13 @@ class ProviderBatches:
             return None
         by_id = {str(row.get("custom_id")): row for row in rows}
         cancelled = batch.status == "cancelling" or status == "cancelled" or bool(remote.get("cancel_initiated_at"))
-        busy = False
-        for line in await call(self.store.lines, batch.batch_id, batch.total, results=False):
-            if line["done"]:
-                continue
+
+        async def record(line: dict[str, Any]) -> bool:
+            """Records one line's result and settles it; False when another runner holds the line."""
             claimed = await call(self.store.claim_line, batch.batch_id, line["n"], self.worker,
                                  time.time() + self.lease_s, time.time())
             if claimed is None:
-                busy = True  # another runner records it
-                continue
+                return False
             request_id = f"{batch.batch_id}#{line['n']}"
             row = by_id.get(line["custom_id"])
             if row is None:  # never ran there (cancelled or expired first)
@@ -241,6 +250,14 @@ class ProviderBatches:
             if await call(self.store.finish_line, batch.batch_id, line["n"], self.worker, result, ok=ok):
                 code = int((result.get("response") or {}).get("status_code") or 0)
                 await self._settle(batch, line["n"], usage, status="success" if ok else "error", status_code=code)
+            return True
+
+        pending = [line for line in await call(self.store.lines, batch.batch_id, batch.total, results=False)
+                   if not line["done"]]
+        busy = False
+        for start in range(0, len(pending), PARALLEL):
+            recorded = await asyncio.gather(*(record(line) for line in pending[start:start + PARALLEL]))
+            busy = busy or not all(recorded)
         if busy:
             return None
         finishing = "cancelled" if cancelled else "expired" if status == "expired" else "completed"
