@@ -173,11 +173,14 @@ class ProviderBatches:
                 await asyncio.sleep(min(RETRY_MAX_S, RETRY_BASE_S * 2 ** attempt))
         raise AssertionError("unreachable")
 
-    async def _cancel_remote(self, target: ProviderTarget, remote_id: str) -> None:
+    async def _cancel_remote(self, target: ProviderTarget, remote_id: str) -> bool:
+        """True once the provider took the cancel, or refused it for good (a 4xx: the batch is already done)."""
         try:
             await self.api.cancel(target, remote_id)
         except ApiError as exc:
             log.warning("provider batch not cancelled", extra={"provider": target.provider_id, "status": exc.status})
+            return 400 <= exc.status < 500 and exc.status != 429
+        return True
 
     # ---- polling (in_progress / cancelling) ----------------------------------------------------------------
     async def advance(self, batch: Batch) -> Batch | None:
@@ -193,8 +196,7 @@ class ProviderBatches:
             log.warning("the provider of a handed-off batch is no longer published; polled again later",
                         extra={"batch_id": batch.batch_id, "provider": batch.upstream_provider})
             return None
-        if cancel_due:
-            await self._cancel_remote(target, remote_id)
+        if cancel_due and await self._cancel_remote(target, remote_id):  # else asked again next round
             batch = await self._move(batch, ("cancelling",), upstream_cancel_sent=True) or batch
         try:
             remote = await self.api.status(target, remote_id)
