@@ -1,13 +1,19 @@
 """The wire of a batch handed to its provider (services/batches/provider_results.py): our lines as the provider's
 input and the provider's result lines back as ours, with the usage each line is settled by; the lines' holds
-packed onto the head and read back whole."""
+packed onto the head and read back whole; ``ISTHMUS_BATCH_HANDOFF`` choosing the providers handed batches."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
 
 from isthmus.adapters.cloud.batch_api import CloudBatchApi
+from isthmus.ports.providers import ProviderTarget
 from isthmus.services.batches import provider_results as wire
+from isthmus.services.batches.provider_batches import ProviderBatches
 from isthmus.services.tenancy.gate import Admission, Principal
 
 
@@ -77,3 +83,20 @@ def test_holds_packed_on_the_head_read_back_as_the_admissions_they_were() -> Non
     for n, admission in admissions.items():
         assert wire.unpack_hold(packed, n) == admission
     assert wire.unpack_hold(packed, 7) is None and wire.pack_holds({}) is None
+
+
+@pytest.mark.parametrize(("setting", "provider_id", "kind", "handed_off"), [
+    ("auto", "gpt", "openai", True), ("auto", "claude", "anthropic", True), ("auto", "router", "openrouter", False),
+    ("off", "gpt", "openai", False), ("router,claude", "router", "openrouter", True),
+    ("openrouter", "router", "openrouter", True), ("router", "gpt", "openai", False)])
+def test_the_hand_off_setting_picks_the_providers_whose_batches_go_to_their_batch_api(
+        monkeypatch: pytest.MonkeyPatch, setting: str, provider_id: str, kind: str, handed_off: bool) -> None:
+    # given ISTHMUS_BATCH_HANDOFF and a provider of a kind (its template)
+    monkeypatch.setenv("ISTHMUS_BATCH_HANDOFF", setting)
+    catalog = SimpleNamespace(provider_kind=lambda pid: kind if pid == provider_id else None)
+    service: Any = SimpleNamespace(resolver=SimpleNamespace(catalog=catalog))
+    engine = ProviderBatches(cast(Any, None), CloudBatchApi(), lambda: service, cast(Any, None), "w")
+    target = ProviderTarget(provider_id=provider_id, protocol="openai", api_base="http://x", alias="a",
+                            upstream_model="m")
+    # then the batch is handed off or runs line by line as the setting says
+    assert engine._wanted(target) is handed_off
