@@ -18,9 +18,15 @@ log = get_logger("batch-worker")
 STOP_BEFORE_END_S = 120.0  # room for the last lines to finish and the message to be sent again
 
 
+_requeue_delay_s: dict[str, int] = {}  # a batch waiting on its provider's batch API comes again this much later
+
+
 async def run_for(batch_id: str, seconds: float) -> bool:
     """Runs the batch for at most ``seconds`` of dispatch; True when it has nothing left to run."""
-    return await wiring.new_batch_runner().run(batch_id, deadline=time.monotonic() + max(1.0, seconds))
+    runner = wiring.new_batch_runner()
+    done = await runner.run(batch_id, deadline=time.monotonic() + max(1.0, seconds))
+    _requeue_delay_s[batch_id] = runner.requeue_delay_s
+    return done
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
@@ -33,7 +39,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
                 url = queue_url()
                 if url is None:
                     raise RuntimeError("the batch outlasted the invoke and no batch queue is configured")
-                SqsBatchQueue(url).send(batch_id)
+                SqsBatchQueue(url).send(batch_id, _requeue_delay_s.pop(batch_id, 0))
         except Exception as exc:
             log.warning("batch not run to its end; the message comes again",
                         extra={"batch_id": batch_id, "error": type(exc).__name__})

@@ -354,12 +354,14 @@ async def _batch_principal(batch: Batch) -> Principal | None:
 
 def new_batch_runner() -> BatchRunner:
     """A batch runner over this process's inference service (same routing, holds and settlement as the edge)."""
+    from isthmus.adapters.cloud.batch_api import CloudBatchApi
     from isthmus.services.batches.lines import LineRunner, Owners
     from isthmus.services.batches.pools import PoolView
     from isthmus.services.batches.runner import BatchRunner, Priority
 
     lines = LineRunner(inference_service, passthrough_service, Owners(_batch_principal))
-    return BatchRunner(batch_store(), lines, _batch_files(), Priority(pools=PoolView(routing_service().snapshot)))
+    return BatchRunner(batch_store(), lines, _batch_files(), Priority(pools=PoolView(routing_service().snapshot)),
+                       provider_api=CloudBatchApi())
 
 
 async def start_batch_worker() -> BatchWorker | None:

@@ -8,7 +8,8 @@ Faults are scripted by the *upstream model name* (dash-separated tokens, so each
 ``slow2`` waits 2 s before the first byte; ``cut`` breaks the stream's connection after two deltas;
 ``stall2`` goes quiet for 2 s after two deltas; ``over5000`` reports 5000 prompt tokens more than it counted
 (a provider that bills more than was sent).
-Every request is recorded (path, headers, JSON body) for assertions; counts are per model name.
+Every request is recorded (path, headers, JSON body) for assertions; counts are per model name. The batch APIs
+(OpenAI files + batches, Anthropic Message Batches) are tests/support/fake_provider_batches.py.
 
 Answers: with tools and no tool result yet, a call of the first tool with ``{"city": "Paris"}``; after a
 tool result, ``tool said: <result>``; otherwise ``echo: <last user text>``. Keys must start with ``sk-``.
@@ -32,6 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from local_runtime.ddb import free_port
+from tests.support.fake_provider_batches import FakeBatchApis
 
 
 class Cut(Exception):
@@ -60,6 +62,8 @@ class FakeProviders:
                    for p in ("/chat/completions", "/embeddings", "/moderations", "/images/generations",
                              "/audio/speech", "/rerank")]
         routes.append(Route("/openai/v1/audio/transcriptions", self.transcriptions, methods=["POST"]))
+        self.batch_apis = FakeBatchApis(self)  # OpenAI files + batches, Anthropic Message Batches
+        routes += self.batch_apis.routes()
         config = uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=self.port, log_level="critical",
                                 lifespan="off")
         self.server = uvicorn.Server(config)

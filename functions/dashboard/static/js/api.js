@@ -33,10 +33,13 @@ function messageOf(data, status) {
   return typeof data === 'string' && data ? data.slice(0, 300) : `HTTP ${status}`;
 }
 
-export async function api(method, path, body, { allow = [], token } = {}) {
-  const headers = { Accept: 'application/json' };
+function authorization(path, token) {
   const secret = token ?? (path.startsWith('/admin') ? auth.admin : auth.master);
-  if (secret) headers.Authorization = `Bearer ${secret}`;
+  return secret ? { Authorization: `Bearer ${secret}` } : {};
+}
+
+export async function api(method, path, body, { allow = [], token } = {}) {
+  const headers = { Accept: 'application/json', ...authorization(path, token) };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const init = { method, headers, cache: 'no-store', credentials: 'omit' };
   if (body !== undefined) init.body = JSON.stringify(body);
@@ -54,6 +57,25 @@ export async function api(method, path, body, { allow = [], token } = {}) {
 }
 
 export const get = (path, opts) => api('GET', path, undefined, opts);
+
+/** A file's bytes as a Blob (for an <a download> on an object URL: the token goes in a header, never in a link),
+ * with the name the gateway's Content-Disposition gives it. */
+export async function download(path) {
+  let response;
+  try {
+    response = await fetch(path, { headers: authorization(path), cache: 'no-store', credentials: 'omit' });
+  } catch (err) {
+    throw new ApiError(0, `the gateway did not answer (${err.message})`);
+  }
+  if (!response.ok) {
+    const text = await response.text();
+    let data = text;
+    try { data = JSON.parse(text); } catch { /* not JSON: the text itself */ }
+    throw new ApiError(response.status, messageOf(data, response.status));
+  }
+  const named = /filename="([^"]*)"/.exec(response.headers.get('content-disposition') || '');
+  return { blob: await response.blob(), filename: named ? named[1] : '' };
+}
 export const enc = encodeURIComponent;
 
 export function query(params) {

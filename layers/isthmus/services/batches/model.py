@@ -70,6 +70,15 @@ class Batch(BaseModel):
     errors: list[dict[str, Any]] | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
+    # Handed to the cloud alias's provider (services/batches/provider_batches.py): "local" once decided not to
+    upstream: Literal["local", "openai", "anthropic"] | None = None
+    upstream_provider: str | None = None  # the provider id, and the alias every line named
+    upstream_alias: str | None = None
+    upstream_batch_id: str | None = None
+    upstream_status: str | None = None    # the provider's last status; "collecting" while results are recorded
+    upstream_polled_at: int | None = None
+    upstream_cancel_sent: bool | None = None
+    upstream_holds: str | None = None     # JSON: the lines' budget holds, settled when the results come back
 
     def to_openai(self) -> dict[str, Any]:
         """OpenAI's batch object (the openai SDK's ``Batch``), plus Otari's ``model``/``provider`` when set."""

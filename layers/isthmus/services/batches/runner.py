@@ -24,9 +24,11 @@ from typing import Any
 from isthmus.observability import get_logger, inflight
 from isthmus.ports.batches import BatchStore
 from isthmus.ports.files import FileAccess, FileNotFound
+from isthmus.ports.provider_batches import ProviderBatchApi
 from isthmus.services.batches.intake import parse_input
 from isthmus.services.batches.lines import LineRunner, Outcome
 from isthmus.services.batches.model import Batch, failure_line, line_error, output_line
+from isthmus.services.batches.provider_batches import ProviderBatches, RunLocally
 from isthmus.services.tenancy.credentials import call
 from isthmus.settings import env_number, env_positive_int
 
@@ -79,7 +81,8 @@ class Priority:
 
 class BatchRunner:
     def __init__(self, store: BatchStore, lines: LineRunner, files: Callable[[], FileAccess] | None,
-                 priority: Priority | None = None, worker: str | None = None) -> None:
+                 priority: Priority | None = None, worker: str | None = None,
+                 provider_api: ProviderBatchApi | None = None) -> None:
         self.store = store
         self.line_runner = lines
         self.files = files
@@ -88,6 +91,10 @@ class BatchRunner:
         self.lease_s = env_number("ISTHMUS_BATCH_LEASE_SECONDS", 120.0, floor=1.0)
         self.attempts = env_positive_int("ISTHMUS_BATCH_LINE_ATTEMPTS", 3)
         self.max_input = env_positive_int("ISTHMUS_BATCH_MAX_INPUT_BYTES", 200 * 1024 * 1024)
+        # batches for a cloud alias handed to its provider's batch API (provider_batches.py); None: always here
+        self.provider = (ProviderBatches(store, provider_api, lines.inference, lines.owners, self.worker)
+                         if provider_api is not None else None)
+        self.requeue_delay_s = 0  # after a run that returned False: when to come again (the SQS worker's delay)
 
     async def _head(self, batch_id: str) -> Batch | None:
         head = await call(self.store.get_batch, batch_id)
@@ -102,6 +109,12 @@ class BatchRunner:
         batch = await self._head(batch_id)
         if batch is not None and batch.status == "validating":
             batch = await self._validate(batch) or await self._head(batch_id)
+        if batch is not None and batch.status in ("in_progress", "cancelling") and batch.upstream_batch_id:
+            assert self.provider is not None, "a handed-off batch needs the provider batch API"
+            batch = await self.provider.advance(batch)
+            if batch is None:  # the provider is not done: polled again next round
+                self.requeue_delay_s = int(self.provider.poll_s)
+                return False
         if batch is not None and batch.status in ("in_progress", "cancelling"):
             batch = await self._dispatch(batch, deadline)
             if batch is None:
@@ -131,6 +144,13 @@ class BatchRunner:
                 return await self._move(batch, ("validating",), status="failed", failed_at=now, errors=errors)
             await call(self.store.put_lines, batch.batch_id, lines)
             batch.total = len(lines)
+        if self.provider is not None:
+            if batch.shape == "otari":
+                lines = await call(self.store.lines, batch.batch_id, batch.total, results=False)
+            target = await self.provider.target(batch, lines)
+            if target is not None:
+                with contextlib.suppress(RunLocally):
+                    return await self.provider.hand_off(batch, lines, target)
         return await self._move(batch, ("validating",), status="in_progress", in_progress_at=now, total=batch.total)
 
     # ---- in_progress / cancelling ---------------------------------------------------------------------------

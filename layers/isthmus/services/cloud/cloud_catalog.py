@@ -102,6 +102,11 @@ class ProvidersCatalog:
     def aliases(self) -> list[str]:
         return sorted(self.targets_by_alias())
 
+    def provider_kind(self, provider_id: str) -> str | None:
+        """The provider's template (openai, anthropic, openrouter), else its protocol; None when not loaded."""
+        record = self._records.get(provider_id)
+        return None if record is None else (record.template or record.protocol)
+
     def owners(self) -> dict[str, str]:
         return {alias: t.provider_id for alias, t in self.targets_by_alias().items()}
 
