@@ -55,7 +55,9 @@ Text = Annotated[str, StringConstraints(max_length=4096)]
 # A secret sent upstream in a header (an api key): header-safe, bounded.
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
-URL = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f]+$")]
+# A URL as it goes on the wire: printable ASCII (an IDNA host, a percent-encoded path), as HTTP/1.1 sends it; the
+# node-agent client writes it into the request line and Host header as it is (a character beyond latin-1 was a 500).
+URL = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[\x21-\x7e]+$")]
 StrictFlag = StrictBool  # "stream": "yes" is a mistake to report, not a true to guess
 SessionId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=_NO_CONTROL)]
 ResponseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,128}$")]

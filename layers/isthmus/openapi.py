@@ -17,6 +17,39 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from isthmus.openapi_shapes import (
+    ARRAY,
+    BATCH,
+    BATCH_LIST,
+    BATCH_LIST_QUERY,
+    BATCH_RESULTS,
+    BUDGET_VIEW,
+    CHAT_COMPLETION,
+    EMBEDDINGS_BODY,
+    FILE_DELETED,
+    FILE_LIST,
+    FILE_LIST_QUERY,
+    FILE_OBJECT,
+    FILE_UPLOAD_FORM,
+    KEY_VIEW,
+    LINKS,
+    LOAD_JOB,
+    LOAD_JOBS,
+    LOADED,
+    MESSAGE,
+    MODEL_LIST,
+    OBJECT,
+    PRICING_VIEW,
+    REAPED,
+    RERANK_BODY,
+    RESPONSE,
+    TRANSCRIPTION_FORM,
+    USAGE_ROW,
+    USER_VIEW,
+    list_of,
+    shape_of,
+)
+
 # ---- who may call: OpenAPI security requirements (an empty one: open mode / loopback) ---------------------------
 Security = list[dict[str, list[str]]]
 KEY: Security = [{"Bearer": []}, {"OtariKey": []}, {"XApiKey": []}, {}]
@@ -61,30 +94,6 @@ _ERROR_TEXT = {400: "Bad request (a field named)", 401: "No valid credential", 4
 COMMON_ERRORS = (400, 401, 403, 404, 405, 409, 413, 414, 422, 429, 431, 500, 501, 502, 503, 504)
 INFERENCE_ERRORS = (*COMMON_ERRORS, 402)
 
-OBJECT: dict[str, Any] = {"type": "object"}
-ARRAY: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
-
-
-def _obj(*required: str) -> dict[str, Any]:
-    return {"type": "object", "required": list(required)}
-
-
-KEY_VIEW = _obj("id", "created_at", "is_active", "exclude_from_budget", "metadata")
-USER_VIEW = _obj("user_id", "blocked", "spend", "reserved", "created_at", "updated_at", "metadata")
-BUDGET_VIEW = _obj("budget_id", "created_at", "updated_at")
-PRICING_VIEW = _obj("model_key", "input_price_per_million", "output_price_per_million", "effective_at",
-                    "created_at", "updated_at", "pricing_tiers")
-USAGE_ROW = _obj("id", "model", "endpoint", "status", "timestamp", "source", "counts_toward_budget")
-MODEL_LIST = {"type": "object", "required": ["object", "data"],
-              "properties": {"object": {"const": "list"}, "data": ARRAY}}
-CHAT_COMPLETION = _obj("id", "object", "created", "model", "choices")
-MESSAGE = _obj("id", "type", "role", "content", "model")
-RESPONSE = _obj("id", "object", "status", "output")
-
-
-def _list_of(item: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "array", "items": item}
-
 
 @dataclass(frozen=True)
 class Op:
@@ -93,14 +102,17 @@ class Op:
     group: str
     summary: str
     security: list[dict[str, list[str]]]
-    body: str | None = None  # "module:Model" of the request body, imported when the document is built
+    # the request body: "module:Model" (imported when the document is built), several (any one of them), or a
+    # JSON schema of a body the handler forwards as it came (``form``: a multipart/form-data one)
+    body: str | tuple[str, ...] | dict[str, Any] | None = None
     ok: int = 200
     answer: dict[str, Any] | None = field(default_factory=lambda: OBJECT)
     streams: bool = False  # 200 may be text/event-stream (``"stream": true``)
     versioned: bool = True  # served under /v1 and /api/v1
-    query: tuple[str, ...] = ()
-    content: str = "application/json"  # of the success answer
-    not_implemented: bool = False  # an honest 501 until its group lands (``x-isthmus-not-implemented``)
+    query: tuple[str | tuple[str, dict[str, Any]], ...] = ()  # a name (paging or a string) or (name, schema)
+    content: str = "application/json"  # of the success answer ("": none, as a 204's or a redirect's)
+    form: bool = False  # the body is multipart/form-data
+    also: tuple[tuple[int, str, dict[str, Any] | None], ...] = ()  # other answers: (status, what, JSON schema)
 
     @property
     def paths(self) -> list[str]:
@@ -110,7 +122,10 @@ class Op:
 _D = "isthmus.dialects."
 _T = "isthmus.services.tenancy."
 _C = "isthmus.services.control."
+_B = "isthmus.services.batches."
 PAGE = ("skip", "limit")
+LOAD_ACCEPTED = ((202, "Accepted: a load job (`wait: false`), its progress at .../loads/{job_id}", LOAD_JOB),)
+NOT_MODIFIED = ((304, "Not modified (`If-None-Match` holds its ETag)", None),)
 OPERATIONS: list[Op] = [
     # inference (dialect errors)
     Op("POST", "/chat/completions", "inference", "Chat completion (OpenAI)", KEY,
@@ -118,86 +133,112 @@ OPERATIONS: list[Op] = [
     Op("POST", "/messages", "inference", "Message (Anthropic)", KEY, f"{_D}anthropic_models:MessagesRequest",
        answer=MESSAGE, streams=True),
     Op("POST", "/messages/count_tokens", "inference", "Count a message's input tokens (Anthropic)", KEY,
-       f"{_D}anthropic_models:CountTokensRequest", answer=_obj("input_tokens")),
+       f"{_D}anthropic_models:CountTokensRequest", answer=shape_of("input_tokens")),
     Op("POST", "/responses", "inference", "Create a response (OpenAI Responses)", KEY,
        f"{_D}openai_responses_models:ResponsesRequest", answer=RESPONSE, streams=True),
     Op("GET", "/responses/{response_id}", "inference", "A stored response", KEY, answer=RESPONSE),
     Op("DELETE", "/responses/{response_id}", "inference", "Delete a stored response", KEY,
-       answer=_obj("id", "deleted")),
+       answer=shape_of("id", "deleted")),
     *(Op("POST", path, "inference", f"{what} (forwarded to an OpenAI-protocol cloud alias)", KEY, answer=None,
-         content="*/*", body="")
-      for path, what in (("/embeddings", "Embeddings"), ("/moderations", "Moderations"),
-                         ("/images/generations", "Image generation"), ("/audio/speech", "Speech"))),
+         content="*/*", body=OBJECT)
+      for path, what in (("/moderations", "Moderations"), ("/images/generations", "Image generation"),
+                         ("/audio/speech", "Speech"))),
+    Op("POST", "/embeddings", "inference", "Embeddings: forwarded to an OpenAI-protocol cloud alias, else routed like "
+       "a chat to a node pool, single-Mac upstream or default agent serving an embedding model", KEY,
+       EMBEDDINGS_BODY, answer=None, content="*/*"),
+    Op("POST", "/rerank", "inference", "Rerank (an alias published with the `rerank` capability)", KEY, RERANK_BODY,
+       answer=None, content="*/*"),
+    Op("POST", "/audio/transcriptions", "inference", "Transcription, multipart (an alias published with the "
+       "`transcription` capability; the form forwarded byte for byte, its model part rewritten)", KEY,
+       TRANSCRIPTION_FORM, form=True, answer=None, content="*/*"),
     Op("GET", "/models", "models", "Servable models (with x_odyssai)", KEY, answer=MODEL_LIST,
        query=("include_unloaded",)),
-    Op("GET", "/models/{model_id}", "models", "One model (the id may contain '/')", KEY, answer=_obj("id")),
+    Op("GET", "/models/{model_id}", "models", "One model (the id may contain '/')", KEY, answer=shape_of("id")),
     # management (master key)
     Op("POST", "/keys", "keys", "Create a virtual key (its secret is shown once)", MASTER, f"{_T}keys:CreateKey",
-       answer=_obj("id", "key", "created_at", "is_active")),
-    Op("GET", "/keys", "keys", "List keys", MASTER, answer=_list_of(KEY_VIEW), query=PAGE),
+       answer=shape_of("id", "key", "created_at", "is_active")),
+    Op("GET", "/keys", "keys", "List keys", MASTER, answer=list_of(KEY_VIEW), query=PAGE),
     Op("GET", "/keys/{key_id}", "keys", "One key", MASTER, answer=KEY_VIEW),
     Op("PATCH", "/keys/{key_id}", "keys", "Update a key", MASTER, f"{_T}keys:UpdateKey", answer=KEY_VIEW),
     Op("DELETE", "/keys/{key_id}", "keys", "Delete a key", MASTER, ok=204, answer=None),
-    Op("POST", "/keys/{key_id}/rotate", "keys", "Rotate a key", MASTER, answer=_obj("id", "key")),
+    Op("POST", "/keys/{key_id}/rotate", "keys", "Rotate a key", MASTER, answer=shape_of("id", "key")),
     Op("POST", "/users", "users", "Create a user", MASTER, f"{_T}users:CreateUser", answer=USER_VIEW),
-    Op("GET", "/users", "users", "List users", MASTER, answer=_list_of(USER_VIEW), query=PAGE),
+    Op("GET", "/users", "users", "List users", MASTER, answer=list_of(USER_VIEW), query=PAGE),
     Op("GET", "/users/{user_id}", "users", "One user", MASTER, answer=USER_VIEW),
     Op("PATCH", "/users/{user_id}", "users", "Update a user", MASTER, f"{_T}users:UpdateUser", answer=USER_VIEW),
     Op("DELETE", "/users/{user_id}", "users", "Delete a user", MASTER, ok=204, answer=None),
-    Op("GET", "/users/{user_id}/usage", "users", "A user's usage rows", MASTER, answer=_list_of(USAGE_ROW),
+    Op("GET", "/users/{user_id}/usage", "users", "A user's usage rows", MASTER, answer=list_of(USAGE_ROW),
        query=(*PAGE, "start_date", "end_date")),
     Op("POST", "/budgets", "budgets", "Create a budget", MASTER, f"{_T}budgets:CreateBudget", answer=BUDGET_VIEW),
-    Op("GET", "/budgets", "budgets", "List budgets", MASTER, answer=_list_of(BUDGET_VIEW), query=PAGE),
+    Op("GET", "/budgets", "budgets", "List budgets", MASTER, answer=list_of(BUDGET_VIEW), query=PAGE),
     Op("GET", "/budgets/{budget_id}", "budgets", "One budget", MASTER, answer=BUDGET_VIEW),
     Op("PATCH", "/budgets/{budget_id}", "budgets", "Update a budget", MASTER, f"{_T}budgets:UpdateBudget",
        answer=BUDGET_VIEW),
     Op("DELETE", "/budgets/{budget_id}", "budgets", "Delete a budget", MASTER, ok=204, answer=None),
     Op("GET", "/budgets/{budget_id}/reset-logs", "budgets", "A budget's resets", MASTER, answer=ARRAY, query=PAGE),
     Op("POST", "/pricing", "pricing", "Set a model's price", MASTER, f"{_T}pricing:SetPricing", answer=PRICING_VIEW),
-    Op("GET", "/pricing", "pricing", "List prices", KEY, answer=_list_of(PRICING_VIEW), query=PAGE),
+    Op("GET", "/pricing", "pricing", "List prices", KEY, answer=list_of(PRICING_VIEW), query=PAGE),
     Op("GET", "/pricing/{model_key}", "pricing", "A model's price (the key percent-encoded)", KEY,
        answer=PRICING_VIEW),
     Op("DELETE", "/pricing/{model_key}", "pricing", "Delete a model's price", MASTER, ok=204, answer=None),
-    Op("GET", "/usage", "usage", "Usage rows, newest first", MASTER, answer=_list_of(USAGE_ROW),
+    Op("GET", "/usage", "usage", "Usage rows, newest first", MASTER, answer=list_of(USAGE_ROW),
        query=(*PAGE, "user_id", "api_key_id", "model", "start_date", "end_date")),
     Op("GET", "/usage/summary", "usage", "Usage by day and by model", MASTER, answer=OBJECT,
        query=("user_id", "start_date", "end_date")),
-    # files and batches: their groups answer 501 until they land
-    *(Op(method, path, group, f"{group.title()} (not implemented yet: 501)", MASTER, answer=OBJECT,
-         not_implemented=True)
-      for group in ("files", "batches")
-      for method, path in (("GET", f"/{group}"), ("POST", f"/{group}"), ("GET", f"/{group}/{{rest}}"),
-                           ("POST", f"/{group}/{{rest}}"), ("DELETE", f"/{group}/{{rest}}"))),
+    # files (OpenAI's Files API: any key; a key sees its user's files, the master key and open mode every file)
+    Op("POST", "/files", "files", "Upload a file (multipart: file, purpose, expires_after)", KEY, FILE_UPLOAD_FORM,
+       form=True, answer=FILE_OBJECT),
+    Op("GET", "/files", "files", "The caller's files, newest first", KEY, answer=FILE_LIST, query=FILE_LIST_QUERY),
+    Op("GET", "/files/{file_id}", "files", "A file object", KEY, answer=FILE_OBJECT),
+    Op("DELETE", "/files/{file_id}", "files", "Delete a file", KEY, answer=FILE_DELETED),
+    Op("GET", "/files/{file_id}/content", "files", "A file's bytes (its own content type)", KEY, answer=None,
+       content="*/*"),
+    # batches (OpenAI's Batch API, and Otari's inline shape with its `provider` echoed; any key, a key sees its own)
+    Op("POST", "/batches", "batches", "Create a batch: OpenAI's (an input file) or Otari's (model + requests inline)",
+       KEY, (f"{_B}intake:CreateOpenAIBatch", f"{_B}intake:CreateOtariBatch"), answer=BATCH, query=("provider",)),
+    Op("GET", "/batches", "batches", "The caller's batches, newest first", KEY, answer=BATCH_LIST,
+       query=BATCH_LIST_QUERY),
+    Op("GET", "/batches/{batch_id}", "batches", "A batch and its progress", KEY, answer=BATCH, query=("provider",)),
+    Op("POST", "/batches/{batch_id}/cancel", "batches", "Cancel a batch (what finished is kept)", KEY, answer=BATCH,
+       query=("provider",)),
+    Op("GET", "/batches/{batch_id}/results", "batches", "A finished batch's results, in input order (Otari's; 409 "
+       "until it is finished)", KEY, answer=BATCH_RESULTS, query=("provider",)),
     # admin
     Op("POST", "/admin/nodes/enroll", "admin", "Enroll a node agent", ENROLL,
        "isthmus_contracts.control:EnrollRequest", versioned=False),
     Op("POST", "/admin/nodes/{node_id}/heartbeat", "admin", "A node's heartbeat", ENROLL,
        "isthmus_contracts.control:HeartbeatRequest", versioned=False),
-    Op("GET", "/admin/nodes", "admin", "Nodes", ADMIN, answer=_obj("nodes"), versioned=False),
+    Op("GET", "/admin/nodes", "admin", "Nodes", ADMIN, answer=shape_of("nodes"), versioned=False),
     Op("DELETE", "/admin/nodes/{node_id}", "admin", "Forget a node", ADMIN, ok=204, answer=None, versioned=False),
-    Op("GET", "/admin/clusters", "admin", "Clusters", ADMIN, answer=_obj("clusters"), versioned=False),
+    Op("GET", "/admin/clusters", "admin", "Clusters", ADMIN, answer=shape_of("clusters"), versioned=False),
     Op("PUT", "/admin/clusters/{cluster_id}", "admin", "Create or configure a cluster", ADMIN,
        f"{_C}clusters:ClusterConfig", versioned=False),
     Op("GET", "/admin/clusters/{cluster_id}", "admin", "A cluster and its pools", ADMIN, versioned=False),
     Op("DELETE", "/admin/clusters/{cluster_id}", "admin", "Delete a cluster", ADMIN, ok=204, answer=None,
        versioned=False),
     Op("GET", "/admin/clusters/{cluster_id}/status", "admin", "A cluster's status", ADMIN, versioned=False),
-    Op("POST", "/admin/clusters/{cluster_id}/load", "admin", "Load a model on a cluster's nodes", ADMIN,
-       f"{_C}clusters:LoadBody", versioned=False),
+    Op("POST", "/admin/clusters/{cluster_id}/load", "admin", "Load a model on a cluster's nodes (sharded: over "
+       "them as one MLX distributed group); `wait: false`: 202 with a load job at once", ADMIN,
+       f"{_C}clusters:LoadBody", answer=LOADED, also=LOAD_ACCEPTED, versioned=False),
+    Op("GET", "/admin/clusters/{cluster_id}/loads", "admin", "A cluster's load jobs, newest first", ADMIN,
+       answer=LOAD_JOBS, versioned=False),
+    Op("GET", "/admin/clusters/{cluster_id}/loads/{job_id}", "admin", "A load job and its progress", ADMIN,
+       answer=LOAD_JOB, versioned=False),
     Op("POST", "/admin/clusters/{cluster_id}/unload", "admin", "Unload a pool (body optional)", ADMIN,
        f"{_C}clusters:UnloadBody", versioned=False),
     Op("POST", "/admin/{cluster_id}/load", "admin", "Load (short form)", ADMIN, f"{_C}clusters:LoadBody",
-       versioned=False),
+       answer=LOADED, also=LOAD_ACCEPTED, versioned=False),
     Op("POST", "/admin/{cluster_id}/unload", "admin", "Unload (short form)", ADMIN, f"{_C}clusters:UnloadBody",
        versioned=False),
-    Op("POST", "/admin/pools/reap", "admin", "Unload idle pools now", ADMIN, answer=_obj("reaped"), versioned=False),
+    Op("POST", "/admin/pools/reap", "admin", "Unload idle pools now, reload sharded pools that lost a rank", ADMIN,
+       answer=REAPED, versioned=False),
     Op("GET", "/admin/settings", "admin", "Global settings", ADMIN, versioned=False),
     Op("PUT", "/admin/settings", "admin", "Change global settings", ADMIN, "isthmus.control.models:SettingsUpdate",
        versioned=False),
     Op("GET", "/admin/coeos", "admin", "The CoeOS router's configuration", ADMIN, versioned=False),
     Op("PUT", "/admin/coeos", "admin", "Configure the CoeOS router", ADMIN, "isthmus.routing.coeos:CoeosConfig",
        versioned=False),
-    Op("GET", "/admin/coeos/decisions", "admin", "Recent CoeOS decisions", ADMIN, answer=_obj("decisions"),
+    Op("GET", "/admin/coeos/decisions", "admin", "Recent CoeOS decisions", ADMIN, answer=shape_of("decisions"),
        versioned=False),
     Op("GET", "/admin/providers", "admin", "Cloud providers (keys never shown)", ADMIN, answer=ARRAY,
        versioned=False),
@@ -210,9 +251,15 @@ OPERATIONS: list[Op] = [
        versioned=False),
     Op("POST", "/admin/sync/rsync", "admin", "Copy a model to nodes (rsync job)", ADMIN,
        f"{_C}sync_jobs:RsyncBody", versioned=False),
-    Op("GET", "/admin/sync/jobs", "admin", "Sync jobs", ADMIN, answer=_obj("jobs"), versioned=False),
+    Op("GET", "/admin/sync/jobs", "admin", "Sync jobs", ADMIN, answer=shape_of("jobs"), versioned=False),
     Op("GET", "/admin/sync/jobs/{job_id}", "admin", "One sync job", ADMIN, versioned=False),
     Op("POST", "/admin/sync/jobs/{job_id}/cancel", "admin", "Cancel a sync job", ADMIN, versioned=False),
+    # the dashboard's static files (public: every page calls the APIs above with the operator's token)
+    Op("GET", "/dashboard", "dashboard", "To /dashboard/", NONE, ok=308, content="", versioned=False),
+    Op("GET", "/dashboard/", "dashboard", "The dashboard (strict CSP)", NONE, answer=None, content="text/html",
+       also=NOT_MODIFIED, versioned=False),
+    Op("GET", "/dashboard/{path}", "dashboard", "The dashboard's modules and stylesheet", NONE, answer=None,
+       content="*/*", also=NOT_MODIFIED, versioned=False),
     # health and the docs themselves
     Op("GET", "/health", "health", "Liveness and busy/idle", NONE, versioned=False),
     Op("GET", "/health/liveness", "health", "The process answers", NONE, versioned=False),
@@ -241,45 +288,70 @@ def _model(ref: str) -> type[BaseModel]:
     return model
 
 
+_SUCCESS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 308: "Permanent redirect"}
+
+
+def _query_param(query: str | tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    name, schema = query if isinstance(query, tuple) else (
+        query, {"type": "integer", "minimum": 0} if query == "skip" else
+        {"type": "integer", "minimum": 1, "maximum": 1000} if query == "limit" else {"type": "string"})
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _model_ref(ref: str, schemas: dict[str, Any]) -> dict[str, Any]:
+    model = _model(ref)
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _request_body(op: Op, schemas: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(op.body, dict):  # a body the handler forwards (or reads) as it came
+        media = "multipart/form-data" if op.form else "application/json"
+        return {"required": True, "content": {media: {"schema": op.body}}}
+    refs = [op.body] if isinstance(op.body, str) else list(op.body or ())
+    schema = _model_ref(refs[0], schemas) if len(refs) == 1 else {"anyOf": [_model_ref(r, schemas) for r in refs]}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = path.strip("/").replace("{", "").replace("}", "") + ("/index" if path.endswith("/") else "")
+    return f"{method.lower()}_{words.replace('/', '_')}".replace("-", "_").replace(".", "_")
+
+
 def _operation(op: Op, path: str, schemas: dict[str, Any]) -> dict[str, Any]:
     dialect = dialect_of(path)
     statuses = INFERENCE_ERRORS if op.group == "inference" else COMMON_ERRORS
     responses: dict[str, Any] = {str(s): {"$ref": f"#/components/responses/{dialect}{s}"} for s in statuses}
-    success: dict[str, Any] = {"description": "OK" if op.ok == 200 else "No content"}
-    if op.not_implemented:
-        operation_extra: dict[str, Any] = {"x-isthmus-not-implemented": True}
-    else:
-        operation_extra = {}
-    if op.ok != 204:
+    success: dict[str, Any] = {"description": _SUCCESS_TEXT.get(op.ok, "OK")}
+    if op.content and op.ok != 204:
         media: dict[str, Any] = {op.content: {"schema": op.answer} if op.answer is not None else {}}
         if op.streams:
             media["text/event-stream"] = {"schema": {"type": "string"}}
             success["description"] = "OK: a JSON answer, or server-sent events with `\"stream\": true`"
         success["content"] = media
     responses[str(op.ok)] = success
+    for status, what, schema in op.also:
+        responses[str(status)] = {"description": what, **(
+            {"content": {"application/json": {"schema": schema}}} if schema is not None else {})}
+    prefix = path[:len(path) - len(op.path)]  # "/v1", "/api/v1" or ""
+    for status in (op.ok, *(also[0] for also in op.also)):
+        for method, target, parameters in LINKS.get((op.method, op.path, status), ()):
+            target_id = _operation_id(method, prefix + target)
+            responses[str(status)].setdefault("links", {})[target_id] = {"operationId": target_id,
+                                                                         "parameters": parameters}
     operation: dict[str, Any] = {
-        "operationId": f"{op.method.lower()}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}"
-                       .replace("-", "_").replace(".", "_"),
+        "operationId": _operation_id(op.method, path),
         "summary": op.summary, "tags": [op.group], "security": op.security, "responses": responses,
-        **operation_extra,
     }
     params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
               for name in _path_params(path)]
-    params += [{"name": name, "in": "query", "required": False,
-                "schema": {"type": "integer", "minimum": 0} if name == "skip" else
-                {"type": "integer", "minimum": 1, "maximum": 1000} if name == "limit" else {"type": "string"}}
-               for name in op.query]
+    params += [_query_param(query) for query in op.query]
     if params:
         operation["parameters"] = params
-    if op.body == "":  # forwarded as-is
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": OBJECT}}}
-    elif op.body:
-        model = _model(op.body)
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-        operation["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    if op.body is not None:
+        operation["requestBody"] = _request_body(op, schemas)
     return operation
 
 

@@ -57,6 +57,23 @@ def test_the_document_is_valid_openapi_3_1_with_the_auth_schemes_and_error_shape
     assert "messages" in doc["components"]["schemas"]["ChatCompletionRequest"]["properties"]
 
 
+def prefix(path: str) -> str:
+    return next((p for p in ("/api/v1/", "/v1/") if path.startswith(p)), "")
+
+
+def test_every_link_leads_to_an_operation_under_the_same_prefix_and_fills_its_path_parameters() -> None:
+    doc = openapi.document()
+    by_id = {op["operationId"]: (path, op) for path, item in doc["paths"].items() for op in item.values()}
+    links = [(path, link) for path, item in doc["paths"].items() for op in item.values()
+             for answer in op["responses"].values() for link in answer.get("links", {}).values()]
+    assert len(links) >= 40
+    for path, link in links:
+        target_path, target = by_id[link["operationId"]]
+        assert prefix(target_path) == prefix(path), (path, target_path)
+        wanted = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+        assert set(link["parameters"]) == wanted, (path, link)
+
+
 def test_every_template_route_has_an_operation_and_every_operation_a_template_route() -> None:
     doc = openapi.document()
     ops = operations(doc)
@@ -139,13 +156,22 @@ def test_docs_renders_every_group_in_a_browser_without_leaving_the_edge(edge: st
             tab = browser.new_page()
             tab.on("request", lambda req: requested.append(req.url))
             tab.on("pageerror", lambda exc: errors.append(str(exc)))
-            # when /docs is opened, then Swagger UI shows the document's title and every group of operations
+            # when /docs is opened and read to its end, then Swagger UI shows the document's title, every group and
+            # every operation (from 150 rows on it renders only those in view: each is seen while scrolling)
             tab.goto(f"{edge}/docs")
             tab.wait_for_selector(".opblock-tag", timeout=30_000)
             assert "Isthmus" in tab.inner_text(".info .title")
-            tags = {t.strip().split("\n")[0] for t in tab.locator(".opblock-tag").all_inner_texts()}
-            assert {"inference", "keys", "admin", "health", "docs"} <= tags, tags
-            assert tab.locator(".opblock").count() >= 100
+            tags: set[str] = set()
+            shown: set[str] = set()
+            for _ in range(400):  # a bound: the page is a few hundred screens at most
+                tags |= {t.strip().split("\n")[0] for t in tab.locator(".opblock-tag").all_inner_texts()}
+                shown |= {i for i in tab.locator(".opblock").evaluate_all("els => els.map(e => e.id)") if i}
+                if tab.evaluate("window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 2"):
+                    break
+                tab.mouse.wheel(0, 400)
+                tab.wait_for_timeout(50)
+            assert {g["name"] for g in openapi.document()["tags"]} <= tags, tags
+            assert len(shown) == len(operations(openapi.document())), len(shown)
         finally:
             browser.close()
     assert not errors, errors

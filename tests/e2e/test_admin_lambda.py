@@ -35,9 +35,13 @@ def test_enroll_heartbeat_status_and_removal_over_lambda(edge: str) -> None:
     status = httpx.get(f"{edge}/admin/clusters/lam/status", headers=auth).json()
     node = status["nodes"][0]
     assert (node["node_id"], node["up"], node["load"]["active"], node["chip"]) == ("lam-1", True, 1, "M3")
-    # a node with nothing loaded: a load of pipeline over it alone is a plain load, the agent is unreachable
-    r = httpx.post(f"{edge}/admin/lam/load", json={"model": "m", "mode": "pipeline", "force": True}, headers=auth)
-    assert r.status_code == 502 and "unreachable" in r.json()["detail"]
+    # a node with nothing loaded: a load of pipeline over it alone is a plain load, the agent is unreachable: the
+    # cluster's state is in the way (a 409 to retry, not a 5xx), blocking or as a job, and the cluster is not held
+    for wait in (True, False, True):
+        r = httpx.post(f"{edge}/admin/lam/load", json={"model": "m", "mode": "pipeline", "force": True, "wait": wait},
+                       headers=auth)
+        assert r.status_code == 409 and r.headers["retry-after"] == "2", r.text
+        assert "could be reached" in r.json()["detail"] and "unreachable" in r.json()["detail"]
     assert httpx.delete(f"{edge}/admin/nodes/lam-1", headers=auth).status_code == 204
     assert httpx.delete(f"{edge}/admin/clusters/lam", headers=auth).status_code == 204
     assert httpx.get(f"{edge}/v1/models").status_code == 200  # /v1 is not gated by the admin token

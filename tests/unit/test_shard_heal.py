@@ -15,6 +15,7 @@ from moto import mock_aws
 from isthmus.adapters import dynamodb
 from isthmus.adapters.control_tables import DynamoControlStore
 from isthmus.control.models import Cluster, Node, Pool, utcnow
+from isthmus.errors import AgentUnreachable
 from isthmus.services.control.clusters import ClusterService
 from isthmus_contracts.control import ModelOnDisk
 from local_runtime.tables import create_tables
@@ -81,3 +82,31 @@ def test_a_pool_whose_model_fits_no_remaining_rank_is_unloaded_with_the_reason(s
     assert status["pools"]["big"]["degraded"] == pool.note and status["pools"]["big"]["ready"] is False
     # and healing again changes nothing (the pool has no ranks left to lose)
     assert asyncio.run(service.heal_sharded()) == []
+
+
+class UnreachableAgents(Agents):
+    async def load(self, base_url: str, model: str) -> dict[str, Any]:
+        self.calls.append(("load", base_url))
+        raise AgentUnreachable(base_url, "ConnectError")
+
+
+def test_a_pool_whose_remaining_rank_cannot_be_reached_is_unloaded_with_the_reason(store: DynamoControlStore) -> None:
+    # given a pipeline pool of a small model over a and b, b gone silent, and a's agent not answering a load
+    now = utcnow()
+    model = [ModelOnDisk(name="small", size_bytes=2**20)]
+    store.put_cluster_config(Cluster(cluster_id="lab", kind="mlx"))
+    for node_id, seen in (("a", now), ("b", now - timedelta(hours=1))):
+        store.put_node(Node(node_id=node_id, cluster_id="lab", base_url=f"http://{node_id}:1", ram_bytes=2**33,
+                            models=model, last_seen=seen))
+    store.set_pools("lab", {"small": Pool(alias="small", model="small", nodes=["a"], ranks=["a", "b"],
+                                          mode="pipeline", loaded_at=now)}, release=False)
+    agents = UnreachableAgents()
+    # when the control plane heals its pools
+    healed = asyncio.run(ClusterService(store, agents).heal_sharded())
+    # then the reload on a was tried and failed (a 409 to an admin, who may retry), so the pool is unloaded and the
+    # heal says why, rather than skipping it as if another load held the cluster
+    assert ("load", "http://a:1") in agents.calls and ("unload", "http://a:1") in agents.calls
+    assert [h["alias"] for h in healed] == ["small"]
+    assert "not reloaded: No node of cluster 'lab' could be reached" in healed[0]["note"]
+    pool = store.get_cluster("lab").pools.get("small")  # type: ignore[union-attr]
+    assert pool is None or (pool.nodes, pool.ranks) == ([], [])

@@ -73,3 +73,15 @@ def test_malformed_forms_are_refused() -> None:
     with pytest.raises(ApiError) as big:
         asyncio.run(_read(body, content_type))
     assert big.value.status == 413
+
+
+def test_field_and_file_names_beyond_latin_1_come_through_whole() -> None:
+    # given a form whose field name and file name hold characters beyond latin-1 (schemathesis sent one: a 500)
+    body = (b'--b\r\nContent-Disposition: form-data; name="\xf1\xa3\x9d\xab\xe2\x82\xac"\r\n\r\nx\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="r\xc3\xa9sum\xc3\xa9 \xe2\x82\xac.txt"\r\n'
+            b'\r\nhello\r\n--b--\r\n')
+    # when it is read, then each name is the UTF-8 text it was sent as, and the file is found whole
+    form, found, chunks = asyncio.run(_read(body, "multipart/form-data; boundary=b"))
+    assert found and b"".join(chunks) == b"hello"
+    assert form.filename == "résumé €.txt"
+    assert form.fields == {"\U0006376b€": "x"}

@@ -97,7 +97,7 @@ async def _connect(key: tuple[str, str, int], timeout: float) -> _Conn:
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=ssl_ctx, limit=1 << 20), timeout)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, UnicodeError) as exc:  # UnicodeError: a host IDNA cannot encode ("http://.x")
         raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
     return _Conn(key, reader, writer)
 
@@ -184,13 +184,16 @@ class _Exchange:
 
 async def _exchange(method: str, url: str, body: bytes | None, headers: dict[str, str] | None,
                     connect_timeout: float, timeout: float) -> _Exchange:
-    key, host, path = _target(url)
-    head = [f"{method} {path} HTTP/1.1", f"host: {host}", "accept: */*"]
-    for k, v in (headers or {}).items():
-        head.append(f"{k}: {v}")
-    if body is not None:
-        head += ["content-type: application/json", f"content-length: {len(body)}"]
-    raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    try:  # a URL that cannot go on the wire as it is (a bad port, a character beyond latin-1) reaches no agent
+        key, host, path = _target(url)
+        head = [f"{method} {path} HTTP/1.1", f"host: {host}", "accept: */*"]
+        for k, v in (headers or {}).items():
+            head.append(f"{k}: {v}")
+        if body is not None:
+            head += ["content-type: application/json", f"content-length: {len(body)}"]
+        raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    except ValueError as exc:  # UnicodeEncodeError included
+        raise ConnectFailed(f"unusable URL ({type(exc).__name__})") from None
     for attempt in (1, 2):
         conn = await _checkout(key, connect_timeout)
         try:

@@ -23,7 +23,7 @@ from isthmus.control.models import (
     UpstreamProtocol,
     utcnow,
 )
-from isthmus.errors import ApiError
+from isthmus.errors import AgentUnreachable, ApiError
 from isthmus.fields import URL, Alias, ModelList, ModelName, Secret, Text
 from isthmus.ports.control import AgentPort, ControlStore
 from isthmus.services.control import pool_usage, sharded
@@ -34,6 +34,16 @@ MODES = ("solo", "pipeline", "tensor")
 RESERVED_ALIASES = frozenset({"coeos"})
 _NEW_CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 _CLUSTER_ID_RULE = "cluster id: letters, digits, '.', '_' or '-', starting with a letter or digit (at most 64)"
+
+
+def nodes_unreachable(cluster_id: str, reasons: dict[str, str]) -> ApiError:
+    """A load none of whose nodes could be reached (no connection, no answer): they still count as up until their
+    heartbeats lapse, so the cluster's state stands in the way, not the server (as for no node up, a 409 with when
+    to look again; found by schemathesis, which enrolls nodes at addresses nobody listens on). Agents that answered
+    with an error stay a 502 (``load_failed``)."""
+    named = "; ".join(f"{node}: {why}" for node, why in reasons.items())
+    return ApiError(409, f"No node of cluster '{cluster_id}' could be reached for the load ({named}).",
+                    code="nodes_unreachable", headers={"Retry-After": "2"})
 
 
 class ClusterConfig(NullsAsAbsent):
@@ -306,13 +316,18 @@ class ClusterService:
             started = time.monotonic()
             await self.leave_groups(plan)
             if plan.group:
-                group_info = await sharded.load_group(self.agents, nodes, body.model, plan.mode,
-                                                      plan.backend or "ring", plan.ibv_devices)
+                try:
+                    group_info = await sharded.load_group(self.agents, nodes, body.model, plan.mode,
+                                                          plan.backend or "ring", plan.ibv_devices)
+                except AgentUnreachable as exc:  # a rank gone before the group formed
+                    raise nodes_unreachable(cluster_id, {exc.base_url: exc.message}) from None
             results = [] if plan.group else await asyncio.gather(
                 *(self.agents.load(n.base_url, body.model) for n in nodes), return_exceptions=True)
             failed = {n.node_id: getattr(r, "message", type(r).__name__)
                       for n, r in zip(nodes, results, strict=not plan.group) if isinstance(r, BaseException)}
             if len(failed) == len(nodes):
+                if all(isinstance(r, AgentUnreachable) for r in results):
+                    raise nodes_unreachable(cluster_id, failed)
                 reasons = "; ".join(f"{nid}: {why}" for nid, why in failed.items())
                 raise ApiError(502, f"load of '{body.model}' failed on {reasons}", code="load_failed")
             load_s = round(time.monotonic() - started, 3)
@@ -393,7 +408,9 @@ class ClusterService:
                     note = f"reloaded on {', '.join(remaining)} ({mode}) after: {reason}"
                     await self._set_note(cluster.cluster_id, alias, note, unload=False)
                 except ApiError as exc:
-                    if exc.status == 409:  # another load holds the cluster: try again next time
+                    # another load holds the cluster: try again next time (ranks that cannot be reached are a
+                    # failed reload, as before their answer became a 409)
+                    if exc.status == 409 and exc.code != "nodes_unreachable":
                         continue
                     errors = await sharded.unload_group(self.agents, [n for n in snap.nodes if n.node_id in remaining])
                     note = f"unloaded after: {reason}; not reloaded: {exc.message}"

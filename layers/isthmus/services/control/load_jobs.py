@@ -21,9 +21,9 @@ from starlette.concurrency import run_in_threadpool
 
 from isthmus import settings
 from isthmus.control.models import Node, utcnow
-from isthmus.errors import ApiError
+from isthmus.errors import AgentUnreachable, ApiError
 from isthmus.ports.control import AgentPort, ControlStore
-from isthmus.services.control.clusters import LOAD_LEASE, ClusterService, LoadBody, LoadPlan
+from isthmus.services.control.clusters import LOAD_LEASE, ClusterService, LoadBody, LoadPlan, nodes_unreachable
 
 _PREFIX = "load_job#"
 _TERMINAL = ("done", "failed")
@@ -54,9 +54,12 @@ class LoadJobService:
             await self.clusters.release_load(cluster_id)
             raise
         nodes = [{"node_id": n.node_id, "base_url": n.base_url, "state": "loading" if err is None else "failed",
-                  "error": err, **dict.fromkeys(_COUNTS, 0)} for n, err in zip(plan.nodes, answers, strict=True)]
+                  "error": err.message if err else None, **dict.fromkeys(_COUNTS, 0)}
+                 for n, err in zip(plan.nodes, answers, strict=True)]
         if all(n["state"] == "failed" for n in nodes):
             await self.clusters.release_load(cluster_id)
+            if all(isinstance(err, AgentUnreachable) for err in answers):
+                raise nodes_unreachable(cluster_id, {str(n["node_id"]): str(n["error"]) for n in nodes})
             reasons = "; ".join(f"{n['node_id']}: {n['error']}" for n in nodes)
             raise ApiError(502, f"load of '{body.model}' failed on {reasons}", code="load_failed")
         record = {"id": f"load-{uuid.uuid4().hex[:12]}", "cluster": cluster_id, "alias": plan.alias,
@@ -73,16 +76,16 @@ class LoadJobService:
             task.add_done_callback(_watchers.discard)
         return record
 
-    async def _start_on(self, node: Node, model: str) -> str | None:
-        """None when the agent took the load, else why not."""
+    async def _start_on(self, node: Node, model: str) -> ApiError | None:
+        """None when the agent took the load, else why not (an AgentUnreachable when it could not be reached)."""
         try:
             status, data = await self.agents.request("POST", node.base_url, "/agent/v1/load",
                                                      {"model": model, "wait": False})
         except ApiError as exc:
-            return exc.message
+            return exc
         if status >= 400:
             detail = data.get("detail") or data.get("error") if isinstance(data, dict) else data
-            return f"agent answered {status}: {detail}"
+            return ApiError(502, f"agent answered {status}: {detail}", code="load_failed")
         return None
 
     async def _watch(self, job_id: str) -> None:

@@ -134,7 +134,9 @@ class UploadForm:
 
     @staticmethod
     def _describe(part: _Part) -> None:
-        _, options = parse_options_header(part.headers.get("content-disposition", ""))
+        # As bytes: python-multipart reads them as latin-1 and gives each option's bytes back, so a UTF-8 field
+        # or file name comes through whole (a str with a character beyond latin-1 made it raise: a 500)
+        _, options = parse_options_header(part.headers.get("content-disposition", "").encode("utf-8"))
         part.name = options.get(b"name", b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
         part.filename = filename.decode("utf-8", "replace") if filename is not None else None
