@@ -12,14 +12,17 @@ that is not installed makes its format unsupported (None from ``reader_for``), n
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import posixpath
-import zipfile
 from collections.abc import Callable
-from html.parser import HTMLParser
-from xml.etree import ElementTree
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    import zipfile
+
+# The readers import what they use when first called: the inference function builds this adapter at init, and
+# zipfile, ElementTree, html.parser and importlib.util would add ~10 ms to every cold start that never sees a file.
 Reader = Callable[[bytes], str]
 
 
@@ -71,6 +74,8 @@ _PACKAGE_RELS_NS = "{http://schemas.openxmlformats.org/package/2006/relationship
 
 def _slide_paths(archive: zipfile.ZipFile) -> list[str]:
     """The slides in the order the deck shows them (presentation.xml's list), not the order of their part names."""
+    from xml.etree import ElementTree
+
     presentation = ElementTree.fromstring(archive.read("ppt/presentation.xml"))
     relations = ElementTree.fromstring(archive.read("ppt/_rels/presentation.xml.rels"))
     targets = {rel.get("Id"): rel.get("Target", "") for rel in relations.iter(f"{_PACKAGE_RELS_NS}Relationship")}
@@ -84,6 +89,9 @@ def _slide_paths(archive: zipfile.ZipFile) -> list[str]:
 
 
 def _pptx(data: bytes) -> str:
+    import zipfile
+    from xml.etree import ElementTree
+
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         sections = []
         for number, path in enumerate(_slide_paths(archive), start=1):
@@ -96,41 +104,47 @@ def _pptx(data: bytes) -> str:
         return "\n\n".join(sections)
 
 
-class _HtmlText(HTMLParser):
-    """The visible text of a page: script, style and the head's metadata left out, block elements on lines."""
+@cache
+def _html_parser_class() -> type[Any]:
+    from html.parser import HTMLParser
 
-    _HIDDEN = {"script", "style", "noscript", "template", "head"}
-    _BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table",
-               "ul", "ol", "pre", "blockquote", "title", "header", "footer"}
+    class _HtmlText(HTMLParser):
+        """The visible text of a page: script, style and the head's metadata left out, block elements on lines."""
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hidden_depth = 0
+        _HIDDEN = {"script", "style", "noscript", "template", "head"}
+        _BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table",
+                   "ul", "ol", "pre", "blockquote", "title", "header", "footer"}
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._HIDDEN:
-            self.hidden_depth += 1
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self.hidden_depth = 0
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._HIDDEN:
-            self.hidden_depth = max(0, self.hidden_depth - 1)
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag in self._HIDDEN:
+                self.hidden_depth += 1
+            elif tag in self._BLOCKS:
+                self.parts.append("\n")
 
-    def handle_data(self, data: str) -> None:
-        if not self.hidden_depth:
-            self.parts.append(data)
+        def handle_endtag(self, tag: str) -> None:
+            if tag in self._HIDDEN:
+                self.hidden_depth = max(0, self.hidden_depth - 1)
+            elif tag in self._BLOCKS:
+                self.parts.append("\n")
 
-    def text(self) -> str:
-        lines = (" ".join(line.split()) for line in "".join(self.parts).splitlines())
-        return "\n".join(line for line in lines if line)
+        def handle_data(self, data: str) -> None:
+            if not self.hidden_depth:
+                self.parts.append(data)
+
+        def text(self) -> str:
+            lines = (" ".join(line.split()) for line in "".join(self.parts).splitlines())
+            return "\n".join(line for line in lines if line)
+
+    return _HtmlText
 
 
 def _html(data: bytes) -> str:
-    parser = _HtmlText()
+    parser = _html_parser_class()()
     parser.feed(data.decode("utf-8", errors="replace"))
     parser.close()
     return parser.text()
@@ -147,12 +161,18 @@ _READERS: dict[str, tuple[str, Reader]] = {
 }
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def reader_for(extension: str) -> Reader | None:
     """The reader of files with this extension, or None when there is none or its library is not installed."""
     entry = _READERS.get(extension)
     if entry is None:
         return None
     module, reader = entry
-    if module and importlib.util.find_spec(module) is None:
+    if module and not _installed(module):
         return None
     return reader
