@@ -6,45 +6,25 @@ template renders into the prompt). Never used outside tests."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from tests.support.agents import free_port
+from tests.support.loopback_server import LoopbackServer
 
 _HOP = {"host", "content-length", "transfer-encoding", "connection"}
 
 
-class RecordingRelay:
+class RecordingRelay(LoopbackServer):
     def __init__(self, agent_base: str) -> None:
         self.agent_base = agent_base
         self.generated: list[dict[str, Any]] = []
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        app = Starlette(routes=[Route("/{path:path}", self.relay, methods=["GET", "POST", "PUT", "DELETE"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> RecordingRelay:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
+        super().__init__([Route("/{path:path}", self.relay, methods=["GET", "POST", "PUT", "DELETE"])])
 
     async def relay(self, request: Request) -> StreamingResponse:
         body = await request.body()

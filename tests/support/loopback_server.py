@@ -1,0 +1,39 @@
+"""A Starlette app served by uvicorn on a free 127.0.0.1 port in a daemon thread: the base of the tests' fake
+upstreams and relays (each subclass builds its routes from its own bound handlers). Never used outside tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from local_runtime.ddb import free_port
+
+
+class LoopbackServer:
+    def __init__(self, routes: Sequence[BaseRoute], *, force_exit_on_stop: bool = False) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(Starlette(routes=list(routes)), host="127.0.0.1", port=self.port,
+                                log_level="critical", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        # True: stop() drops open connections (a test may leave a stream hanging) instead of waiting on them
+        self.force_exit_on_stop = force_exit_on_stop
+
+    def start(self) -> Self:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.server.force_exit = self.force_exit_on_stop
+        self.thread.join(5)
