@@ -17,6 +17,7 @@ from local_runtime.ddb import DynamoLocal, free_port, use_local_endpoint
 from local_runtime.process import stop, wait_http
 from local_runtime.s3local import S3Local
 from tests.support.agents import AgentProcess
+from tests.support.fake_providers import FakeProviders
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,6 +74,14 @@ def s3_endpoint(s3_local: S3Local, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     blob_s3.reset_clients()
     yield s3_local
     blob_s3.reset_clients()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProviders]:
+    """The fake OpenAI / Anthropic providers on loopback (tests/support/fake_providers.py), one per module."""
+    server = FakeProviders().start()
+    yield server
+    server.stop()
 
 
 def start_edge(mode: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:

@@ -24,12 +24,20 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.support.fake_provider_batches import FakeBatchApis
 from tests.support.loopback_server import LoopbackServer
+
+
+def put_providers(edge: str, providers: dict[str, dict[str, Any]]) -> None:
+    """Each provider (id -> its admin body, pointing at a fake's bases) put through the edge's admin API."""
+    for provider_id, body in providers.items():
+        resp = httpx.put(f"{edge}/admin/providers/{provider_id}", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
 
 
 class Cut(Exception):
