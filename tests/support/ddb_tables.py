@@ -1,5 +1,6 @@
 """The template's tables for tests: under a prefix of a run's own on a DynamoDB-compatible endpoint (the env a
-process's clients read set for the span of a fixture and restored after). Never used outside tests."""
+process's clients read set for the span of a fixture and restored after), or in moto for fast unit tests. Never
+used outside tests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import pytest
 
 from isthmus.adapters import dynamodb
 from local_runtime.ddb import use_local_endpoint
@@ -31,3 +34,22 @@ def tables_under_prefix(endpoint: str, prefix: str) -> Iterator[Any]:
                 os.environ[key] = value
         dynamodb.reset_clients()
 
+
+@contextmanager
+def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every template table in moto's in-memory DynamoDB, for fast unit tests (DynamoDB Local for anything about
+    concurrency or persistence): no endpoint, fake credentials, the process's clients reset on both sides."""
+    import boto3
+    from moto import mock_aws
+
+    from local_runtime.tables import create_tables
+
+    monkeypatch.delenv("ISTHMUS_DYNAMODB_ENDPOINT", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "t")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "t")
+    with mock_aws():
+        dynamodb.reset_clients()
+        create_tables(boto3.client("dynamodb", region_name="us-east-1"))
+        yield
+    dynamodb.reset_clients()
