@@ -1,15 +1,19 @@
 """A Starlette app served by uvicorn on a free 127.0.0.1 port in a daemon thread: the base of the tests' fake
-upstreams and relays (each subclass builds its routes from its own bound handlers). Never used outside tests."""
+upstreams and relays (each subclass builds its routes from its own bound handlers), and the streamed forwarding
+the relays share. Never used outside tests."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from typing import Self
+from collections.abc import Callable, Sequence
+from typing import Any, Self
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.responses import StreamingResponse
 from starlette.routing import BaseRoute
 
 from local_runtime.ddb import free_port
@@ -37,3 +41,19 @@ class LoopbackServer:
         self.server.should_exit = True
         self.server.force_exit = self.force_exit_on_stop
         self.thread.join(5)
+
+
+async def streamed_from(method: str, url: str, *, timeout: float,
+                        answer_headers: Callable[[httpx.Response], dict[str, str]],
+                        **request: Any) -> StreamingResponse:
+    """The answer ``url`` gives to the request, streamed back as its bytes come (status kept, headers as
+    ``answer_headers`` picks them from the upstream's); the client is closed once the answer has been sent."""
+    client = httpx.AsyncClient(timeout=timeout)
+    upstream = await client.send(client.build_request(method, url, **request), stream=True)
+
+    async def close() -> None:
+        await upstream.aclose()
+        await client.aclose()
+
+    return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
+                             headers=answer_headers(upstream), background=BackgroundTask(close))

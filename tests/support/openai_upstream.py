@@ -8,20 +8,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from local_runtime.agent.launcher import agent_env
 from local_runtime.ddb import free_port
 from local_runtime.process import stop, wait_http
-from tests.support.loopback_server import LoopbackServer
+from tests.support.loopback_server import LoopbackServer, streamed_from
 
 
 class MlxLmServer:
@@ -65,19 +62,7 @@ class KeyProxy(LoopbackServer):
         if auth != f"Bearer {self.key}":
             return JSONResponse({"error": {"message": "invalid api key", "type": "invalid_request_error",
                                            "code": "invalid_api_key"}}, status_code=401)
-        client = httpx.AsyncClient(timeout=120)
-        upstream = await client.send(client.build_request(request.method, self.upstream + request.url.path,
-                                                          content=raw or None,
-                                                          headers={"content-type": "application/json"}),
-                                     stream=True)
-
-        async def body() -> AsyncIterator[bytes]:
-            async for chunk in upstream.aiter_raw():
-                yield chunk
-
-        async def close() -> None:
-            await upstream.aclose()
-            await client.aclose()
-
-        return StreamingResponse(body(), status_code=upstream.status_code, background=BackgroundTask(close),
-                                 media_type=upstream.headers.get("content-type", "application/json"))
+        return await streamed_from(
+            request.method, self.upstream + request.url.path, timeout=120, content=raw or None,
+            headers={"content-type": "application/json"},
+            answer_headers=lambda up: {"content-type": up.headers.get("content-type", "application/json")})
