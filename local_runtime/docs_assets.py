@@ -3,11 +3,9 @@ Local is (local_runtime/ddb.py); a built Lambda function carries its own copy (f
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-from local_runtime.ddb import tools_dir
+from local_runtime.npm_tools import ensure_npm_package, tools_dir
 
 SWAGGER_UI_PACKAGE = "swagger-ui-dist@5.35.0"  # keep in step with functions/docs/routes.py and functions/Makefile
 
@@ -16,17 +14,12 @@ def swagger_ui_dir() -> Path:
     return tools_dir() / "swagger-ui" / "node_modules" / "swagger-ui-dist"
 
 
-def ensure_swagger_ui() -> Path:
+def find_swagger_ui() -> Path | None:
     folder = swagger_ui_dir()
-    if (folder / "swagger-ui-bundle.js").is_file():
-        return folder
-    npm = shutil.which("npm")
-    if not npm:
-        raise RuntimeError("npm is needed to install the docs page's assets (Debian: apt-get install -y npm).")
-    prefix = tools_dir() / "swagger-ui"
-    prefix.mkdir(parents=True, exist_ok=True)
-    subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), SWAGGER_UI_PACKAGE],
-                   check=True, stdout=subprocess.DEVNULL)
-    if not (folder / "swagger-ui-bundle.js").is_file():
-        raise RuntimeError(f"{SWAGGER_UI_PACKAGE} installed but swagger-ui-bundle.js is not under {folder}")
-    return folder
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+def ensure_swagger_ui() -> Path:
+    """The swagger-ui-dist folder, installing the npm package on first use."""
+    return ensure_npm_package(SWAGGER_UI_PACKAGE, tools_dir() / "swagger-ui", find_swagger_ui,
+                              "swagger-ui-bundle.js", "the docs page's assets")

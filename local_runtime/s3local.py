@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from local_runtime.ddb import tools_dir
+from local_runtime.npm_tools import ensure_npm_package, tools_dir
 from local_runtime.process import stop
 
 S3RVER_PACKAGE = "s3rver@3.7.1"
@@ -26,20 +26,7 @@ def find_s3rver(root: Path | None = None) -> Path | None:
 
 def ensure_s3rver() -> Path:
     """The s3rver script, installing the npm package on first use."""
-    script = find_s3rver()
-    if script:
-        return script
-    npm = shutil.which("npm")
-    if not npm:
-        raise RuntimeError("npm is needed to install s3rver (Debian: apt-get install -y npm).")
-    target = tools_dir()
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(target), S3RVER_PACKAGE],
-                   check=True, stdout=subprocess.DEVNULL)
-    script = find_s3rver()
-    if not script:
-        raise RuntimeError(f"{S3RVER_PACKAGE} installed but bin/s3rver.js was not found under {target}")
-    return script
+    return ensure_npm_package(S3RVER_PACKAGE, tools_dir(), find_s3rver, "bin/s3rver.js", "s3rver")
 
 
 class S3Local:

@@ -13,10 +13,11 @@ import pytest
 
 from local_runtime.agent.models.registry import fetch
 from local_runtime.agent.models.tiny import build_tiny_model
-from local_runtime.ddb import DynamoLocal, free_port, use_local_endpoint
+from local_runtime.ddb import DynamoLocal, free_port
 from local_runtime.process import stop, wait_http
 from local_runtime.s3local import S3Local
 from tests.support.agents import AgentProcess
+from tests.support.fake_providers import FakeProviders
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,20 +35,12 @@ def ddb_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoLocal]
 @pytest.fixture(scope="session")
 def ddb_tables(ddb_local: DynamoLocal) -> Iterator[str]:
     """Every template table created under a prefix of this session's own; yields the endpoint."""
-    from isthmus.adapters import dynamodb
     from local_runtime.tables import create_tables
+    from tests.support.ddb_tables import tables_under_prefix
 
-    saved = {k: os.environ.get(k) for k in ("ISTHMUS_DYNAMODB_ENDPOINT", "ISTHMUS_TABLE_PREFIX")}
-    os.environ["ISTHMUS_TABLE_PREFIX"] = f"t{uuid.uuid4().hex[:6]}-"
-    use_local_endpoint(ddb_local.endpoint)
-    create_tables(dynamodb.client())
-    yield ddb_local.endpoint
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    dynamodb.reset_clients()
+    with tables_under_prefix(ddb_local.endpoint, f"t{uuid.uuid4().hex[:6]}-") as ddb:
+        create_tables(ddb)
+        yield ddb_local.endpoint
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +66,14 @@ def s3_endpoint(s3_local: S3Local, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     blob_s3.reset_clients()
     yield s3_local
     blob_s3.reset_clients()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProviders]:
+    """The fake OpenAI / Anthropic providers on loopback (tests/support/fake_providers.py), one per module."""
+    server = FakeProviders().start()
+    yield server
+    server.stop()
 
 
 def start_edge(mode: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:

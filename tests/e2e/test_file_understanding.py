@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
 import openai
 import pytest
 
@@ -27,7 +26,7 @@ from local_runtime.process import stop
 from tests.conftest import start_edge
 from tests.support.agents import AgentProcess
 from tests.support.documents import docx, scanned_pdf, text_pdf
-from tests.support.fake_providers import FakeProviders
+from tests.support.fake_providers import FakeProviders, put_providers
 from tests.support.recording_relay import RecordingRelay
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,13 +38,6 @@ DOCX = docx(["The meeting moved to Thursday at noon."])
 @pytest.fixture(scope="module")
 def relay(smol_agent: AgentProcess) -> Iterator[RecordingRelay]:
     server = RecordingRelay(smol_agent.base).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProviders]:
-    server = FakeProviders().start()
     yield server
     server.stop()
 
@@ -78,9 +70,7 @@ def gateway(request: pytest.FixtureRequest, ddb_tables: str, relay: RecordingRel
                 {"alias": f"{tag}:claude-docs", "upstream_model": f"claude-docs-{tag}",
                  "capabilities": ["chat", "documents"]}]},
         }
-        for provider_id, body in providers.items():
-            resp = httpx.put(f"{base}/admin/providers/{provider_id}", json=body, timeout=30)
-            assert resp.status_code == 200, resp.text
+        put_providers(base, providers)
         yield base, tag
     finally:
         stop(proc)

@@ -33,13 +33,6 @@ ALIASES = {"gpt": "gpt-up", "gpt-hold": "gpt-up-hold", "gpt-refused": "gpt-up-no
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProviders]:
-    server = FakeProviders().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(ddb_tables: str, fake: FakeProviders, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     tmp: Path = tmp_path_factory.mktemp("provider-batches")
     proc, base = start_edge("asgi", env={

@@ -5,7 +5,6 @@ failed job and frees the cluster; the blocking load keeps working."""
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from local_runtime.process import stop
 from tests.conftest import start_edge
-from tests.support.agents import AgentProcess
+from tests.support.agents import AgentProcess, enrolled_agents
 from tests.support.waiting import poll
 
 pytestmark = [pytest.mark.integration]
@@ -25,22 +24,11 @@ CLUSTER = "jobs"
 @pytest.fixture(scope="module")
 def lan(ddb_tables: str, agent_logs: Path) -> Iterator[tuple[str, AgentProcess]]:
     proc, edge = start_edge("asgi")
-    saved = {k: os.environ.get(k) for k in ("ISTHMUS_CONTROL_URL", "ISTHMUS_CLUSTER_ID", "ISTHMUS_NODE_ID")}
-    os.environ.update({"ISTHMUS_CONTROL_URL": edge, "ISTHMUS_CLUSTER_ID": CLUSTER, "ISTHMUS_NODE_ID": "job-node"})
-    agent = AgentProcess("", log_dir=agent_logs)  # starts empty: the tests load through the admin API
     try:
-        def up() -> bool:
-            r = httpx.get(f"{edge}/admin/clusters/{CLUSTER}/status", timeout=10)
-            return r.status_code == 200 and r.json()["nodes_up"] == ["job-node"]
-        poll(up, timeout=60)
-        yield edge, agent
+        # the agent starts empty: the tests load through the admin API
+        with enrolled_agents(edge, CLUSTER, ["job-node"], log_dir=agent_logs) as agents:
+            yield edge, agents["job-node"]
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        agent.stop()
         stop(proc)
 
 

@@ -48,13 +48,6 @@ TOOLS = [{"type": "function", "function": {
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProviders]:
-    server = FakeProviders().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def edge(ddb_tables: str, smol_agent: AgentProcess, fake: FakeProviders,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     key_file: Path = tmp_path_factory.mktemp("bound-keys") / "provider.key"

@@ -18,7 +18,7 @@ import pytest
 from local_runtime.agent.models.tiny import build_tiny_model
 from local_runtime.process import stop
 from tests.conftest import start_edge
-from tests.support.agents import AgentProcess
+from tests.support.agents import AgentProcess, enrolled_agent, enrolled_agents
 from tests.support.waiting import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -58,26 +58,10 @@ def group(ddb_tables: str, tmp_path_factory: pytest.TempPathFactory, agent_logs:
     # 8 layers: the embedding (kept by rank 0 only) is small beside them, so "about half" is measurable
     model = build_tiny_model(tmp_path_factory.mktemp("shard-models") / "tiny8", "qwen2", layers=8)
     proc, edge = start_edge("asgi", env={"ISTHMUS_NODE_STALE_SECONDS": "4"})
-    agents: dict[str, AgentProcess] = {}
-    saved = {k: os.environ.get(k) for k in ("ISTHMUS_CONTROL_URL", "ISTHMUS_CLUSTER_ID", "ISTHMUS_NODE_ID")}
     try:
-        os.environ.update({"ISTHMUS_CONTROL_URL": edge, "ISTHMUS_CLUSTER_ID": CLUSTER})
-        for node in ("a", "b"):
-            os.environ["ISTHMUS_NODE_ID"] = node  # read by the agent's enrollment at start
-            agents[node] = AgentProcess("", "--no-loop-guard", log_dir=agent_logs)
-        g = Group(edge, agents, model)
-        poll(lambda: {n["node_id"] for n in g.admin(f"/clusters/{CLUSTER}/status").json()["nodes"]
-                      if n["up"]} == {"a", "b"}, timeout=60)
-        yield g
+        with enrolled_agents(edge, CLUSTER, ("a", "b"), "--no-loop-guard", log_dir=agent_logs) as agents:
+            yield Group(edge, agents, model)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        for agent in agents.values():
-            if agent.proc.poll() is None:
-                agent.stop()
         stop(proc)
 
 
@@ -177,18 +161,6 @@ def test_bad_group_requests_are_refused_before_anything_changes(group: Group) ->
     assert group.admin("/clusters").json() == before
 
 
-def start_node(node: str, log_dir: Path) -> AgentProcess:
-    saved = os.environ.get("ISTHMUS_NODE_ID")
-    os.environ["ISTHMUS_NODE_ID"] = node  # read by the agent's enrollment at start
-    try:
-        return AgentProcess("", "--no-loop-guard", log_dir=log_dir)
-    finally:
-        if saved is None:
-            os.environ.pop("ISTHMUS_NODE_ID", None)
-        else:
-            os.environ["ISTHMUS_NODE_ID"] = saved
-
-
 def stream_and_kill(group: Group, path: str, body: dict[str, Any], victim: str) -> list[dict[str, Any]]:
     """The data frames of a stream during which ``victim`` is killed (after the first few tokens)."""
     frames: list[dict[str, Any]] = []
@@ -213,7 +185,7 @@ def test_killing_a_rank_mid_stream_errors_in_band_in_both_dialects_and_marks_the
         # given a pipeline pool (a = rank 0, b = rank 1) with b running
         if group.agents["b"].proc.poll() is not None:
             group.agents["b"].stop()
-            group.agents["b"] = start_node("b", agent_logs)
+            group.agents["b"] = enrolled_agent(group.edge, CLUSTER, "b", "--no-loop-guard", log_dir=agent_logs)
             poll(lambda: any(n["node_id"] == "b" and n["up"]
                              for n in group.admin(f"/clusters/{CLUSTER}/status").json()["nodes"]), timeout=60)
         # (the control plane may be healing the pool from the last round meanwhile: 409 until it is done)

@@ -23,7 +23,7 @@ from isthmus.adapters.control_tables import DynamoSessionStore
 from isthmus.control.models import utcnow
 from local_runtime.process import stop
 from tests.conftest import start_edge
-from tests.support.agents import AgentProcess
+from tests.support.agents import AgentProcess, enrolled_agents, nodes_up
 from tests.support.waiting import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,8 +38,7 @@ class Lan:
         self.agents = agents
 
     def up(self) -> set[str]:
-        r = httpx.get(f"{self.edge}/admin/clusters/{CLUSTER}/status", timeout=10)
-        return {n["node_id"] for n in r.json()["nodes"] if n["up"]} if r.status_code == 200 else set()
+        return nodes_up(self.edge, CLUSTER)
 
     def chat(self, model: str, messages: list[dict[str, str]], session: str | None = None,
              max_tokens: int = 6) -> dict[str, Any]:
@@ -55,25 +54,11 @@ class Lan:
 def lan(ddb_tables: str, smollm2_model: Path, agent_logs: Path) -> Iterator[Lan]:
     # Stale after 12 s: two missed 5 s heartbeats (a node busy generating on 2 cores may send one late).
     proc, edge = start_edge("asgi", env={"ISTHMUS_NODE_STALE_SECONDS": "12"})
-    agents: dict[str, AgentProcess] = {}
-    saved = {k: os.environ.get(k) for k in ("ISTHMUS_CONTROL_URL", "ISTHMUS_CLUSTER_ID", "ISTHMUS_NODE_ID")}
     try:
-        os.environ.update({"ISTHMUS_CONTROL_URL": edge, "ISTHMUS_CLUSTER_ID": CLUSTER})
-        for node in ("node-a", "node-b"):
-            os.environ["ISTHMUS_NODE_ID"] = node  # read by the agent's enrollment at start
-            agents[node] = AgentProcess("", "--max-batch", "2", log_dir=agent_logs)
-        lan = Lan(edge, agents)
-        poll(lambda: lan.up() == {"node-a", "node-b"}, timeout=120)
-        yield lan
+        with enrolled_agents(edge, CLUSTER, ("node-a", "node-b"), "--max-batch", "2", log_dir=agent_logs,
+                             timeout=120) as agents:
+            yield Lan(edge, agents)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        for agent in agents.values():
-            if agent.proc.poll() is None:
-                agent.stop()
         stop(proc)
 
 

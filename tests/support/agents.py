@@ -6,12 +6,15 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from local_runtime.agent.launcher import agent_command, agent_env
+from tests.support.waiting import poll
 
 
 def free_port() -> int:
@@ -23,11 +26,11 @@ def free_port() -> int:
 class AgentProcess:
     """One `isthmus agent` subprocess and an httpx client for it."""
 
-    def __init__(self, model: str, *extra: str, log_dir: Path) -> None:
+    def __init__(self, model: str, *extra: str, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = (log_dir / f"agent-{self.port}.log").open("w")
-        self.proc = subprocess.Popen(agent_command(model, port=self.port, extra=extra), env=agent_env(),
+        self.proc = subprocess.Popen(agent_command(model, port=self.port, extra=extra), env=agent_env() | (env or {}),
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=self.base, timeout=120)
         self._wait_ready()
@@ -75,6 +78,35 @@ class AgentProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def enrolled_agent(edge: str, cluster: str, node: str, *extra: str, log_dir: Path) -> AgentProcess:
+    """A real agent started empty that enrolls with ``edge``'s control plane as ``node`` of ``cluster`` (the
+    agent reads both from its environment at start)."""
+    env = {"ISTHMUS_CONTROL_URL": edge, "ISTHMUS_CLUSTER_ID": cluster, "ISTHMUS_NODE_ID": node}
+    return AgentProcess("", *extra, log_dir=log_dir, env=env)
+
+
+def nodes_up(edge: str, cluster: str) -> set[str]:
+    """The node ids the edge's control plane sees up in ``cluster`` (none while the cluster is unknown)."""
+    r = httpx.get(f"{edge}/admin/clusters/{cluster}/status", timeout=10)
+    return {n["node_id"] for n in r.json()["nodes"] if n["up"]} if r.status_code == 200 else set()
+
+
+@contextmanager
+def enrolled_agents(edge: str, cluster: str, nodes: Sequence[str], *extra: str, log_dir: Path,
+                    timeout: float = 60) -> Iterator[dict[str, AgentProcess]]:
+    """``enrolled_agent`` for each of ``nodes``, yielded (by node id) once the control plane sees them all up;
+    every agent in the dict at the end (a test may replace one it killed) is stopped."""
+    agents: dict[str, AgentProcess] = {}
+    try:
+        for node in nodes:
+            agents[node] = enrolled_agent(edge, cluster, node, *extra, log_dir=log_dir)
+        poll(lambda: nodes_up(edge, cluster) == set(nodes), timeout=timeout)
+        yield agents
+    finally:
+        for agent in agents.values():
+            agent.stop()
 
 
 def user(text: str) -> dict[str, Any]:

@@ -35,13 +35,13 @@ def edge(mode: str, env: dict[str, str]) -> Iterator[httpx.Client]:
         stop(proc)
 
 
-def priced_user(admin: httpx.Client, model: str) -> tuple[str, str]:
-    """``model`` at 1 USD per million input and 2 per million output tokens; a user with a 10 USD budget and a
-    key: (user_id, key)."""
+def priced_user(admin: httpx.Client, model: str, name: str = "batcher") -> tuple[str, str]:
+    """``model`` at 1 USD per million input and 2 per million output tokens; a user (``name`` and a random tail)
+    with a 10 USD budget and a key: (user_id, key)."""
     admin.post("/v1/pricing", json={"model_key": model, "input_price_per_million": 1,
                                     "output_price_per_million": 2}).raise_for_status()
     budget = admin.post("/v1/budgets", json={"max_budget": 10, "budget_duration_sec": 86400}).json()
-    user_id = f"batcher-{uuid.uuid4().hex[:6]}"
+    user_id = f"{name}-{uuid.uuid4().hex[:6]}"
     admin.post("/v1/users", json={"user_id": user_id, "budget_id": budget["budget_id"]}).raise_for_status()
     return user_id, admin.post("/v1/keys", json={"user_id": user_id}).json()["key"]
 

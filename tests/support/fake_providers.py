@@ -20,20 +20,24 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
+import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from local_runtime.ddb import free_port
 from tests.support.fake_provider_batches import FakeBatchApis
+from tests.support.loopback_server import LoopbackServer
+
+
+def put_providers(edge: str, providers: dict[str, dict[str, Any]]) -> None:
+    """Each provider (id -> its admin body, pointing at a fake's bases) put through the edge's admin API."""
+    for provider_id, body in providers.items():
+        resp = httpx.put(f"{edge}/admin/providers/{provider_id}", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
 
 
 class Cut(Exception):
@@ -49,14 +53,10 @@ def _over(model: str) -> int:
     return int(over.group(1)) if over else 0
 
 
-class FakeProviders:
+class FakeProviders(LoopbackServer):
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.calls: Counter[str] = Counter()
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.openai_base = f"{self.base}/openai/v1"
-        self.anthropic_base = f"{self.base}/anthropic/v1"
         routes = [Route("/anthropic/v1/messages", self.messages, methods=["POST"])]
         routes += [Route(f"/openai/v1{p}", self.openai, methods=["POST"])
                    for p in ("/chat/completions", "/embeddings", "/moderations", "/images/generations",
@@ -64,22 +64,9 @@ class FakeProviders:
         routes.append(Route("/openai/v1/audio/transcriptions", self.transcriptions, methods=["POST"]))
         self.batch_apis = FakeBatchApis(self)  # OpenAI files + batches, Anthropic Message Batches
         routes += self.batch_apis.routes()
-        config = uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=self.port, log_level="critical",
-                                lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> FakeProviders:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.server.force_exit = True
-        self.thread.join(5)
+        super().__init__(routes, force_exit_on_stop=True)
+        self.openai_base = f"{self.base}/openai/v1"
+        self.anthropic_base = f"{self.base}/anthropic/v1"
 
     def count(self, model: str) -> int:
         return self.calls[model]

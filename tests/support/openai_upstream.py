@@ -8,23 +8,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from local_runtime.agent.launcher import agent_env
 from local_runtime.ddb import free_port
 from local_runtime.process import stop, wait_http
+from tests.support.loopback_server import LoopbackServer, streamed_from
 
 
 class MlxLmServer:
@@ -51,29 +45,14 @@ class MlxLmServer:
         self.log.close()
 
 
-class KeyProxy:
+class KeyProxy(LoopbackServer):
     """Forwards ``/v1/*`` to ``upstream`` when ``Authorization: Bearer <key>`` matches, else 401 in OpenAI's
     shape; streams pass through as they come."""
 
     def __init__(self, upstream: str, key: str) -> None:
         self.upstream, self.key = upstream, key
         self.requests: list[dict[str, Any]] = []
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        app = Starlette(routes=[Route("/{path:path}", self.forward, methods=["GET", "POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> KeyProxy:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
+        super().__init__([Route("/{path:path}", self.forward, methods=["GET", "POST"])])
 
     async def forward(self, request: Request) -> Response:
         raw = await request.body()
@@ -83,19 +62,7 @@ class KeyProxy:
         if auth != f"Bearer {self.key}":
             return JSONResponse({"error": {"message": "invalid api key", "type": "invalid_request_error",
                                            "code": "invalid_api_key"}}, status_code=401)
-        client = httpx.AsyncClient(timeout=120)
-        upstream = await client.send(client.build_request(request.method, self.upstream + request.url.path,
-                                                          content=raw or None,
-                                                          headers={"content-type": "application/json"}),
-                                     stream=True)
-
-        async def body() -> AsyncIterator[bytes]:
-            async for chunk in upstream.aiter_raw():
-                yield chunk
-
-        async def close() -> None:
-            await upstream.aclose()
-            await client.aclose()
-
-        return StreamingResponse(body(), status_code=upstream.status_code, background=BackgroundTask(close),
-                                 media_type=upstream.headers.get("content-type", "application/json"))
+        return await streamed_from(
+            request.method, self.upstream + request.url.path, timeout=120, content=raw or None,
+            headers={"content-type": "application/json"},
+            answer_headers=lambda up: {"content-type": up.headers.get("content-type", "application/json")})

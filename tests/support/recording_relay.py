@@ -6,62 +6,33 @@ template renders into the prompt). Never used outside tests."""
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from tests.support.agents import free_port
+from tests.support.loopback_server import LoopbackServer, streamed_from
 
 _HOP = {"host", "content-length", "transfer-encoding", "connection"}
 
 
-class RecordingRelay:
+def _end_to_end(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers a relay passes on (hop-by-hop ones and those httpx or uvicorn set again left out)."""
+    return {k: v for k, v in headers.items() if k.lower() not in _HOP}
+
+
+class RecordingRelay(LoopbackServer):
     def __init__(self, agent_base: str) -> None:
         self.agent_base = agent_base
         self.generated: list[dict[str, Any]] = []
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        app = Starlette(routes=[Route("/{path:path}", self.relay, methods=["GET", "POST", "PUT", "DELETE"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> RecordingRelay:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
+        super().__init__([Route("/{path:path}", self.relay, methods=["GET", "POST", "PUT", "DELETE"])])
 
     async def relay(self, request: Request) -> StreamingResponse:
         body = await request.body()
         if request.url.path == "/agent/v1/generate":
             self.generated.append(json.loads(body))
-        client = httpx.AsyncClient(base_url=self.agent_base, timeout=300)
-        upstream = await client.send(client.build_request(
-            request.method, request.url.path, params=request.query_params, content=body,
-            headers={k: v for k, v in request.headers.items() if k.lower() not in _HOP}), stream=True)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            async for chunk in upstream.aiter_raw():
-                yield chunk
-
-        async def close() -> None:
-            await upstream.aclose()
-            await client.aclose()
-
-        return StreamingResponse(chunks(), status_code=upstream.status_code, background=BackgroundTask(close),
-                                 headers={k: v for k, v in upstream.headers.items() if k.lower() not in _HOP})
+        return await streamed_from(
+            request.method, self.agent_base + request.url.path, timeout=300, params=request.query_params,
+            content=body, headers=_end_to_end(request.headers), answer_headers=lambda up: _end_to_end(up.headers))

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import boto3
 import pytest
-from moto import mock_aws
 from starlette.testclient import TestClient
 
-from isthmus.adapters import dynamodb
-from local_runtime.tables import create_tables
+from tests.support.ddb_tables import moto_tables
 
 
-@pytest.fixture()
-def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("ISTHMUS_DYNAMODB_ENDPOINT", raising=False)
-    for k, v in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
-        monkeypatch.setenv(k, v)
-    with mock_aws():
-        dynamodb.reset_clients()
-        create_tables(boto3.client("dynamodb", region_name="us-east-1"))
+@pytest.fixture(name="moto_tables")
+def moto_tables_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with moto_tables(monkeypatch):
         yield
-    dynamodb.reset_clients()
 
 
 def admin() -> TestClient:

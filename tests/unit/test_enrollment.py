@@ -5,31 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from starlette.testclient import TestClient
 
-from isthmus.adapters import dynamodb
 from isthmus_contracts.agent import AgentStatus
 from local_runtime.enrollment import Enrollment
-from local_runtime.tables import create_tables
+from tests.support.ddb_tables import moto_tables
 
 
 @pytest.fixture()
 def control(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.delenv("ISTHMUS_DYNAMODB_ENDPOINT", raising=False)
-    for k, v in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t",
-                 "ISTHMUS_ENROLL_TOKEN": "tok", "ISTHMUS_ADMIN_TOKEN": ""}.items():
-        monkeypatch.setenv(k, v)
-    with mock_aws():
-        dynamodb.reset_clients()
-        create_tables(boto3.client("dynamodb", region_name="us-east-1"))
+    monkeypatch.setenv("ISTHMUS_ENROLL_TOKEN", "tok")
+    monkeypatch.setenv("ISTHMUS_ADMIN_TOKEN", "")
+    with moto_tables(monkeypatch):
         from functions.admin.app import app
 
         with TestClient(app, base_url="http://control") as client:
             yield client
-    dynamodb.reset_clients()
 
 
 def enrollment(client: TestClient, token: str | None, status: dict[str, Any]) -> Enrollment:

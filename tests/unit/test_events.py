@@ -8,15 +8,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from isthmus.adapters import dynamodb
 from local_runtime.edge.lambda_bridge import LambdaContext
 from local_runtime.edge.routes import RouteTable
-from local_runtime.tables import create_tables
 from local_runtime.template import functions_with_routes, load_template
+from tests.support.ddb_tables import moto_tables
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -39,19 +36,12 @@ EXPECTED = {
 }
 
 
-@pytest.fixture()
-def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("ISTHMUS_DYNAMODB_ENDPOINT", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+@pytest.fixture(name="moto_tables")
+def moto_tables_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # The control-surface events carry this master key (their source IP is not loopback).
     monkeypatch.setenv("ISTHMUS_MASTER_KEY", "sk-master-EXAMPLE")
-    with mock_aws():
-        dynamodb.reset_clients()
-        create_tables(boto3.client("dynamodb", region_name="us-east-1"))
+    with moto_tables(monkeypatch):
         yield
-    dynamodb.reset_clients()
 
 
 def route_table() -> RouteTable[str]:

@@ -8,29 +8,20 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from isthmus.adapters import dynamodb
 from isthmus.adapters.control_tables import DynamoControlStore
 from isthmus.control.models import Cluster, Node, Pool, utcnow
 from isthmus.errors import AgentUnreachable
 from isthmus.services.control.clusters import ClusterService
 from isthmus_contracts.control import ModelOnDisk
-from local_runtime.tables import create_tables
+from tests.support.ddb_tables import moto_tables
 
 
 @pytest.fixture()
 def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoControlStore]:
-    monkeypatch.delenv("ISTHMUS_DYNAMODB_ENDPOINT", raising=False)
-    for k, v in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
-        monkeypatch.setenv(k, v)
-    with mock_aws():
-        dynamodb.reset_clients()
-        create_tables(boto3.client("dynamodb", region_name="us-east-1"))
+    with moto_tables(monkeypatch):
         yield DynamoControlStore()
-    dynamodb.reset_clients()
 
 
 class Agents:

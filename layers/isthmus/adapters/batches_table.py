@@ -58,6 +58,17 @@ def _encode(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (json.dumps(v) if k in JSON_FIELDS and v is not None else v) for k, v in fields.items()}
 
 
+def _updated_or_none(**update: Any) -> dict[str, Any] | None:
+    """The item as a conditional ``update_item`` left it (decoded), or None when its condition did not hold."""
+    try:
+        out = dynamodb.client().update_item(**update, ReturnValues="ALL_NEW")
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return None
+        raise
+    return from_item(out["Attributes"])
+
+
 class DynamoBatchStore:
     @property
     def table(self) -> str:
@@ -97,18 +108,11 @@ class DynamoBatchStore:
             allowed.append(f":s{i}")
             vals[f":s{i}"] = to_value(status)
         expression = (f"SET {', '.join(sets)}" if sets else "") + (f" REMOVE {', '.join(removes)}" if removes else "")
-        try:
-            out = dynamodb.client().update_item(
-                TableName=self.table, Key={"batch_id": {"S": batch_id}}, UpdateExpression=expression.strip(),
-                ConditionExpression=f"attribute_exists(owner_id) AND #status IN ({', '.join(allowed)})",
-                ExpressionAttributeNames=names, ExpressionAttributeValues=vals, ReturnValues="ALL_NEW")
-        except Exception as exc:
-            if is_conditional_failure(exc):
-                return None
-            raise
-        item = from_item(out["Attributes"])
-        assert item is not None
-        return _head_out(item)
+        item = _updated_or_none(
+            TableName=self.table, Key={"batch_id": {"S": batch_id}}, UpdateExpression=expression.strip(),
+            ConditionExpression=f"attribute_exists(owner_id) AND #status IN ({', '.join(allowed)})",
+            ExpressionAttributeNames=names, ExpressionAttributeValues=vals)
+        return _head_out(item) if item is not None else None
 
     def list_batches(self, owner_id: str | None, *, after: str | None, limit: int) -> tuple[list[Item], bool]:
         before = None
@@ -188,22 +192,14 @@ class DynamoBatchStore:
         return [found[n] for n in range(total) if n in found]
 
     def claim_line(self, batch_id: str, n: int, worker: str, lease_until: float, now: float) -> Item | None:
-        try:
-            out = dynamodb.client().update_item(
-                TableName=self.table, Key=_line_key(batch_id, n),
-                UpdateExpression="SET lease_owner = :w, lease_until = :u ADD attempts :one",
-                ConditionExpression="attribute_exists(custom_id) AND attribute_not_exists(done_at) "
-                                    "AND (attribute_not_exists(lease_until) OR lease_until < :now)",
-                ExpressionAttributeValues={":w": {"S": worker}, ":u": to_value(Decimal(str(round(lease_until, 3)))),
-                                           ":one": {"N": "1"}, ":now": to_value(Decimal(str(round(now, 3))))},
-                ReturnValues="ALL_NEW")
-        except Exception as exc:
-            if is_conditional_failure(exc):
-                return None
-            raise
-        item = from_item(out["Attributes"])
-        assert item is not None
-        return _line_out(item)
+        item = _updated_or_none(
+            TableName=self.table, Key=_line_key(batch_id, n),
+            UpdateExpression="SET lease_owner = :w, lease_until = :u ADD attempts :one",
+            ConditionExpression="attribute_exists(custom_id) AND attribute_not_exists(done_at) "
+                                "AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+            ExpressionAttributeValues={":w": {"S": worker}, ":u": to_value(Decimal(str(round(lease_until, 3)))),
+                                       ":one": {"N": "1"}, ":now": to_value(Decimal(str(round(now, 3))))})
+        return _line_out(item) if item is not None else None
 
     def renew_lease(self, batch_id: str, n: int, worker: str, lease_until: float) -> bool:
         try:

@@ -31,6 +31,7 @@ from isthmus.observability import get_logger
 from isthmus.ports.batches import BatchStore
 from isthmus.ports.provider_batches import ProviderBatchApi
 from isthmus.services.batches import provider_results as wire
+from isthmus.services.batches.heads import BatchHeads
 from isthmus.services.batches.lines import Owners
 from isthmus.services.batches.model import Batch, line_error
 from isthmus.services.tenancy.credentials import call
@@ -54,7 +55,7 @@ class RunLocally(Exception):
     """The hand-off was called off before anything reached the provider: the batch runs line by line."""
 
 
-class ProviderBatches:
+class ProviderBatches(BatchHeads):
     def __init__(self, store: BatchStore, api: ProviderBatchApi, inference: Callable[[], InferenceService],
                  owners: Owners, worker: str) -> None:
         self.store = store
@@ -288,14 +289,6 @@ class ProviderBatches:
                                            status="refused", status_code=status_code, latency_ms=0,
                                            backend="batch", request_id=f"{batch.batch_id}#{n}")
                                for n, a in admissions.items()))
-
-    async def _head(self, batch_id: str) -> Batch | None:
-        head = await call(self.store.get_batch, batch_id)
-        return Batch.model_validate(head) if head else None
-
-    async def _move(self, batch: Batch, from_status: tuple[str, ...], **fields: Any) -> Batch | None:
-        head = await call(self.store.transition, batch.batch_id, fields, from_status=from_status)
-        return Batch.model_validate(head) if head else None
 
 
 def _remote_state(batch: Batch, remote: dict[str, Any]) -> tuple[str, int, int]:

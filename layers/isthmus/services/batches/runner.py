@@ -25,6 +25,7 @@ from isthmus.observability import get_logger, inflight
 from isthmus.ports.batches import BatchStore
 from isthmus.ports.files import FileAccess, FileNotFound
 from isthmus.ports.provider_batches import ProviderBatchApi
+from isthmus.services.batches.heads import BatchHeads
 from isthmus.services.batches.intake import parse_input
 from isthmus.services.batches.lines import LineRunner, Outcome
 from isthmus.services.batches.model import Batch, failure_line, line_error, output_line
@@ -79,7 +80,7 @@ class Priority:
         return slot
 
 
-class BatchRunner:
+class BatchRunner(BatchHeads):
     def __init__(self, store: BatchStore, lines: LineRunner, files: Callable[[], FileAccess] | None,
                  priority: Priority | None = None, worker: str | None = None,
                  provider_api: ProviderBatchApi | None = None) -> None:
@@ -95,14 +96,6 @@ class BatchRunner:
         self.provider = (ProviderBatches(store, provider_api, lines.inference, lines.owners, self.worker)
                          if provider_api is not None else None)
         self.requeue_delay_s = 0  # after a run that returned False: when to come again (the SQS worker's delay)
-
-    async def _head(self, batch_id: str) -> Batch | None:
-        head = await call(self.store.get_batch, batch_id)
-        return Batch.model_validate(head) if head else None
-
-    async def _move(self, batch: Batch, from_status: tuple[str, ...], **fields: Any) -> Batch | None:
-        head = await call(self.store.transition, batch.batch_id, fields, from_status=from_status)
-        return Batch.model_validate(head) if head else None
 
     async def run(self, batch_id: str, deadline: float | None = None) -> bool:
         """Takes the batch as far as it goes; False when ``deadline`` (time.monotonic) came first."""
