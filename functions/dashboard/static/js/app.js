@@ -79,7 +79,12 @@ function signInPage() {
   replace(main, h('section', { class: 'signin panel' }, h('h1', { text: 'Sign in to Isthmus' }), status, form));
 }
 
-document.getElementById('signout').addEventListener('click', () => { clearAuth(); location.hash = '#/overview'; route(); });
+document.getElementById('signout').addEventListener('click', () => {
+  clearAuth();
+  // One render of the sign-in form: a changed hash routes by itself (hashchange); calling route() as well drew a
+  // second form a moment later, over whatever was already typed into the first.
+  if (location.hash === '#/overview') route(); else location.hash = '#/overview';
+});
 window.addEventListener('hashchange', route);
 
 async function start() {
