@@ -169,3 +169,15 @@ def test_cancel_stops_dispatch_and_keeps_what_finished(ddb_tables: str) -> None:
     assert head is not None and head["status"] == "cancelled" and head["cancelled_at"]
     assert 2 <= head["completed"] <= 4 < 12
     assert head["completed"] == len(lines.ran)
+
+
+def test_batches_made_in_the_same_second_list_newest_first(ddb_tables: str) -> None:
+    # given five batches of one owner, all stamped with the same second
+    store = DynamoBatchStore()
+    owner, second = f"o-{uuid.uuid4().hex[:6]}", int(time.time())
+    made = [a_batch(store, 1, owner=owner, created_at=second).batch_id for _ in range(5)]
+    # when the owner lists them a page of two at a time
+    first, more = store.list_batches(owner, after=None, limit=2)
+    rest, _ = store.list_batches(owner, after=first[-1]["batch_id"], limit=5)
+    # then they come newest first, in the order they were made (not by their random ids)
+    assert more and [b["batch_id"] for b in first + rest] == made[::-1]

@@ -2,7 +2,8 @@
 
 Two kinds of items share the table:
 - the head, keyed by the batch id: the batch's fields as attributes (``errors`` and ``metadata`` as JSON text),
-  ``owner_id`` and a sortable ``created_at`` (``<unix seconds, 12 digits>#<batch id>``) for the by_owner index,
+  ``owner_id`` and a sortable ``created_at`` (``<unix seconds, 12 digits>#<write's ns clock>#<batch id>``) for the
+  by_owner index,
   the int creation time in ``created_unix``;
 - one item per input line, keyed ``<batch id>#<n>``, with no ``owner_id`` (so lines stay out of the index):
   the request (``custom_id``, ``body`` as JSON text), its lease (``lease_owner``, ``lease_until``), the number of
@@ -37,7 +38,9 @@ def _line_key(batch_id: str, n: int) -> dict[str, Any]:
 
 
 def _sort_key(created_unix: int, batch_id: str) -> str:
-    return f"{int(created_unix):012d}#{batch_id}"
+    # The write's nanosecond clock between the seconds and the id: batches made in the same second list in the
+    # order they were made (by the id alone, their order was the ids' random one).
+    return f"{int(created_unix):012d}#{time.time_ns():020d}#{batch_id}"
 
 
 def _plain(value: Any) -> Any:
@@ -117,10 +120,13 @@ class DynamoBatchStore:
     def list_batches(self, owner_id: str | None, *, after: str | None, limit: int) -> tuple[list[Item], bool]:
         before = None
         if after:
-            anchor = self.get_batch(after)
-            if anchor is None:
+            if self.get_batch(after) is None:
                 return [], False
-            before = _sort_key(anchor["created_at"], after)
+            stored = dynamodb.client().get_item(TableName=self.table, Key={"batch_id": {"S": after}},
+                                                ConsistentRead=True, ProjectionExpression="created_at")
+            if "Item" not in stored:  # deleted since
+                return [], False
+            before = stored["Item"]["created_at"]["S"]  # the sort key as written (it holds the write's clock)
         now = int(time.time())
         if owner_id is not None:
             cond, vals = "owner_id = :o", {":o": {"S": owner_id}}
