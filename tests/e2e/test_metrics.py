@@ -107,7 +107,10 @@ def test_the_lambda_path_writes_the_same_names_as_emf(tiny_agent: AgentProcess, 
         stop(proc)
 
     # then its stdout carries EMF lines under the names /metrics uses, with the labels as dimensions
-    blobs = [json.loads(line) for line in out.read_text().splitlines() if line.startswith('{"_aws"')]
+    # (each EMF object is decoded where it starts: the lambda-mode edge runs its sandboxes in one process, so another
+    # thread's log line can land on the same stdout line right after an EMF object)
+    text, decoder = out.read_text(), json.JSONDecoder()
+    blobs = [decoder.raw_decode(text, m.start())[0] for m in re.finditer(r'\{"_aws"', text)]
     emitted: dict[str, dict[str, Any]] = {}
     for blob in blobs:
         for definition in blob["_aws"]["CloudWatchMetrics"]:
