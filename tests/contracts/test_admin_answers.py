@@ -5,7 +5,6 @@ in /openapi.json, and the 202's link must lead to the job."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,8 @@ NODE = "shapes-node"
 @pytest.fixture(scope="module")
 def edge(ddb_tables: str, agent_logs: Path) -> Iterator[str]:
     proc, base = start_edge("asgi")
-    saved = {k: os.environ.get(k) for k in ("ISTHMUS_CONTROL_URL", "ISTHMUS_CLUSTER_ID", "ISTHMUS_NODE_ID")}
-    os.environ.update({"ISTHMUS_CONTROL_URL": base, "ISTHMUS_CLUSTER_ID": CLUSTER, "ISTHMUS_NODE_ID": NODE})
-    agent = AgentProcess("", log_dir=agent_logs)  # starts empty: loaded through the admin API
+    agent = AgentProcess("", log_dir=agent_logs,  # starts empty: loaded through the admin API
+                         env={"ISTHMUS_CONTROL_URL": base, "ISTHMUS_CLUSTER_ID": CLUSTER, "ISTHMUS_NODE_ID": NODE})
     try:
         def up() -> bool:
             r = httpx.get(f"{base}/admin/clusters/{CLUSTER}/status", timeout=10)
@@ -38,11 +36,6 @@ def edge(ddb_tables: str, agent_logs: Path) -> Iterator[str]:
         poll(up, timeout=60)
         yield base
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         agent.stop()
         stop(proc)
 
