@@ -4,7 +4,9 @@ ring backend over loopback), in one run.
     python bench/sharded.py [--model smollm2-135m] [--mode pipeline] [--tokens 48] [--rounds 2]
 
 Prints, per layout, TTFT (request to first token event, client side) and decode tok/s (the agent's
-``usage.decode_tps``) of a streamed greedy generation, and the weights and RSS of each node. On one machine
+``usage.decode_tps``) of a streamed greedy generation, the tokens per second of ``--concurrency`` generations
+at once (continuous batching: one forward pass per step serves them all, sharded as on one node), and the
+weights and RSS of each node. On one machine
 the sharded layout is expected to be slower: both ranks share the same cores, and every forward pass crosses
 the loopback twice (hidden state to rank 1 and back); the figure is what the transport costs. The layouts
 alternate round by round (a shared 2-core machine drifts by more than the difference being measured); a
@@ -112,18 +114,35 @@ def measure(agent: Agent, tokens: int) -> tuple[float, float]:
     return ttft, float(usage["decode_tps"])
 
 
+def measure_many(agent: Agent, tokens: int, n: int) -> float:
+    """Generated tokens per second (wall) of ``n`` greedy generations started at once."""
+    body = {"model": "bench", "messages": [{"role": "user", "content": [{"type": "text", "text": PROMPT}]}],
+            "sampling": {"max_tokens": tokens, "temperature": 0}}
+    started = time.perf_counter()
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(lambda _: agent.client.post("/agent/v1/generate", json=body), range(n)))
+    elapsed = time.perf_counter() - started
+    generated = 0
+    for r in answers:
+        r.raise_for_status()
+        generated += int(r.json()["usage"]["completion_tokens"])
+    return generated / elapsed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--mode", choices=["pipeline", "tensor"], default="pipeline")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     model = str(resolve(args.model))
     weights = sum(f.stat().st_size for f in Path(model).glob("*.safetensors"))
     log_dir = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
     agents = [Agent(log_dir), Agent(log_dir)]
     results: dict[str, list[tuple[float, float]]] = {"whole": [], "sharded": []}
+    many: dict[str, list[float]] = {"whole": [], "sharded": []}
     memory: dict[str, list[str]] = {}
     try:
         for i in range(args.rounds):
@@ -133,6 +152,7 @@ def main() -> int:
                     load_whole(agents[0], model)
                     measure(agents[0], 4)  # warm-up
                     results[layout].append(measure(agents[0], args.tokens))
+                    many[layout].append(measure_many(agents[0], args.tokens, args.concurrency))
                     memory[layout] = [f"node 0: weights {weights / 1e6:.0f} MB, RSS "
                                       f"{agents[0].status()['rss_bytes'] / 1e6:.0f} MB"]
                     unload(agents[:1])
@@ -140,6 +160,7 @@ def main() -> int:
                     load_sharded(agents, model, args.mode)
                     measure(agents[0], 4)
                     results[layout].append(measure(agents[0], args.tokens))
+                    many[layout].append(measure_many(agents[0], args.tokens, args.concurrency))
                     statuses = [a.status() for a in agents]
                     memory[layout] = [f"node {r}: weights {s['shard']['param_bytes'] / 1e6:.0f} MB, RSS "
                                       f"{s['rss_bytes'] / 1e6:.0f} MB" for r, s in enumerate(statuses)]
@@ -152,9 +173,12 @@ def main() -> int:
     for layout, runs in results.items():
         ttft = statistics.median(r[0] for r in runs)
         tps = statistics.median(r[1] for r in runs)
-        print(f"{layout:8} TTFT {ttft * 1000:7.0f} ms   decode {tps:6.1f} tok/s   " + "; ".join(memory[layout]))
+        together = statistics.median(many[layout])
+        print(f"{layout:8} TTFT {ttft * 1000:7.0f} ms   decode {tps:6.1f} tok/s   {args.concurrency} at once "
+              f"{together:6.1f} tok/s ({together / tps:.2f}x one)   " + "; ".join(memory[layout]))
     whole, shard = (statistics.median(r[1] for r in results[k]) for k in ("whole", "sharded"))
-    print(f"sharded/whole decode ratio {shard / whole:.2f}")
+    print(f"sharded/whole decode ratio {shard / whole:.2f}, {args.concurrency} at once "
+          f"{statistics.median(many['sharded']) / statistics.median(many['whole']):.2f}")
     return 0
 
 

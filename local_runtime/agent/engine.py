@@ -74,7 +74,7 @@ class Engine(ShardedEngine):
         self._solo_ok = False  # the model's cache can be trimmed, so a solo sequence can migrate
         self._lock = threading.Lock()  # guards _waiting between submit() and the engine thread
         self._generator: Any = None
-        self._head: Any = None  # rank 0 of a sharded group: a ShardedHead (one sequence at a time)
+        self._head: Any = None  # rank 0 of a sharded group: a ShardedHead (the model the generators run)
         self.shard: dict[str, Any] | None = None  # this agent's part in a sharded group, for the status
         self.shard_error: str | None = None
         # mlx keeps one distributed group per process for the process's life: once this process's group has
@@ -177,9 +177,11 @@ class Engine(ShardedEngine):
         from mlx_lm.generate import BatchGenerator
 
         assert self.loaded is not None
-        if self._head is not None:
-            return None  # sharded: the solo path only (the followers mirror a single sequence's cache)
         eos = sorted(self.loaded.tokenizer.eos_token_ids)
+        if self._head is not None:  # sharded: every cache change goes through the head, so the followers follow
+            from local_runtime.agent.sharded_batch import ShardedBatchGenerator
+
+            return ShardedBatchGenerator(self._head, stop_tokens=set(eos), prefill_step_size=512)
         return BatchGenerator(self.loaded.model, stop_tokens=[[t] for t in eos],
                               completion_batch_size=self.config.max_batch,
                               prefill_batch_size=self.config.max_batch, prefill_step_size=512)
@@ -226,18 +228,16 @@ class Engine(ShardedEngine):
                 self._fail_all(f"engine error: {exc}", 500)  # also replaces the generator
 
     def _admit(self) -> None:
-        if self._solo is not None and self._waiting and self._head is None:
+        if self._solo is not None and self._waiting:
             self._migrate_solo()  # company arrived: the lone sequence joins the batch
-        limit = 1 if self._head is not None else self.config.max_batch
-        while self._waiting and self.active < limit:
+        while self._waiting and self.active < self.config.max_batch:
             with self._lock:
                 job = self._waiting.popleft()
             if job.cancelled:
                 job.emit(None)
                 continue
             try:
-                self._insert(job, solo=self._head is not None or (self._solo_ok and not self.active
-                                                                  and not self._waiting))
+                self._insert(job, solo=self._solo_ok and not self.active and not self._waiting)
             except Exception as exc:
                 log.exception("could not start %s", job.id)
                 job.fail(str(exc), 500)
@@ -253,7 +253,7 @@ class Engine(ShardedEngine):
             return
         prompt = job.prompt.tokens
         cache, cached_tokens, reused = None, None, 0
-        if job.session_id and self._head is None:  # sharded: no prefix cache (the followers hold one cache)
+        if job.session_id:
             cached_tokens = 0
             entry = self.cache.take(job.session_id)
             if entry is not None:
@@ -323,6 +323,8 @@ class Engine(ShardedEngine):
 
     def _step(self) -> None:
         _, responses = self._generator.next()
+        if self._head is not None and self.shard is not None:
+            self.shard["batch_rows_peak"] = self._head.rows_peak
         for r in responses:
             job = self._active.get(r.uid)
             if job is None:
@@ -341,7 +343,7 @@ class Engine(ShardedEngine):
             job.finish(reason, loop_guard=looped and reason == "stop")
 
     def _store(self, job: Job, cache: Any, tokens: list[int] | None) -> None:
-        if not job.session_id or cache is None or tokens is None or self._head is not None:
+        if not job.session_id or cache is None or tokens is None:
             return
         if not cache or getattr(cache[0], "offset", len(tokens)) != len(tokens):
             return  # cache and token list disagree: never reuse something we cannot trust

@@ -1,6 +1,7 @@
 """The engine's part in a sharded load (see :mod:`local_runtime.agent.sharding`): join the group, load this
-rank's part, then either serve as rank 0 (a :class:`ShardedHead` as the model, one sequence at a time) or
-run the follower loop on the engine thread until rank 0 stops it or the group breaks."""
+rank's part, then either serve as rank 0 (a :class:`ShardedHead` as the model, with continuous batching and
+the session prefix cache as on one node) or run the follower loop on the engine thread until rank 0 stops it
+or the group breaks."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class ShardedEngine:
     _commands: queue.Queue[Callable[[], None]]
     _head: Any
     _solo_ok: bool
+    _generator: Any
     loaded: Any
     shard: dict[str, Any] | None
     shard_error: str | None
@@ -35,8 +37,12 @@ class ShardedEngine:
     def _loaded_model(self, name: str, path: Path, model: Any, tokenizer: Any) -> Any:
         raise NotImplementedError
 
+    def _new_generator(self) -> Any:
+        raise NotImplementedError
+
     def _load_shard(self, name: str, path: Path, spec: ShardSpec) -> Any:
         from local_runtime.agent import sharding
+        from local_runtime.agent.shard_head import ShardedHead
 
         try:
             group = sharding.init_group(spec)  # returns once every rank has joined
@@ -46,21 +52,24 @@ class ShardedEngine:
             raise
         self.shard = {"model": name, "mode": spec.mode, "rank": spec.rank, "size": spec.size,
                       "backend": spec.backend, "role": "follower" if spec.rank else "head",
-                      "param_bytes": sharding.parameter_bytes(model)}
+                      "param_bytes": sharding.parameter_bytes(model),
+                      # head: the most sequences one forward pass served; followers: passes run, caches held
+                      **({"forward_passes": 0, "sequences_held": 0} if spec.rank else {"batch_rows_peak": 0})}
         if spec.rank:  # a follower: its loop owns the engine thread until rank 0 stops it or is lost
             self._commands.put(lambda: self._follow(model, spec, group))
             return None
-        self._head = sharding.ShardedHead(model, spec, group)
+        self._head = ShardedHead(model, spec, group)
         self.loaded = self._loaded_model(name, path, self._head, sharding.load_tokenizer(str(path)))
         self._solo_ok = True
+        self._generator = self._new_generator()
         log.info("loaded rank 0 of %s (%s over %d nodes)", name, spec.mode, spec.size)
         return self.loaded
 
     def _follow(self, model: Any, spec: ShardSpec, group: Any) -> None:
-        from local_runtime.agent import sharding
+        from local_runtime.agent.shard_follower import follow
 
         try:
-            passes = sharding.follow(model, spec, group)
+            passes = follow(model, spec, group, self.shard)
             log.info("rank %d stopped by rank 0 after %d forward passes", spec.rank, passes)
         except Exception as exc:
             self.shard_error = f"rank {spec.rank} left the group: {exc}"

@@ -2,24 +2,21 @@
 default, JACCL where the Macs have Thunderbolt RDMA). MLX is the transport: nothing here moves tensors
 any other way.
 
-Rank 0 is the agent that takes the pool's requests. It runs the ordinary engine on a *head* model whose
-forward pass drives the other ranks; the other ranks (*followers*) run :func:`follow`, a loop that mirrors
-every forward pass of rank 0 and owns nothing else (no tokenizer, no HTTP requests).
+Rank 0 is the agent that takes the pool's requests. It runs the ordinary engine (continuous batching, the
+session prefix cache) on a *head* model (:mod:`local_runtime.agent.shard_head`) whose forward passes and
+cache changes drive the other ranks; the other ranks (*followers*, :mod:`local_runtime.agent.shard_follower`)
+mirror them and own nothing else (no tokenizer, no HTTP requests). The ops: :mod:`local_runtime.agent.shard_wire`.
 
 - ``pipeline``: each rank keeps only its layer range (rank 0 also the embedding, final norm and head). A
-  forward pass on rank 0 sends a 6-int header and the hidden state to rank 1, which runs its layers and
-  sends on; the last rank sends the hidden state back to rank 0 (a ring, so the ring backend's neighbour
-  links carry all of it). mlx-lm 0.32 has no ``pipeline()`` for llama/qwen2/qwen3, so the split is ours.
+  forward pass on rank 0 sends a header and the hidden state to rank 1, which runs its layers and sends on;
+  the last rank sends the hidden state back to rank 0 (a ring, so the ring backend's neighbour links carry
+  all of it). mlx-lm 0.32 has no ``pipeline()`` for llama/qwen2/qwen3, so the split is ours.
 - ``tensor``: every rank holds a slice of every layer (mlx-lm's ``shard()``, its all_sums inside the
-  layers); rank 0 broadcasts the header and the input tokens with ``all_sum`` before each forward pass.
-
-A follower keeps one KV cache, the one of rank 0's current sequence (the header names it by a serial);
-so a sharded pool runs one sequence at a time, without the session prefix cache.
+  layers); rank 0 broadcasts each op and the input tokens with ``all_sum``.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -31,9 +28,6 @@ from isthmus_contracts.agent import ShardSpec
 
 log = logging.getLogger("isthmus.agent.sharding")
 
-OP_FORWARD, OP_STOP = 1, 2
-HEADER_INTS = 6  # op, cache serial, tokens in this pass, cache offset before it, dtype code, spare
-DTYPES = ("float32", "float16", "bfloat16")
 PIPELINE_ARCHS = frozenset({"llama", "qwen2", "qwen3"})  # embed_tokens -> layers(h, mask, cache) -> norm
 
 
@@ -117,133 +111,6 @@ def load_shard(path: str, spec: ShardSpec, group: Any) -> Any:
             model.lm_head = None
     mx.eval(model.parameters())
     return model
-
-
-class _Caches(list[Any]):
-    """A KV cache list with a serial, so followers can tell a new sequence from the next step of one."""
-
-    serial = 0
-
-
-class ShardedHead:
-    """Rank 0's model as mlx-lm's generation code sees it: ``model(inputs, cache=...)`` returns logits,
-    and each call mirrors the forward pass on the followers first."""
-
-    def __init__(self, model: Any, spec: ShardSpec, group: Any) -> None:
-        self.model, self.spec, self.group = model, spec, group
-        self.layers = model.model.layers  # mlx-lm reads .layers (e.g. to size caches)
-        self._serials = itertools.count(1)
-        self._dtype = DTYPES.index(str(_param_dtype(model)).rsplit(".", 1)[-1]) if spec.mode == "pipeline" else 0
-
-    def make_cache(self) -> list[Any]:
-        from mlx_lm.models.cache import make_prompt_cache
-
-        caches = _Caches(make_prompt_cache(self.model))
-        caches.serial = next(self._serials)
-        return caches
-
-    def _header(self, op: int, serial: int = 0, tokens: int = 0, offset: int = 0) -> Any:
-        import mlx.core as mx
-
-        return mx.array([op, serial, tokens, offset, self._dtype, 0], dtype=mx.int32)
-
-    def __call__(self, inputs: Any, cache: Any = None, input_embeddings: Any = None) -> Any:
-        import mlx.core as mx
-
-        if cache is None or not isinstance(cache, _Caches):
-            raise RuntimeError("a sharded model runs only on caches it made (make_cache)")
-        if inputs.shape[0] != 1:
-            raise RuntimeError("a sharded model runs one sequence at a time")
-        header = self._header(OP_FORWARD, cache.serial, inputs.shape[1], int(cache[0].offset))
-        if self.spec.mode == "tensor":
-            mx.eval(mx.distributed.all_sum(header, group=self.group))
-            mx.eval(mx.distributed.all_sum(inputs[0].astype(mx.int32), group=self.group))
-            logits = self.model(inputs, cache=cache)
-            mx.eval(logits)  # see below: every collective of the pass must run now, in order
-            return logits
-        from mlx_lm.models.base import create_attention_mask
-
-        inner = self.model.model
-        h = inner.embed_tokens(inputs)
-        mask = create_attention_mask(h, cache[0])
-        for layer, c in zip(inner.layers, cache, strict=True):
-            h = layer(h, mask, cache=c)
-        mx.eval(mx.distributed.send(header, 1, group=self.group))
-        mx.eval(mx.distributed.send(h, 1, group=self.group))
-        h = mx.distributed.recv_like(h, self.spec.size - 1, group=self.group)
-        # Evaluated now: mlx-lm's prefill evaluates only the cache states, so a lazy recv of a pass whose
-        # logits nobody reads would never run, and the next pass would read this one's hidden state.
-        mx.eval(h)
-        out = inner.norm(h)
-        lm_head = getattr(self.model, "lm_head", None)
-        return lm_head(out) if lm_head is not None else inner.embed_tokens.as_linear(out)
-
-    def stop_followers(self) -> None:
-        """End the followers' loops (at unload); best effort: a lost group has nobody to tell."""
-        import mlx.core as mx
-
-        header = self._header(OP_STOP)
-        try:
-            if self.spec.mode == "tensor":
-                mx.eval(mx.distributed.all_sum(header, group=self.group))
-            else:
-                mx.eval(mx.distributed.send(header, 1, group=self.group))
-        except RuntimeError as exc:
-            log.warning("could not stop the followers: %s", exc)
-
-
-def _param_dtype(model: Any) -> Any:
-    return next(v.dtype for v in _arrays(model) if v.dtype in _float_dtypes())
-
-
-def _float_dtypes() -> tuple[Any, ...]:
-    import mlx.core as mx
-
-    return (mx.float32, mx.float16, mx.bfloat16)
-
-
-def follow(model: Any, spec: ShardSpec, group: Any) -> int:
-    """A follower's loop: mirror rank 0's forward passes until it says stop (returns the passes run) or the
-    group breaks (raises RuntimeError: a peer was lost)."""
-    import mlx.core as mx
-    from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
-
-    hidden = model.args.hidden_size
-    serial, cache, passes = -1, None, 0
-    last = spec.rank == spec.size - 1
-    while True:
-        zeros = mx.zeros((HEADER_INTS,), dtype=mx.int32)
-        if spec.mode == "tensor":
-            header = mx.distributed.all_sum(zeros, group=group)
-        else:
-            header = mx.distributed.recv(zeros.shape, mx.int32, spec.rank - 1, group=group)
-        mx.eval(header)
-        values: list[Any] = header.tolist()  # type: ignore[assignment]
-        op, seq, tokens, offset, dtype_code, _ = (int(x) for x in values)
-        if spec.mode == "pipeline" and not last:
-            mx.eval(mx.distributed.send(header, spec.rank + 1, group=group))  # pass it down the ring
-        if op == OP_STOP:
-            return passes
-        if seq != serial or cache is None:
-            serial, cache = seq, make_prompt_cache(model)
-        held = int(cache[0].offset)
-        if held > offset:  # rank 0 trimmed its cache (or made one step fewer): do the same
-            trim_prompt_cache(cache, held - offset)
-        elif held < offset:
-            raise RuntimeError(f"follower cache holds {held} tokens, rank 0 holds {offset}")
-        if spec.mode == "tensor":
-            ids = mx.distributed.all_sum(mx.zeros((tokens,), dtype=mx.int32), group=group)
-            mx.eval(model(ids[None], cache=cache))
-        else:
-            dtype = getattr(mx, DTYPES[dtype_code])
-            h = mx.distributed.recv((1, tokens, hidden), dtype, spec.rank - 1, group=group)
-            from mlx_lm.models.base import create_attention_mask
-
-            mask = create_attention_mask(h, cache[0])
-            for layer, c in zip(model.model.layers, cache, strict=True):
-                h = layer(h, mask, cache=c)
-            mx.eval(mx.distributed.send(h, (spec.rank + 1) % spec.size, group=group))
-        passes += 1
 
 
 def load_tokenizer(path: str) -> Any:

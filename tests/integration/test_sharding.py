@@ -110,6 +110,57 @@ def test_pipeline_over_two_agents_answers_like_one_node_with_half_the_weights_ea
     assert [r["node_id"] for r in pool["ranks"]] == ["a", "b"]
 
 
+QUESTIONS = ["Name three colours.", "What is two plus two?", "Write a haiku about rain."]
+
+
+def ask(group: Group, model: str, question: str, **extra: Any) -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": 48,
+            "temperature": 0, **extra}
+    r = httpx.post(f"{group.edge}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def two_turns(group: Group, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    session = f"s-{model}"
+    first = ask(group, model, QUESTIONS[0], session_id=session)
+    turn2 = [{"role": "user", "content": QUESTIONS[0]}, first["choices"][0]["message"],
+             {"role": "user", "content": "And three more?"}]
+    body = {"model": model, "messages": turn2, "max_tokens": 24, "temperature": 0, "session_id": session}
+    r = httpx.post(f"{group.edge}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    return first, dict(r.json())
+
+
+def test_a_pipeline_pool_batches_concurrent_requests_and_reuses_a_sessions_prefix(group: Group) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # given the answers of the whole model on one node, each question asked alone, and a two-turn session
+    assert group.load(model=str(group.model), alias="whole", nodes=["a"]).status_code == 200
+    group.chat("whole")  # routable
+    alone = [ask(group, "whole", q) for q in QUESTIONS]
+    _, whole_turn2 = two_turns(group, "whole")
+    assert group.admin(f"/{CLUSTER}/unload", {"alias": "whole"}).status_code == 200
+    # when the same questions reach a pipeline pool at once
+    r = group.load(model=str(group.model), alias="pp", sharding="pipeline", nodes=["a", "b"])
+    assert r.status_code == 200, r.text
+    group.chat("pp")
+    with ThreadPoolExecutor(len(QUESTIONS)) as pool:
+        together = list(pool.map(lambda q: ask(group, "pp", q), QUESTIONS))
+    # then they were decoded together (one forward pass over the ring for several sequences) and each answer
+    # is the one node's, token for token
+    assert group.agents["a"].status()["shard"]["batch_rows_peak"] >= 2
+    for got, want in zip(together, alone, strict=True):
+        assert got["choices"][0]["message"] == want["choices"][0]["message"]
+        assert got["usage"]["completion_tokens"] == want["usage"]["completion_tokens"]
+    # and a session's second turn prefills only its new tokens, on both ranks, and answers as one node does
+    _, turn2 = two_turns(group, "pp")
+    assert turn2["usage"]["prompt_tokens_details"]["cached_tokens"] > 0, turn2["usage"]
+    assert turn2["choices"][0]["message"] == whole_turn2["choices"][0]["message"]
+    follower = group.agents["b"].status()["shard"]
+    assert follower["sequences_held"] == group.agents["a"].status()["cache_entries"] >= 1
+
+
 def test_pipeline_of_a_llama_class_model_with_its_own_head(group: Group, tmp_path: Path) -> None:
     # given a llama-class model (SmolLM2's class, which mlx-lm cannot pipeline) with an untied output head
     llama = build_tiny_model(tmp_path / "tiny8-llama", "llama", layers=8)
