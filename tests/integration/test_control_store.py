@@ -14,7 +14,7 @@ import pytest
 
 from isthmus.adapters.control_tables import DynamoControlStore, DynamoSessionStore
 from isthmus.control.models import Cluster, Node, Pool, utcnow
-from isthmus.services.control import pool_usage
+from isthmus.services.control import pool_upkeep, pool_usage
 from isthmus.services.control.clusters import ClusterService
 from isthmus.services.control.nodes import NodeService
 from isthmus_contracts.control import EnrollRequest, NodeLoad
@@ -117,7 +117,7 @@ def test_idle_pools_are_unloaded_after_their_ttl(ddb_tables: str) -> None:
     asyncio.run(pool_usage.touch(store, "reap", "used"))  # a request was routed to it just now
     service = ClusterService(store, agents)  # type: ignore[arg-type]
     # when the reaper runs half a minute later; then only the idle pool goes, through its agent
-    reaped = asyncio.run(service.reap_idle(now + timedelta(seconds=30)))
+    reaped = asyncio.run(pool_upkeep.reap_idle(service, now + timedelta(seconds=30)))
     assert [r["alias"] for r in reaped] == ["idle"] and agents.unloaded == ["http://rn"]
     cluster = store.get_cluster("reap")
     assert cluster is not None and set(cluster.pools) == {"used", "forever"}
@@ -125,7 +125,7 @@ def test_idle_pools_are_unloaded_after_their_ttl(ddb_tables: str) -> None:
     saved = store.get_settings()
     try:
         store.put_settings(saved.model_copy(update={"pool_ttl_seconds_default": 600}))
-        reaped = asyncio.run(service.reap_idle(now + timedelta(seconds=30)))
+        reaped = asyncio.run(pool_upkeep.reap_idle(service, now + timedelta(seconds=30)))
         assert [r["alias"] for r in reaped] == ["forever"]
     finally:
         store.put_settings(saved)

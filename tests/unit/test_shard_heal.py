@@ -13,6 +13,7 @@ import pytest
 from isthmus.adapters.control_tables import DynamoControlStore
 from isthmus.control.models import Cluster, Node, Pool, utcnow
 from isthmus.errors import AgentUnreachable
+from isthmus.services.control import pool_upkeep
 from isthmus.services.control.clusters import ClusterService
 from isthmus_contracts.control import ModelOnDisk
 from tests.support.ddb_tables import moto_tables
@@ -61,7 +62,7 @@ def test_a_pool_whose_model_fits_no_remaining_rank_is_unloaded_with_the_reason(s
     agents = Agents()
     service = ClusterService(store, agents)
     # when the control plane heals its pools
-    healed = asyncio.run(service.heal_sharded())
+    healed = asyncio.run(pool_upkeep.heal_sharded(service))
     # then the model, too big for a alone, is unloaded from a, and the pool says why
     assert [h["alias"] for h in healed] == ["big"]
     assert ("unload", "http://a:1") in agents.calls and not any(c[0] == "load" for c in agents.calls)
@@ -72,7 +73,7 @@ def test_a_pool_whose_model_fits_no_remaining_rank_is_unloaded_with_the_reason(s
     status = asyncio.run(service.status("lab"))
     assert status["pools"]["big"]["degraded"] == pool.note and status["pools"]["big"]["ready"] is False
     # and healing again changes nothing (the pool has no ranks left to lose)
-    assert asyncio.run(service.heal_sharded()) == []
+    assert asyncio.run(pool_upkeep.heal_sharded(service)) == []
 
 
 class UnreachableAgents(Agents):
@@ -93,7 +94,7 @@ def test_a_pool_whose_remaining_rank_cannot_be_reached_is_unloaded_with_the_reas
                                           mode="pipeline", loaded_at=now)}, release=False)
     agents = UnreachableAgents()
     # when the control plane heals its pools
-    healed = asyncio.run(ClusterService(store, agents).heal_sharded())
+    healed = asyncio.run(pool_upkeep.heal_sharded(ClusterService(store, agents)))
     # then the reload on a was tried and failed (a 409 to an admin, who may retry), so the pool is unloaded and the
     # heal says why, rather than skipping it as if another load held the cluster
     assert ("load", "http://a:1") in agents.calls and ("unload", "http://a:1") in agents.calls

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from isthmus.handlers import ADMIN_TOKEN, authorized
+from isthmus.services.control import pool_upkeep
 from isthmus.services.control.clusters import ClusterConfig, LoadBody, UnloadBody
 from isthmus.web import json_response, parse_body, read_body
 
@@ -63,7 +64,8 @@ async def unload(request: Request) -> Response:
 @authorized(ADMIN_TOKEN)
 async def reap_pools(request: Request) -> Response:
     clusters = services.clusters()
-    return json_response({"reaped": await clusters.reap_idle(), "healed": await clusters.heal_sharded()})
+    return json_response({"reaped": await pool_upkeep.reap_idle(clusters),
+                          "healed": await pool_upkeep.heal_sharded(clusters)})
 
 
 routes = [

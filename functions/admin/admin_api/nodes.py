@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from isthmus.handlers import ADMIN_TOKEN, ENROLL_TOKEN, authorized
 from isthmus.observability import get_logger
+from isthmus.services.control import pool_upkeep
 from isthmus.web import json_response, parse_body
 from isthmus_contracts.control import EnrollRequest, HeartbeatRequest
 
@@ -30,8 +31,8 @@ def _reap_due() -> BackgroundTask | None:
 
 async def _reap_quietly() -> None:
     try:
-        await services.clusters().reap_idle()
-        await services.clusters().heal_sharded()  # sharded pools that lost a rank
+        await pool_upkeep.reap_idle(services.clusters())
+        await pool_upkeep.heal_sharded(services.clusters())  # sharded pools that lost a rank
     except Exception:
         get_logger("admin").exception("idle pool reaping failed")
 

@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import Field
@@ -26,7 +26,7 @@ from isthmus.control.models import (
 from isthmus.errors import AgentUnreachable, ApiError
 from isthmus.fields import URL, Alias, ModelList, ModelName, Secret, Text
 from isthmus.ports.control import AgentPort, ControlStore
-from isthmus.services.control import pool_usage, sharded
+from isthmus.services.control import sharded
 
 LOAD_LEASE = timedelta(minutes=15)
 RAM_FRACTION = 0.75  # weights beyond this share of a node's RAM leave no room for the KV cache
@@ -381,70 +381,3 @@ class ClusterService:
                     return {k: p for k, p in current.pools.items() if k != gone}
 
                 await run_in_threadpool(self.store.update_pools, cluster.cluster_id, without)
-
-    async def heal_sharded(self) -> list[dict[str, Any]]:
-        """Each sharded pool that lost a rank (a node down, or rank 0 reporting its group broken) is loaded
-        again on its ranks still up (sharded over several, whole on one) when the model fits them; else it is
-        unloaded and keeps only its record, with no nodes and the reason (shown in /admin/clusters)."""
-        snap = await self.snapshot()
-        healed = []
-        for cluster in snap.clusters:
-            up = {n.node_id for n in snap.up_nodes(cluster_id=cluster.cluster_id)}
-            for alias, pool in cluster.pools.items():
-                reason = sharded.view(pool, snap, up)["degraded"] if pool.ranks else None
-                if not reason:
-                    continue
-                remaining = [n for n in pool.ranks if n in up]
-                try:
-                    if not remaining:
-                        raise ApiError(503, "no rank is up", code="no_ready_nodes")
-                    mode = pool.mode if len(remaining) > 1 else "solo"
-                    # rank 0 restarts after losing its group: a whole load must reach the new process
-                    await asyncio.gather(*(sharded.wait_fresh(self.agents, n) for n in snap.nodes
-                                           if n.node_id in remaining))
-                    await self.load(cluster.cluster_id, LoadBody(model=pool.model, alias=alias, sharding=mode,
-                                                                 nodes=remaining, backend=pool.backend, force=True,
-                                                                 ttl_seconds=pool.ttl_seconds))
-                    note = f"reloaded on {', '.join(remaining)} ({mode}) after: {reason}"
-                    await self._set_note(cluster.cluster_id, alias, note, unload=False)
-                except ApiError as exc:
-                    # another load holds the cluster: try again next time (ranks that cannot be reached are a
-                    # failed reload, as before their answer became a 409)
-                    if exc.status == 409 and exc.code != "nodes_unreachable":
-                        continue
-                    errors = await sharded.unload_group(self.agents, [n for n in snap.nodes if n.node_id in remaining])
-                    note = f"unloaded after: {reason}; not reloaded: {exc.message}"
-                    await self._set_note(cluster.cluster_id, alias, note, unload=True)
-                    note += f" ({errors})" if errors else ""
-                healed.append({"cluster": cluster.cluster_id, "alias": alias, "note": note})
-        return healed
-
-    async def _set_note(self, cluster_id: str, alias: str, note: str, *, unload: bool) -> None:
-        def noted(current: Cluster) -> dict[str, Pool] | None:
-            if alias not in current.pools:
-                return None
-            update: dict[str, Any] = {"note": note, **({"nodes": [], "ranks": []} if unload else {})}
-            return {**current.pools, alias: current.pools[alias].model_copy(update=update)}
-
-        await run_in_threadpool(self.store.update_pools, cluster_id, noted)
-
-    async def reap_idle(self, now: datetime | None = None) -> list[dict[str, Any]]:
-        """Unload every pool idle for longer than its TTL (the pool's own, else ``pool_ttl_seconds_default``;
-        0 or unset: never). Idle time counts from the later of the load and the last routed request."""
-        now = now or utcnow()
-        settings, clusters = await asyncio.gather(run_in_threadpool(self.store.get_settings),
-                                                  run_in_threadpool(self.store.list_clusters))
-        reaped = []
-        for cluster in clusters:
-            for alias, pool in cluster.pools.items():
-                ttl = pool.ttl_seconds if pool.ttl_seconds is not None else settings.pool_ttl_seconds_default
-                if not ttl:
-                    continue
-                last = max(pool.loaded_at, await pool_usage.last_used(self.store, cluster.cluster_id, alias)
-                           or pool.loaded_at)
-                idle = (now - last).total_seconds()
-                if idle > ttl:
-                    await self.unload(cluster.cluster_id, UnloadBody(alias=alias))
-                    reaped.append({"cluster": cluster.cluster_id, "alias": alias, "idle_s": round(idle, 1),
-                                   "ttl_seconds": ttl})
-        return reaped
