@@ -42,9 +42,16 @@ def client(target: ProviderTarget) -> httpx.AsyncClient:
     key = (target.provider_id, target.api_base)
     found = clients.get(key)
     if found is None or found.is_closed:
-        found = clients[key] = httpx.AsyncClient(http2=importlib.util.find_spec("h2") is not None,
-                                                 limits=httpx.Limits(max_connections=200,
-                                                                     max_keepalive_connections=50))
+        if importlib.util.find_spec("h2") is not None:  # HTTP/2 to the providers that offer it: httpx's own
+            found = httpx.AsyncClient(http2=True, limits=httpx.Limits(max_connections=200,
+                                                                      max_keepalive_connections=50))
+        elif importlib.util.find_spec("httptools") is not None:  # HTTP/1.1: a fraction of httpx's own cost per call
+            from isthmus.adapters.cloud.lean_http import LeanTransport
+
+            found = httpx.AsyncClient(transport=LeanTransport(max_connections=200, max_keepalive_connections=50))
+        else:
+            found = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        clients[key] = found
     return found
 
 
