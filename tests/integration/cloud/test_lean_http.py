@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from isthmus.adapters.cloud import transport
 from isthmus.adapters.cloud.lean_http import LeanTransport
+from isthmus.ports.providers import ProviderTarget
 from local_runtime.ddb import free_port
 
 pytestmark = pytest.mark.integration
@@ -194,5 +196,37 @@ def test_a_multipart_upload_goes_through_httpx_own_transport() -> None:
             resp = await c.post(f"{base}/files", files={"file": ("a.jsonl", b'{"x":1}\n')}, data={"purpose": "batch"})
         # then it arrives whole
         assert resp.status_code == 200 and b'{"x":1}' in server.requests[0] and b"purpose" in server.requests[0]
+
+    asyncio.run(run())
+
+
+def test_the_cloud_transport_sends_what_httpx_sends_and_keeps_cookies() -> None:
+    async def with_cookie(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nset-cookie: lb=one; Path=/\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        return True
+
+    def head_and_body(raw: bytes) -> tuple[set[bytes], bytes]:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        return {line.lower() for line in head.split(b"\r\n")[1:]}, body
+
+    async def run() -> None:
+        server = Server(with_cookie)
+        async with server as base:
+            target = ProviderTarget(provider_id=f"lean-{base}", protocol="anthropic", api_base=f"{base}/v1",
+                                    alias="a", upstream_model="m", headers={"x-extra": "1"})
+            body = {"model": "m", "messages": [{"role": "user", "content": "café"}]}
+            # when the cloud transport posts twice (the lean path, then through the client: a cookie came back)
+            for _ in range(2):
+                resp = await transport.send(target, "/messages", body, {"x-api-key": "k"})
+                await resp.aread()
+                await resp.aclose()
+            # and httpx's own client posts the same
+            async with httpx.AsyncClient() as plain:
+                await plain.post(f"{base}/v1/messages", json=body, headers={"x-extra": "1", "x-api-key": "k"})
+        lean, via_client, reference = (head_and_body(r) for r in server.requests)
+        # then the lean request is byte for byte httpx's (headers in any order), and the cookie is sent back
+        assert lean == reference
+        assert via_client[0] - reference[0] == {b"cookie: lb=one"} and via_client[1] == reference[1]
 
     asyncio.run(run())
