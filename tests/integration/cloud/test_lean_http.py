@@ -6,6 +6,8 @@ a full pool); what it does not handle (a multipart upload) goes to httpx's own t
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -94,9 +96,12 @@ def test_requests_share_one_kept_alive_connection_and_arrive_whole() -> None:
     asyncio.run(run())
 
 
-def test_a_connection_the_server_closed_while_idle_is_replaced_once() -> None:
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_connection_the_server_closed_while_idle_is_replaced_once(reset: bool) -> None:
     async def close_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
         await ok()(reader, writer, req)
+        if reset:  # an abortive close: the client's next read on it is a connection reset
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         return False  # closes without saying so (no Connection: close): the client finds out on its next request
 
     async def run() -> None:
@@ -228,5 +233,30 @@ def test_the_cloud_transport_sends_what_httpx_sends_and_keeps_cookies() -> None:
         # then the lean request is byte for byte httpx's (headers in any order), and the cookie is sent back
         assert lean == reference
         assert via_client[0] - reference[0] == {b"cookie: lb=one"} and via_client[1] == reference[1]
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_kept_alive_connection_closed_as_the_request_arrives_is_tried_once_more(reset: bool) -> None:
+    served: dict[asyncio.StreamWriter, int] = {}
+
+    async def second_dropped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+        served[writer] = served.get(writer, 0) + 1
+        if served[writer] == 2:  # the keep-alive race: the server closes just as the next request arrives
+            if reset:
+                writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                           struct.pack("ii", 1, 0))
+            return False
+        return await ok()(reader, writer, request)
+
+    async def run() -> None:
+        server = Server(second_dropped)
+        async with server as base, client() as c:
+            # when a second request goes out on the kept-alive connection, which the server then drops unanswered
+            answers = [await c.post(f"{base}/r", json={}) for _ in range(2)]
+        # then it is sent once more, on a new connection, and answered
+        assert [a.status_code for a in answers] == [200, 200]
+        assert server.connections == 2 and len(server.requests) == 3
 
     asyncio.run(run())

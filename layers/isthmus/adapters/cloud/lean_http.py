@@ -210,7 +210,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
         read_timeout = _timeout(request, "read")
         received = False
         while not exchange.head_done:
-            chunk = await _read(conn, read_timeout, request)
+            try:
+                chunk = await _read(conn, read_timeout, request)
+            except httpx.ReadError:  # reset before a byte of the answer: as closed (a stale kept-alive connection)
+                if received:
+                    raise
+                raise _ClosedBeforeAnswer() from None
             if not chunk:
                 if not received:
                     raise _ClosedBeforeAnswer()
