@@ -42,9 +42,16 @@ def client(target: ProviderTarget) -> httpx.AsyncClient:
     key = (target.provider_id, target.api_base)
     found = clients.get(key)
     if found is None or found.is_closed:
-        found = clients[key] = httpx.AsyncClient(http2=importlib.util.find_spec("h2") is not None,
-                                                 limits=httpx.Limits(max_connections=200,
-                                                                     max_keepalive_connections=50))
+        if importlib.util.find_spec("h2") is not None:  # HTTP/2 to the providers that offer it: httpx's own
+            found = httpx.AsyncClient(http2=True, limits=httpx.Limits(max_connections=200,
+                                                                      max_keepalive_connections=50))
+        elif importlib.util.find_spec("httptools") is not None:  # HTTP/1.1: a fraction of httpx's own cost per call
+            from isthmus.adapters.cloud.lean_http import LeanTransport
+
+            found = httpx.AsyncClient(transport=LeanTransport(max_connections=200, max_keepalive_connections=50))
+        else:
+            found = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        clients[key] = found
     return found
 
 
@@ -98,6 +105,21 @@ def backoff(attempt: int) -> float:
     return min(MAX_RETRY_DELAY_S, BACKOFF_BASE_S * (2 ** attempt) * random.uniform(0.5, 1.5))
 
 
+async def _post(target: ProviderTarget, url: str, body: Any, content: bytes | None, headers: dict[str, str],
+                timeout: httpx.Timeout) -> httpx.Response:
+    """One POST, answered once its head arrived: straight to the lean transport when the client would send it
+    there as it is (see lean_http.direct), else through the client."""
+    from isthmus.adapters.cloud import lean_http
+
+    pooled = client(target)
+    direct = lean_http.direct(pooled, url)
+    if direct is not None:
+        return await direct.post(pooled, url, body, content, headers, timeout)
+    request = pooled.build_request("POST", url, json=body if content is None else None, content=content,
+                                   headers=headers, timeout=timeout)
+    return await pooled.send(request, stream=True)
+
+
 async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, str], *,
                content: bytes | None = None, whole: bool = False) -> httpx.Response:
     """POST ``{api_base}{path}``; returns once the status line and headers of a 2xx answer arrived (the body
@@ -111,12 +133,10 @@ async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, 
     url = target.api_base.rstrip("/") + path
     attempt = 0
     while True:
-        request = client(target).build_request("POST", url, json=body if content is None else None,
-                                               content=content, headers={**target.headers, **headers},
-                                               timeout=timeout)
         wait: float | None = None
         try:
-            resp = await asyncio.wait_for(client(target).send(request, stream=True), first_byte)
+            async with asyncio.timeout(first_byte):  # (asyncio.wait_for would run the call in a task of its own)
+                resp = await _post(target, url, body, content, {**target.headers, **headers}, timeout)
         except TimeoutError:
             raise timeout_error(target, "no first byte") from None
         except httpx.TimeoutException as exc:
