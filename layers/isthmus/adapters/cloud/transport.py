@@ -116,7 +116,10 @@ async def send(target: ProviderTarget, path: str, body: Any, headers: dict[str, 
                                                timeout=timeout)
         wait: float | None = None
         try:
-            resp = await asyncio.wait_for(client(target).send(request, stream=True), first_byte)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the call in a task of its own (a task
+            # and a switch per upstream call, on the path of every answer's first byte).
+            async with asyncio.timeout(first_byte):
+                resp = await client(target).send(request, stream=True)
         except TimeoutError:
             raise timeout_error(target, "no first byte") from None
         except httpx.TimeoutException as exc:
