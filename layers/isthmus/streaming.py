@@ -79,57 +79,112 @@ async def coalesce(source: AsyncIterator[bytes], interval: float | None = None,
     latency to the first byte); data that arrives within the interval is batched until it ends."""
     interval = flush_interval() if interval is None else interval
     try:
-        # The first chunk is awaited right here: no pump task and no queue between the backend's first
-        # event and the first byte out (the pump is only needed to wait for the next chunk with a deadline).
+        # The first chunk is awaited right here: no pump task between the backend's first event and the first
+        # byte out (the pump is only needed to wait for the next chunk with a deadline).
         try:
             first = await anext(source)
         except StopAsyncIteration:
             return
         yield first
-        async with _pumped(source) as queue:
-            async for chunk in _batches(queue, interval, max_bytes):
+        batcher = _Batcher(interval, max_bytes)
+        task = asyncio.create_task(batcher.pump(source))
+        try:
+            async for chunk in batcher.batches():
                 yield chunk
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
     finally:
         await _aclose(source)
 
 
-async def _batches(queue: asyncio.Queue[object], interval: float, max_bytes: int) -> AsyncIterator[bytes]:
-    """The pumped chunks that follow a flush, joined into at most one write per ``interval``."""
-    loop = asyncio.get_running_loop()
-    last_flush = loop.time()
-    while True:
-        item = await queue.get()
-        buf: list[bytes] = []
-        size = 0
-        deadline = last_flush + interval
+class _Batcher:
+    """The chunks after a coalesced stream's first: a pump task appends them to one buffer and wakes the writer
+    only when a write is due (the interval since the last flush is over, the byte budget is reached, or the source
+    ended), so a chunk costs an append, not a queue hop and a timer of its own (one timer per batch)."""
+
+    def __init__(self, interval: float, max_bytes: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.interval = interval
+        self.max_bytes = max_bytes
+        self.buf: list[bytes] = []
+        self.size = 0
+        self.ended = False
+        self.error: Exception | None = None
+        self.last_flush = self.loop.time()
+        self.expired = False  # the deadline's timer fired (it may fire a clock tick before loop.time() says so)
+        self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def _due(self) -> bool:
+        if self.ended or self.size >= self.max_bytes:
+            return True
+        return bool(self.buf) and (self.expired or self.loop.time() >= self.last_flush + self.interval)
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _deadline(self) -> None:
+        self.expired = True
+        self._wake()
+
+    def _arm(self) -> None:
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.last_flush + self.interval, self._deadline)
+
+    async def pump(self, source: AsyncIterator[bytes]) -> None:
+        try:
+            async for item in source:
+                self.buf.append(item)
+                self.size += len(item)
+                if self.waiter is not None:  # the writer is idle: wake it now, or once the interval is over
+                    if self._due():
+                        self._wake()
+                    else:
+                        self._arm()
+        except Exception as exc:  # handed to the writer, which raises it after the data before it
+            self.error = exc
+        finally:
+            self.ended = True
+            self._wake()
+
+    def _take(self) -> bytes:
+        """The next write: the buffered chunks, up to the first that reaches the byte budget."""
+        taken, size = len(self.buf), self.size
+        if size >= self.max_bytes:
+            taken = size = 0
+            while size < self.max_bytes:
+                size += len(self.buf[taken])
+                taken += 1
+        chunk = b"".join(self.buf[:taken])
+        del self.buf[:taken]
+        self.size -= size
+        self.expired = False
+        return chunk
+
+    async def batches(self) -> AsyncIterator[bytes]:
         while True:
-            if item is _END:
-                if buf:
-                    yield b"".join(buf)
-                return
-            if isinstance(item, Exception):
-                if buf:
-                    yield b"".join(buf)
-                raise item
-            buf.append(item)  # type: ignore[arg-type]
-            size += len(item)  # type: ignore[arg-type]
-            if size >= max_bytes:
-                break
-            try:
-                item = queue.get_nowait()
+            if not self._due():
+                if self.buf:
+                    self._arm()
+                self.waiter = self.loop.create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
                 continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    item = await queue.get()
-            except TimeoutError:
-                break
-        yield b"".join(buf)
-        last_flush = loop.time()
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if self.buf:
+                yield self._take()
+                self.last_flush = self.loop.time()
+                continue
+            if self.error is not None:
+                raise self.error
+            return
 
 
 class RelayResponse(StreamingResponse):

@@ -6,10 +6,10 @@ Faults are scripted by the *upstream model name* (dash-separated tokens, so each
 ``e429x2`` the first 2 calls answer 429 (then normal), ``e500x1`` / ``e500x99`` likewise with 500,
 ``e401x9``, ``e400x9``, ``e404x9``; ``ra3`` sets ``Retry-After: 3`` on those errors (429s default to 0);
 ``slow2`` waits 2 s before the first byte; ``cut`` breaks the stream's connection after two deltas;
-``stall2`` goes quiet for 2 s after two deltas; ``over5000`` reports 5000 prompt tokens more than it counted
-(a provider that bills more than was sent).
-Every request is recorded (path, headers, JSON body) for assertions; counts are per model name. The batch APIs
-(OpenAI files + batches, Anthropic Message Batches) are tests/support/fake_provider_batches.py.
+``stall2`` goes quiet for 2 s after two deltas; ``linger5`` (OpenAI) keeps the stream open 5 s after ``[DONE]``;
+``over5000`` reports 5000 prompt tokens more than it counted (a provider that bills more than was sent).
+Every request is recorded (path, headers, JSON body, the client's port) for assertions; counts are per model name.
+The batch APIs (OpenAI files + batches, Anthropic Message Batches) are tests/support/fake_provider_batches.py.
 
 Answers: with tools and no tool result yet, a call of the first tool with ``{"city": "Paris"}``; after a
 tool result, ``tool said: <result>``; otherwise ``echo: <last user text>``. Keys must start with ``sk-``.
@@ -120,7 +120,8 @@ class FakeProviders(LoopbackServer):
         return f"echo: {content}", None
 
     def _record(self, request: Request, body: dict[str, Any]) -> None:
-        self.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+        self.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body,
+                              "peer": request.client.port if request.client else None})  # which connection
 
     # ---- OpenAI -----------------------------------------------------------------------------------------
     async def openai(self, request: Request) -> Response:
@@ -204,6 +205,9 @@ class FakeProviders(LoopbackServer):
                     "choices": [], "usage": usage}
             yield f"data: {json.dumps(data)}\n\n".encode()
         yield b"data: [DONE]\n\n"
+        linger = re.search(r"(?:^|-)linger(\d+)(?:-|$)", model)
+        if linger:  # a provider that keeps the response open after its last event
+            await asyncio.sleep(float(linger.group(1)))
 
     # ---- Anthropic --------------------------------------------------------------------------------------
     async def messages(self, request: Request) -> Response:

@@ -203,6 +203,10 @@ class AnthropicProviderBackend(transport.ProviderBackend):
             headers["x-api-key"] = self.target.api_key
         return headers
 
+    @staticmethod
+    def is_last_event(event: str | None, data: str) -> bool:
+        return event == "message_stop"
+
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
         decoder = _StreamDecoder(request.model)
         ended = False

@@ -186,6 +186,10 @@ class OpenAIProviderBackend(transport.ProviderBackend):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.target.api_key}"} if self.target.api_key else {}
 
+    @staticmethod
+    def is_last_event(event: str | None, data: str) -> bool:
+        return data.strip() == "[DONE]"
+
     async def stream(self, request: InternalRequest) -> AsyncIterator[StreamEvent]:
         decoder = _StreamDecoder(request.model)
         done = False

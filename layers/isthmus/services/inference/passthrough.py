@@ -88,9 +88,9 @@ class PassthroughService:
         # The 4-characters-a-token estimate is what the tokens-per-minute limit takes, as for chat.
         return await self._forward(
             principal, model, endpoint=endpoint, request_id=request_id, on_admitted=on_admitted,
-            capability=capability, estimate=max(1, math.ceil(len(json.dumps(body)) / 4)),
-            bound=passthrough_bound(body), send=lambda backend: backend.raw(path, body), routed=routed,
-            detach_settle=detach_settle)
+            capability=capability,
+            sizes=lambda: (max(1, math.ceil(len(json.dumps(body)) / 4)), passthrough_bound(body)),
+            send=lambda backend: backend.raw(path, body), routed=routed, detach_settle=detach_settle)
 
     async def forward_form(self, principal: Principal | None, path: str, raw: bytes, content_type: str, *,
                            endpoint: str, request_id: str, on_admitted: Callable[[], None] | None = None,
@@ -108,13 +108,16 @@ class PassthroughService:
 
         return await self._forward(principal, model, endpoint=endpoint, request_id=request_id,
                                    on_admitted=on_admitted, capability=capability,
-                                   estimate=max(1, math.ceil(len(raw) / 4)), bound=len(raw) + PER_REQUEST_TOKENS,
+                                   sizes=lambda: (max(1, math.ceil(len(raw) / 4)), len(raw) + PER_REQUEST_TOKENS),
                                    send=send, detach_settle=detach_settle)
 
     async def _forward(self, principal: Principal | None, model: str, *, endpoint: str, request_id: str,
-                       on_admitted: Callable[[], None] | None, capability: str | None, estimate: int, bound: int,
-                       send: Send, routed: Routed | None = None, detach_settle: bool = False) -> Forwarded:
-        """``routed``: where a model that is no cloud alias goes instead (a backend and how to send to it)."""
+                       on_admitted: Callable[[], None] | None, capability: str | None,
+                       sizes: Callable[[], tuple[int, int]], send: Send, routed: Routed | None = None,
+                       detach_settle: bool = False) -> Forwarded:
+        """``routed``: where a model that is no cloud alias goes instead (a backend and how to send to it);
+        ``sizes``: the call's (tokens-per-minute estimate, prompt token bound), computed only when it is admitted
+        (both walk the whole body: nothing to pay for without a gate)."""
         chain = await self.resolver.backend(model)
         backend = next((b for b in (chain.backends if chain else []) if hasattr(b, "raw")), None)
         if backend is None and routed is not None:
@@ -128,6 +131,7 @@ class PassthroughService:
         admission = None
         if self.gate is not None and principal is not None:
             # Settlement charges the upstream's prompt tokens only: the hold is their upper bound, no output.
+            estimate, bound = sizes()
             admission = await self.gate.admit(principal, model=model.strip(), endpoint=endpoint,
                                               input_tokens_estimate=estimate, max_output_tokens=0,
                                               bound=fixed(TokenBound(bound, 0)))
@@ -135,9 +139,12 @@ class PassthroughService:
         if on_admitted is not None:
             on_admitted()
 
-        async def settle(status: str, code: int, prompt_tokens: int = 0) -> None:
+        async def settle(status: str, code: int, answer: bytes = b"", content_type: str = "") -> None:
             if self.gate is not None and admission is not None:
-                await self.gate.settle(admission, prompt_tokens=prompt_tokens, completion_tokens=0, cached_tokens=0,
+                # The answer's usage is read here, in the (detached) settlement: off the answer's path, and
+                # not at all without an admission (a large embeddings answer is a large JSON document).
+                await self.gate.settle(admission, prompt_tokens=_prompt_tokens(answer, content_type),
+                                       completion_tokens=0, cached_tokens=0,
                                        status=status, status_code=code,
                                        latency_ms=int((time.monotonic() - started) * 1000), backend=backend.name,
                                        request_id=request_id)
@@ -155,7 +162,9 @@ class PassthroughService:
             await settle("error", 502)
             raise
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in _KEPT_HEADERS}
-        settled = settle("success", upstream.status_code, _prompt_tokens(content, headers.get("content-type", "")))
+        if admission is None:
+            return Forwarded(upstream.status_code, content, headers)
+        settled = settle("success", upstream.status_code, content, headers.get("content-type", ""))
         if detach_settle:
             _detached(settled)
         else:

@@ -1,0 +1,43 @@
+"""One in-process round of bench/ab_edges.py, run with the measured tree's PYTHONPATH (nothing of this tree but this
+file is imported): python ab_child.py KEY N CASES_JSON, CASES_JSON a list of [label, path, body]. Prints one line,
+RESULT {label: [CPU us per request, Python calls per request]}."""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import json
+import pstats
+import sys
+import time
+from typing import Any
+
+import httpx
+
+
+async def measure(key: str, n: int, cases: list[list[Any]]) -> dict[str, tuple[float, float]]:
+    from local_runtime.edge.server import create_edge
+
+    out: dict[str, tuple[float, float]] = {}
+    transport = httpx.ASGITransport(app=create_edge())
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge", timeout=60,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
+        for label, path, body in cases:
+            for _ in range(30):
+                resp = await client.post(path, json=body)
+                assert resp.status_code == 200, resp.text
+            start = time.process_time()
+            for _ in range(n):
+                await client.post(path, json=body)
+            cpu_us = (time.process_time() - start) / n * 1e6
+            profile = cProfile.Profile()
+            profile.enable()
+            for _ in range(50):
+                await client.post(path, json=body)
+            profile.disable()
+            out[label] = (cpu_us, pstats.Stats(profile).total_calls / 50)  # type: ignore[attr-defined]
+    return out
+
+
+if __name__ == "__main__":
+    print("RESULT " + json.dumps(asyncio.run(measure(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])))))
