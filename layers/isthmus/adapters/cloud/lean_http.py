@@ -2,7 +2,7 @@
 C response parser, with a keep-alive pool.
 
 Why: httpx's default transport (httpcore + h11 + anyio) cost ~0.35-0.6 ms of CPU and 1-1.5 ms of wall time per
-call to a loopback upstream on this 2-core VM, a raw asyncio exchange ~0.03 ms and ~0.2 ms (bench/edge_ab.py and
+call to a loopback upstream on this 2-core VM, a raw asyncio exchange ~0.03 ms and ~0.2 ms (bench/ab_edges.py and
 the figures in the README): the largest part of what a cloud alias added over calling its provider directly.
 
 Same contract as httpx's transport: httpx ``Request`` in, httpx ``Response`` with a streamed body out; the
