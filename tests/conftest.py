@@ -93,13 +93,15 @@ def start_edge(mode: str, env: dict[str, str] | None = None) -> tuple[subprocess
 class SharedEdges:
     """Edges that several modules start alike, started once per session: ``get(mode, env)`` gives the running edge
     whose mode and whole ISTHMUS_* environment (this process's, then ``env``) are the same, else starts one. For
-    modules that only send requests to their edge; never for an edge a test kills, restarts or needs fresh."""
+    modules that only send requests to their edge; never for an edge a test kills, restarts or needs fresh. A
+    shared edge runs no batch worker: it outlives its modules and would take other modules' batches."""
 
     def __init__(self) -> None:
         self._running: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[subprocess.Popen[bytes], str]] = {}
 
     def get(self, mode: str, env: dict[str, str] | None = None) -> str:
-        effective = {k: v for k, v in os.environ.items() if k.startswith("ISTHMUS_")} | (env or {})
+        env = {"ISTHMUS_BATCH_WORKER": "off", **(env or {})}
+        effective = {k: v for k, v in os.environ.items() if k.startswith("ISTHMUS_")} | env
         key = (mode, tuple(sorted(effective.items())))
         running = self._running.get(key)
         if running is None or running[0].poll() is not None:
