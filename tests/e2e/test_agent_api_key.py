@@ -16,8 +16,7 @@ import httpx
 import openai
 import pytest
 
-from local_runtime.process import stop
-from tests.conftest import start_edge
+from tests.conftest import SharedEdges
 from tests.support.agents import AgentProcess
 
 pytestmark = pytest.mark.e2e
@@ -44,20 +43,17 @@ def keyed_agent(tiny_model: Path, agent_logs: Path) -> Iterator[AgentProcess]:
 
 
 @pytest.fixture(scope="module")
-def edge(ddb_tables: str, keyed_agent: AgentProcess) -> Iterator[str]:
-    proc, base = start_edge("asgi", env={"ISTHMUS_ROUTING_CACHE_SECONDS": "0"})
-    try:
-        # given two telemak clusters in front of it: one with its key (protocol detected), one with a wrong key
-        r = httpx.put(f"{base}/admin/clusters/{GOOD}", json={"kind": "telemak", "url": keyed_agent.base,
-                                                             "api_key": KEY}, timeout=30)
-        assert r.status_code == 200, r.text
-        r = httpx.put(f"{base}/admin/clusters/{BAD}", json={"kind": "telemak", "url": keyed_agent.base,
-                                                            "api_key": "sk-not-this-one", "protocol": "agent"},
-                      timeout=30)
-        assert r.status_code == 200, r.text
-        yield base
-    finally:
-        stop(proc)
+def edge(shared_edges: SharedEdges, keyed_agent: AgentProcess) -> str:
+    base = shared_edges.get("asgi", {"ISTHMUS_ROUTING_CACHE_SECONDS": "0"})  # shared: clusters of its own names
+    # given two telemak clusters in front of it: one with its key (protocol detected), one with a wrong key
+    r = httpx.put(f"{base}/admin/clusters/{GOOD}", json={"kind": "telemak", "url": keyed_agent.base,
+                                                         "api_key": KEY}, timeout=30)
+    assert r.status_code == 200, r.text
+    r = httpx.put(f"{base}/admin/clusters/{BAD}", json={"kind": "telemak", "url": keyed_agent.base,
+                                                        "api_key": "sk-not-this-one", "protocol": "agent"},
+                  timeout=30)
+    assert r.status_code == 200, r.text
+    return base
 
 
 def test_the_agent_refuses_calls_without_its_key_and_health_stays_open(keyed_agent: AgentProcess) -> None:

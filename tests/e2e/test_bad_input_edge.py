@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from local_runtime.process import stop
-from tests.conftest import start_edge
+from tests.conftest import SharedEdges
 from tests.support.agents import AgentProcess
 
 pytestmark = pytest.mark.e2e
@@ -21,12 +19,9 @@ BOUND_S = 30  # a generous upper bound on every wait here (the probe saw 55 s be
 
 
 @pytest.fixture(scope="module", params=["asgi", "lambda"])
-def edge(request: pytest.FixtureRequest, smol_agent: AgentProcess, ddb_tables: str) -> Iterator[str]:
-    proc, base = start_edge(request.param, env={"ISTHMUS_DEFAULT_AGENT_URL": smol_agent.base})
-    try:
-        yield base
-    finally:
-        stop(proc)
+def edge(request: pytest.FixtureRequest, smol_agent: AgentProcess, shared_edges: SharedEdges) -> str:
+    # the same edge as test_sdk_inference's (only requests are sent to it)
+    return shared_edges.get(request.param, {"ISTHMUS_DEFAULT_AGENT_URL": smol_agent.base})
 
 
 def declared_but_unsent(base: str, path: str, declared: int) -> tuple[int, Any]:

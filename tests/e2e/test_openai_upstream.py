@@ -15,8 +15,7 @@ import httpx
 import openai
 import pytest
 
-from local_runtime.process import stop
-from tests.conftest import start_edge
+from tests.conftest import SharedEdges
 from tests.support.fake_providers import FakeProviders
 from tests.support.openai_upstream import KeyProxy, MlxLmServer
 
@@ -38,16 +37,13 @@ def upstream(smollm2_model: Path, agent_logs: Path) -> Iterator[tuple[MlxLmServe
 
 
 @pytest.fixture(scope="module")
-def edge(ddb_tables: str, upstream: tuple[MlxLmServer, KeyProxy]) -> Iterator[str]:
-    proc, base = start_edge("asgi", env={"ISTHMUS_ROUTING_CACHE_SECONDS": "0"})
-    try:
-        # given an operator who puts the upstream behind a cluster with its api key (no protocol named)
-        r = httpx.put(f"{base}/admin/clusters/{CLUSTER}", json={"kind": "telemak", "url": upstream[1].base,
-                                                                "api_key": KEY}, timeout=30)
-        assert r.status_code == 200, r.text
-        yield base
-    finally:
-        stop(proc)
+def edge(shared_edges: SharedEdges, upstream: tuple[MlxLmServer, KeyProxy]) -> str:
+    base = shared_edges.get("asgi", {"ISTHMUS_ROUTING_CACHE_SECONDS": "0"})  # shared: a cluster of its own name
+    # given an operator who puts the upstream behind a cluster with its api key (no protocol named)
+    r = httpx.put(f"{base}/admin/clusters/{CLUSTER}", json={"kind": "telemak", "url": upstream[1].base,
+                                                            "api_key": KEY}, timeout=30)
+    assert r.status_code == 200, r.text
+    return base
 
 
 def test_the_upstream_is_recognised_and_its_models_listed(edge: str, smollm2_model: Path,

@@ -4,14 +4,13 @@ SmolLM2-135M node agent: whole and streamed answers, session prefix reuse, a too
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import anthropic
 import openai
 import pytest
 
-from local_runtime.process import stop
-from tests.conftest import start_edge
+from tests.conftest import SharedEdges
+from tests.support.agents import AgentProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,12 +25,9 @@ WEATHER_TOOL = {
 
 
 @pytest.fixture(scope="module", params=["asgi", "lambda"])
-def gateway(request: pytest.FixtureRequest, smol_agent: object, ddb_tables: str) -> Iterator[str]:
-    proc, base = start_edge(request.param, env={"ISTHMUS_DEFAULT_AGENT_URL": smol_agent.base})
-    try:
-        yield base
-    finally:
-        stop(proc)
+def gateway(request: pytest.FixtureRequest, smol_agent: AgentProcess, shared_edges: SharedEdges) -> str:
+    # the same edge as test_bad_input_edge's (only requests are sent to it)
+    return shared_edges.get(request.param, {"ISTHMUS_DEFAULT_AGENT_URL": smol_agent.base})
 
 
 @pytest.fixture()

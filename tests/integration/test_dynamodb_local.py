@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,20 +17,30 @@ from tests.support.waiting import poll
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def module_ddb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoLocal]:
+    """A DynamoDB Local of this module's own (its tests stop and restart it), persistent in a folder of its own:
+    one JVM start and one set of tables for the module."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ISTHMUS_TABLE_PREFIX", "restart-")
+        # use_local_endpoint() writes os.environ: let the patch put the session's endpoint back afterwards
+        env.setenv("ISTHMUS_DYNAMODB_ENDPOINT", "set-below")
+        ddb = DynamoLocal(free_port(), tmp_path_factory.mktemp("dynamodb")).start()
+        use_local_endpoint(ddb.endpoint)
+        create_tables(dynamodb.client())
+        try:
+            yield ddb
+        finally:
+            ddb.stop()
+            dynamodb.reset_clients()
+
+
 @pytest.fixture()
-def own_ddb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoLocal]:
-    """A DynamoDB Local of this test's own (it gets stopped and restarted), persistent under tmp_path."""
-    monkeypatch.setenv("ISTHMUS_TABLE_PREFIX", "restart-")
-    # use_local_endpoint() writes os.environ: let monkeypatch put the session's endpoint back afterwards
-    monkeypatch.setenv("ISTHMUS_DYNAMODB_ENDPOINT", "set-below")
-    ddb = DynamoLocal(free_port(), tmp_path / "dynamodb").start()
-    use_local_endpoint(ddb.endpoint)
-    create_tables(dynamodb.client())
-    try:
-        yield ddb
-    finally:
-        ddb.stop()
-        dynamodb.reset_clients()
+def own_ddb(module_ddb: DynamoLocal) -> DynamoLocal:
+    """The module's store, running when each test starts (a test before may have left it stopped)."""
+    if module_ddb.proc is None or module_ddb.proc.poll() is not None:
+        module_ddb.start()
+    return module_ddb
 
 
 def test_readiness_goes_503_when_dynamodb_stops_and_200_when_it_returns(own_ddb: DynamoLocal) -> None:

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from local_runtime.process import stop
-from tests.conftest import start_edge
+from tests.conftest import SharedEdges
 from tests.support.agents import AgentProcess, enrolled_agents
 from tests.support.waiting import poll
 
@@ -22,14 +21,11 @@ CLUSTER = "jobs"
 
 
 @pytest.fixture(scope="module")
-def lan(ddb_tables: str, agent_logs: Path) -> Iterator[tuple[str, AgentProcess]]:
-    proc, edge = start_edge("asgi")
-    try:
-        # the agent starts empty: the tests load through the admin API
-        with enrolled_agents(edge, CLUSTER, ["job-node"], log_dir=agent_logs) as agents:
-            yield edge, agents["job-node"]
-    finally:
-        stop(proc)
+def lan(shared_edges: SharedEdges, agent_logs: Path) -> Iterator[tuple[str, AgentProcess]]:
+    edge = shared_edges.get("asgi")  # the plain edge, as test_edge's: a cluster of its own name
+    # the agent starts empty: the tests load through the admin API
+    with enrolled_agents(edge, CLUSTER, ["job-node"], log_dir=agent_logs) as agents:
+        yield edge, agents["job-node"]
 
 
 def _until_finished(edge: str, job: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
