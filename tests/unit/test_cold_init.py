@@ -51,7 +51,8 @@ def test_outside_a_sandbox_the_import_makes_no_client() -> None:
 
 # The first invoke after a sandbox's init: given the function's sample event with its credentials stripped (so
 # it is answered without reaching AWS: 401, 200, or a store call that fails at once for want of credentials),
-# when the handler runs once, then it imports no module and no model of ours is left with its schema deferred.
+# when the handler runs once, then it imports no module, makes no store client, and no model of ours is left
+# with its schema deferred.
 FIRST_INVOKE = """
 import gc, importlib, json, sys
 handler_module = importlib.import_module(sys.argv[1])
@@ -63,6 +64,8 @@ def subclasses(cls):
 deferred = sorted(f"{m.__module__}.{m.__qualname__}" for m in subclasses(BaseModel)
                   if not m.__pydantic_complete__ and m.__module__.startswith(("isthmus", "routes", "admin_api")))
 frozen = gc.get_freeze_count()
+from isthmus.adapters import dynamodb
+clients = len(dynamodb._clients)
 loaded = set(sys.modules)
 class Context:
     function_name = "test"; aws_request_id = "test-1"; memory_limit_in_mb = 512; function_version = "$LATEST"
@@ -73,7 +76,8 @@ try:
 except Exception as exc:  # a scheduled function's store call with no credentials
     outcome = type(exc).__name__
 print(json.dumps({"deferred": deferred, "frozen": frozen > 0, "outcome": outcome,
-                  "imported": sorted(set(sys.modules) - loaded), "botocore": "botocore.session" in loaded}))
+                  "imported": sorted(set(sys.modules) - loaded), "botocore": "botocore.session" in loaded,
+                  "clients made": len(dynamodb._clients) - clients}))
 """
 
 
@@ -90,6 +94,7 @@ def _event(name: str, path: str | None = None) -> dict[str, object]:
     ("models", "app", _event("models_list"), "401", True),
     ("files", "app", _event("files_list"), "401", True),
     ("docs", "app", _event("health", "/openapi.json"), "200", False),
+    ("health", "app", _event("health_readiness"), "503", True),  # the probe's own client: made at init too
     ("holds_sweeper", "sweeper", {"source": "aws.events"}, "NoCredentialsError", True),
 ])
 def test_the_first_invoke_after_a_sandbox_init_imports_nothing(function: str, module: str, event: dict[str, object],
@@ -106,6 +111,7 @@ def test_the_first_invoke_after_a_sandbox_init_imports_nothing(function: str, mo
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["outcome"] == outcome
     assert seen["imported"] == []
+    assert seen["clients made"] == 0
     assert seen["deferred"] == []
     assert seen["frozen"] is True
     assert seen["botocore"] is store  # the docs function has no store: init does not make a client for nothing
