@@ -66,11 +66,12 @@ def prepare(*parts: Callable[[], object], store: bool = True) -> None:
 
 
 def first_call(client: Any, tables: list[str]) -> None:
-    """Make ``client``'s first call on each of ``tables``, which does once what later calls reuse (the endpoint
-    rules' evaluation, cached per table name: ~2 ms each; the event names' aliases; the serializer's first
-    walk), without a request: the first ``before-call`` handler answers it, as botocore's Stubber does, so no
-    request is signed or sent and neither the store breaker nor the call-duration metric sees it. A warm-up
-    that fails leaves that work to the first request."""
+    """Make ``client``'s first call on each of ``tables`` and of each hot operation, which does once what later
+    calls reuse (the endpoint rules' evaluation, cached per table name: ~2 ms each; the aliases of each
+    operation's event names; the serializer's first walk of its shapes), without a request: the first
+    ``before-call`` handler answers it, as botocore's Stubber does, so no request is signed or sent and neither
+    the store breaker nor the call-duration metric sees it. A warm-up that fails leaves that work to the first
+    request."""
     from botocore.awsrequest import AWSResponse
 
     def answer(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
@@ -78,9 +79,17 @@ def first_call(client: Any, tables: list[str]) -> None:
 
     events = client.meta.events
     events.register_first("before-call", answer, unique_id=_FIRST_CALL)
+    key, value = {"pk": {"S": "init"}}, {":v": {"S": "init"}}
     try:
         for table in tables:
-            client.get_item(TableName=table, Key={"pk": {"S": "init"}})
+            client.get_item(TableName=table, Key=key)
+        table = tables[0]
+        client.put_item(TableName=table, Item=key, ConditionExpression="attribute_not_exists(pk)")
+        client.update_item(TableName=table, Key=key, UpdateExpression="SET v = :v", ExpressionAttributeValues=value)
+        client.delete_item(TableName=table, Key=key)
+        client.query(TableName=table, KeyConditionExpression="pk = :v", ExpressionAttributeValues=value)
+        client.scan(TableName=table)
+        client.transact_write_items(TransactItems=[{"Put": {"TableName": table, "Item": key}}])
     except Exception:  # an optimisation only: the first request does the same work if this fails
         pass
     finally:
