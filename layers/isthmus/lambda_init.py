@@ -3,7 +3,8 @@
 Init runs at full CPU before any request is routed to the sandbox (and is what SnapStart would snapshot); the
 first invoke runs at the function's CPU share with a caller waiting. So in a sandbox (``AWS_LAMBDA_FUNCTION_NAME``
 set) the init makes: the store client (botocore, the DynamoDB model, the credential chain, the hot operations'
-models) and anyio's threadpool backend; the parts the function's requests use (``parts``: services and the
+models, the paginators' model, the modeled errors) with its first call made (:func:`first_call`), and anyio's
+threadpool backend; the parts the function's requests use (``parts``: services and the
 adapters they import, from :mod:`isthmus.wiring`); the schema of every pydantic model imported so far that was
 deferred (``defer_build``: built on first validation otherwise); then it freezes what it made out of the garbage
 collector's reach. Outside a sandbox (the edge, uvicorn, tests) nothing here runs: each part is built on first
@@ -97,8 +98,8 @@ def first_call(client: Any, tables: list[str]) -> None:
 
 
 def build_deferred_schemas() -> int:
-    """Build the schema of every model of ours imported so far whose build was deferred; returns how many.
-    None when pydantic was never imported (a function that validates nothing does not load it for this)."""
+    """Build the schema of every model of ours imported so far whose build was deferred; returns how many (0 when
+    pydantic was never imported: a function that validates nothing does not load it for this)."""
     if "pydantic" not in sys.modules:
         return 0
     from pydantic import BaseModel
