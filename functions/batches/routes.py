@@ -81,4 +81,4 @@ app = create_app(
     + versioned("/batches/{batch_id}/results", batch_results, ["GET"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_batches)

@@ -62,4 +62,4 @@ app = create_app(
     + versioned("/budgets/{budget_id}/reset-logs", reset_logs, ["GET"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_tenancy)

@@ -77,4 +77,4 @@ app = create_app(
     ],
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, store=False, prepare=_assets)  # static files: no store

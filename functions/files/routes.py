@@ -101,4 +101,4 @@ app = create_app(
     + versioned("/files/{file_id}/content", file_content, ["GET"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_files)

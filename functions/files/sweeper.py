@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from isthmus import wiring
+from isthmus import lambda_init, wiring
+
+lambda_init.prepare(wiring.prepare_files)  # Lambda init: the store and S3 clients, the files service
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:

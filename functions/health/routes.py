@@ -4,7 +4,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from isthmus.adapters.dynamodb import DynamoStoreProbe
+from isthmus.adapters.dynamodb import DynamoStoreProbe, client
 from isthmus.errors import ApiError, allowed_methods, method_not_allowed
 from isthmus.observability import lambda_entry
 from isthmus.services.control import health
@@ -44,4 +44,5 @@ app = create_app(
     ],
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+# Lambda init: readiness asks the store through the probe's own client (fast-fail timeouts, no retries)
+handler = lambda_entry(app, SERVICE, prepare=lambda: client(fast_fail=True))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from isthmus import lambda_init
 from isthmus.adapters.holds_ddb import DynamoHoldStore
 from isthmus.services.tenancy.holds import sweep_once
+
+lambda_init.prepare()  # Lambda init: the store client
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:

@@ -59,4 +59,4 @@ app = create_app(
     + versioned("/keys/{key_id}", delete_key, ["DELETE"]) + versioned("/keys/{key_id}/rotate", rotate_key, ["POST"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_tenancy)

@@ -36,4 +36,4 @@ async def get_model(request: Request) -> Response:
 
 app = create_app(versioned("/models", list_models, ["GET"]) + versioned("/models/{model_id:path}", get_model, ["GET"]),
                  service=SERVICE)
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_models)

@@ -63,4 +63,4 @@ app = create_app(
     + versioned("/pricing/{model_key:path}", delete_pricing, ["DELETE"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_tenancy)

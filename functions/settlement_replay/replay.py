@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from isthmus import wiring
+from isthmus import lambda_init, wiring
 from isthmus.observability import get_logger
 from isthmus.services.tenancy.settlements import replay_entry
 from isthmus.services.tenancy.spool import loads
 
 log = get_logger("settlement-replay")
+lambda_init.prepare(wiring.stores)  # Lambda init: the store client and the usage store
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:

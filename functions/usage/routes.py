@@ -36,4 +36,4 @@ app = create_app(
     versioned("/usage", list_usage, ["GET"]) + versioned("/usage/summary", usage_summary, ["GET"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_tenancy)

@@ -67,4 +67,4 @@ app = create_app(
     + versioned("/users/{user_id}", delete_user, ["DELETE"]) + versioned("/users/{user_id}/usage", user_usage, ["GET"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE)
+handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_tenancy)

@@ -17,6 +17,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
+from isthmus import lambda_init
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("isthmus_request_id", default=None)
 
 _loggers: dict[str, Logger] = {}
@@ -81,23 +83,11 @@ def lambda_entry(app: Any, service: str, *, store: bool = True,
                  prepare: Callable[[], object] | None = None) -> LambdaHandler:
     """``handler = Mangum(app)`` wrapped with Powertools: correlation id, cold-start metric, tracing.
 
-    In a Lambda sandbox the function's init also makes what its first request would otherwise wait for: the
-    store client (``store``: botocore and its DynamoDB model, ~170 ms here) and ``prepare()`` (the function's
-    service objects and the imports they pull in). Init runs at full CPU before any request is routed to the
-    sandbox (and is what SnapStart would snapshot); nothing here touches the network."""
+    In a Lambda sandbox the function's init also makes what its first request would otherwise wait for
+    (:func:`isthmus.lambda_init.prepare`): the store client (``store``: botocore and its DynamoDB model), ``prepare()``
+    (the function's service objects and the imports they pull in) and the deferred pydantic schemas."""
     # cold start: Mangum only in a Lambda handler, not the edge's asgi mode
     from mangum import Mangum
-
-    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        if store:
-            # every store call runs in the threadpool: anyio's asyncio backend is otherwise imported by the first
-            import anyio._backends._asyncio  # noqa: F401
-
-            from isthmus.adapters import dynamodb
-
-            dynamodb.prepare()
-        if prepare is not None:
-            prepare()
 
     logger = get_logger(service)
     metrics = get_metrics(service)
@@ -120,4 +110,5 @@ def lambda_entry(app: Any, service: str, *, store: bool = True,
             traced["fn"] = Tracer(service=service).capture_lambda_handler(invoke, capture_response=False)
         return traced["fn"](event, context)
 
+    lambda_init.prepare(*([prepare] if prepare else []), store=store)  # last: it ends init with gc.freeze()
     return handler
