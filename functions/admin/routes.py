@@ -7,7 +7,7 @@ Open when no admin token is set; else ``Authorization: Bearer <token>`` (enrollm
 
 from __future__ import annotations
 
-from isthmus import wiring
+from isthmus import init_parts
 from isthmus.observability import lambda_entry
 from isthmus.web import create_app
 
@@ -19,4 +19,4 @@ else:  # on Lambda the function folder is the import root
 SERVICE = "admin"
 
 app = create_app(routes, service=SERVICE)
-handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_admin)
+handler = lambda_entry(app, SERVICE, prepare=init_parts.prepare_admin)

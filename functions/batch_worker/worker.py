@@ -10,13 +10,13 @@ import asyncio
 import time
 from typing import Any
 
-from isthmus import lambda_init, wiring
+from isthmus import init_parts, lambda_init, wiring
 from isthmus.adapters.batch_queue import SqsBatchQueue, queue_url
 from isthmus.observability import get_logger
 
 log = get_logger("batch-worker")
 # Lambda init: the store and S3 clients and the batch engine (the inference service, its gate and routing)
-lambda_init.prepare(wiring.prepare_files, wiring.new_batch_runner)
+lambda_init.prepare(init_parts.prepare_files, wiring.new_batch_runner)
 STOP_BEFORE_END_S = 120.0  # room for the last lines to finish and the message to be sent again
 
 

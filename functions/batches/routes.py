@@ -7,7 +7,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus import wiring
+from isthmus import init_parts, wiring
 from isthmus.auth_http import ANY_KEY
 from isthmus.errors import ApiError, Dialect
 from isthmus.handlers import authorized
@@ -81,4 +81,4 @@ app = create_app(
     + versioned("/batches/{batch_id}/results", batch_results, ["GET"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_batches)
+handler = lambda_entry(app, SERVICE, prepare=init_parts.prepare_batches)

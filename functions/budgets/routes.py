@@ -3,7 +3,7 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus import wiring
+from isthmus import init_parts, wiring
 from isthmus.auth_http import MASTER
 from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
@@ -62,4 +62,4 @@ app = create_app(
     + versioned("/budgets/{budget_id}/reset-logs", reset_logs, ["GET"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_tenancy)
+handler = lambda_entry(app, SERVICE, prepare=init_parts.prepare_tenancy)

@@ -7,7 +7,7 @@ one shared caller (see isthmus.services.files.wire.owner_of). Errors are OpenAI 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from isthmus import wiring
+from isthmus import init_parts, wiring
 from isthmus.auth_http import ANY_KEY
 from isthmus.errors import bad_request
 from isthmus.handlers import authorized
@@ -101,4 +101,4 @@ app = create_app(
     + versioned("/files/{file_id}/content", file_content, ["GET"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_files)
+handler = lambda_entry(app, SERVICE, prepare=init_parts.prepare_files)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from isthmus import lambda_init, wiring
+from isthmus import init_parts, lambda_init, wiring
 
-lambda_init.prepare(wiring.prepare_files)  # Lambda init: the store and S3 clients, the files service
+lambda_init.prepare(init_parts.prepare_files)  # Lambda init: the store and S3 clients, the files service
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:

@@ -3,7 +3,7 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus import wiring
+from isthmus import init_parts, wiring
 from isthmus.auth_http import MASTER
 from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
@@ -59,4 +59,4 @@ app = create_app(
     + versioned("/keys/{key_id}", delete_key, ["DELETE"]) + versioned("/keys/{key_id}/rotate", rotate_key, ["POST"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_tenancy)
+handler = lambda_entry(app, SERVICE, prepare=init_parts.prepare_tenancy)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus import wiring
+from isthmus import init_parts, wiring
 from isthmus.auth_http import LISTING_KEY
 from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
@@ -36,4 +36,4 @@ async def get_model(request: Request) -> Response:
 
 app = create_app(versioned("/models", list_models, ["GET"]) + versioned("/models/{model_id:path}", get_model, ["GET"]),
                  service=SERVICE)
-handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_models)
+handler = lambda_entry(app, SERVICE, prepare=init_parts.prepare_models)

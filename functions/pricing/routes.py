@@ -6,7 +6,7 @@ Model keys contain ``/`` and ``:`` (percent-encoded by clients), so the routes t
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus import wiring
+from isthmus import init_parts, wiring
 from isthmus.auth_http import ANY_KEY, MASTER
 from isthmus.errors import ApiError
 from isthmus.handlers import authorized
@@ -63,4 +63,4 @@ app = create_app(
     + versioned("/pricing/{model_key:path}", delete_pricing, ["DELETE"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_tenancy)
+handler = lambda_entry(app, SERVICE, prepare=init_parts.prepare_tenancy)

@@ -3,7 +3,7 @@
 from starlette.requests import Request
 from starlette.responses import Response
 
-from isthmus import wiring
+from isthmus import init_parts, wiring
 from isthmus.auth_http import MASTER
 from isthmus.handlers import authorized
 from isthmus.observability import lambda_entry
@@ -36,4 +36,4 @@ app = create_app(
     versioned("/usage", list_usage, ["GET"]) + versioned("/usage/summary", usage_summary, ["GET"]),
     service=SERVICE,
 )
-handler = lambda_entry(app, SERVICE, prepare=wiring.prepare_tenancy)
+handler = lambda_entry(app, SERVICE, prepare=init_parts.prepare_tenancy)

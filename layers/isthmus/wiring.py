@@ -386,38 +386,3 @@ def reset() -> None:
                   _table_responses, blob_store, file_access, file_parts,
                   batch_store):
         built.cache_clear()
-
-
-# ---- Lambda init (isthmus.lambda_init.prepare): what each function's first request would build --------------
-
-def prepare_tenancy() -> None:
-    """The groups that authenticate a key or the master key: the gate, its stores and credentials."""
-    if tenancy_on():
-        gate()
-
-
-def prepare_files() -> None:
-    """The files service and, when the bytes live in S3, the S3 client (its model is the largest we load)."""
-    prepare_tenancy()
-    file_access()
-    if os.environ.get("ISTHMUS_FILES_BUCKET"):
-        from isthmus.adapters.blob_s3 import s3_client
-
-        s3_client().exceptions  # noqa: B018 (the client and its modeled errors, NoSuchKey: built on first use)
-
-
-def prepare_batches() -> None:
-    """The batches API over the files service (the SQS client is made by the first batch created)."""
-    prepare_files()
-    batch_service()
-
-
-def prepare_models() -> None:
-    prepare_tenancy()
-    new_routing_service()
-
-
-def prepare_admin() -> None:
-    for service in (cluster_service, load_job_service, node_service, settings_service, sync_service,
-                    provider_service):
-        service()
