@@ -146,3 +146,60 @@ def test_refused_connection_and_silent_agent_are_typed_errors() -> None:
             await agent_http.request("GET", f"http://127.0.0.1:{port}/agent/v1/status", timeout=0.2)
 
     asyncio.run(scenario())
+
+
+def test_chunk_framing_split_anywhere_across_reads_is_reassembled() -> None:
+    # given a chunked body written a few bytes at a time (sizes, data and CRLFs cut mid-way), several chunks in
+    # one write, and a chunk extension
+    lines = [json.dumps({"n": n, "text": "x" * n}).encode() + b"\n" for n in range(12)]
+    framed = b"".join(f"{len(line):x}{';ext=1' if n == 3 else ''}\r\n".encode() + line + b"\r\n"
+                      for n, line in enumerate(lines)) + b"0\r\n\r\n"
+    connections: list[int] = []
+
+    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        while await read_request(reader) is not None:
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            for i in range(0, len(framed), 7):
+                writer.write(framed[i:i + 7])
+                await writer.drain()
+                await asyncio.sleep(0)
+        writer.close()
+
+    async def scenario() -> list[list[str]]:
+        server, base = await serve(dribble)
+        async with server:
+            read = []
+            for _ in range(2):
+                resp = await agent_http.stream("POST", f"{base}/agent/v1/generate", json_body={})
+                read.append([line async for line in resp.lines()])
+                await resp.aclose()
+            return read
+
+    # when it is read twice as a stream
+    first, second = asyncio.run(scenario())
+    # then every line comes out whole and in order, and the connection was reused (the body ended where it should)
+    assert first == second == [line.decode().rstrip("\n") for line in lines]
+    assert len(connections) == 1
+
+
+@pytest.mark.parametrize("framing", [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXY0\r\n\r\n", b"3\r\nab"])
+def test_broken_chunk_framing_is_a_lost_connection(framing: bytes) -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + framing)
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server, base = await serve(broken)
+        async with server:
+            resp = await agent_http.stream("POST", f"{base}/agent/v1/generate", json_body={})
+            try:
+                [line async for line in resp.lines()]
+            finally:
+                await resp.aclose()
+
+    # given a bad size line, a chunk not closed by CRLF, or a body cut short, then the read fails as a lost link
+    with pytest.raises(agent_http.ConnectionLost):
+        asyncio.run(scenario())

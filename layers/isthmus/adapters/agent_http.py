@@ -14,8 +14,9 @@ that fails on a reused connection before any response byte arrived is sent once 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,8 @@ from urllib.parse import urlsplit
 from isthmus.background import per_loop
 
 MAX_IDLE_PER_HOST = 32
+MAX_SIZE_LINE = 1024  # a chunk-size line (hex size, maybe extensions) longer than this is not HTTP we speak
+READ_BYTES = 1 << 16
 _pools: dict[asyncio.AbstractEventLoop, dict[tuple[str, str, int], list[_Conn]]] = {}  # idle connections
 
 
@@ -142,19 +145,15 @@ class _Exchange:
         if status in (204, 304):
             self._remaining = 0  # no body, whatever the headers say
         self.done = False
+        self._stray = False
 
     async def chunks(self, timeout: float) -> AsyncIterator[bytes]:
         reader = self.conn.reader
         try:
             if self._chunked:
-                while True:
-                    async with asyncio.timeout(timeout):  # no task per read, unlike wait_for
-                        size_line = await reader.readuntil(b"\r\n")
-                        size = int(size_line.split(b";", 1)[0], 16)
-                        data = await reader.readexactly(size + 2)
-                    if size == 0:
-                        break
-                    yield data[:-2]
+                async with contextlib.aclosing(self._dechunked(reader, timeout)) as dechunked:
+                    async for data in dechunked:
+                        yield data
             elif self._remaining is not None:
                 if self._remaining:
                     async with asyncio.timeout(timeout):
@@ -174,9 +173,48 @@ class _Exchange:
             raise ConnectionLost(type(exc).__name__) from None
         self.done = True
 
+    async def _dechunked(self, reader: asyncio.StreamReader, timeout: float) -> AsyncGenerator[bytes, None]:
+        """A chunked body, one yield per read from the socket: every chunk that read completed, joined. Two awaits
+        (each under its own timeout) per chunk cost more than the rest of a stream's relay; an agent's small
+        NDJSON chunks mostly arrive several to a read, and where they split does not matter to the readers."""
+        buffer = bytearray()
+        while True:
+            ready: list[bytes] = []
+            start = 0
+            while True:
+                line_end = buffer.find(b"\r\n", start)
+                if line_end < 0:
+                    if len(buffer) - start > MAX_SIZE_LINE:
+                        raise ValueError("chunk size line too long")
+                    break
+                size = int(bytes(buffer[start:line_end]).split(b";", 1)[0], 16)
+                if size < 0:
+                    raise ValueError("negative chunk size")
+                data_end = line_end + 2 + size
+                if len(buffer) < data_end + 2:
+                    break  # this chunk (or its closing CRLF) is still on its way
+                if buffer[data_end:data_end + 2] != b"\r\n":
+                    raise ValueError("chunk not followed by CRLF")
+                if size == 0:  # the last chunk (the agents send no trailers)
+                    if ready:
+                        yield b"".join(ready)
+                    if data_end + 2 < len(buffer):
+                        self._stray = True  # bytes past the body: this connection is not reused
+                    return
+                ready.append(bytes(buffer[line_end + 2:data_end]))
+                start = data_end + 2
+            del buffer[:start]
+            if ready:
+                yield b"".join(ready)
+            async with asyncio.timeout(timeout):  # no task per read, unlike wait_for
+                received = await reader.read(READ_BYTES)
+            if not received:
+                raise asyncio.IncompleteReadError(bytes(buffer), None)
+            buffer += received
+
     def release(self) -> None:
         """Back to the pool if the body was read whole and the agent keeps the connection; else closed."""
-        if self.done and self.headers.get("connection", "").lower() != "close":
+        if self.done and not self._stray and self.headers.get("connection", "").lower() != "close":
             _checkin(self.conn)
         else:
             self.conn.close()

@@ -128,7 +128,8 @@ async def open_stream(base_url: str, request: InternalRequest, *, api_key: str |
     head within the first-byte bound or goes silent before its first event, are :class:`AgentUnreachable`
     (nothing has reached the client: failover may try another node); agent errors (4xx/5xx) are
     :class:`ApiError` with the agent's status."""
-    body = request.model_copy(update={"stream": True}).model_dump(mode="json", exclude_none=True)
+    body = request.model_dump(mode="json", exclude_none=True)
+    body["stream"] = True  # set on the dump: a model_copy per request costs more than the dump itself
     try:
         resp = await agent_http.stream("POST", _url(base_url, "/agent/v1/generate"), json_body=body,
                                        headers=_auth(api_key), connect_timeout=CONNECT_TIMEOUT_S,

@@ -131,8 +131,11 @@ class InferenceService:
         metrics.routed(routed.model, backend.name)
         if self.gate is not None and principal is not None:
             bound = RequestBound(backend, routed)
+            # Only a key's request can be rate limited or held against a budget (an anonymous or master caller
+            # never is): the estimate serialises every message part, so the others skip it.
+            estimate = input_estimate(routed) if principal.kind == "key" else 0
             call.admission = await self.gate.admit(
-                principal, model=routed.model, endpoint=endpoint, input_tokens_estimate=input_estimate(routed),
+                principal, model=routed.model, endpoint=endpoint, input_tokens_estimate=estimate,
                 max_output_tokens=request.sampling.max_tokens or default_output_tokens(), bound=bound)
             # A hold that covers a default output length is only a bound if the backend stops there too.
             call.request = bound.bounded_request()
