@@ -4,6 +4,7 @@ the relays share. Never used outside tests."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -57,3 +58,17 @@ async def streamed_from(method: str, url: str, *, timeout: float,
 
     return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
                              headers=answer_headers(upstream), background=BackgroundTask(close))
+
+
+async def read_http_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
+    """One HTTP/1.1 request off a raw connection, (head, Content-Length body); None at the connection's end."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length) if length else b""

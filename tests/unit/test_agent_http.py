@@ -10,20 +10,14 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from isthmus.adapters import agent_http
+from tests.support.loopback_server import read_http_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[str, bytes] | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    return head.split(b" ")[1].decode(), await reader.readexactly(length)
+    request = await read_http_request(reader)
+    return None if request is None else (request[0].split(b" ")[1].decode(), request[1])
 
 
 def respond(body: bytes, status: int = 200, extra: str = "") -> bytes:

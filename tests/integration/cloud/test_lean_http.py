@@ -17,6 +17,7 @@ from isthmus.adapters.cloud import transport
 from isthmus.adapters.cloud.lean_http import LeanTransport
 from isthmus.ports.providers import ProviderTarget
 from local_runtime.ddb import free_port
+from tests.support.loopback_server import read_http_request
 
 pytestmark = pytest.mark.integration
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[bool]]
@@ -25,16 +26,8 @@ TIMEOUT = httpx.Timeout(connect=2.0, read=2.0, write=2.0, pool=2.0)
 
 async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
     """One request (head and a Content-Length body) as bytes; None at the connection's end."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head + (await reader.readexactly(length) if length else b"")
+    request = await read_http_request(reader)
+    return None if request is None else request[0] + request[1]
 
 
 class Server:
