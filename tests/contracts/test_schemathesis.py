@@ -16,12 +16,12 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-from isthmus.adapters import dynamodb
-from local_runtime.ddb import DynamoLocal, use_local_endpoint
+from local_runtime.ddb import DynamoLocal
 from local_runtime.process import stop
 from local_runtime.tables import create_tables
 from tests.conftest import start_edge
 from tests.support.control_agents import AgentSpec, RunningAgent, fake_agent_command, start_agent
+from tests.support.ddb_tables import tables_under_prefix
 
 pytestmark = pytest.mark.e2e
 EXAMPLES_PER_OPERATION = int(os.environ.get("ISTHMUS_FUZZ_EXAMPLES", "25"))
@@ -46,25 +46,17 @@ def fuzz_edge(ddb_local: DynamoLocal, fuzz_agent: RunningAgent, tmp_path_factory
     """An open-mode edge (management open to loopback, admin without a token) on tables of its own: what the
     fuzzer writes never meets another test's rows."""
     prefix = f"fz{uuid.uuid4().hex[:6]}-"
-    saved = {k: os.environ.get(k) for k in ("ISTHMUS_DYNAMODB_ENDPOINT", "ISTHMUS_TABLE_PREFIX")}
-    os.environ["ISTHMUS_TABLE_PREFIX"] = prefix
-    use_local_endpoint(ddb_local.endpoint)
-    create_tables(dynamodb.client())
-    data = tmp_path_factory.mktemp("fuzz-edge")
-    env = {"ISTHMUS_TABLE_PREFIX": prefix, "ISTHMUS_DEFAULT_AGENT_URL": fuzz_agent.base_url,
-           "ISTHMUS_MASTER_KEY": "", "ISTHMUS_ADMIN_TOKEN": "", "ISTHMUS_SPOOL_DIR": str(data / "spool"),
-           "ISTHMUS_LOCAL_KEY_FILE": str(Path(data) / "provider.key")}
-    proc, base = start_edge("asgi", env=env)
-    try:
-        yield base
-    finally:
-        stop(proc)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        dynamodb.reset_clients()
+    with tables_under_prefix(ddb_local.endpoint, prefix) as client:
+        create_tables(client)
+        data = tmp_path_factory.mktemp("fuzz-edge")
+        env = {"ISTHMUS_TABLE_PREFIX": prefix, "ISTHMUS_DEFAULT_AGENT_URL": fuzz_agent.base_url,
+               "ISTHMUS_MASTER_KEY": "", "ISTHMUS_ADMIN_TOKEN": "", "ISTHMUS_SPOOL_DIR": str(data / "spool"),
+               "ISTHMUS_LOCAL_KEY_FILE": str(Path(data) / "provider.key")}
+        proc, base = start_edge("asgi", env=env)
+        try:
+            yield base
+        finally:
+            stop(proc)
 
 
 @pytest.fixture(scope="module")
