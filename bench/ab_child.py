@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import json
+import os
 import pstats
 import sys
 import time
@@ -23,6 +24,9 @@ async def measure(key: str, n: int, cases: list[list[Any]]) -> dict[str, tuple[f
     async with httpx.AsyncClient(transport=transport, base_url="http://edge", timeout=60,
                                  headers={"Authorization": f"Bearer {key}"}) as client:
         for label, path, body in cases:
+            deadline = time.monotonic() + 60  # an agent pool answers once its node is in the edge's snapshot
+            while (resp := await client.post(path, json=body)).status_code != 200 and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
             for _ in range(30):
                 resp = await client.post(path, json=body)
                 assert resp.status_code == 200, resp.text
@@ -35,6 +39,8 @@ async def measure(key: str, n: int, cases: list[list[Any]]) -> dict[str, tuple[f
             for _ in range(50):
                 await client.post(path, json=body)
             profile.disable()
+            if os.environ.get("AB_PROFILE_DIR"):  # keep each cell's profile for pstats / snakeviz
+                profile.dump_stats(os.path.join(os.environ["AB_PROFILE_DIR"], label.replace(" ", "_") + ".prof"))
             out[label] = (cpu_us, pstats.Stats(profile).total_calls / 50)  # type: ignore[attr-defined]
     return out
 

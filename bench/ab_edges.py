@@ -33,7 +33,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from gateway_overhead import local_store  # noqa: E402
-from paths import MASTER, PATHS, SDK_PLACEHOLDER, PathCase, Refused, Target, configure, pct_ms, timed, url_body  # noqa: E402
+from paths import (  # noqa: E402
+    MASTER,
+    PATHS,
+    SDK_PLACEHOLDER,
+    PathCase,
+    Refused,
+    Target,
+    configure,
+    enroll_pool_node,
+    pct_ms,
+    timed,
+    url_body,
+)
 
 from local_runtime.ddb import free_port  # noqa: E402
 from local_runtime.process import stop, wait_http  # noqa: E402
@@ -140,6 +152,7 @@ def main() -> int:
     roots = {"A": Path(args.before).resolve(), "B": Path(args.after).resolve()}
     ddb = local_store(f"ab-{uuid.uuid4().hex[:6]}-")
     procs: list[subprocess.Popen[bytes]] = []
+    enrollment = None
     try:
         up_port = free_port()
         upstream = f"http://127.0.0.1:{up_port}"
@@ -156,7 +169,10 @@ def main() -> int:
         if not wait_http(f"{base}/health", 90):
             raise RuntimeError("the set-up edge did not start")
         key = configure(base, upstream)
-        stop(setup)
+        if any(c.name == "agent pool" for c in cases):  # the node heartbeats to the set-up edge, kept running
+            enrollment = enroll_pool_node(base, upstream)
+        else:
+            stop(setup)
         if args.inproc:
             run_in_process(roots, env_of[modes[0]], key if modes[0] == "keyed" else "sk-placeholder", cases,
                            args.inproc)
@@ -177,6 +193,8 @@ def main() -> int:
         run_in_turn(targets, cases, args.n)
         print(f"load average {os.getloadavg()[0]:.1f} at the end; refused (not timed): {REFUSED or 'none'}")
     finally:
+        if enrollment is not None:
+            enrollment.stop()
         for proc in procs:
             stop(proc)
         ddb.stop()

@@ -48,6 +48,7 @@ MASTER = "sk-bench-master"
 SDK_PLACEHOLDER = {"Authorization": "Bearer sk-placeholder"}  # what an SDK sends to an open gateway
 QUESTION = "What is the capital of France?"
 MODES = ("off", "open", "keyed")
+FLOOR = "floor"  # bench/bare_proxy.py: uvicorn and a verbatim forward, no code of ours (what any proxy costs here)
 TARGET_P50_MS, TARGET_P99_MS, TARGET_SHARE, TARGET_TTFT_MS = 1.0, 3.0, 0.60, 1.0
 
 
@@ -93,6 +94,7 @@ class Target:
     base: str
     headers: dict[str, str]
     pid: int | None = None  # the edge's (None: the upstream, called directly)
+    verbatim: bool = False  # the floor (bench/bare_proxy.py): sent the direct call's path and body
     cpu_s: float = 0.0
     requests: int = 0
 
@@ -145,7 +147,7 @@ async def timed(client: httpx.AsyncClient, url: str, body: dict[str, Any], strea
 
 
 def url_body(target: Target, case: PathCase, stream: bool) -> tuple[str, dict[str, Any]]:
-    if target.pid is None:
+    if target.pid is None or target.verbatim:
         return target.base + case.direct_path, case.direct_body(stream)
     return target.base + case.edge_path, case.edge_body(stream)
 
@@ -297,15 +299,17 @@ def report_row(case: PathCase, stream: bool, c1: dict[str, list[float]], rates: 
     dp50, dp99 = pct_ms(d, .5), pct_ms(d, .99)
     rate_cols = "".join(f"{rates[c]['direct']:>7.0f}" for c in sorted(rates))
     print(f"{case.name:<16}{shape:<12}{'direct':<7}{dp50:>7.2f}{'':>7}{dp99:>7.2f}{'':>7}{rate_cols}")
-    for mode in MODES:
+    floor50 = pct_ms(c1[FLOOR], .5) - dp50 if FLOOR in c1 else math.nan
+    for mode in (FLOOR, *MODES) if FLOOR in c1 else MODES:
         e = c1[mode]
         add50, add99 = pct_ms(e, .5) - dp50, pct_ms(e, .99) - dp99
         shares = {c: rates[c][mode] / max(rates[c]["direct"], 1e-9) for c in rates}
         cols = "".join(f"{rates[c][mode]:>7.0f}" for c in sorted(rates))
         share_cols = "".join(f"{shares[c]:>6.0%}" for c in sorted(rates))
+        over_floor = "" if mode == FLOOR or math.isnan(floor50) else f"{add50 - floor50:>+9.2f}"
         print(f"{'':<16}{'':<12}{mode:<7}{pct_ms(e, .5):>7.2f}{add50:>+7.2f}{pct_ms(e, .99):>7.2f}{add99:>+7.2f}"
-              f"{cols}{share_cols}{cpu.get(mode, 0.0):>8.2f}")
-        if mode == "off":
+              f"{cols}{share_cols}{cpu.get(mode, 0.0):>8.2f}{over_floor}")
+        if mode in ("off", FLOOR):
             continue
         where = f"{case.name}, {shape}, {mode}"
         if math.isnan(add50):
@@ -320,26 +324,41 @@ def report_row(case: PathCase, stream: bool, c1: dict[str, list[float]], rates: 
             misses.append(f"{where}: c=32 {shares[32]:.0%} of direct, {TARGET_SHARE - shares[32]:.0%} short of 60 %")
 
 
+def warm_up(targets: list[Target], cases: list[PathCase], seconds: float) -> None:
+    """Every path and shape on every target at c=8 before anything is timed: the store's JVM compiles its hot
+    code, caches and connection pools fill, the collector settles. Without it the first rows measured (the
+    agent pool's) paid for that and read 0.3-0.5 ms slower than the same code on the next path."""
+    for case in cases:
+        for stream in ((False, True) if case.streams else (False,)):
+            throughput(targets, case, stream, 8, seconds, rounds=1)
+
+
 def run_paths(targets: list[Target], args: argparse.Namespace) -> list[str]:
     levels = (32,) if args.quick else tuple(int(c) for c in args.levels.split(",") if c)
     misses: list[str] = []
+    if args.warm > 0:
+        warm_up(targets, [p for p in PATHS if args.only in p.name], args.warm)
     print(f"\nper path (ms; RPS; share of direct; edge CPU ms per request at c=32), n={args.n} at c=1, "
           f"{args.seconds:g} s per target per level")
     print(f"{'path':<16}{'shape':<12}{'target':<7}{'p50':>7}{'added':>7}{'p99':>7}{'added':>7}"
           + "".join(f"{'c=' + str(c):>7}" for c in levels) + "".join(f"{'c=' + str(c):>6}" for c in levels)
-          + f"{'CPU':>8}")
-    for case in (p for p in PATHS if args.only in p.name):
-        for stream in ((False, True) if case.streams else (False,)):
-            c1 = asyncio.run(in_turn(targets, case, stream, args.n))
-            rates: dict[int, dict[str, float]] = {}
-            cpu: dict[str, float] = {}
-            for target in targets:
-                target.cpu_s, target.requests = 0.0, 0
-            for level in levels:
-                rates[level] = throughput(targets, case, stream, level, args.seconds)
-                if level == 32:
-                    cpu = {t.label: ms(t.cpu_s / max(1, t.requests)) for t in targets if t.pid}
-            report_row(case, stream, c1, rates, cpu, misses)
+          + f"{'CPU':>8}{'p50 over':>9}")
+    print(f"{'':<{16 + 12 + 7 + 28 + 13 * len(levels) + 8}}{'floor':>9}")
+    cells = [(case, stream) for case in PATHS if args.only in case.name
+             for stream in ((False, True) if case.streams else (False,))]
+    # every c=1 cell first, then the throughput blocks: those write thousands of usage rows, and the store's
+    # growing tables cost it more CPU on the same two cores, which would slow the later cells' c=1 figures
+    c1s = [asyncio.run(in_turn(targets, case, stream, args.n)) for case, stream in cells]
+    for (case, stream), c1 in zip(cells, c1s, strict=True):
+        rates: dict[int, dict[str, float]] = {}
+        cpu: dict[str, float] = {}
+        for target in targets:
+            target.cpu_s, target.requests = 0.0, 0
+        for level in levels:
+            rates[level] = throughput(targets, case, stream, level, args.seconds)
+            if level == 32:
+                cpu = {t.label: ms(t.cpu_s / max(1, t.requests)) for t in targets if t.pid}
+        report_row(case, stream, c1, rates, cpu, misses)
     return misses
 
 
@@ -376,9 +395,10 @@ def main() -> int:
                         help="DynamoDB Local's nice (10: the store is elsewhere in production; 0 on a host so busy "
                              "that a niced store stops answering)")
     parser.add_argument("--levels", default="32,128", help="concurrency levels besides 1 (--quick: 32)")
+    parser.add_argument("--warm", type=float, default=1.0, help="seconds per target, path and shape at c=8 first")
     args = parser.parse_args()
     if args.quick:
-        args.n, args.seconds = 10, 0.2
+        args.n, args.seconds, args.warm = 10, 0.2, 0.0
     ddb = local_store(f"paths-{uuid.uuid4().hex[:6]}-", nice=args.store_nice)
     procs: list[subprocess.Popen[bytes]] = []
     enrollment = None
@@ -392,6 +412,12 @@ def main() -> int:
         env = {**os.environ, "ISTHMUS_DEFAULT_AGENT_URL": upstream, "ISTHMUS_NODE_STALE_SECONDS": "30"}
         env_of = {"off": {**env, "ISTHMUS_TENANCY": "off"}, "open": env, "keyed": {**env, "ISTHMUS_MASTER_KEY": MASTER}}
         targets = [Target("direct", upstream, SDK_PLACEHOLDER)]
+        floor_port = free_port()
+        floor = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_proxy.py"), str(floor_port), upstream],
+                                 cwd=ROOT, start_new_session=True)
+        procs.append(floor)
+        if not wait_http(f"http://127.0.0.1:{floor_port}/health", 30):
+            raise RuntimeError("the bare proxy (floor) did not start")
         for mode, (proc, base) in zip(MODES, start_edges([(env_of[m], 1) for m in MODES]), strict=True):
             procs.append(proc)
             targets.append(Target(mode, base, SDK_PLACEHOLDER, pid=proc.pid))
@@ -399,6 +425,8 @@ def main() -> int:
         targets[3].headers = {"Authorization": f"Bearer {key}"}
         enrollment = enroll_pool_node(targets[3].base, upstream)
         wait_ready(targets[1:])
+        targets.insert(1, Target(FLOOR, f"http://127.0.0.1:{floor_port}", SDK_PLACEHOLDER, pid=floor.pid,
+                                 verbatim=True))
         load = os.getloadavg()
         print(f"isthmus paths bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
               f"load average {load[0]:.1f} at start, store nice {args.store_nice}")
