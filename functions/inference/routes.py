@@ -29,7 +29,7 @@ from isthmus.services.inference.form_model import form_model
 from isthmus.services.inference.inference import Call, ClientGone, InferenceService
 from isthmus.services.inference.responses import ResponsesService
 from isthmus.streaming import RelayResponse, relay_frames, sse_response
-from isthmus.web import Endpoint, create_app, json_response, read_body, read_json, versioned
+from isthmus.web import Endpoint, create_app, json_response, read_body, read_json, versioned, versioned_all
 from isthmus_contracts.agent import TokenizeRequest
 from isthmus_contracts.internal import InternalRequest, InternalResponse, StreamEvent
 
@@ -232,16 +232,16 @@ def form_passthrough(path: str, capability: str) -> Endpoint:
 
 app = create_app(
     [
-        *versioned("/embeddings", passthrough("/embeddings"), ["POST"]),
+        # Starlette tries routes in order, a regex each: the busiest first (the paths are exact, none shadows another)
+        *versioned_all([("/chat/completions", chat_completions, ["POST"]), ("/messages", messages, ["POST"]),
+                        ("/responses", responses_create, ["POST"]),
+                        ("/embeddings", passthrough("/embeddings"), ["POST"])]),
         *versioned("/moderations", passthrough("/moderations"), ["POST"]),
         *versioned("/images/generations", passthrough("/images/generations"), ["POST"]),
         *versioned("/audio/speech", passthrough("/audio/speech"), ["POST"]),
         *versioned("/rerank", passthrough("/rerank", "rerank"), ["POST"]),
         *versioned("/audio/transcriptions", form_passthrough("/audio/transcriptions", "transcription"), ["POST"]),
-        *versioned("/chat/completions", chat_completions, ["POST"]),
-        *versioned("/messages", messages, ["POST"]),
         *versioned("/messages/count_tokens", messages_count_tokens, ["POST"]),
-        *versioned("/responses", responses_create, ["POST"]),
         *versioned("/responses/{response_id}", responses_get, ["GET"]),
         *versioned("/responses/{response_id}", responses_delete, ["DELETE"]),
     ],

@@ -17,9 +17,15 @@ from isthmus.errors import ApiError
 KEY_PREFIX = "gw-"
 # Order matters: the first header present wins.
 KEY_HEADERS = ("otari-key", "authorization", "x-api-key", "anyllm-key", "x-anyllm-key")
+_KEY_HEADER_BYTES = frozenset(name.encode() for name in KEY_HEADERS)
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    """The key headers only, by lower-case name. Starlette's ``Headers`` keep the raw (already lower-case) list:
+    read once, decoding only the key headers (every request passes here; decoding each header cost ~10 us)."""
+    raw = getattr(headers, "raw", None)
+    if isinstance(raw, list):
+        return {k.lower().decode("latin-1"): v.decode("latin-1") for k, v in raw if k.lower() in _KEY_HEADER_BYTES}
     return {k.lower(): v for k, v in headers.items()}
 
 

@@ -42,7 +42,13 @@ MAX_HEADER_BYTES = 32 * 1024
 
 def versioned(path: str, endpoint: Endpoint, methods: Sequence[str]) -> list[Route]:
     """The same endpoint under ``/v1{path}`` and ``/api/v1{path}`` (newer otari clients use the latter)."""
-    return [Route(f"{prefix}{path}", endpoint, methods=list(methods)) for prefix in ("/v1", "/api/v1")]
+    return versioned_all([(path, endpoint, methods)])
+
+
+def versioned_all(endpoints: Sequence[tuple[str, Endpoint, Sequence[str]]]) -> list[Route]:
+    """Each endpoint under ``/v1`` first, then each under ``/api/v1``: Starlette matches routes in order."""
+    return [Route(f"{prefix}{path}", endpoint, methods=list(methods))
+            for prefix in ("/v1", "/api/v1") for path, endpoint, methods in endpoints]
 
 
 class SafeJSONResponse(JSONResponse):

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from starlette.datastructures import Headers
 
 from isthmus.auth import constant_time_equal, extract_token, hash_key, is_loopback
 from isthmus.errors import ApiError
@@ -35,6 +36,11 @@ from isthmus.services.tenancy.views import paging
 )
 def test_key_is_read_from_the_first_header_present(headers: dict[str, str], token: str | None) -> None:
     assert extract_token(headers) == token
+    # the same from a request's own headers (Starlette's raw list, read without decoding every header),
+    # whatever the case of the names a server passed on
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    assert extract_token(Headers(raw=raw)) == token
+    assert extract_token(Headers(raw=[(k.lower(), v) for k, v in raw])) == token
 
 
 @pytest.mark.parametrize("value", ["Basic dXNlcjpwYXNz", "Token abc", "Bearer", "Bearer   "])
