@@ -97,3 +97,64 @@ def test_the_usage_rows_wait_defaults_to_five_settlement_delays(monkeypatch: Any
     assert default_usage_delay_s(0.2) == 1.0
     monkeypatch.setenv("ISTHMUS_USAGE_BATCH_MS", "50")
     assert default_usage_delay_s(0.2) == 0.2  # never shorter than the settlement delay
+
+
+def test_a_transaction_is_filled_to_dynamodbs_100_actions_and_never_past_them() -> None:
+    ledger = RecordingLedger()
+
+    async def scenario() -> None:
+        w = writer(ledger, usage_delay_s=0.05)
+        # given 150 anonymous usage rows and then 40 charged settlements (a row, a user update and a hold record
+        # each: three actions) queued together
+        await asyncio.gather(*(w.write(free(f"a{n}")) for n in range(150)),
+                             *(w.write(charged(f"c{n}")) for n in range(40)))
+
+    asyncio.run(scenario())
+    # then every row is written once, in queue order, the first transaction holds 100 rows, and none holds more
+    # than 100 actions
+    written = [row for call in ledger.calls for row in call]
+    assert written == [f"a{n}" for n in range(150)] + [f"c{n}" for n in range(40)]
+    assert len(ledger.calls[0]) == 100
+    for call in ledger.calls:
+        assert sum(3 if row.startswith("c") else 1 for row in call) <= 100
+
+
+def test_submitted_settlements_are_written_with_no_task_or_future_per_request() -> None:
+    ledger = RecordingLedger()
+    tasks_while_queued = 0
+
+    async def scenario() -> None:
+        nonlocal tasks_while_queued
+        w = writer(ledger, usage_delay_s=0.05)
+        # given 200 answers settled off their path (the long-running edge): queued, not waited for
+        for n in range(200):
+            w.submit(free(f"r{n}"))
+        tasks_while_queued = len(asyncio.all_tasks())
+        # and one that a caller does wait for, queued after them
+        await w.write(charged("keyed"))
+        await w.close()
+
+    asyncio.run(scenario())
+    # then only this scenario and the one flusher were running while 200 settlements waited
+    assert tasks_while_queued == 2
+    # and every row was written once, in order, the waited-for one included
+    assert [row for call in ledger.calls for row in call] == [f"r{n}" for n in range(200)] + ["keyed"]
+
+
+class BrokenLedger(RecordingLedger):
+    def settle_many(self, rows: Sequence[Mapping[str, Any]], charges: Sequence[Charge]) -> bool:
+        raise RuntimeError("a bug, not the store being away")
+
+
+def test_a_submitted_settlement_that_cannot_be_written_is_logged_with_its_row(caplog: Any) -> None:
+    async def scenario() -> None:
+        w = writer(BrokenLedger(), usage_delay_s=0.02)
+        # given two submitted settlements whose batch fails for a reason no spool would cure
+        w.submit(free("lost-1"))
+        w.submit(free("lost-2"))
+        await w.close()
+
+    asyncio.run(scenario())
+    # then the failure is logged with the rows' ids (nobody was waiting to be told)
+    logged = [r for r in caplog.records if r.getMessage() == "settlements not written"]
+    assert len(logged) == 1 and logged[0].rows == ["lost-1", "lost-2"]

@@ -27,8 +27,18 @@ def exact(value: Any) -> Any:
 
 
 def to_item(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A dict of Python values as a DynamoDB item (None values are left out: absent, not NULL)."""
-    return {k: serialize(exact(v)) for k, v in data.items() if v is not None}
+    """A dict of Python values as a DynamoDB item (None values are left out: absent, not NULL). Strings and
+    booleans, most of a usage row, skip the general walk (each settlement batch converts dozens of rows)."""
+    item: dict[str, Any] = {}
+    for k, v in data.items():
+        kind = type(v)
+        if kind is str:
+            item[k] = {"S": v}
+        elif kind is bool:
+            item[k] = {"BOOL": v}
+        elif v is not None:
+            item[k] = serialize(exact(v))
+    return item
 
 
 def to_value(value: Any) -> dict[str, Any]:

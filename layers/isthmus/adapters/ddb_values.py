@@ -21,7 +21,12 @@ DYNAMODB_CONTEXT = Context(Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflo
 _BINARY = (bytes, bytearray)
 
 
+_EXACT_INT = 10**38  # an int below this in magnitude is exact in DynamoDB's 38 digits: its str is its value
+
+
 def _number(value: int | Decimal) -> str:
+    if type(value) is int and -_EXACT_INT < value < _EXACT_INT:
+        return str(value)
     number = DYNAMODB_CONTEXT.create_decimal(value)
     if not number.is_finite():
         raise TypeError(f"Infinity and NaN are not supported in DynamoDB: {value!r}")

@@ -44,8 +44,8 @@ class Call:
     request_id: str
     admission: Admission | None = None
     started: float = field(default_factory=time.monotonic)
-    # Settle in a task of its own, off the answer's path (a long-lived server). Under Lambda the invoke ends
-    # with the response, so there the bill is settled before the handler returns.
+    # Settle off the answer's path: queued for the next settlement batch, not waited for (a long-lived server).
+    # Under Lambda the invoke ends with the response, so there the bill is written before the handler returns.
     detach_settle: bool = False
     metered: bool = False  # its tokens are counted in the metrics
 
@@ -91,9 +91,6 @@ class _HangupWatch:
             if self.gone and self.task is not None:
                 self.task.uncancel()
         return self.gone
-
-
-_settling: set[asyncio.Task[None]] = set()  # strong references: a detached settle must not be collected
 
 
 def input_estimate(request: InternalRequest) -> int:
@@ -155,17 +152,12 @@ class InferenceService:
                            usage.cached_tokens or 0)
         if self.gate is None or call.admission is None:
             return
-        if call.detach_settle:
-            call.detach_settle = False
-            task = asyncio.create_task(self.settle(call, usage, status=status, status_code=status_code))
-            _settling.add(task)
-            task.add_done_callback(_settling.discard)
-            return
+        # detached (the long-running edge): queued for the next settlement batch, without waiting for it
         await self.gate.settle(call.admission, prompt_tokens=usage.prompt_tokens,
                                completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens or 0,
                                status=status, status_code=status_code,
                                latency_ms=int((time.monotonic() - call.started) * 1000),
-                               backend=call.backend.name, request_id=call.request_id)
+                               backend=call.backend.name, request_id=call.request_id, detached=call.detach_settle)
 
     async def complete(self, call: Call,
                        client_gone: Callable[[], Awaitable[object]] | None = None) -> InternalResponse:

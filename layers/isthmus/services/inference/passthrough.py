@@ -147,7 +147,7 @@ class PassthroughService:
                                        completion_tokens=0, cached_tokens=0,
                                        status=status, status_code=code,
                                        latency_ms=int((time.monotonic() - started) * 1000), backend=backend.name,
-                                       request_id=request_id)
+                                       request_id=request_id, detached=detach_settle)
 
         try:
             upstream = await send(backend)

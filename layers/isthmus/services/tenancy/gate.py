@@ -19,7 +19,7 @@ import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -199,7 +199,9 @@ class TenancyGate:
                 held = await bound()
                 input_tokens, output_tokens = held.input_tokens, held.output_tokens
                 tokens = input_tokens + output_tokens
-            hold = m.worst_case(price, input_tokens=input_tokens, max_output_tokens=output_tokens)
+            # a hold only for what counts (an anonymous, master or budget-exempt caller is never held)
+            hold = m.worst_case(price, input_tokens=input_tokens, max_output_tokens=output_tokens) if counts \
+                else Decimal(0)
             admission = Admission(principal=principal, model=model, endpoint=endpoint, hold=hold, price=price,
                                   counts_toward_budget=counts, admitted_at=m.iso(now), headers=headers,
                                   tokens_bound=max(0, input_tokens) + max(0, output_tokens))
@@ -289,16 +291,37 @@ class TenancyGate:
 
     # ------------------------------------------------------------------ settle / refuse
     async def settle(self, admission: Admission, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int,
-                     status: str, status_code: int, latency_ms: int, backend: str, request_id: str) -> None:
-        """Reconcile once per admission (later calls are no-ops), shielded from the caller's cancellation."""
+                     status: str, status_code: int, latency_ms: int, backend: str, request_id: str,
+                     detached: bool = False) -> None:
+        """Reconcile once per admission (later calls are no-ops), shielded from the caller's cancellation.
+
+        ``detached`` (a long-running edge, where the answer is already on its way): the settlement is queued for
+        the next batch and this returns at once, without an await, so nothing can interrupt it half-way; a batch
+        the store cannot take goes to the local spool (SettlementWriter). Otherwise (Lambda) it returns once the
+        settlement is written."""
         if admission.id in self._settled:
             return
-        await asyncio.shield(self._settle(admission, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                          cached_tokens=cached_tokens, status=status, status_code=status_code,
-                                          latency_ms=latency_ms, backend=backend, request_id=request_id))
+        settlement = self._settlement(admission, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                      cached_tokens=cached_tokens, status=status, status_code=status_code,
+                                      latency_ms=latency_ms, backend=backend, request_id=request_id)
+        if detached:
+            self.settlements.submit(settlement)
+            self._remember(admission.id)
+            touch = self._key_touch(admission.principal.key_id)
+            if touch is not None:
+                self._refreshes.start(f"touch:{admission.principal.key_id}", touch)
+            return
+        await asyncio.shield(self._write(admission, settlement))
 
-    async def _settle(self, a: Admission, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int,
-                      status: str, status_code: int, latency_ms: int, backend: str, request_id: str) -> None:
+    async def _write(self, a: Admission, settlement: Settlement) -> None:
+        await self.settlements.write(settlement)
+        self._remember(a.id)
+        touch = self._key_touch(a.principal.key_id)
+        if touch is not None:
+            await touch
+
+    def _settlement(self, a: Admission, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int,
+                    status: str, status_code: int, latency_ms: int, backend: str, request_id: str) -> Settlement:
         cost = m.cost(a.price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                       cached_tokens=cached_tokens)
         unbilled = None
@@ -314,19 +337,25 @@ class TenancyGate:
                         cached_tokens=cached_tokens, latency_ms=latency_ms, counts_toward_budget=a.counts_toward_budget)
         user_id = a.principal.user_id if a.counts_toward_budget else None
         metrics.spend(a.model, cost)
-        await self.settlements.write(Settlement(row, charge=Charge(
+        return Settlement(row, charge=Charge(
             user_id, cost=cost, hold=a.hold if a.reserved else Decimal(0), tokens_held=a.tokens_held,
             tokens_used=prompt_tokens + completion_tokens, requests_held=1 if a.reserved and not a.leased else 0,
-            hold_record=a.hold_record if a.reserved else None, leased=a.leased) if user_id else None))
-        self._remember(a.id)
-        key_id = a.principal.key_id
-        if key_id and time.monotonic() - self._key_touched.get(key_id, -KEY_TOUCH_INTERVAL_S) >= KEY_TOUCH_INTERVAL_S:
-            # last_used_at is best effort and coarse (one write a minute per key): the money is already settled
-            self._key_touched[key_id] = time.monotonic()
-            if len(self._key_touched) > 10_000:
-                self._key_touched.clear()
+            hold_record=a.hold_record if a.reserved else None, leased=a.leased) if user_id else None)
+
+    def _key_touch(self, key_id: str | None) -> Coroutine[Any, Any, None] | None:
+        """The key's last_used_at write when one is due: best effort and coarse (one write a minute per key),
+        the money is settled without it."""
+        if not key_id or time.monotonic() - self._key_touched.get(key_id, -KEY_TOUCH_INTERVAL_S) < KEY_TOUCH_INTERVAL_S:
+            return None
+        self._key_touched[key_id] = time.monotonic()
+        if len(self._key_touched) > 10_000:
+            self._key_touched.clear()
+
+        async def touch() -> None:
             with contextlib.suppress(ApiError):
                 await call(self.stores.keys.update, key_id, {"last_used_at": m.iso(self._now())})
+
+        return touch()
 
     def _report_unbilled(self, a: Admission, over: Decimal, *, prompt_tokens: int, completion_tokens: int,
                          request_id: str) -> None:
