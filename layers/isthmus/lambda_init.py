@@ -41,22 +41,7 @@ def prepare(*parts: Callable[[], object], store: bool = True) -> None:
     if not in_sandbox():
         return
     if store:
-        # every store call runs in the threadpool: anyio's asyncio backend is otherwise imported by the first
-        import anyio._backends._asyncio  # noqa: F401
-
-        from isthmus.adapters import dynamodb
-
-        dynamodb.prepare()
-        ddb = dynamodb.client()
-        first_call(ddb, [settings.table_name(table) for table in settings.TABLES])
-        ddb.exceptions  # noqa: B018 (the modeled error classes: built on first use, ~10 ms here)
-        # every listing pages through Query or Scan: botocore loads the paginators' model on the first
-        # get_paginator, walking its whole data directory to check the service name (~25 ms here)
-        for operation in ("query", "scan"):
-            ddb.get_paginator(operation)
-        ddb.meta.service_model.operation_model("Scan")
-        # the first connection encodes the endpoint's host name with the idna codec (stringprep, unicodedata)
-        import encodings.idna  # noqa: F401
+        prepare_store()
     for part in parts:
         part()
     build_deferred_schemas()
@@ -64,6 +49,29 @@ def prepare(*parts: Callable[[], object], store: bool = True) -> None:
     # ever walks them again, so the first invoke's allocations do not set off a full collection over init's
     # whole heap (the queue and schedule functions' first invoke paid 50-90 ms of gen-2 collection so).
     gc.freeze()
+
+
+def prepare_store() -> None:
+    """The store client made, its first call on every table made (without a request, see :func:`first_call`) and
+    what its first listing and first connection load, loaded. A Lambda init does this; so does the local edge
+    before it freezes its heap (local_runtime.edge.server), or botocore's ~60,000 objects, made on the first
+    request, stay in reach of every full collection (~30-40 ms each, a few every 10 s in open mode)."""
+    # every store call runs in the threadpool: anyio's asyncio backend is otherwise imported by the first
+    import anyio._backends._asyncio  # noqa: F401
+
+    from isthmus.adapters import dynamodb
+
+    dynamodb.prepare()
+    ddb = dynamodb.client()
+    first_call(ddb, [settings.table_name(table) for table in settings.TABLES])
+    ddb.exceptions  # noqa: B018 (the modeled error classes: built on first use, ~10 ms here)
+    # every listing pages through Query or Scan: botocore loads the paginators' model on the first
+    # get_paginator, walking its whole data directory to check the service name (~25 ms here)
+    for operation in ("query", "scan"):
+        ddb.get_paginator(operation)
+    ddb.meta.service_model.operation_model("Scan")
+    # the first connection encodes the endpoint's host name with the idna codec (stringprep, unicodedata)
+    import encodings.idna  # noqa: F401
 
 
 def first_call(client: Any, tables: list[str]) -> None:
