@@ -6,15 +6,12 @@ mode (no master key; the client sends a placeholder key, as every SDK does) and 
 budget, priced models: a hold and a settlement per request). One deterministic upstream (bench/upstream.py) on
 loopback answers all of them; DynamoDB Local runs at lower CPU priority (in production the store is elsewhere).
 
-Per path and shape (whole answer, or a stream's time to first byte): at c=1 the direct call, the floor (a bare
-uvicorn proxy, bench/bare_proxy.py: what any Python proxy costs on this host) and the three edges are called in
-turn, request by request, every path and shape in each round (p50 and p99 added, and each edge's p50 over the
-floor's), all before the throughput blocks; at c=32 and c=128 each target gets the same time in
+Per path and shape (whole answer, or a stream's time to first byte): at c=1 the direct call and the three edges are
+called in turn, request by request (p50 and p99 added); at c=32 and c=128 each target gets the same time in
 alternating blocks (requests per second, and the edge's RPS as a share of the direct path's); the edge's CPU per
 request (psutil on the edge and its workers, over the c=32 blocks). Then the tenancy-on targets are checked: added
 p50 <= 1.0 ms and p99 <= 3 ms at c=1, c=32 RPS >= 60 % of direct, a stream's first byte <= the upstream's + 1 ms;
-a miss says by how much. Everything starts with a warm-up (c=8 on every cell). Then one edge with --workers 1
-vs --workers 2 at c=32.
+a miss says by how much. Then one edge with --workers 1 vs --workers 2 at c=32.
 
 Run: .venv/bin/python bench/paths.py [--n 400] [--seconds 2] [--quick]   (--quick: a smoke run, ~30 s)
 """
@@ -155,24 +152,20 @@ def url_body(target: Target, case: PathCase, stream: bool) -> tuple[str, dict[st
     return target.base + case.edge_path, case.edge_body(stream)
 
 
-async def in_turn(targets: list[Target], cells: list[tuple[PathCase, bool]],
-                  n: int) -> list[dict[str, list[float]]]:
-    """c=1: each round sends one request per path and shape to each target in turn (n rounds after 10 of
-    warm-up), so that a slower spell of the host falls on every path and target alike; per cell, the latencies
-    (whole answer, or a stream's first byte) by target."""
+async def in_turn(targets: list[Target], case: PathCase, stream: bool, n: int) -> dict[str, list[float]]:
+    """c=1: one request to each target in turn, n rounds after 10 of warm-up."""
     clients = [httpx.AsyncClient(headers=t.headers, timeout=60) for t in targets]
-    out: list[dict[str, list[float]]] = [{t.label: [] for t in targets} for _ in cells]
+    out: dict[str, list[float]] = {t.label: [] for t in targets}
     try:
         for i in range(10 + n):
-            for (case, stream), cell in zip(cells, out, strict=True):
-                for client, target in zip(clients, targets, strict=True):
-                    url, body = url_body(target, case, stream)
-                    try:
-                        total, first = await timed(client, url, body, stream)
-                    except Refused:
-                        continue
-                    if i >= 10:
-                        cell[target.label].append(first if stream else total)
+            for client, target in zip(clients, targets, strict=True):
+                url, body = url_body(target, case, stream)
+                try:
+                    total, first = await timed(client, url, body, stream)
+                except Refused:
+                    continue
+                if i >= 10:
+                    out[target.label].append(first if stream else total)
     finally:
         for client in clients:
             await client.aclose()
@@ -353,9 +346,9 @@ def run_paths(targets: list[Target], args: argparse.Namespace) -> list[str]:
     print(f"{'':<{16 + 12 + 7 + 28 + 13 * len(levels) + 8}}{'floor':>9}")
     cells = [(case, stream) for case in PATHS if args.only in case.name
              for stream in ((False, True) if case.streams else (False,))]
-    # every c=1 cell first, interleaved, then the throughput blocks: those write thousands of usage rows, and the
-    # store's growing tables cost it more CPU on the same two cores, which would slow later c=1 figures
-    c1s = asyncio.run(in_turn(targets, cells, args.n))
+    # every c=1 cell first, then the throughput blocks: those write thousands of usage rows, and the store's
+    # growing tables cost it more CPU on the same two cores, which would slow the later cells' c=1 figures
+    c1s = [asyncio.run(in_turn(targets, case, stream, args.n)) for case, stream in cells]
     for (case, stream), c1 in zip(cells, c1s, strict=True):
         rates: dict[int, dict[str, float]] = {}
         cpu: dict[str, float] = {}
