@@ -50,6 +50,13 @@ QUESTION = "What is the capital of France?"
 MODES = ("off", "open", "keyed")
 FLOOR = "floor"  # bench/bare_proxy.py: uvicorn and a verbatim forward, no code of ours (what any proxy costs here)
 TARGET_P50_MS, TARGET_P99_MS, TARGET_SHARE, TARGET_TTFT_MS = 1.0, 3.0, 0.60, 1.0
+# The target proposed instead of the absolute 1.0 ms (README, "Every path"): on this shared VM the bare proxy alone
+# adds 0.26-0.92 ms p50 depending on the host's spell, and our code slows with it; a ratio to the same run's floor
+# reads the edge, not the host.
+FLOOR_RATIO = 2.5
+FLOOR_RATIOS: list[tuple[str, float]] = []  # (path, shape and mode; added p50 over the floor's added p50)
+FLOOR_P99_MS = 3.0  # and the p99: at most 3 ms over the floor's added p99
+FLOOR_P99S: list[tuple[str, float]] = []  # (path, shape and mode; added p99 minus the floor's)
 
 
 def _chat(model: str) -> Callable[[bool], dict[str, Any]]:
@@ -315,6 +322,9 @@ def report_row(case: PathCase, stream: bool, c1: dict[str, list[float]], rates: 
         if math.isnan(add50):
             misses.append(f"{where}: no answer at c=1 (every request refused, see below)")
             continue
+        if floor50 > 0:
+            FLOOR_RATIOS.append((where, add50 / floor50))
+            FLOOR_P99S.append((where, add99 - max(0.0, pct_ms(c1[FLOOR], .99) - dp99)))
         limit50 = TARGET_TTFT_MS if stream else TARGET_P50_MS
         if add50 > limit50:
             misses.append(f"{where}: added p50 {add50:+.2f} ms, {add50 - limit50:.2f} ms over {limit50} ms")
@@ -434,6 +444,19 @@ def main() -> int:
         print("\ntargets (tenancy on: open and keyed): " + ("all met" if not misses else f"{len(misses)} missed"))
         for miss in misses:
             print(f"  MISS {miss}")
+        if FLOOR_RATIOS:
+            held = [w for w, r in FLOOR_RATIOS if r <= FLOOR_RATIO]
+            worst = max(FLOOR_RATIOS, key=lambda wr: wr[1])
+            print(f"proposed target (tenancy on: added p50 <= {FLOOR_RATIO}x the floor's added p50, same run): "
+                  f"{len(held)} of {len(FLOOR_RATIOS)} hold; highest {worst[1]:.2f}x ({worst[0]})")
+            for where, ratio in FLOOR_RATIOS:
+                if ratio > FLOOR_RATIO:
+                    print(f"  MISS {where}: {ratio:.2f}x the floor's")
+            over = [(w, d) for w, d in FLOOR_P99S if d > FLOOR_P99_MS]
+            print(f"proposed target (tenancy on: added p99 <= the floor's added p99 + {FLOOR_P99_MS:g} ms): "
+                  f"{len(FLOOR_P99S) - len(over)} of {len(FLOOR_P99S)} hold")
+            for where, excess in over:
+                print(f"  MISS {where}: {excess:+.2f} ms over the floor's p99")
         for url, errors in ERRORS.items():
             print(f"  {len(errors)} answers other than 200 from {url} (not timed), first: {errors[0]}")
         if not args.no_workers:
