@@ -43,6 +43,7 @@ from paths import (  # noqa: E402
     configure,
     enroll_pool_node,
     pct_ms,
+    tear_down,
     timed,
     url_body,
 )
@@ -193,11 +194,7 @@ def main() -> int:
         run_in_turn(targets, cases, args.n)
         print(f"load average {os.getloadavg()[0]:.1f} at the end; refused (not timed): {REFUSED or 'none'}")
     finally:
-        if enrollment is not None:
-            enrollment.stop()
-        for proc in procs:
-            stop(proc)
-        ddb.stop()
+        tear_down(procs, ddb, enrollment)
     return 0
 
 

@@ -334,6 +334,15 @@ def report_row(case: PathCase, stream: bool, c1: dict[str, list[float]], rates: 
             misses.append(f"{where}: c=32 {shares[32]:.0%} of direct, {TARGET_SHARE - shares[32]:.0%} short of 60 %")
 
 
+def tear_down(procs: list[subprocess.Popen[bytes]], ddb: Any, enrollment: Any = None) -> None:
+    """A bench's end: the node's heartbeats, then its processes, then the store."""
+    if enrollment is not None:
+        enrollment.stop()
+    for proc in procs:
+        stop(proc)
+    ddb.stop()
+
+
 def warm_up(targets: list[Target], cases: list[PathCase], seconds: float) -> None:
     """Every path and shape on every target at c=8 before anything is timed: the store's JVM compiles its hot
     code, caches and connection pools fill, the collector settles. Without it the first rows measured (the
@@ -463,11 +472,7 @@ def main() -> int:
             run_workers(env_of["open"], upstream, args)
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
     finally:
-        if enrollment is not None:
-            enrollment.stop()
-        for proc in procs:
-            stop(proc)
-        ddb.stop()
+        tear_down(procs, ddb, enrollment)
     return 0
 
 
