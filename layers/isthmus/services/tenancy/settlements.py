@@ -42,6 +42,7 @@ log = get_logger("settlements")
 # fill a transaction: botocore's cost is ~1 ms of CPU per call plus ~0.07 ms per row, so the usage rows of
 # anonymous requests (open mode) cost ~0.1 ms of CPU each in batches of 32, ~0.08 in batches of 100.
 MAX_ACTIONS = 100
+LAMBDA_RETRY_PAUSES_S = (0.2, 0.5, 1.0)  # within one invoke, before the dead-letter queue
 
 
 def _actions(s: Settlement) -> int:
@@ -62,7 +63,6 @@ def _take(pending: dict[str, Settlement]) -> list[Settlement]:
             break
         batch.append(pending.pop(key))
     return batch
-LAMBDA_RETRY_PAUSES_S = (0.2, 0.5, 1.0)  # within one invoke, before the dead-letter queue
 
 
 def default_delay_s() -> float:
@@ -142,7 +142,7 @@ class SettlementWriter:
     async def write(self, s: Settlement) -> None:
         """Queue ``s`` and return once its batch is written (the store's error, if it could not be kept)."""
         queued = self._enqueue(s, waited=True)
-        if queued.done is None:  # queued earlier by submit: nothing to wait on but the batch's end
+        if queued.done is None:  # the same row queued earlier by submit: this caller waits for its batch
             queued.done = asyncio.get_running_loop().create_future()
         await asyncio.shield(queued.done)
 
