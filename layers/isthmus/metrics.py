@@ -231,7 +231,12 @@ def _store_call_began(context: dict[str, Any], **_: Any) -> None:
 def _store_call_ended(model: Any, context: dict[str, Any], **_: Any) -> None:
     t0 = context.get("isthmus_t0")
     if t0 is not None:
-        _get().observe("isthmus_store_call_duration_seconds", (model.name,), time.perf_counter() - t0)
+        store_call_observed(model.name, time.perf_counter() - t0)
+
+
+def store_call_observed(operation: str, seconds: float) -> None:
+    """One store call (its attempts included) took ``seconds``."""
+    _get().observe("isthmus_store_call_duration_seconds", (operation,), seconds)
 
 
 # ------------------------------------------------------------------ node agent

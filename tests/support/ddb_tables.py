@@ -48,6 +48,7 @@ def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "t")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "t")
+    monkeypatch.setenv("ISTHMUS_STORE_LEAN", "0")  # moto hooks botocore: every call must go through it
     with mock_aws():
         dynamodb.reset_clients()
         create_tables(boto3.client("dynamodb", region_name="us-east-1"))

@@ -24,7 +24,8 @@ _BINARY = (bytes, bytearray)
 _EXACT_INT = 10**38  # an int below this in magnitude is exact in DynamoDB's 38 digits: its str is its value
 
 
-def _number(value: int | Decimal) -> str:
+def number(value: int | Decimal) -> str:
+    """An int or Decimal as DynamoDB's N string (refused when DynamoDB could not hold it exactly)."""
     if type(value) is int and -_EXACT_INT < value < _EXACT_INT:
         return str(value)
     number = DYNAMODB_CONTEXT.create_decimal(value)
@@ -48,14 +49,14 @@ def serialize(value: Any) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"BOOL": value}
     if _is_number(value):
-        return {"N": _number(value)}
+        return {"N": number(value)}
     if isinstance(value, str):
         return {"S": value}
     if isinstance(value, _BINARY):
         return {"B": bytes(value)}
     if isinstance(value, Set):
         if all(_is_number(v) for v in value):
-            return {"NS": [_number(v) for v in value]}
+            return {"NS": [number(v) for v in value]}
         if all(isinstance(v, str) for v in value):
             return {"SS": list(value)}
         if all(isinstance(v, _BINARY) for v in value):

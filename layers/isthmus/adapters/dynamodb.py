@@ -51,8 +51,24 @@ def client(*, fast_fail: bool = False) -> Any:
                 kwargs.setdefault("aws_access_key_id", "local")
                 kwargs.setdefault("aws_secret_access_key", "local")
             breaker = _breakers.setdefault(endpoint, StoreBreaker())  # one per store, shared by its clients
-            _clients[key] = breaker.attach(aws.client("dynamodb", **kwargs))
+            made = breaker.attach(aws.client("dynamodb", **kwargs))
+            if not fast_fail:
+                _attach_lean(made, breaker)
+            _clients[key] = made
     return _clients[key]
+
+
+def _attach_lean(ddb: Any, breaker: StoreBreaker) -> None:
+    from isthmus.adapters import ddb_lean
+
+    if ddb_lean.enabled() and ddb._request_signer._credentials is not None:  # none: botocore says so, on use
+        ddb.isthmus_lean = ddb_lean.LeanDynamo(ddb, breaker if breaker.open_s > 0 else None)
+
+
+def lean(ddb: Any) -> Any:
+    """The lean writer of ``ddb`` (isthmus.adapters.ddb_lean.LeanDynamo: TransactWriteItems and PutItem without
+    botocore's per-call CPU), or None: botocore for everything (``ISTHMUS_STORE_LEAN=0``, moto, a proxy)."""
+    return getattr(ddb, "isthmus_lean", None)
 
 
 # What a request's first store call would otherwise load: each operation's model is parsed on its first use.

@@ -46,8 +46,9 @@ class DynamoUsageStore:
     def put(self, row: Mapping[str, Any]) -> bool:
         """Write a row once; False when a row with that id already exists."""
         ddb = dynamodb.client()
+        put = getattr(dynamodb.lean(ddb), "put_item", ddb.put_item)  # the lean call when there is one
         try:
-            ddb.put_item(TableName=self.name, Item=to_item(row), ConditionExpression="attribute_not_exists(id)")
+            put(TableName=self.name, Item=to_item(row), ConditionExpression="attribute_not_exists(id)")
             return True
         except ddb.exceptions.ConditionalCheckFailedException:
             return False
@@ -127,7 +128,8 @@ class DynamoUsageStore:
         summed). False when any row was already written, any user is gone or any hold record was reclaimed:
         nothing was written, and the caller settles the rows one by one instead."""
         ddb = dynamodb.client()
-        puts = [{"Put": {"TableName": self.name, "Item": to_item(row),
+        name = self.name
+        puts = [{"Put": {"TableName": name, "Item": to_item(row),
                          "ConditionExpression": "attribute_not_exists(id)"}} for row in rows]
         try:
             holds_ddb.transact(ddb, [*puts, *_user_updates(charges), *holds_ddb.settle_ops(charges)])

@@ -10,7 +10,8 @@ answer closes the breaker, its failure opens it again. An answer of any kind (an
 the store is there, so only transport failures count.
 
 It hooks botocore's own events (``before-send`` to refuse, ``response-received`` to count every attempt), so
-every call of the client is covered without wrapping the adapters' code.
+every call of the client is covered without wrapping the adapters' code; the lean calls beside the client
+(isthmus.adapters.ddb_lean) call ``before_attempt`` and ``after_attempt`` themselves.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ class StoreBreaker:
         return client
 
     def _before_send(self, **_: Any) -> None:
+        self.before_attempt()
+
+    def _response_received(self, exception: BaseException | None = None, **_: Any) -> None:
+        self.after_attempt(exception)
+
+    def before_attempt(self) -> None:
+        """Refuse the attempt (StoreCircuitOpen) while the breaker is open or its half-open probe is out."""
         with self._lock:
             if self._failures < TRIP_AFTER:
                 return None
@@ -54,7 +62,8 @@ class StoreBreaker:
             self._probing = True  # half-open: this attempt goes through, the others wait for its outcome
         return None
 
-    def _response_received(self, exception: BaseException | None = None, **_: Any) -> None:
+    def after_attempt(self, exception: BaseException | None) -> None:
+        """Count the attempt's outcome: ``exception`` None for an answer of any kind."""
         if isinstance(exception, StoreCircuitOpen):
             return
         transport = exception is not None and _is_transport_failure(exception)
