@@ -377,8 +377,8 @@ class TenancyGate:
         await asyncio.shield(call(self.stores.usage.put, row))
 
     def _row(self, p: Principal, **fields: Any) -> dict[str, Any]:
-        now = self._now()
-        row = {"timestamp": m.iso(now), "day": m.iso(now)[:10], "api_key_id": p.key_id, "api_key_name": p.key_name,
+        stamp = m.iso(self._now())
+        row = {"timestamp": stamp, "day": stamp[:10], "api_key_id": p.key_id, "api_key_name": p.key_name,
                "user_id": p.user_id, "source": "gateway", "bulk_editable": False, "prompt_tokens": 0,
                "completion_tokens": 0, "cached_tokens": 0, **fields}
         return {k: v for k, v in row.items() if v is not None}
