@@ -4,7 +4,8 @@ event, the response's start and its first body write; the client (the same proce
 GIL, so its own side reads a little slow) calls the upstream directly and then the edge, in turn. Prints the p50 of
 each mark and of each gap: what the relay itself adds is "upstream_first_event -> first_body_write".
 
-Run: .venv/bin/python bench/stream_probe.py [off|open] [N]
+Run: .venv/bin/python bench/stream_probe.py [off|open] [N] [openai|anthropic]   (the alias's protocol, and the
+dialect the client speaks: chat completions to an OpenAI-protocol alias, messages to an Anthropic-protocol one)
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from local_runtime.process import stop, wait_http  # noqa: E402
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "off"
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
+PROTOCOL = sys.argv[3] if len(sys.argv) > 3 else "openai"
+# (edge path, alias, upstream path, upstream model) per protocol, as bench/paths.py's cloud cases
+CASES = {"openai": ("/v1/chat/completions", "cloud-oa", "/openai/v1/chat/completions", "up-oa"),
+         "anthropic": ("/v1/messages", "cloud-an", "/anthropic/v1/messages", "up-an")}
 marks: dict[str, float] = {}
 
 
@@ -110,7 +115,8 @@ def main() -> None:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     assert wait_http(f"http://127.0.0.1:{port}/health", 30)
-    body = {"model": "cloud-oa", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    edge_path, alias, up_path, up_model = CASES[PROTOCOL]
+    body = {"model": alias, "messages": [{"role": "user", "content": "What is the capital of France?"}],
             "max_tokens": 16, "stream": True}
     rows: list[dict[str, float]] = []
     direct: list[float] = []
@@ -119,14 +125,13 @@ def main() -> None:
         async with httpx.AsyncClient(timeout=60, headers={"Authorization": "Bearer sk-placeholder"}) as c:
             for i in range(N + 20):
                 start = time.perf_counter()
-                async with c.stream("POST", f"{upstream}/openai/v1/chat/completions",
-                                    json={**body, "model": "up-oa"}) as r:
+                async with c.stream("POST", f"{upstream}{up_path}", json={**body, "model": up_model}) as r:
                     async for _ in r.aiter_raw():
                         if i >= 20:
                             direct.append(time.perf_counter() - start)
                         break
                 start = time.perf_counter()
-                async with c.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
+                async with c.stream("POST", f"http://127.0.0.1:{port}{edge_path}", json=body) as r:
                     first = 0.0
                     async for _ in r.aiter_raw():
                         first = first or time.perf_counter()
@@ -138,7 +143,8 @@ def main() -> None:
     server.should_exit = True
     stop(up)
     ddb.stop()
-    print(f"mode {MODE}, n={N}, load {os.getloadavg()[0]:.1f}; ms since the client sent (p50 of each mark)")
+    print(f"{PROTOCOL} stream, mode {MODE}, n={N}, load {os.getloadavg()[0]:.1f}; ms since the client sent "
+          "(p50 of each mark)")
     print(f"  direct first byte (same client, upstream alone): {med(direct) * 1e3:.3f}")
     for k in ("arrive", "upstream_call", "upstream_headers", "upstream_first_event", "response_start",
               "first_body_write", "client_first_byte"):

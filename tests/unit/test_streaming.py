@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from isthmus.streaming import RelayResponse, coalesce, with_keepalive
+from isthmus.errors import Dialect
+from isthmus.streaming import RelayResponse, coalesce, relay_frames, with_keepalive
+from isthmus_contracts.internal import FinishEvent, StreamEvent, TextDelta
 
 
 async def scripted(items: list[tuple[float, bytes]]) -> AsyncIterator[bytes]:
@@ -82,6 +84,58 @@ def test_keepalive_pings_while_the_source_is_silent_then_passes_items() -> None:
     # then pings came first and the item still arrived, last
     assert out[-1] == b"late"
     assert out.count(b"ping") >= 2
+
+
+def relayed_with_pings(events: AsyncIterator[StreamEvent], interval: float) -> AsyncIterator[str]:
+    return relay_frames(events, lambda e: [{"kind": type(e).__name__}], lambda: [], lambda p: p["kind"],
+                        Dialect.ANTHROPIC, ping="ping", ping_interval=interval)
+
+
+def test_a_relay_with_pings_sends_its_first_frame_without_a_task_switch_then_pings_while_silent() -> None:
+    # given an opened stream (its first event in hand), then a silence, then the finish
+    async def opened() -> AsyncIterator[StreamEvent]:
+        yield TextDelta(text="hi")
+        await asyncio.sleep(0.25)
+        yield FinishEvent(reason="stop")
+
+    async def run() -> tuple[str, bool, list[str]]:
+        switched = False
+
+        def other_task_ran() -> None:
+            nonlocal switched
+            switched = True
+
+        asyncio.get_running_loop().call_soon(other_task_ran)  # runs at the first loop turn this task gives away
+        relay = relayed_with_pings(opened(), 0.05)
+        first = await anext(relay)
+        ran_before_first = switched
+        return first, ran_before_first, [frame async for frame in relay]
+
+    first, ran_before_first, rest = asyncio.run(run())
+    # when relayed with a keepalive, then the first frame came before the loop ran anything else
+    assert first == "TextDelta" and not ran_before_first
+    # and pings went out during the silence, the finish last
+    assert rest[-1] == "FinishEvent" and rest.count("ping") >= 2
+
+
+def test_closing_a_relay_after_its_first_frame_closes_the_stream() -> None:
+    closed: list[bool] = []
+
+    async def opened() -> AsyncIterator[StreamEvent]:
+        try:
+            while True:
+                yield TextDelta(text="t")
+                await asyncio.sleep(0.001)
+        finally:
+            closed.append(True)
+
+    async def run() -> None:
+        relay = relayed_with_pings(opened(), 10)
+        await anext(relay)
+        await relay.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(run())
+    assert closed == [True]
 
 
 def test_closing_the_consumer_closes_the_source() -> None:
