@@ -247,7 +247,7 @@ def sse_response(frames: AsyncIterator[str], headers: dict[str, str] | None = No
     return RelayResponse(coalesce(body()), headers=headers)
 
 
-async def _first_then_keepalive(events: AsyncIterator[T], interval: float, ping: str) -> AsyncIterator[T | str]:
+async def _first_then_keepalive(events: AsyncIterator[Any], interval: float, ping: str) -> AsyncIterator[Any]:
     """The first event straight from ``events`` (no task switch between it and the first byte: ~0.2 ms of an
     Anthropic stream's first byte on this VM went to the pump's hops), then the rest with keepalives."""
     try:
