@@ -30,6 +30,7 @@ class ScriptedStore:
     def __init__(self) -> None:
         self.script: list[tuple[int, dict[str, Any]]] = []
         self.seen: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.raw: list[bytes] = []
         self.close_after_answer = False
         store = self
 
@@ -37,7 +38,9 @@ class ScriptedStore:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                store.raw.append(raw)
+                body = json.loads(raw)
                 store.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 status, answer = store.script.pop(0) if store.script else (200, {})
                 data = json.dumps(answer).encode()
@@ -117,6 +120,10 @@ def test_a_transaction_is_sent_signed_with_its_target_and_an_idempotency_token(s
     assert h1["host"] == store.endpoint.removeprefix("http://")
     assert b1["TransactItems"] == ITEMS and len(b1["ClientRequestToken"]) == 36
     assert b1["ClientRequestToken"] != b2["ClientRequestToken"]
+    # and the signature (its key cached across calls) is the one derived afresh for what the store received
+    fresh = ddb_lean.sign("AKIDEXAMPLE", "secret", "tok", "eu-west-1", h1["host"], "/", h1["x-amz-target"],
+                          store.raw[0], h1["x-amz-date"])
+    assert h1["authorization"] == fresh["authorization"]
 
 
 def test_a_cancelled_transaction_raises_the_clients_modeled_error_with_its_reasons(store: ScriptedStore) -> None:

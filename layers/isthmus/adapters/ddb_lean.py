@@ -218,16 +218,14 @@ class LeanDynamo:
     def _signing_key(self, secret: str, day: str) -> bytes:
         keys = self._keys
         if keys is None or keys[0] != day or keys[1] != secret:
-            key = _hmac(f"AWS4{secret}".encode(), day)
-            for part in (self.region, SERVICE, "aws4_request"):
-                key = _hmac(key, part)
-            self._keys = keys = (day, secret, key)
+            self._keys = keys = (day, secret, signing_key(secret, day, self.region))
         return keys[2]
 
 
 def sign(access_key: str, secret_key: str, token: str | None, region: str, host: str, path: str, target: str,
-         body: bytes, amz_date: str, signing_key: Callable[[str, str], bytes] | None = None) -> dict[str, str]:
-    """The headers of a SigV4-signed DynamoDB JSON POST at ``amz_date`` (YYYYMMDDTHHMMSSZ)."""
+         body: bytes, amz_date: str, key_for: Callable[[str, str], bytes] | None = None) -> dict[str, str]:
+    """The headers of a SigV4-signed DynamoDB JSON POST at ``amz_date`` (YYYYMMDDTHHMMSSZ); ``key_for(secret, day)``
+    gives the signing key when cached (else it is derived here)."""
     headers = {"content-type": "application/x-amz-json-1.0", "host": host, "x-amz-date": amz_date,
                "x-amz-target": target}
     if token:
@@ -239,12 +237,7 @@ def sign(access_key: str, secret_key: str, token: str | None, region: str, host:
     day = amz_date[:8]
     scope = f"{day}/{region}/{SERVICE}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    if signing_key is None:
-        key = _hmac(f"AWS4{secret_key}".encode(), day)
-        for part in (region, SERVICE, "aws4_request"):
-            key = _hmac(key, part)
-    else:
-        key = signing_key(secret_key, day)
+    key = signing_key(secret_key, day, region) if key_for is None else key_for(secret_key, day)
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, "
                                 f"Signature={signature}")
@@ -256,6 +249,14 @@ def _post(conn: http.client.HTTPConnection, path: str, headers: dict[str, str],
     conn.request("POST", path, body, headers)  # our signed Host header: http.client adds none of its own
     response = conn.getresponse()
     return response, response.read()
+
+
+def signing_key(secret_key: str, day: str, region: str) -> bytes:
+    """SigV4's key for one day, region and service: a chain of four HMACs."""
+    key = _hmac(f"AWS4{secret_key}".encode(), day)
+    for part in (region, SERVICE, "aws4_request"):
+        key = _hmac(key, part)
+    return key
 
 
 def _hmac(key: bytes, text: str) -> bytes:
