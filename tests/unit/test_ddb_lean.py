@@ -109,8 +109,8 @@ def test_a_transaction_is_sent_signed_with_its_target_and_an_idempotency_token(s
     # given a lean writer with session credentials
     lean = lean_on(store.endpoint, token="tok")
     # when it writes a transaction twice
-    lean.transact_write_items(ITEMS)
-    lean.transact_write_items(ITEMS)
+    lean.transact_write_items(TransactItems=ITEMS)
+    lean.transact_write_items(TransactItems=ITEMS)
     # then the store got DynamoDB's JSON body as given, the target, the signature and a fresh token each time
     (h1, b1), (_, b2) = store.seen
     assert h1["x-amz-target"] == "DynamoDB_20120810.TransactWriteItems"
@@ -132,7 +132,7 @@ def test_a_cancelled_transaction_raises_the_clients_modeled_error_with_its_reaso
     store.script = [cancelled("None", "ConditionalCheckFailed")]
     # when it is written
     with pytest.raises(lean.client.exceptions.TransactionCanceledException) as caught:
-        lean.transact_write_items(ITEMS)
+        lean.transact_write_items(TransactItems=ITEMS)
     # then the error is botocore's, with the reasons where the adapters read them, and it was not retried
     assert caught.value.response["CancellationReasons"] == [{"Code": "None"}, {"Code": "ConditionalCheckFailed"}]
     assert caught.value.response["Error"]["Code"] == "TransactionCanceledException"
@@ -158,7 +158,7 @@ def test_throttles_and_server_errors_are_tried_again_with_the_same_token(store: 
     store.script = [(400, {"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}),
                     (500, {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError"}), (200, {})]
     # when a transaction is written
-    lean.transact_write_items(ITEMS)
+    lean.transact_write_items(TransactItems=ITEMS)
     # then it went three times, the same request each time (DynamoDB applies a token once), with backoffs
     # within botocore's standard mode (a throttle from 1 s, anything else from 25 ms, doubling)
     assert len(store.seen) == 3 and len({b["ClientRequestToken"] for _, b in store.seen}) == 1
@@ -171,7 +171,7 @@ def test_the_last_failed_attempt_is_raised_as_botocore_would(store: ScriptedStor
     lean = lean_on(store.endpoint)
     store.script = [(503, {}), (503, {})]
     with pytest.raises(lean.client.exceptions.ClientError) as caught:
-        lean.transact_write_items(ITEMS)
+        lean.transact_write_items(TransactItems=ITEMS)
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503 and len(store.seen) == 2
 
 
@@ -200,10 +200,10 @@ def test_an_unreachable_store_is_botocores_connection_error_and_trips_the_breake
     # when a transaction is written, then botocore's transport error comes back (the callers' 503)
     from botocore.exceptions import EndpointConnectionError
     with pytest.raises(EndpointConnectionError):
-        lean.transact_write_items(ITEMS)
+        lean.transact_write_items(TransactItems=ITEMS)
     # and the breaker counted both attempts: the next call is refused without trying
     with pytest.raises(StoreCircuitOpen):
-        lean.transact_write_items(ITEMS)
+        lean.transact_write_items(TransactItems=ITEMS)
 
 
 def test_the_store_client_carries_a_lean_writer_unless_turned_off(monkeypatch: pytest.MonkeyPatch,

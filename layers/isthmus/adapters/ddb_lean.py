@@ -86,9 +86,10 @@ class LeanDynamo:
         self._tls: ssl.SSLContext | None = None
 
     # ------------------------------------------------------------------ the operations
-    def transact_write_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    # The operations take the botocore client's keyword arguments, so a caller uses either (dynamodb.writer).
+    def transact_write_items(self, **params: Any) -> dict[str, Any]:
         # botocore fills the idempotency token itself: a transaction retried after a lost answer is applied once
-        return self.call("TransactWriteItems", {"TransactItems": items, "ClientRequestToken": str(uuid.uuid4())})
+        return self.call("TransactWriteItems", {"ClientRequestToken": str(uuid.uuid4()), **params})
 
     def put_item(self, **params: Any) -> dict[str, Any]:
         return self.call("PutItem", params)

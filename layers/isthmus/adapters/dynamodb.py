@@ -65,6 +65,12 @@ def _attach_lean(ddb: Any, breaker: StoreBreaker) -> None:
         ddb.isthmus_lean = ddb_lean.LeanDynamo(ddb, breaker if breaker.open_s > 0 else None)
 
 
+def writer(ddb: Any) -> Any:
+    """What sends ``ddb``'s hot writes (``transact_write_items``, ``put_item``, same arguments): its lean writer when
+    it has one, else the client itself."""
+    return lean(ddb) or ddb
+
+
 def lean(ddb: Any) -> Any:
     """The lean writer of ``ddb`` (isthmus.adapters.ddb_lean.LeanDynamo: TransactWriteItems and PutItem without
     botocore's per-call CPU), or None: botocore for everything (``ISTHMUS_STORE_LEAN=0``, moto, a proxy)."""

@@ -36,13 +36,10 @@ def transact(ddb: Any, items: list[dict[str, Any]]) -> None:
     one of its items (``TransactionConflict``: the user row is hot, and reservations, leases and settlements are
     all transactions on it); botocore does not retry a cancelled transaction. A failed condition is final. Sent
     as a lean call when the client has one (isthmus.adapters.ddb_lean: the same errors, a fraction of the CPU)."""
-    fast = dynamodb.lean(ddb)
+    send = dynamodb.writer(ddb).transact_write_items
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
-            if fast is not None:
-                fast.transact_write_items(items)
-            else:
-                ddb.transact_write_items(TransactItems=items)
+            send(TransactItems=items)
             return
         except ddb.exceptions.TransactionCanceledException as exc:
             codes = cancellation_codes(exc)

@@ -46,9 +46,9 @@ class DynamoUsageStore:
     def put(self, row: Mapping[str, Any]) -> bool:
         """Write a row once; False when a row with that id already exists."""
         ddb = dynamodb.client()
-        put = getattr(dynamodb.lean(ddb), "put_item", ddb.put_item)  # the lean call when there is one
         try:
-            put(TableName=self.name, Item=to_item(row), ConditionExpression="attribute_not_exists(id)")
+            dynamodb.writer(ddb).put_item(TableName=self.name, Item=to_item(row),
+                                          ConditionExpression="attribute_not_exists(id)")
             return True
         except ddb.exceptions.ConditionalCheckFailedException:
             return False
