@@ -37,7 +37,8 @@ def test_envelope_is_bound_to_its_record_and_key(tmp_path: Path) -> None:
         open_sealed(envelope, wrapper, "isthmus-provider:b")
     with pytest.raises(Exception):  # noqa: B017
         open_sealed(envelope, LocalKeyWrapper(tmp_path / "other"), "isthmus-provider:a")
-    tampered = {**envelope, "ciphertext": "A" + envelope["ciphertext"][1:]}
+    first = envelope["ciphertext"][0]
+    tampered = {**envelope, "ciphertext": ("B" if first == "A" else "A") + envelope["ciphertext"][1:]}  # a changed byte
     with pytest.raises(Exception):  # noqa: B017
         open_sealed(tampered, wrapper, "isthmus-provider:a")
 
