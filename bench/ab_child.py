@@ -1,6 +1,7 @@
 """One in-process round of bench/ab_edges.py, run with the measured tree's PYTHONPATH (nothing of this tree but this
 file is imported): python ab_child.py KEY N CASES_JSON, CASES_JSON a list of [label, path, body]. Prints one line,
-RESULT {label: [CPU us per request, Python calls per request]}."""
+RESULT {label: [CPU us per request, Python calls per request]}. AB_PROFILE_DIR=D keeps each cell's profile in D;
+AB_PROFILE_FIRST=1 profiles a stream only up to its first body byte (what its time to first byte costs)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,22 @@ async def measure(key: str, n: int, cases: list[list[Any]]) -> dict[str, tuple[f
     from local_runtime.edge.server import create_edge
 
     out: dict[str, tuple[float, float]] = {}
-    transport = httpx.ASGITransport(app=create_edge())
+    edge = create_edge()
+    first_only = bool(os.environ.get("AB_PROFILE_FIRST"))  # profile each stream only up to its first body byte
+    profile = cProfile.Profile()
+    on = False
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def first_byte(message: Any) -> None:
+            nonlocal on
+            if on and first_only and message["type"] == "http.response.body" and message.get("body"):
+                profile.disable()
+                on = False
+            await send(message)
+
+        await edge(scope, receive, first_byte)
+
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://edge", timeout=60,
                                  headers={"Authorization": f"Bearer {key}"}) as client:
         for label, path, body in cases:
@@ -35,10 +51,12 @@ async def measure(key: str, n: int, cases: list[list[Any]]) -> dict[str, tuple[f
                 await client.post(path, json=body)
             cpu_us = (time.process_time() - start) / n * 1e6
             profile = cProfile.Profile()
-            profile.enable()
             for _ in range(50):
+                on = True
+                profile.enable()
                 await client.post(path, json=body)
-            profile.disable()
+                profile.disable()
+                on = False
             if os.environ.get("AB_PROFILE_DIR"):  # keep each cell's profile for pstats / snakeviz
                 profile.dump_stats(os.path.join(os.environ["AB_PROFILE_DIR"], label.replace(" ", "_") + ".prof"))
             out[label] = (cpu_us, pstats.Stats(profile).total_calls / 50)  # type: ignore[attr-defined]

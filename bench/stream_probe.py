@@ -4,7 +4,7 @@ event, the response's start and its first body write; the client (the same proce
 GIL, so its own side reads a little slow) calls the upstream directly and then the edge, in turn. Prints the p50 of
 each mark and of each gap: what the relay itself adds is "upstream_first_event -> first_body_write".
 
-Run: .venv/bin/python bench/stream_probe.py [off|open] [N] [openai|anthropic]   (the alias's protocol, and the
+Run: .venv/bin/python bench/stream_probe.py [off|open|keyed] [N] [openai|anthropic]   (the alias's protocol, and the
 dialect the client speaks: chat completions to an OpenAI-protocol alias, messages to an Anthropic-protocol one)
 """
 
@@ -62,10 +62,12 @@ def main() -> None:
     os.environ.update(env)
     setup, base = start_edge(ROOT, {**os.environ, "ISTHMUS_MASTER_KEY": MASTER})
     assert wait_http(f"{base}/health", 90)
-    configure(base, upstream)
+    key = configure(base, upstream)
     stop(setup)
     if MODE == "off":
         os.environ["ISTHMUS_TENANCY"] = "off"
+    if MODE == "keyed":
+        os.environ["ISTHMUS_MASTER_KEY"] = MASTER
 
     import uvicorn
 
@@ -122,7 +124,8 @@ def main() -> None:
     direct: list[float] = []
 
     async def run() -> None:
-        async with httpx.AsyncClient(timeout=60, headers={"Authorization": "Bearer sk-placeholder"}) as c:
+        bearer = key if MODE == "keyed" else "sk-placeholder"
+        async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {bearer}"}) as c:
             for i in range(N + 20):
                 start = time.perf_counter()
                 async with c.stream("POST", f"{upstream}{up_path}", json={**body, "model": up_model}) as r:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 SERVICE = "inference"
 PING_INTERVAL_S = 10.0
+PING_FRAME = sse_event(anthropic_messages.ping_event())  # a messages stream's keepalive (Anthropic's own)
 logger = get_logger(SERVICE)
 
 def service() -> InferenceService:
@@ -102,19 +103,21 @@ def _headers(call: Call) -> dict[str, str]:
     return dict(call.admission.headers) if call.admission else {}
 
 
-def _sse(frames: AsyncIterator[str], call: Call) -> RelayResponse:
-    return sse_response(frames, headers=_headers(call))
+def _sse(frames: AsyncIterator[str], call: Call, ping: str | None = None) -> RelayResponse:
+    return sse_response(frames, headers=_headers(call), ping=ping, ping_interval=PING_INTERVAL_S)
 
 
 async def _answer(request: Request, internal: InternalRequest, endpoint: str,
                   whole: Callable[[InternalResponse], dict[str, Any]],
-                  frames: Callable[[Call, AsyncIterator[StreamEvent]], AsyncIterator[str]]) -> Response:
-    """Admit ``internal``, then the whole answer rendered by ``whole``, or the stream relayed as ``frames``."""
+                  frames: Callable[[Call, AsyncIterator[StreamEvent]], AsyncIterator[str]],
+                  ping: str | None = None) -> Response:
+    """Admit ``internal``, then the whole answer rendered by ``whole``, or the stream relayed as ``frames`` (with
+    ``ping`` frames in its silences)."""
     call = await _begin(request, internal, endpoint)
     if not internal.stream:
         resp, settle = await _complete(request, call)
         return JSONResponse(whole(resp), headers=_headers(call), background=settle)
-    return _sse(frames(call, await service().open_stream(call)), call)
+    return _sse(frames(call, await service().open_stream(call)), call, ping)
 
 
 # ---- OpenAI chat completions ----------------------------------------------------------------------------
@@ -140,11 +143,11 @@ async def messages(request: Request) -> Response:
 
     def frames(call: Call, events: AsyncIterator[StreamEvent]) -> AsyncIterator[str]:
         encoder = anthropic_messages.MessagesStreamEncoder(model=call.request.model)
-        return relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC,
-                            ping=sse_event(anthropic_messages.ping_event()), ping_interval=PING_INTERVAL_S)
+        return relay_frames(events, encoder.feed, encoder.close, sse_event, Dialect.ANTHROPIC)
 
     internal = anthropic_messages.to_internal(req, header_session_id=_session(request))
-    return await _answer(request, internal, "/v1/messages", anthropic_messages.to_message, frames)
+    return await _answer(request, internal, "/v1/messages", anthropic_messages.to_message, frames,
+                         ping=PING_FRAME)
 
 
 @authorized(api_key())  # no budget hold and no usage row: counting is free, but keyed mode needs a valid key

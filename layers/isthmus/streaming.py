@@ -1,5 +1,5 @@
-"""Stream plumbing shared by every dialect: keepalives while the backend is silent, and coalescing of
-small SSE writes (flush on a short timer or a byte count, never one network write per token)."""
+"""Stream plumbing shared by every dialect: coalescing of small SSE writes (flush on a short timer or a byte count,
+never one network write per token), and keepalive frames while nothing has been written for a while."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -16,23 +16,11 @@ from isthmus.errors import ApiError, Dialect, error_body
 from isthmus.observability import get_logger
 from isthmus_contracts.internal import ErrorEvent, FinishEvent, StreamEvent
 
-T = TypeVar("T")
-_END = object()
 logger = get_logger("inference")
 
 
 def flush_interval() -> float:
     return float(os.environ.get("ISTHMUS_STREAM_FLUSH_MS", "15")) / 1000
-
-
-async def _pump(source: AsyncIterator[T], queue: asyncio.Queue[object]) -> None:
-    try:
-        async for item in source:
-            await queue.put(item)
-    except Exception as exc:  # handed to the consumer, which re-raises it in order
-        await queue.put(exc)
-    finally:
-        await queue.put(_END)
 
 
 async def _aclose(source: AsyncIterator[Any]) -> None:
@@ -42,41 +30,12 @@ async def _aclose(source: AsyncIterator[Any]) -> None:
             await aclose()
 
 
-@contextlib.asynccontextmanager
-async def _pumped(source: AsyncIterator[T]) -> AsyncIterator[asyncio.Queue[object]]:
-    """Runs ``source`` in its own task, so waiting with a timeout never cancels the source itself."""
-    queue: asyncio.Queue[object] = asyncio.Queue()
-    task = asyncio.create_task(_pump(source, queue))
-    try:
-        yield queue
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        await _aclose(source)
-
-
-async def with_keepalive(source: AsyncIterator[T], interval: float, ping: Callable[[], T]) -> AsyncIterator[T]:
-    """``source``'s items, plus ``ping()`` whenever it has been silent for ``interval`` seconds."""
-    async with _pumped(source) as queue:
-        while True:
-            try:
-                async with asyncio.timeout(interval):  # unlike wait_for, no task per item
-                    item = await queue.get()
-            except TimeoutError:
-                yield ping()
-                continue
-            if item is _END:
-                return
-            if isinstance(item, Exception):
-                raise item
-            yield item  # type: ignore[misc]
-
-
-async def coalesce(source: AsyncIterator[bytes], interval: float | None = None,
-                   max_bytes: int = 16384) -> AsyncIterator[bytes]:
+async def coalesce(source: AsyncIterator[bytes], interval: float | None = None, max_bytes: int = 16384,
+                   ping: bytes | None = None, ping_interval: float = 10.0) -> AsyncIterator[bytes]:
     """At most one write per ``interval``: data that arrives after a quiet spell goes out at once (no added
-    latency to the first byte); data that arrives within the interval is batched until it ends."""
+    latency to the first byte); data that arrives within the interval is batched until it ends. With ``ping``,
+    that frame goes out whenever nothing has been written for ``ping_interval`` seconds after the first chunk
+    (a long generation's silence)."""
     interval = flush_interval() if interval is None else interval
     try:
         # The first chunk is awaited right here: no pump task between the backend's first event and the first
@@ -86,12 +45,13 @@ async def coalesce(source: AsyncIterator[bytes], interval: float | None = None,
         except StopAsyncIteration:
             return
         yield first
-        batcher = _Batcher(interval, max_bytes)
+        batcher = _Batcher(interval, max_bytes, ping, ping_interval)
         task = asyncio.create_task(batcher.pump(source))
         try:
             async for chunk in batcher.batches():
                 yield chunk
         finally:
+            batcher.stop_timers()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -102,9 +62,12 @@ async def coalesce(source: AsyncIterator[bytes], interval: float | None = None,
 class _Batcher:
     """The chunks after a coalesced stream's first: a pump task appends them to one buffer and wakes the writer
     only when a write is due (the interval since the last flush is over, the byte budget is reached, or the source
-    ended), so a chunk costs an append, not a queue hop and a timer of its own (one timer per batch)."""
+    ended), so a chunk costs an append, not a queue hop and a timer of its own (one timer per batch). The keepalive
+    lives here too, at the byte level, as one timer per ``ping_interval`` that checks whether anything was written
+    since it was armed (an event-level keepalive cost every event a queue hop and a timeout of its own)."""
 
-    def __init__(self, interval: float, max_bytes: int) -> None:
+    def __init__(self, interval: float, max_bytes: int, ping: bytes | None = None,
+                 ping_interval: float = 10.0) -> None:
         self.loop = asyncio.get_running_loop()
         self.interval = interval
         self.max_bytes = max_bytes
@@ -116,9 +79,14 @@ class _Batcher:
         self.expired = False  # the deadline's timer fired (it may fire a clock tick before loop.time() says so)
         self.waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.ping = ping
+        self.ping_interval = ping_interval
+        self.ping_due = False
+        self.ping_timer: asyncio.TimerHandle | None = None
+        self.ping_armed_at = 0.0  # last_flush when the ping timer was armed: unchanged when it fires = silence
 
     def _due(self) -> bool:
-        if self.ended or self.size >= self.max_bytes:
+        if self.ended or self.size >= self.max_bytes or self.ping_due:
             return True
         return bool(self.buf) and (self.expired or self.loop.time() >= self.last_flush + self.interval)
 
@@ -133,6 +101,24 @@ class _Batcher:
     def _arm(self) -> None:
         if self.timer is None:
             self.timer = self.loop.call_at(self.last_flush + self.interval, self._deadline)
+
+    def _arm_ping(self) -> None:
+        if self.ping is not None and self.ping_timer is None:
+            self.ping_armed_at = self.last_flush
+            self.ping_timer = self.loop.call_at(self.last_flush + self.ping_interval, self._ping_check)
+
+    def _ping_check(self) -> None:
+        self.ping_timer = None
+        if self.last_flush == self.ping_armed_at:  # nothing written since: a ping is due
+            self.ping_due = True
+            self._wake()
+        elif self.waiter is not None:  # written meanwhile and idle again: wait for a silence from the last write
+            self._arm_ping()
+
+    def stop_timers(self) -> None:
+        for timer in (self.timer, self.ping_timer):
+            if timer is not None:
+                timer.cancel()
 
     async def pump(self, source: AsyncIterator[bytes]) -> None:
         try:
@@ -169,6 +155,7 @@ class _Batcher:
             if not self._due():
                 if self.buf:
                     self._arm()
+                self._arm_ping()
                 self.waiter = self.loop.create_future()
                 try:
                     await self.waiter
@@ -182,9 +169,14 @@ class _Batcher:
                 yield self._take()
                 self.last_flush = self.loop.time()
                 continue
-            if self.error is not None:
-                raise self.error
-            return
+            if self.ended:
+                if self.error is not None:
+                    raise self.error
+                return
+            self.ping_due = False  # due, and nothing else is: the silence's keepalive
+            assert self.ping is not None
+            yield self.ping
+            self.last_flush = self.loop.time()
 
 
 class RelayResponse(StreamingResponse):
@@ -237,50 +229,29 @@ class RelayResponse(StreamingResponse):
             await asyncio.shield(_aclose(self.body_stream))
 
 
-def sse_response(frames: AsyncIterator[str], headers: dict[str, str] | None = None) -> RelayResponse:
-    """SSE frames as a coalesced, disconnect-aware response."""
+def sse_response(frames: AsyncIterator[str], headers: dict[str, str] | None = None, ping: str | None = None,
+                 ping_interval: float = 10.0) -> RelayResponse:
+    """SSE frames as a coalesced, disconnect-aware response; ``ping`` frames go out while nothing else has been
+    written for ``ping_interval`` seconds (a dialect's keepalive during long generations)."""
 
     async def body() -> AsyncIterator[bytes]:
         async for frame in frames:
             yield frame.encode()
 
-    return RelayResponse(coalesce(body()), headers=headers)
-
-
-async def _first_then_keepalive(events: AsyncIterator[Any], interval: float, ping: str) -> AsyncIterator[Any]:
-    """The first event straight from ``events`` (no task switch between it and the first byte: ~0.2 ms of an
-    Anthropic stream's first byte on this VM went to the pump's hops), then the rest with keepalives."""
-    try:
-        try:
-            first = await anext(events)
-        except StopAsyncIteration:
-            return
-        yield first
-        async for item in with_keepalive(events, interval, lambda: ping):
-            yield item
-    finally:
-        await _aclose(events)
+    return RelayResponse(coalesce(body(), ping=ping.encode() if ping else None, ping_interval=ping_interval),
+                         headers=headers)
 
 
 async def relay_frames(events: AsyncIterator[StreamEvent], feed: Callable[[StreamEvent], list[dict[str, Any]]],
                        close: Callable[[], list[dict[str, Any]]], frame: Callable[[dict[str, Any]], str],
-                       dialect: Dialect, done: str = "", on_event: Callable[[StreamEvent], None] | None = None,
-                       ping: str | None = None, ping_interval: float = 10.0) -> AsyncIterator[str]:
+                       dialect: Dialect, done: str = "",
+                       on_event: Callable[[StreamEvent], None] | None = None) -> AsyncIterator[str]:
     """Backend events -> a dialect's SSE frames (``feed``/``close`` are a dialect stream encoder's, ``frame``
     its framing). A failure after the first byte, or a stream that ends without a finish, becomes one in-band
-    error event in ``dialect``; ``ping`` frames go out while the backend is silent (long generations).
-
-    ``events`` is an opened stream (InferenceService.open_stream): its first event is in hand before the response
-    starts, so it is taken at once, and the keepalive's pump task only carries the rest."""
-    source: AsyncIterator[Any] = events
-    if ping is not None:
-        source = _first_then_keepalive(events, ping_interval, ping)
+    error event in ``dialect``. Keepalives are the response's (``sse_response``'s ``ping``)."""
     ended = False  # a finish or an error event arrived: the backend ended the stream properly
     try:
-        async for event in source:
-            if isinstance(event, str):  # a keepalive frame
-                yield event
-                continue
+        async for event in events:
             ended = ended or isinstance(event, FinishEvent | ErrorEvent)
             if on_event is not None:
                 on_event(event)
@@ -295,3 +266,5 @@ async def relay_frames(events: AsyncIterator[StreamEvent], feed: Callable[[Strea
     except ApiError as exc:
         logger.warning("stream failed after the first byte", extra={"status": exc.status, "code": exc.code})
         yield frame(error_body(dialect, exc.status, exc.message, code=exc.code))
+    finally:  # closed early (the client went away): the backend's stream stops and settles now, not at GC
+        await _aclose(events)

@@ -115,11 +115,11 @@ def build_app(agent: FakeAgent, enrollment: Enrollment | None) -> Starlette:
 
         async def events() -> AsyncIterator[bytes]:
             start = {"type": "start", "id": rid, "model": agent.model, "created": created, "prompt_tokens": 3}
-            for event in (start, *({"type": "text", "text": t} for t in texts), {"type": "usage", "usage": usage},
-                          {"type": "finish", "reason": "stop"}):
-                yield (json.dumps(event) + "\n").encode()
-                if delay:
+            for i, event in enumerate((start, *({"type": "text", "text": t} for t in texts),
+                                       {"type": "usage", "usage": usage}, {"type": "finish", "reason": "stop"})):
+                if delay and i:  # a pause before every event but the first; the stream ends with its last
                     await asyncio.sleep(delay)
+                yield (json.dumps(event) + "\n").encode()
 
         return StreamingResponse(events(), media_type="application/x-ndjson")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from isthmus.errors import Dialect
-from isthmus.streaming import RelayResponse, coalesce, relay_frames, with_keepalive
+from isthmus.streaming import RelayResponse, coalesce, relay_frames, sse_response
 from isthmus_contracts.internal import FinishEvent, StreamEvent, TextDelta
 
 
@@ -77,25 +77,50 @@ def test_a_source_error_is_raised_after_the_data_before_it() -> None:
 
 
 def test_keepalive_pings_while_the_source_is_silent_then_passes_items() -> None:
-    # given a source silent for 0.25 s
-    items = [(0.25, b"late")]
-    # when wrapped with a 0.05 s keepalive
-    out = asyncio.run(collect(with_keepalive(scripted(items), 0.05, lambda: b"ping")))
-    # then pings came first and the item still arrived, last
-    assert out[-1] == b"late"
-    assert out.count(b"ping") >= 2
+    # given a source that sends its first chunk, then is silent for 0.25 s
+    items = [(0.0, b"first"), (0.25, b"late")]
+    # when coalesced with a 0.05 s keepalive
+    out = asyncio.run(collect(coalesce(scripted(items), interval=0.01, ping=b"ping", ping_interval=0.05)))
+    # then the first chunk came first, pings filled the silence, and the late chunk still arrived, last
+    assert out[0] == b"first" and out[-1] == b"late"
+    assert 2 <= out.count(b"ping") <= 5
 
 
-def relayed_with_pings(events: AsyncIterator[StreamEvent], interval: float) -> AsyncIterator[str]:
+def test_no_ping_goes_out_before_the_first_chunk_or_while_chunks_keep_coming() -> None:
+    # given a source silent before its first chunk, then a chunk every 20 ms for 0.3 s
+    items = [(0.2, b"first")] + [(0.02, b"t")] * 15
+    # when coalesced with a 0.05 s keepalive (longer than any gap after the first chunk)
+    out = asyncio.run(collect(coalesce(scripted(items), interval=0.005, ping=b"ping", ping_interval=0.05)))
+    # then no ping: the stream's first bytes are its own, and a stream that writes needs no keepalive
+    assert b"ping" not in out and out[0] == b"first"
+    assert b"".join(out) == b"first" + b"t" * 15
+
+
+def test_an_sse_response_with_a_ping_sends_it_while_its_frames_are_silent() -> None:
+    # given frames with a silence after the first
+    async def frames() -> AsyncIterator[str]:
+        yield "event: one\n\n"
+        await asyncio.sleep(0.3)
+        yield "event: two\n\n"
+
+    # when relayed as an SSE response with a 0.1 s ping
+    sent, _ = _relay_run(sse_response(frames(), ping="event: ping\n\n", ping_interval=0.1).body_stream, [])
+    bodies = [m.get("body") for m in sent[1:]]
+    # then pings went out between the two frames, and the response ended properly
+    assert bodies[0] == b"event: one\n\n" and bodies[-2:] == [b"event: two\n\n", b""]
+    assert 1 <= bodies.count(b"event: ping\n\n") <= 3
+
+
+def relayed(events: AsyncIterator[StreamEvent]) -> AsyncIterator[str]:
     return relay_frames(events, lambda e: [{"kind": type(e).__name__}], lambda: [], lambda p: p["kind"],
-                        Dialect.ANTHROPIC, ping="ping", ping_interval=interval)
+                        Dialect.ANTHROPIC)
 
 
-def test_a_relay_with_pings_sends_its_first_frame_without_a_task_switch_then_pings_while_silent() -> None:
-    # given an opened stream (its first event in hand), then a silence, then the finish
+def test_a_relay_sends_its_first_frame_without_a_task_switch() -> None:
+    # given an opened stream (its first event in hand), then a pause, then the finish
     async def opened() -> AsyncIterator[StreamEvent]:
         yield TextDelta(text="hi")
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.05)
         yield FinishEvent(reason="stop")
 
     async def run() -> tuple[str, bool, list[str]]:
@@ -106,16 +131,15 @@ def test_a_relay_with_pings_sends_its_first_frame_without_a_task_switch_then_pin
             switched = True
 
         asyncio.get_running_loop().call_soon(other_task_ran)  # runs at the first loop turn this task gives away
-        relay = relayed_with_pings(opened(), 0.05)
+        relay = relayed(opened())
         first = await anext(relay)
         ran_before_first = switched
         return first, ran_before_first, [frame async for frame in relay]
 
     first, ran_before_first, rest = asyncio.run(run())
-    # when relayed with a keepalive, then the first frame came before the loop ran anything else
+    # when relayed, then the first frame came before the loop ran anything else, and the finish after it
     assert first == "TextDelta" and not ran_before_first
-    # and pings went out during the silence, the finish last
-    assert rest[-1] == "FinishEvent" and rest.count("ping") >= 2
+    assert rest == ["FinishEvent"]
 
 
 def test_closing_a_relay_after_its_first_frame_closes_the_stream() -> None:
@@ -130,7 +154,7 @@ def test_closing_a_relay_after_its_first_frame_closes_the_stream() -> None:
             closed.append(True)
 
     async def run() -> None:
-        relay = relayed_with_pings(opened(), 10)
+        relay = relayed(opened())
         await anext(relay)
         await relay.aclose()  # type: ignore[attr-defined]
 
