@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from isthmus import metrics
+from isthmus.adapters.cloud.sse_wire import SseParser
 from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
@@ -205,13 +206,13 @@ DRAIN_TIMEOUT_S = 0.5
 DRAIN_MAX_BYTES = 65536
 
 
-async def _drain(lines: AsyncIterator[str]) -> None:
-    """Reads what is left of a body being read as ``lines`` (bounded), so that closing it keeps the connection."""
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Reads what is left of a body being read as ``chunks`` (bounded), so that closing it keeps the connection."""
     read = 0
     with contextlib.suppress(Exception):
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
-            async for line in lines:
-                read += len(line) + 1
+            async for chunk in chunks:
+                read += len(chunk)
                 if read > DRAIN_MAX_BYTES:
                     return
 
@@ -221,27 +222,19 @@ async def sse(target: ProviderTarget, resp: httpx.Response,
     """(event name, data) per server-sent event; a broken or idle stream raises ApiError (502 / 504). ``last``
     tells the protocol's final event: once it has come, the body's end is read before it is yielded (a stream
     read to its end keeps its pooled connection)."""
-    event: str | None = None
-    data: list[str] = []
+    parser = SseParser()
     try:
         with _mid_answer(target, idle="idle between chunks", broke="stream broke"):
-            lines = resp.aiter_lines()
-            async for line in lines:
-                if not line:
-                    if data:
-                        joined = "\n".join(data)
-                        if last is not None and last(event, joined):
-                            await _drain(lines)
-                            yield event, joined
-                            return
-                        yield event, joined
-                    event, data = None, []
-                elif line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].lstrip())
-            if data:
-                yield event, "\n".join(data)
+            chunks = resp.aiter_bytes()
+            async for chunk in chunks:
+                for event, data in parser.feed(chunk):
+                    if last is not None and last(event, data):
+                        await _drain(chunks)
+                        yield event, data
+                        return
+                    yield event, data
+            for event, data in parser.end():
+                yield event, data
     finally:
         await resp.aclose()
 
