@@ -235,8 +235,11 @@ def sse_response(frames: AsyncIterator[str], headers: dict[str, str] | None = No
     written for ``ping_interval`` seconds (a dialect's keepalive during long generations)."""
 
     async def body() -> AsyncIterator[bytes]:
-        async for frame in frames:
-            yield frame.encode()
+        try:
+            async for frame in frames:
+                yield frame.encode()
+        finally:  # closed early: the frames' source closes (and settles) now, each layer closing the one below
+            await _aclose(frames)
 
     return RelayResponse(coalesce(body(), ping=ping.encode() if ping else None, ping_interval=ping_interval),
                          headers=headers)

@@ -244,3 +244,28 @@ def test_a_cancellation_from_outside_is_not_swallowed() -> None:
     # given a server that cancels the response task itself (shutdown), the cancellation reaches the caller
     _, cancelled = _relay_run(endless([], every=0.01), [], outer_cancel_after=0.05)
     assert cancelled
+
+
+def test_an_sse_body_closed_after_its_first_chunk_closes_the_backend_events() -> None:
+    closed: list[bool] = []
+
+    async def events() -> AsyncIterator[StreamEvent]:  # a backend stream that settles when closed
+        try:
+            while True:
+                yield TextDelta(text="t")
+                await asyncio.sleep(0.01)
+        finally:
+            closed.append(True)
+
+    async def run() -> list[bool]:
+        # given a relayed stream's response body, its frames still referenced (as a wrapper of them would be,
+        # so no garbage-collector finalizer closes them)
+        frames = relayed(events())
+        body = sse_response(frames, ping="ping").body_stream
+        # when it is closed once its first chunk went out (the client left at once)
+        await anext(body)
+        await body.aclose()  # type: ignore[attr-defined]
+        # then every layer closed the one below: the backend's events are closed
+        return list(closed)
+
+    assert asyncio.run(run()) == [True]
