@@ -11,7 +11,9 @@ called in turn, request by request (p50 and p99 added); at c=32 and c=128 each t
 alternating blocks (requests per second, and the edge's RPS as a share of the direct path's); the edge's CPU per
 request (psutil on the edge and its workers, over the c=32 blocks). Then the tenancy-on targets are checked: added
 p50 <= 1.0 ms and p99 <= 3 ms at c=1, c=32 RPS >= 60 % of direct, a stream's first byte <= the upstream's + 1 ms;
-a miss says by how much. Then one edge with --workers 1 vs --workers 2 at c=32.
+a miss says by how much; then the same targets widened only when the same run's floor is slow (a shared host's
+spell: p50 <= max(1.0 ms, 2.5x the floor's added p50), p99 <= max(3 ms, the floor's added p99 + 3 ms)). Then one
+edge with --workers 1 vs --workers 2 at c=32.
 
 Run: .venv/bin/python bench/paths.py [--n 400] [--seconds 2] [--quick]   (--quick: a smoke run, ~30 s)
 """
@@ -50,13 +52,13 @@ QUESTION = "What is the capital of France?"
 MODES = ("off", "open", "keyed")
 FLOOR = "floor"  # bench/bare_proxy.py: uvicorn and a verbatim forward, no code of ours (what any proxy costs here)
 TARGET_P50_MS, TARGET_P99_MS, TARGET_SHARE, TARGET_TTFT_MS = 1.0, 3.0, 0.60, 1.0
-# The target proposed instead of the absolute 1.0 ms (README, "Every path"): on this shared VM the bare proxy alone
-# adds 0.26-0.92 ms p50 depending on the host's spell, and our code slows with it; a ratio to the same run's floor
-# reads the edge, not the host.
+# The targets proposed for a shared host (README, "Every path"): the bare proxy alone adds 0.24-0.92 ms p50 on this
+# VM depending on the host's spell, and our code slows with it. The same targets, widened only when the floor of the
+# same run is itself slow: p50 <= max(1.0 ms, 2.5x the floor's added p50), p99 <= max(3 ms, the floor's added p99 +
+# 3 ms); the c=32 share is a ratio already. In a quick spell (floor <= 0.4 ms) they are the absolute ones.
 FLOOR_RATIO = 2.5
-FLOOR_RATIOS: list[tuple[str, float]] = []  # (path, shape and mode; added p50 over the floor's added p50)
-FLOOR_P99_MS = 3.0  # and the p99: at most 3 ms over the floor's added p99
-FLOOR_P99S: list[tuple[str, float]] = []  # (path, shape and mode; added p99 minus the floor's)
+FLOOR_P99_MS = 3.0
+NORMALIZED: list[str] = []  # every tenancy-on check against the widened targets, "" when it holds
 
 
 def _chat(model: str) -> Callable[[bool], dict[str, Any]]:
@@ -322,10 +324,14 @@ def report_row(case: PathCase, stream: bool, c1: dict[str, list[float]], rates: 
         if math.isnan(add50):
             misses.append(f"{where}: no answer at c=1 (every request refused, see below)")
             continue
-        if floor50 > 0:
-            FLOOR_RATIOS.append((where, add50 / floor50))
-            FLOOR_P99S.append((where, add99 - max(0.0, pct_ms(c1[FLOOR], .99) - dp99)))
         limit50 = TARGET_TTFT_MS if stream else TARGET_P50_MS
+        if not math.isnan(floor50):
+            wide50 = max(limit50, FLOOR_RATIO * floor50)
+            wide99 = max(TARGET_P99_MS, max(0.0, pct_ms(c1[FLOOR], .99) - dp99) + FLOOR_P99_MS)
+            NORMALIZED.append(f"{where}: added p50 {add50:+.2f} ms over {wide50:.2f}" if add50 > wide50 else "")
+            NORMALIZED.append(f"{where}: added p99 {add99:+.2f} ms over {wide99:.2f}" if add99 > wide99 else "")
+            NORMALIZED.append(f"{where}: c=32 {shares[32]:.0%} of direct" if shares.get(32, 1.0) < TARGET_SHARE
+                              else "")
         if add50 > limit50:
             misses.append(f"{where}: added p50 {add50:+.2f} ms, {add50 - limit50:.2f} ms over {limit50} ms")
         if add99 > TARGET_P99_MS:
@@ -453,19 +459,13 @@ def main() -> int:
         print("\ntargets (tenancy on: open and keyed): " + ("all met" if not misses else f"{len(misses)} missed"))
         for miss in misses:
             print(f"  MISS {miss}")
-        if FLOOR_RATIOS:
-            held = [w for w, r in FLOOR_RATIOS if r <= FLOOR_RATIO]
-            worst = max(FLOOR_RATIOS, key=lambda wr: wr[1])
-            print(f"proposed target (tenancy on: added p50 <= {FLOOR_RATIO}x the floor's added p50, same run): "
-                  f"{len(held)} of {len(FLOOR_RATIOS)} hold; highest {worst[1]:.2f}x ({worst[0]})")
-            for where, ratio in FLOOR_RATIOS:
-                if ratio > FLOOR_RATIO:
-                    print(f"  MISS {where}: {ratio:.2f}x the floor's")
-            over = [(w, d) for w, d in FLOOR_P99S if d > FLOOR_P99_MS]
-            print(f"proposed target (tenancy on: added p99 <= the floor's added p99 + {FLOOR_P99_MS:g} ms): "
-                  f"{len(FLOOR_P99S) - len(over)} of {len(FLOOR_P99S)} hold")
-            for where, excess in over:
-                print(f"  MISS {where}: {excess:+.2f} ms over the floor's p99")
+        if NORMALIZED:
+            missed = [m for m in NORMALIZED if m]
+            print(f"targets widened by the floor (p50 <= max(1.0 ms, {FLOOR_RATIO}x the floor's added p50), p99 <= "
+                  f"max(3 ms, the floor's added p99 + {FLOOR_P99_MS:g} ms), c=32 >= 60 %): "
+                  f"{len(NORMALIZED) - len(missed)} of {len(NORMALIZED)} hold")
+            for miss in missed:
+                print(f"  MISS {miss}")
         for url, errors in ERRORS.items():
             print(f"  {len(errors)} answers other than 200 from {url} (not timed), first: {errors[0]}")
         if not args.no_workers:
