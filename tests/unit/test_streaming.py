@@ -142,19 +142,21 @@ def test_a_relay_sends_its_first_frame_without_a_task_switch() -> None:
     assert rest == ["FinishEvent"]
 
 
+async def endless_events(closed: list[bool]) -> AsyncIterator[StreamEvent]:
+    """An opened backend stream that never ends; notes in ``closed`` when it is closed (where it settles)."""
+    try:
+        while True:
+            yield TextDelta(text="t")
+            await asyncio.sleep(0.001)
+    finally:
+        closed.append(True)
+
+
 def test_closing_a_relay_after_its_first_frame_closes_the_stream() -> None:
     closed: list[bool] = []
 
-    async def opened() -> AsyncIterator[StreamEvent]:
-        try:
-            while True:
-                yield TextDelta(text="t")
-                await asyncio.sleep(0.001)
-        finally:
-            closed.append(True)
-
     async def run() -> None:
-        relay = relayed(opened())
+        relay = relayed(endless_events(closed))
         await anext(relay)
         await relay.aclose()  # type: ignore[attr-defined]
 
@@ -249,18 +251,10 @@ def test_a_cancellation_from_outside_is_not_swallowed() -> None:
 def test_an_sse_body_closed_after_its_first_chunk_closes_the_backend_events() -> None:
     closed: list[bool] = []
 
-    async def events() -> AsyncIterator[StreamEvent]:  # a backend stream that settles when closed
-        try:
-            while True:
-                yield TextDelta(text="t")
-                await asyncio.sleep(0.01)
-        finally:
-            closed.append(True)
-
     async def run() -> list[bool]:
         # given a relayed stream's response body, its frames still referenced (as a wrapper of them would be,
         # so no garbage-collector finalizer closes them)
-        frames = relayed(events())
+        frames = relayed(endless_events(closed))
         body = sse_response(frames, ping="ping").body_stream
         # when it is closed once its first chunk went out (the client left at once)
         await anext(body)
