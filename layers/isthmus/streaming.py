@@ -166,6 +166,7 @@ class _Batcher:
                 self.timer.cancel()
                 self.timer = None
             if self.buf:
+                self.ping_due = False  # the data itself breaks the silence
                 yield self._take()
                 self.last_flush = self.loop.time()
                 continue

@@ -96,6 +96,21 @@ def test_no_ping_goes_out_before_the_first_chunk_or_while_chunks_keep_coming() -
     assert b"".join(out) == b"first" + b"t" * 15
 
 
+def test_data_that_goes_out_when_a_ping_falls_due_is_not_followed_by_that_ping() -> None:
+    # given data held by a long coalescing window, whose keepalive falls due while it waits
+    async def run() -> list[tuple[float, bytes]]:
+        loop = asyncio.get_running_loop()
+        source = scripted([(0.0, b"first"), (0.01, b"data"), (0.2, b"late")])
+        return [(loop.time(), chunk) async for chunk in coalesce(source, interval=0.1, ping=b"ping",
+                                                                ping_interval=0.05)]
+
+    out = asyncio.run(run())
+    # then the data goes out at the ping's time, and the next ping only after a silence of its own
+    data_at = next(t for t, chunk in out if chunk == b"data")
+    assert [c for _, c in out][:2] == [b"first", b"data"]
+    assert all(t - data_at >= 0.04 for t, chunk in out if chunk == b"ping"), out
+
+
 def test_an_sse_response_with_a_ping_sends_it_while_its_frames_are_silent() -> None:
     # given frames with a silence after the first
     async def frames() -> AsyncIterator[str]:
