@@ -6,7 +6,8 @@ Faults are scripted by the *upstream model name* (dash-separated tokens, so each
 ``e429x2`` the first 2 calls answer 429 (then normal), ``e500x1`` / ``e500x99`` likewise with 500,
 ``e401x9``, ``e400x9``, ``e404x9``; ``ra3`` sets ``Retry-After: 3`` on those errors (429s default to 0);
 ``slow2`` waits 2 s before the first byte; ``cut`` breaks the stream's connection after two deltas;
-``stall2`` goes quiet for 2 s after two deltas; ``linger5`` (OpenAI) keeps the stream open 5 s after ``[DONE]``;
+``stall2`` goes quiet for 2 s after two deltas; ``flood`` then sends 20 MiB of data lines that never end an event;
+``linger5`` (OpenAI) keeps the stream open 5 s after ``[DONE]``;
 ``over5000`` reports 5000 prompt tokens more than it counted (a provider that bills more than was sent).
 Every request is recorded (path, headers, JSON body, the client's port) for assertions; counts are per model name.
 The batch APIs (OpenAI files + batches, Anthropic Message Batches) are tests/support/fake_provider_batches.py.
@@ -99,6 +100,11 @@ class FakeProviders(LoopbackServer):
         stall = re.search(r"(?:^|-)stall(\d+)(?:-|$)", model)
         if stall:
             await asyncio.sleep(float(stall.group(1)))
+
+    @staticmethod
+    def _flood(model: str) -> list[bytes]:
+        """``flood``: 20 MiB of data lines without the blank line that would end their event."""
+        return [b"data: " + b"x" * 65530 + b"\n"] * 320 if "flood" in model.split("-") else []
 
     @staticmethod
     def _answer(messages: list[dict[str, Any]], tools: list[Any], tool_name: str | None) -> tuple[str, str | None]:
@@ -194,6 +200,8 @@ class FakeProviders(LoopbackServer):
             await asyncio.sleep(0)
             if i == 1:
                 await self._mid_stream(model)
+                for line in self._flood(model):
+                    yield line
         if call:
             yield chunk({"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function",
                                          "function": {"name": call, "arguments": ""}}]})
@@ -253,6 +261,8 @@ class FakeProviders(LoopbackServer):
                 await asyncio.sleep(0)
                 if i == 1:
                     await self._mid_stream(model)
+                    for line in self._flood(model):
+                        yield line
             yield event("content_block_stop", {"index": 0})
             index = 1
         if call:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from isthmus.adapters.cloud.sse_wire import SseEvent, SseParser
+from isthmus.adapters.cloud.sse_wire import MAX_EVENT_BYTES, EventTooLarge, SseEvent, SseParser
 
 ANTHROPIC = ('event: message_start\ndata: {"type":"message_start"}\n\n'
              ': a comment line\n\n'
@@ -56,3 +56,19 @@ def test_an_event_the_body_ends_without_its_blank_line_still_counts() -> None:
 
 def test_blank_lines_between_events_are_not_events() -> None:
     assert parse([b"\n\n\n\ndata: x\n\n\n\n\ndata: y\n\n"]) == [(None, "x"), (None, "y")]
+
+
+def test_an_event_that_never_ends_is_refused_once_it_passes_the_bound() -> None:
+    # given an upstream that sends data lines and never the blank line that ends an event
+    parser = SseParser()
+    line = b"data: " + b"x" * 65530 + b"\n"
+    fed = 0
+    # when it passes the bound, then the parser refuses it instead of holding it all
+    with pytest.raises(EventTooLarge):
+        while fed <= MAX_EVENT_BYTES:
+            assert parser.feed(line) == []
+            fed += len(line)
+    assert fed > MAX_EVENT_BYTES - len(line)
+    # and a parser holding a large but bounded event still yields it whole
+    body = b"data: " + "東".encode() * (2**20) + b"\n\n"
+    assert parse(cut(body, 65536)) == [(None, "東" * (2**20))]

@@ -124,6 +124,25 @@ def test_cut_mid_stream_is_not_retried(fake: FakeProviders, sleeps: list[float],
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_event_that_never_ends_is_a_502_not_a_growing_buffer(fake: FakeProviders, sleeps: list[float],
+                                                                 protocol: str) -> None:
+    # given an upstream that, after two deltas, sends 20 MiB of data lines and never the blank line ending them
+    model = f"flood-{protocol}-flood"
+    got: list[Any] = []
+
+    async def run() -> None:
+        async for event in backend(fake, protocol, model).stream(ask("one two three")):
+            got.append(event)
+
+    # when streamed
+    error = fails(run())
+    # then the deltas so far, then a 502 naming the bound (the parser stopped at 16 MiB), and no retry
+    assert [e.text for e in got if isinstance(e, TextDelta)] == ["echo:", " one"]
+    assert error.status == 502 and "over 16777216 bytes" in error.message
+    assert fake.count(model) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_idle_stream_times_out_504_without_retry(fake: FakeProviders, sleeps: list[float], protocol: str) -> None:
     # given an upstream that goes quiet mid-stream for longer than the idle timeout
     model = f"stall-{protocol}-stall2"

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from isthmus import metrics
-from isthmus.adapters.cloud.sse_wire import SseParser
+from isthmus.adapters.cloud.sse_wire import EventTooLarge, SseParser
 from isthmus.background import per_loop
 from isthmus.errors import ApiError
 from isthmus.observability import get_logger
@@ -235,6 +235,8 @@ async def sse(target: ProviderTarget, resp: httpx.Response,
                     yield event, data
             for event, data in parser.end():
                 yield event, data
+    except EventTooLarge as exc:
+        raise ApiError(502, f"provider '{target.provider_id}' sent {exc}", code="upstream_error") from None
     finally:
         await resp.aclose()
 
