@@ -106,20 +106,27 @@ def test_slow_first_byte_times_out_504_without_retry(fake: FakeProviders, sleeps
     assert error.status == 504 and fake.count(model) == 1 and sleeps == []
 
 
+def deltas_until_it_fails(fake: FakeProviders, protocol: str, model: str, text: str,
+                          **options: Any) -> tuple[list[str], ApiError]:
+    """Streams ``text`` from ``model`` until the stream fails: the text deltas that came first, and the error."""
+    got: list[Any] = []
+
+    async def run() -> None:
+        async for event in backend(fake, protocol, model, **options).stream(ask(text)):
+            got.append(event)
+
+    error = fails(run())
+    return [e.text for e in got if isinstance(e, TextDelta)], error
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_cut_mid_stream_is_not_retried(fake: FakeProviders, sleeps: list[float], protocol: str) -> None:
     # given an upstream that drops the connection after two deltas
     model = f"cut-{protocol}-cut"
-    got: list[Any] = []
-
-    async def run() -> None:
-        async for event in backend(fake, protocol, model).stream(ask("one two three four")):
-            got.append(event)
-
     # when streamed
-    error = fails(run())
+    deltas, error = deltas_until_it_fails(fake, protocol, model, "one two three four")
     # then the deltas before the cut arrived, then a 502 (the relay renders it in-band), and no retry
-    assert [e.text for e in got if isinstance(e, TextDelta)] == ["echo:", " one"]
+    assert deltas == ["echo:", " one"]
     assert error.status == 502 and fake.count(model) == 1 and sleeps == []
 
 
@@ -128,16 +135,10 @@ def test_an_event_that_never_ends_is_a_502_not_a_growing_buffer(fake: FakeProvid
                                                                  protocol: str) -> None:
     # given an upstream that, after two deltas, sends 20 MiB of data lines and never the blank line ending them
     model = f"flood-{protocol}-flood"
-    got: list[Any] = []
-
-    async def run() -> None:
-        async for event in backend(fake, protocol, model).stream(ask("one two three")):
-            got.append(event)
-
     # when streamed
-    error = fails(run())
+    deltas, error = deltas_until_it_fails(fake, protocol, model, "one two three")
     # then the deltas so far, then a 502 naming the bound (the parser stopped at 16 MiB), and no retry
-    assert [e.text for e in got if isinstance(e, TextDelta)] == ["echo:", " one"]
+    assert deltas == ["echo:", " one"]
     assert error.status == 502 and "over 16777216 bytes" in error.message
     assert fake.count(model) == 1 and sleeps == []
 
@@ -146,16 +147,10 @@ def test_an_event_that_never_ends_is_a_502_not_a_growing_buffer(fake: FakeProvid
 def test_idle_stream_times_out_504_without_retry(fake: FakeProviders, sleeps: list[float], protocol: str) -> None:
     # given an upstream that goes quiet mid-stream for longer than the idle timeout
     model = f"stall-{protocol}-stall2"
-    got: list[Any] = []
-
-    async def run() -> None:
-        async for event in backend(fake, protocol, model, idle_timeout=0.3).stream(ask("one two three")):
-            got.append(event)
-
     # when streamed
-    error = fails(run())
+    deltas, error = deltas_until_it_fails(fake, protocol, model, "one two three", idle_timeout=0.3)
     # then the deltas so far, then a 504, and no retry
-    assert [e.text for e in got if isinstance(e, TextDelta)] == ["echo:", " one"]
+    assert deltas == ["echo:", " one"]
     assert error.status == 504 and fake.count(model) == 1 and sleeps == []
 
 
